@@ -1,0 +1,477 @@
+package store
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"hash"
+	"io"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/cockroachdb/pebble/v2"
+	"github.com/cockroachdb/pebble/v2/vfs"
+	"github.com/ipfs/go-cid"
+	"github.com/multiformats/go-multihash"
+)
+
+// CIDFromSHA256 returns the CIDv1 (raw codec, sha2-256) naming the blob
+// whose sha256 is sum. A conda record's sha256 therefore names its package
+// before it is downloaded.
+func CIDFromSHA256(sum []byte) (cid.Cid, error) {
+	mh, err := multihash.Encode(sum, multihash.SHA2_256)
+	if err != nil {
+		return cid.Undef, fmt.Errorf("store: encode multihash: %w", err)
+	}
+	return cid.NewCidV1(cid.Raw, mh), nil
+}
+
+// CIDFromHex is CIDFromSHA256 for a hex digest.
+func CIDFromHex(sha256Hex string) (cid.Cid, error) {
+	sum, err := hex.DecodeString(sha256Hex)
+	if err != nil || len(sum) != sha256.Size {
+		return cid.Undef, fmt.Errorf("store: bad sha256 %q", sha256Hex)
+	}
+	return CIDFromSHA256(sum)
+}
+
+// SHA256Of returns the sha256 digest carried by a CID made by CIDFromSHA256.
+func SHA256Of(c cid.Cid) ([]byte, error) {
+	dm, err := multihash.Decode(c.Hash())
+	if err != nil {
+		return nil, fmt.Errorf("store: decode cid: %w", err)
+	}
+	if dm.Code != multihash.SHA2_256 || c.Type() != cid.Raw {
+		return nil, fmt.Errorf("store: cid %s is not raw sha2-256", c)
+	}
+	return dm.Digest, nil
+}
+
+// BlobInfo describes a stored blob.
+type BlobInfo struct {
+	CID      cid.Cid
+	Size     int64
+	SHA256   []byte
+	Inline   bool      // bytes live in Pebble, not in a file
+	Verified time.Time // when the bytes were last hashed
+}
+
+// PutOptions constrain a Put.
+type PutOptions struct {
+	// WantSHA256, if set, is the digest the bytes must have; otherwise Put
+	// fails with *DigestMismatchError and stores nothing.
+	WantSHA256 []byte
+	// WantSize, if >= 0 and WantSet, is the exact length the bytes must have.
+	WantSize    int64
+	WantSizeSet bool
+	// MaxSize, if > 0, aborts the write with ErrTooLarge once exceeded.
+	MaxSize int64
+	// Tee, if set, receives every byte as it is written (to compute other
+	// digests in the same pass).
+	Tee io.Writer
+}
+
+const (
+	kindInline byte = 1
+	kindFile   byte = 2
+)
+
+func blobKey(c cid.Cid) []byte { return []byte(blobPrefix + c.String()) }
+
+func (s *Store) blobPath(c cid.Cid) string {
+	name := c.String()
+	return s.path("blobs", name[len(name)-2:], name)
+}
+
+// Put streams r into the store, hashing while it writes, and returns the
+// blob's info once it is whole, verified, durable and visible. A failed or
+// cancelled Put leaves nothing visible. Putting bytes that already exist is
+// cheap and returns the existing blob.
+func (s *Store) Put(ctx context.Context, r io.Reader, opt PutOptions) (BlobInfo, error) {
+	if s.closed.Load() {
+		return BlobInfo{}, ErrClosed
+	}
+	h := sha256.New()
+	var w io.Writer = h
+	if opt.Tee != nil {
+		w = io.MultiWriter(h, opt.Tee)
+	}
+	r = &ctxReader{ctx: ctx, r: r}
+	limit := s.cfg.InlineThreshold
+	head := make([]byte, 0, min(limit+1, 64<<10))
+	buf := bytes.NewBuffer(head)
+	n, err := io.CopyN(buf, r, limit+1)
+	if err != nil && !errors.Is(err, io.EOF) {
+		return BlobInfo{}, fmt.Errorf("store: read blob: %w", err)
+	}
+	if opt.MaxSize > 0 && n > opt.MaxSize {
+		return BlobInfo{}, ErrTooLarge
+	}
+	if n <= limit {
+		_, _ = w.Write(buf.Bytes())
+		info, err := s.finish(h, n, opt)
+		if err != nil {
+			return BlobInfo{}, err
+		}
+		if existing, err := s.Stat(ctx, info.CID); err == nil {
+			return existing, nil
+		}
+		info.Inline = true
+		if err := s.db.Set(blobKey(info.CID), encodeBlobMeta(info, buf.Bytes()), pebble.Sync); err != nil {
+			return BlobInfo{}, fmt.Errorf("store: index inline blob: %w", err)
+		}
+		return info, nil
+	}
+	return s.putFile(ctx, io.MultiReader(buf, r), h, w, opt)
+}
+
+func (s *Store) putFile(ctx context.Context, r io.Reader, h hash.Hash, w io.Writer, opt PutOptions) (BlobInfo, error) {
+	var rnd [12]byte
+	_, _ = rand.Read(rnd[:])
+	tmp := s.path("tmp", hex.EncodeToString(rnd[:]))
+	f, err := s.fs.Create(tmp, vfs.WriteCategoryUnspecified)
+	if err != nil {
+		return BlobInfo{}, fmt.Errorf("store: create temp blob: %w", err)
+	}
+	committed := false
+	defer func() {
+		if !committed {
+			_ = f.Close()
+			_ = s.fs.Remove(tmp)
+		}
+	}()
+	var src io.Reader = r
+	if opt.MaxSize > 0 {
+		src = io.LimitReader(r, opt.MaxSize+1)
+	}
+	n, err := io.CopyBuffer(io.MultiWriter(f, w), src, make([]byte, 256<<10))
+	if err != nil {
+		return BlobInfo{}, fmt.Errorf("store: write blob: %w", err)
+	}
+	if opt.MaxSize > 0 && n > opt.MaxSize {
+		return BlobInfo{}, ErrTooLarge
+	}
+	info, err := s.finish(h, n, opt)
+	if err != nil {
+		return BlobInfo{}, err
+	}
+	if existing, err := s.Stat(ctx, info.CID); err == nil {
+		return existing, nil
+	}
+	if err := f.Sync(); err != nil {
+		return BlobInfo{}, fmt.Errorf("store: sync blob: %w", err)
+	}
+	if err := f.Close(); err != nil {
+		return BlobInfo{}, fmt.Errorf("store: close blob: %w", err)
+	}
+	committed = true // from here on the deferred cleanup must not double-close
+	final := s.blobPath(info.CID)
+	dir := s.fs.PathDir(final)
+	if err := s.fs.MkdirAll(dir, 0o755); err != nil {
+		_ = s.fs.Remove(tmp)
+		return BlobInfo{}, fmt.Errorf("store: create blob dir: %w", err)
+	}
+	if err := s.fs.Rename(tmp, final); err != nil {
+		_ = s.fs.Remove(tmp)
+		return BlobInfo{}, fmt.Errorf("store: publish blob: %w", err)
+	}
+	if err := syncDir(s.fs, dir); err != nil {
+		return BlobInfo{}, err
+	}
+	if err := s.db.Set(blobKey(info.CID), encodeBlobMeta(info, nil), pebble.Sync); err != nil {
+		return BlobInfo{}, fmt.Errorf("store: index blob: %w", err)
+	}
+	return info, nil
+}
+
+func (s *Store) finish(h hash.Hash, n int64, opt PutOptions) (BlobInfo, error) {
+	sum := h.Sum(nil)
+	if opt.WantSHA256 != nil && !bytes.Equal(sum, opt.WantSHA256) {
+		return BlobInfo{}, &DigestMismatchError{Want: hex.EncodeToString(opt.WantSHA256), Got: hex.EncodeToString(sum)}
+	}
+	if opt.WantSizeSet && n != opt.WantSize {
+		return BlobInfo{}, fmt.Errorf("%w: want %d bytes, got %d", ErrSizeMismatch, opt.WantSize, n)
+	}
+	c, err := CIDFromSHA256(sum)
+	if err != nil {
+		return BlobInfo{}, err
+	}
+	return BlobInfo{CID: c, Size: n, SHA256: sum, Verified: time.Now().UTC().Truncate(time.Second)}, nil
+}
+
+func syncDir(fs vfs.FS, dir string) error {
+	d, err := fs.OpenDir(dir)
+	if err != nil {
+		return fmt.Errorf("store: open dir for sync: %w", err)
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil {
+		return fmt.Errorf("store: sync dir: %w", err)
+	}
+	return nil
+}
+
+// encodeBlobMeta lays out a blob index record: kind (1 byte), size (uvarint),
+// verified-at unix seconds (uvarint), then the inline bytes if any.
+func encodeBlobMeta(info BlobInfo, data []byte) []byte {
+	out := make([]byte, 0, 1+2*binary.MaxVarintLen64+len(data))
+	kind := kindFile
+	if info.Inline {
+		kind = kindInline
+	}
+	out = append(out, kind)
+	out = binary.AppendUvarint(out, uint64(info.Size))
+	out = binary.AppendUvarint(out, uint64(info.Verified.Unix()))
+	return append(out, data...)
+}
+
+func decodeBlobMeta(c cid.Cid, v []byte) (BlobInfo, []byte, error) {
+	if len(v) < 1 {
+		return BlobInfo{}, nil, fmt.Errorf("store: corrupt blob record for %s", c)
+	}
+	kind := v[0]
+	size, n := binary.Uvarint(v[1:])
+	if n <= 0 {
+		return BlobInfo{}, nil, fmt.Errorf("store: corrupt blob record for %s", c)
+	}
+	ver, m := binary.Uvarint(v[1+n:])
+	if m <= 0 {
+		return BlobInfo{}, nil, fmt.Errorf("store: corrupt blob record for %s", c)
+	}
+	data := v[1+n+m:]
+	sum, err := SHA256Of(c)
+	if err != nil {
+		return BlobInfo{}, nil, err
+	}
+	info := BlobInfo{CID: c, Size: int64(size), SHA256: sum, Inline: kind == kindInline, Verified: time.Unix(int64(ver), 0).UTC()}
+	if info.Inline && int64(len(data)) != info.Size {
+		return BlobInfo{}, nil, fmt.Errorf("store: corrupt inline blob %s", c)
+	}
+	return info, data, nil
+}
+
+// Stat returns the info of a stored blob, or ErrNotFound.
+func (s *Store) Stat(ctx context.Context, c cid.Cid) (BlobInfo, error) {
+	v, err := s.Get(ctx, blobKey(c))
+	if err != nil {
+		return BlobInfo{}, err
+	}
+	info, _, err := decodeBlobMeta(c, v)
+	return info, err
+}
+
+// Has reports whether the blob is stored.
+func (s *Store) Has(ctx context.Context, c cid.Cid) bool {
+	_, err := s.Stat(ctx, c)
+	return err == nil
+}
+
+// Blob is an open stored blob. Read, Seek and ReadAt work on every blob;
+// File returns the *os.File of an on-disk blob so HTTP can serve it with
+// sendfile. Close must be called.
+type Blob struct {
+	Info BlobInfo
+	io.ReadSeeker
+	io.ReaderAt
+	closer io.Closer
+	file   *os.File
+}
+
+// Close releases the blob.
+func (b *Blob) Close() error {
+	if b.closer == nil {
+		return nil
+	}
+	return b.closer.Close()
+}
+
+// File returns the underlying operating-system file, or nil for inline blobs
+// and in-memory filesystems.
+func (b *Blob) File() *os.File { return b.file }
+
+// Content returns the best io.ReadSeeker to serve: the *os.File when there is
+// one (zero-copy), otherwise the blob itself.
+func (b *Blob) Content() io.ReadSeeker {
+	if b.file != nil {
+		return b.file
+	}
+	return b.ReadSeeker
+}
+
+// Open opens a stored blob for reading, or returns ErrNotFound.
+func (s *Store) Open(ctx context.Context, c cid.Cid) (*Blob, error) {
+	v, err := s.Get(ctx, blobKey(c))
+	if err != nil {
+		return nil, err
+	}
+	info, data, err := decodeBlobMeta(c, v)
+	if err != nil {
+		return nil, err
+	}
+	if info.Inline {
+		r := bytes.NewReader(data)
+		return &Blob{Info: info, ReadSeeker: r, ReaderAt: r}, nil
+	}
+	p := s.blobPath(c)
+	if s.osFS {
+		f, err := os.Open(p)
+		if err != nil {
+			return nil, fmt.Errorf("store: open blob %s: %w", c, err)
+		}
+		return &Blob{Info: info, ReadSeeker: f, ReaderAt: f, closer: f, file: f}, nil
+	}
+	f, err := s.fs.Open(p)
+	if err != nil {
+		return nil, fmt.Errorf("store: open blob %s: %w", c, err)
+	}
+	sr := io.NewSectionReader(f, 0, info.Size)
+	return &Blob{Info: info, ReadSeeker: sr, ReaderAt: sr, closer: f}, nil
+}
+
+// ReadAll returns a blob's bytes; meant for small blobs (indexes).
+func (s *Store) ReadAll(ctx context.Context, c cid.Cid) ([]byte, error) {
+	b, err := s.Open(ctx, c)
+	if err != nil {
+		return nil, err
+	}
+	defer b.Close()
+	out := make([]byte, b.Info.Size)
+	if _, err := io.ReadFull(b, out); err != nil {
+		return nil, fmt.Errorf("store: read blob %s: %w", c, err)
+	}
+	return out, nil
+}
+
+// Delete removes a blob. The index record goes first, so a crash in between
+// leaves an unindexed file that the next Open re-verifies.
+func (s *Store) Delete(ctx context.Context, c cid.Cid) error {
+	info, err := s.Stat(ctx, c)
+	if err != nil {
+		return err
+	}
+	if err := s.db.Delete(blobKey(c), pebble.Sync); err != nil {
+		return fmt.Errorf("store: unindex blob: %w", err)
+	}
+	if !info.Inline {
+		if err := s.fs.Remove(s.blobPath(c)); err != nil && !oserrorNotExist(err) {
+			return fmt.Errorf("store: remove blob file: %w", err)
+		}
+	}
+	return nil
+}
+
+// List calls fn for every stored blob in CID order.
+func (s *Store) List(ctx context.Context, fn func(BlobInfo) error) error {
+	return s.Scan(ctx, []byte(blobPrefix), func(k, v []byte) error {
+		c, err := cid.Decode(string(k[len(blobPrefix):]))
+		if err != nil {
+			return fmt.Errorf("store: corrupt blob key %q: %w", k, err)
+		}
+		info, _, err := decodeBlobMeta(c, v)
+		if err != nil {
+			return err
+		}
+		return fn(info)
+	})
+}
+
+// Verify re-hashes a stored blob; a blob whose bytes no longer match its CID
+// is deleted and reported with *DigestMismatchError.
+func (s *Store) Verify(ctx context.Context, c cid.Cid) error {
+	b, err := s.Open(ctx, c)
+	if err != nil {
+		return err
+	}
+	h := sha256.New()
+	_, err = io.Copy(h, &ctxReader{ctx: ctx, r: b})
+	_ = b.Close()
+	if err != nil {
+		return fmt.Errorf("store: verify %s: %w", c, err)
+	}
+	if got := h.Sum(nil); !bytes.Equal(got, b.Info.SHA256) {
+		_ = s.Delete(ctx, c)
+		return &DigestMismatchError{Want: hex.EncodeToString(b.Info.SHA256), Got: hex.EncodeToString(got)}
+	}
+	return nil
+}
+
+// recover removes interrupted writes and indexes verified files that lost
+// their index record to a crash between rename and index write.
+func (s *Store) recover(ctx context.Context) error {
+	tmps, err := s.fs.List(s.path("tmp"))
+	if err != nil {
+		return fmt.Errorf("store: list tmp: %w", err)
+	}
+	for _, t := range tmps {
+		_ = s.fs.RemoveAll(s.path("tmp", t))
+	}
+	shards, err := s.fs.List(s.path("blobs"))
+	if err != nil {
+		return fmt.Errorf("store: list blobs: %w", err)
+	}
+	for _, sh := range shards {
+		names, err := s.fs.List(s.path("blobs", sh))
+		if err != nil {
+			continue
+		}
+		for _, name := range names {
+			c, err := cid.Decode(name)
+			if err != nil || strings.HasSuffix(name, ".tmp") {
+				s.log.Warn("removing stray file in blob directory", "name", name)
+				_ = s.fs.Remove(s.path("blobs", sh, name))
+				continue
+			}
+			if s.Has(ctx, c) {
+				continue
+			}
+			if err := s.reindexFile(ctx, c); err != nil {
+				s.log.Warn("removing unverifiable blob file", "cid", name, "err", err)
+				_ = s.fs.Remove(s.blobPath(c))
+			}
+		}
+	}
+	return nil
+}
+
+func (s *Store) reindexFile(ctx context.Context, c cid.Cid) error {
+	want, err := SHA256Of(c)
+	if err != nil {
+		return err
+	}
+	f, err := s.fs.Open(s.blobPath(c))
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	h := sha256.New()
+	n, err := io.Copy(h, f)
+	if err != nil {
+		return err
+	}
+	if !bytes.Equal(h.Sum(nil), want) {
+		return ErrDigestMismatch
+	}
+	info := BlobInfo{CID: c, Size: n, SHA256: want, Verified: time.Now().UTC().Truncate(time.Second)}
+	return s.db.Set(blobKey(c), encodeBlobMeta(info, nil), pebble.Sync)
+}
+
+func oserrorNotExist(err error) bool { return errors.Is(err, os.ErrNotExist) }
+
+// ctxReader stops a long copy once its context is done.
+type ctxReader struct {
+	ctx context.Context
+	r   io.Reader
+}
+
+func (c *ctxReader) Read(p []byte) (int, error) {
+	if err := c.ctx.Err(); err != nil {
+		return 0, err
+	}
+	return c.r.Read(p)
+}

@@ -1,0 +1,331 @@
+package store
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+
+	"github.com/cockroachdb/pebble/v2"
+	"github.com/cockroachdb/pebble/v2/vfs"
+)
+
+// Key prefixes; see the package documentation for the layout.
+const (
+	// ReplicatedPrefix starts every key written through ApplyBatch.
+	ReplicatedPrefix = "m/"
+	// LocalPrefix starts every local, derived key written through SetLocal.
+	LocalPrefix  = "l/"
+	blobPrefix   = "b/"
+	appliedKey   = "s/applied"
+	defaultInlne = 256 << 10
+)
+
+// Config configures Open. The zero value plus Dir is valid.
+type Config struct {
+	// Dir is the data directory. Required.
+	Dir string
+	// FS is the filesystem; nil means the operating system's. Tests pass
+	// vfs.NewMem() for a hermetic in-memory store.
+	FS vfs.FS
+	// InlineThreshold is the largest blob kept inside Pebble; larger blobs
+	// are files. Default 256 KiB, chosen by BenchmarkServe (docs/BENCHMARKS.md).
+	InlineThreshold int64
+	// Logger receives the store's logs; nil means slog.Default().
+	Logger *slog.Logger
+}
+
+// Validate reports a configuration that cannot work.
+func (c *Config) Validate() error {
+	if c.Dir == "" {
+		return errors.New("store: config: Dir is required")
+	}
+	if c.InlineThreshold < 0 {
+		return errors.New("store: config: InlineThreshold must be >= 0")
+	}
+	return nil
+}
+
+func (c *Config) setDefaults() {
+	if c.FS == nil {
+		c.FS = vfs.Default
+	}
+	if c.InlineThreshold == 0 {
+		c.InlineThreshold = defaultInlne
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+}
+
+// Store is the local persistence of one node. It is safe for concurrent use.
+type Store struct {
+	cfg    Config
+	fs     vfs.FS
+	osFS   bool // blob files may be opened with package os (zero-copy serving)
+	db     *pebble.DB
+	log    *slog.Logger
+	closed atomic.Bool
+
+	applyMu sync.Mutex // serialises ApplyBatch and Restore
+}
+
+// Open opens (creating if needed) the store in cfg.Dir, removes leftovers of
+// interrupted blob writes, and indexes verified blob files whose index record
+// was lost in a crash.
+func Open(ctx context.Context, cfg Config) (*Store, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	cfg.setDefaults()
+	s := &Store{cfg: cfg, fs: cfg.FS, osFS: cfg.FS == vfs.Default, log: cfg.Logger.With("component", "store")}
+	for _, d := range []string{cfg.Dir, s.path("blobs"), s.path("tmp")} {
+		if err := s.fs.MkdirAll(d, 0o755); err != nil {
+			return nil, fmt.Errorf("store: create %s: %w", d, err)
+		}
+	}
+	opts := &pebble.Options{FS: s.fs, Logger: pebbleLogger{s.log}}
+	db, err := pebble.Open(s.path("pebble"), opts)
+	if err != nil {
+		return nil, fmt.Errorf("store: open pebble: %w", err)
+	}
+	s.db = db
+	if err := s.recover(ctx); err != nil {
+		_ = db.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+// Close closes the database. Blobs opened before Close stay readable until
+// they are closed themselves.
+func (s *Store) Close() error {
+	if s.closed.Swap(true) {
+		return nil
+	}
+	if err := s.db.Close(); err != nil {
+		return fmt.Errorf("store: close pebble: %w", err)
+	}
+	return nil
+}
+
+func (s *Store) path(parts ...string) string {
+	return s.fs.PathJoin(append([]string{s.cfg.Dir}, parts...)...)
+}
+
+// Get returns a copy of the value stored at key, or ErrNotFound.
+func (s *Store) Get(ctx context.Context, key []byte) ([]byte, error) {
+	if s.closed.Load() {
+		return nil, ErrClosed
+	}
+	v, c, err := s.db.Get(key)
+	if errors.Is(err, pebble.ErrNotFound) {
+		return nil, ErrNotFound
+	}
+	if err != nil {
+		return nil, fmt.Errorf("store: get: %w", err)
+	}
+	out := bytes.Clone(v)
+	_ = c.Close()
+	return out, nil
+}
+
+// Scan calls fn for every key starting with prefix, in key order. The slices
+// passed to fn are only valid during the call. Returning a non-nil error from
+// fn stops the scan and returns that error.
+func (s *Store) Scan(ctx context.Context, prefix []byte, fn func(key, value []byte) error) error {
+	if s.closed.Load() {
+		return ErrClosed
+	}
+	return scan(ctx, s.db, prefix, fn)
+}
+
+type iterable interface {
+	NewIter(o *pebble.IterOptions) (*pebble.Iterator, error)
+}
+
+func scan(ctx context.Context, r iterable, prefix []byte, fn func(key, value []byte) error) error {
+	it, err := r.NewIter(&pebble.IterOptions{LowerBound: prefix, UpperBound: prefixEnd(prefix)})
+	if err != nil {
+		return fmt.Errorf("store: iterate: %w", err)
+	}
+	defer it.Close()
+	n := 0
+	for ok := it.First(); ok; ok = it.Next() {
+		if n++; n%1024 == 0 && ctx.Err() != nil {
+			return ctx.Err()
+		}
+		v, err := it.ValueAndErr()
+		if err != nil {
+			return fmt.Errorf("store: iterate: %w", err)
+		}
+		if err := fn(it.Key(), v); err != nil {
+			return err
+		}
+	}
+	if err := it.Error(); err != nil {
+		return fmt.Errorf("store: iterate: %w", err)
+	}
+	return nil
+}
+
+// prefixEnd returns the smallest key greater than every key with prefix p.
+func prefixEnd(p []byte) []byte {
+	end := bytes.Clone(p)
+	for i := len(end) - 1; i >= 0; i-- {
+		if end[i] < 0xff {
+			end[i]++
+			return end[:i+1]
+		}
+	}
+	return nil
+}
+
+// Batch collects replicated writes applied atomically by ApplyBatch.
+type Batch struct {
+	b *pebble.Batch
+	s *Store
+}
+
+// NewBatch starts a batch of replicated writes. Reads through the batch see
+// its own pending writes (Get), so an FSM can read-modify-write.
+func (s *Store) NewBatch() *Batch {
+	return &Batch{b: s.db.NewIndexedBatch(), s: s}
+}
+
+// Set stages key=value. key must start with ReplicatedPrefix.
+func (b *Batch) Set(key, value []byte) error {
+	if !bytes.HasPrefix(key, []byte(ReplicatedPrefix)) {
+		return fmt.Errorf("%w: %q is not replicated", ErrBadKey, key)
+	}
+	return b.b.Set(key, value, nil)
+}
+
+// Delete stages the removal of key. key must start with ReplicatedPrefix.
+func (b *Batch) Delete(key []byte) error {
+	if !bytes.HasPrefix(key, []byte(ReplicatedPrefix)) {
+		return fmt.Errorf("%w: %q is not replicated", ErrBadKey, key)
+	}
+	return b.b.Delete(key, nil)
+}
+
+// DeletePrefix stages the removal of every key starting with prefix.
+func (b *Batch) DeletePrefix(prefix []byte) error {
+	if !bytes.HasPrefix(prefix, []byte(ReplicatedPrefix)) {
+		return fmt.Errorf("%w: %q is not replicated", ErrBadKey, prefix)
+	}
+	return b.b.DeleteRange(prefix, prefixEnd(prefix), nil)
+}
+
+// Get reads key as the batch would leave it.
+func (b *Batch) Get(key []byte) ([]byte, error) {
+	v, c, err := b.b.Get(key)
+	if errors.Is(err, pebble.ErrNotFound) {
+		return nil, ErrNotFound
+	}
+	if err != nil {
+		return nil, fmt.Errorf("store: batch get: %w", err)
+	}
+	out := bytes.Clone(v)
+	_ = c.Close()
+	return out, nil
+}
+
+// Scan iterates keys with prefix as the batch would leave them.
+func (b *Batch) Scan(ctx context.Context, prefix []byte, fn func(key, value []byte) error) error {
+	return scan(ctx, b.b, prefix, fn)
+}
+
+// Close discards an uncommitted batch.
+func (b *Batch) Close() { _ = b.b.Close() }
+
+// ApplyBatch commits b together with the applied index in one synced write.
+// Replaying an index at or below AppliedIndex is a no-op, which makes Raft log
+// replay after a restart idempotent. The batch is closed.
+func (s *Store) ApplyBatch(ctx context.Context, index uint64, b *Batch) error {
+	defer b.Close()
+	if s.closed.Load() {
+		return ErrClosed
+	}
+	s.applyMu.Lock()
+	defer s.applyMu.Unlock()
+	cur, err := s.appliedIndex()
+	if err != nil {
+		return err
+	}
+	if index != 0 && index <= cur {
+		return nil
+	}
+	if index != 0 {
+		var buf [8]byte
+		binary.BigEndian.PutUint64(buf[:], index)
+		if err := b.b.Set([]byte(appliedKey), buf[:], nil); err != nil {
+			return fmt.Errorf("store: stage applied index: %w", err)
+		}
+	}
+	if err := b.b.Commit(pebble.Sync); err != nil {
+		return fmt.Errorf("store: commit batch: %w", err)
+	}
+	return nil
+}
+
+// AppliedIndex returns the last index recorded by ApplyBatch or Restore.
+func (s *Store) AppliedIndex(ctx context.Context) (uint64, error) {
+	if s.closed.Load() {
+		return 0, ErrClosed
+	}
+	return s.appliedIndex()
+}
+
+func (s *Store) appliedIndex() (uint64, error) {
+	v, c, err := s.db.Get([]byte(appliedKey))
+	if errors.Is(err, pebble.ErrNotFound) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("store: read applied index: %w", err)
+	}
+	defer c.Close()
+	if len(v) != 8 {
+		return 0, fmt.Errorf("store: applied index has %d bytes", len(v))
+	}
+	return binary.BigEndian.Uint64(v), nil
+}
+
+// SetLocal writes local, non-replicated state (key must start with LocalPrefix).
+// Pass value nil to delete.
+func (s *Store) SetLocal(ctx context.Context, key, value []byte) error {
+	if s.closed.Load() {
+		return ErrClosed
+	}
+	if !bytes.HasPrefix(key, []byte(LocalPrefix)) {
+		return fmt.Errorf("%w: %q is not local", ErrBadKey, key)
+	}
+	var err error
+	if value == nil {
+		err = s.db.Delete(key, pebble.Sync)
+	} else {
+		err = s.db.Set(key, value, pebble.Sync)
+	}
+	if err != nil {
+		return fmt.Errorf("store: set local: %w", err)
+	}
+	return nil
+}
+
+type pebbleLogger struct{ l *slog.Logger }
+
+func (p pebbleLogger) Infof(format string, args ...any) {
+	p.l.Debug("pebble", "msg", fmt.Sprintf(format, args...))
+}
+func (p pebbleLogger) Errorf(format string, args ...any) {
+	p.l.Error("pebble", "msg", fmt.Sprintf(format, args...))
+}
+func (p pebbleLogger) Fatalf(format string, args ...any) {
+	p.l.Error("pebble fatal", "msg", fmt.Sprintf(format, args...))
+	panic(fmt.Sprintf(format, args...))
+}
