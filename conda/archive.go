@@ -1,0 +1,451 @@
+package conda
+
+import (
+	"archive/tar"
+	"archive/zip"
+	"bufio"
+	"compress/bzip2"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"path"
+	"strings"
+
+	"github.com/klauspost/compress/zstd"
+)
+
+// maxInfoFileSize is the largest info/ file ReadPackage will load.
+const maxInfoFileSize = 16 << 20
+
+// maxZstdWindow bounds the zstd window ReadPackage accepts in .conda
+// components. conda-package-handling uses at most 2^27 (level 22).
+const maxZstdWindow = 1 << 27
+
+// Archive member names ReadPackage loads.
+const (
+	indexJSONPath      = "info/index.json"
+	aboutJSONPath      = "info/about.json"
+	runExportsJSONPath = "info/run_exports.json"
+	condaMetadataJSON  = "metadata.json"
+)
+
+// PackageInfo is the metadata ReadPackage extracts from a package archive.
+type PackageInfo struct {
+	// Index is info/index.json, decoded with json.Number for numbers so
+	// integers stay integers.
+	Index map[string]any
+	// IndexJSON is the raw bytes of info/index.json.
+	IndexJSON []byte
+	// About is info/about.json, or nil if the archive has none.
+	About map[string]any
+	// RunExports is info/run_exports.json, or nil if the archive has none.
+	RunExports map[string]any
+	// Filename is the parsed package file name.
+	Filename Filename
+}
+
+// ReadPackage reads the metadata of the package archive held in r (size
+// bytes long) and named filename, which selects the format by extension.
+//
+// A .tar.bz2 is streamed from the start until info/index.json,
+// info/about.json and info/run_exports.json have all been seen, or to the
+// end; payload members are skipped, never loaded. For a .conda only the
+// info-<stem>.tar.zst component is decompressed. Every tar member walked
+// past is checked: absolute names, ".." components, link targets leaving
+// the archive root and device nodes fail with ErrUnsafeArchive.
+//
+// Errors wrap ErrBadFilename, ErrBadArchive, ErrUnsafeArchive,
+// ErrMissingIndex, ErrIndexMismatch or ErrBadIndex; a read error from r
+// itself is returned wrapped but unclassified.
+func ReadPackage(r io.ReaderAt, size int64, filename string) (*PackageInfo, error) {
+	fn, err := ParseFilename(filename)
+	if err != nil {
+		return nil, err
+	}
+	src := &trackingReaderAt{r: r}
+	var files map[string][]byte
+	switch fn.Ext {
+	case ExtTarBz2:
+		files, err = readTarBz2(src, size, fn)
+	default:
+		files, err = readConda(src, size, fn)
+	}
+	if err != nil {
+		if src.err != nil {
+			return nil, fmt.Errorf("conda: reading %s: %w", fn, src.err)
+		}
+		return nil, err
+	}
+	return newPackageInfo(fn, files)
+}
+
+// trackingReaderAt remembers the first error from the underlying ReaderAt
+// other than io.EOF, so storage failures are not mistaken for bad archives.
+type trackingReaderAt struct {
+	r   io.ReaderAt
+	err error
+}
+
+func (t *trackingReaderAt) ReadAt(p []byte, off int64) (int, error) {
+	n, err := t.r.ReadAt(p, off)
+	if err != nil && err != io.EOF && t.err == nil {
+		t.err = err
+	}
+	return n, err
+}
+
+// badArchive wraps ErrBadArchive with the file name and a cause.
+func badArchive(fn Filename, cause error) error {
+	return fmt.Errorf("%w %s: %w", ErrBadArchive, fn, cause)
+}
+
+// readTarBz2 loads the wanted info files from a bzip2 tarball.
+func readTarBz2(r io.ReaderAt, size int64, fn Filename) (map[string][]byte, error) {
+	var magic [4]byte
+	if n, _ := r.ReadAt(magic[:], 0); n < len(magic) || size < int64(len(magic)) ||
+		string(magic[:3]) != "BZh" || magic[3] < '1' || magic[3] > '9' {
+		return nil, badArchive(fn, errors.New("not a bzip2 file"))
+	}
+	br := bzip2.NewReader(bufio.NewReaderSize(io.NewSectionReader(r, 0, size), 64<<10))
+	want := []string{indexJSONPath, aboutJSONPath, runExportsJSONPath}
+	return readInfoTar(tar.NewReader(br), fn, want, true)
+}
+
+// readConda loads the wanted info files from a .conda zip.
+func readConda(r io.ReaderAt, size int64, fn Filename) (map[string][]byte, error) {
+	zr, err := zip.NewReader(r, size)
+	if err != nil {
+		if errors.Is(err, zip.ErrFormat) {
+			return nil, badArchive(fn, errors.New("not a zip file"))
+		}
+		return nil, badArchive(fn, err)
+	}
+	infoName := "info-" + fn.Stem() + ".tar.zst"
+	pkgName := "pkg-" + fn.Stem() + ".tar.zst"
+	var info, pkg, meta *zip.File
+	var otherInfo string
+	for _, f := range zr.File {
+		if err := checkMemberName(f.Name); err != nil {
+			return nil, fmt.Errorf("%w %s: zip entry %q %w", ErrUnsafeArchive, fn, f.Name, err)
+		}
+		var slot **zip.File
+		switch f.Name {
+		case infoName:
+			slot = &info
+		case pkgName:
+			slot = &pkg
+		case condaMetadataJSON:
+			slot = &meta
+		default:
+			if strings.HasPrefix(f.Name, "info-") && strings.HasSuffix(f.Name, ".tar.zst") {
+				otherInfo = f.Name
+			}
+			continue
+		}
+		if *slot != nil {
+			return nil, badArchive(fn, fmt.Errorf("duplicate zip entry %q", f.Name))
+		}
+		*slot = f
+	}
+	if info == nil {
+		if otherInfo != "" {
+			return nil, fmt.Errorf("%w: %s contains %s", ErrIndexMismatch, fn, otherInfo)
+		}
+		return nil, badArchive(fn, fmt.Errorf("missing %s", infoName))
+	}
+	if pkg == nil {
+		return nil, badArchive(fn, fmt.Errorf("missing %s", pkgName))
+	}
+	if meta != nil {
+		if err := checkCondaMetadata(meta); err != nil {
+			return nil, badArchive(fn, err)
+		}
+	}
+	rc, err := info.Open()
+	if err != nil {
+		return nil, badArchive(fn, err)
+	}
+	defer rc.Close()
+	zd, err := zstd.NewReader(rc,
+		zstd.WithDecoderConcurrency(1),
+		zstd.WithDecoderLowmem(true),
+		zstd.WithDecoderMaxWindow(maxZstdWindow))
+	if err != nil {
+		return nil, badArchive(fn, err)
+	}
+	defer zd.Close()
+	want := []string{indexJSONPath, aboutJSONPath, runExportsJSONPath}
+	return readInfoTar(tar.NewReader(zd), fn, want, false)
+}
+
+// checkCondaMetadata validates the metadata.json entry of a .conda.
+func checkCondaMetadata(f *zip.File) error {
+	rc, err := f.Open()
+	if err != nil {
+		return fmt.Errorf("metadata.json: %w", err)
+	}
+	defer rc.Close()
+	b, err := readLimited(rc)
+	if err != nil {
+		return fmt.Errorf("metadata.json: %w", err)
+	}
+	m, err := decodeObject(b)
+	if err != nil {
+		return fmt.Errorf("metadata.json: %w", err)
+	}
+	if v, ok := m["conda_pkg_format_version"]; ok && fmt.Sprint(v) != "2" {
+		return fmt.Errorf("metadata.json: unsupported conda_pkg_format_version %v", v)
+	}
+	return nil
+}
+
+// readInfoTar walks a tar stream, checking every member, and returns the
+// contents of the wanted regular files. With stopEarly it stops once all
+// wanted files were found.
+func readInfoTar(tr *tar.Reader, fn Filename, want []string, stopEarly bool) (map[string][]byte, error) {
+	files := make(map[string][]byte, len(want))
+	for {
+		hdr, err := tr.Next()
+		if err == io.EOF {
+			return files, nil
+		}
+		if err != nil && !(errors.Is(err, tar.ErrInsecurePath) && hdr != nil) {
+			return nil, badArchive(fn, err)
+		}
+		if err := checkMember(hdr); err != nil {
+			return nil, fmt.Errorf("%w %s: member %q %w", ErrUnsafeArchive, fn, hdr.Name, err)
+		}
+		key := memberKey(hdr.Name)
+		wanted := false
+		for _, w := range want {
+			wanted = wanted || key == w
+		}
+		if !wanted {
+			continue
+		}
+		if _, dup := files[key]; dup {
+			return nil, badArchive(fn, fmt.Errorf("duplicate member %s", key))
+		}
+		if hdr.Typeflag != tar.TypeReg {
+			return nil, badArchive(fn, fmt.Errorf("%s is not a regular file", key))
+		}
+		if hdr.Size > maxInfoFileSize {
+			return nil, badArchive(fn, fmt.Errorf("%s larger than %d bytes", key, maxInfoFileSize))
+		}
+		b, err := readLimited(tr)
+		if err != nil {
+			return nil, badArchive(fn, fmt.Errorf("%s: %w", key, err))
+		}
+		files[key] = b
+		if stopEarly && len(files) == len(want) {
+			return files, nil
+		}
+	}
+}
+
+// readLimited reads r to EOF, refusing more than maxInfoFileSize bytes.
+func readLimited(r io.Reader) ([]byte, error) {
+	b, err := io.ReadAll(io.LimitReader(r, maxInfoFileSize+1))
+	if err != nil {
+		return nil, err
+	}
+	if len(b) > maxInfoFileSize {
+		return nil, fmt.Errorf("larger than %d bytes", maxInfoFileSize)
+	}
+	return b, nil
+}
+
+// memberKey normalises a member name for comparison: leading "./" are
+// dropped and the path is cleaned.
+func memberKey(name string) string {
+	for strings.HasPrefix(name, "./") {
+		name = name[2:]
+	}
+	return path.Clean(name)
+}
+
+// checkMember rejects tar members that could write outside the extraction
+// root or create special files.
+func checkMember(hdr *tar.Header) error {
+	if err := checkMemberName(hdr.Name); err != nil {
+		return err
+	}
+	switch hdr.Typeflag {
+	case tar.TypeSymlink:
+		if err := checkSymlink(hdr.Name, hdr.Linkname); err != nil {
+			return err
+		}
+	case tar.TypeLink:
+		if err := checkMemberName(hdr.Linkname); err != nil {
+			return fmt.Errorf("hard link target %w", err)
+		}
+	case tar.TypeChar, tar.TypeBlock, tar.TypeFifo:
+		return errors.New("is a special file")
+	}
+	return nil
+}
+
+// checkMemberName rejects empty and absolute names and names with ".."
+// components. Backslashes count as separators too, for Windows clients.
+func checkMemberName(name string) error {
+	if name == "" {
+		return errors.New("is empty")
+	}
+	if strings.ContainsRune(name, 0) {
+		return errors.New("contains NUL")
+	}
+	if isAbs(name) {
+		return errors.New("is absolute")
+	}
+	for _, c := range splitPath(name) {
+		if c == ".." {
+			return errors.New("escapes the archive root")
+		}
+	}
+	return nil
+}
+
+// checkSymlink rejects a symlink at name whose target is absolute or
+// resolves outside the archive root.
+func checkSymlink(name, target string) error {
+	if target == "" {
+		return errors.New("has an empty link target")
+	}
+	if isAbs(target) {
+		return errors.New("links to an absolute path")
+	}
+	depth := 0
+	if dir := splitPath(memberKey(name)); len(dir) > 1 {
+		for _, c := range dir[:len(dir)-1] {
+			if c != "." {
+				depth++
+			}
+		}
+	}
+	for _, c := range splitPath(target) {
+		switch c {
+		case "", ".":
+		case "..":
+			depth--
+			if depth < 0 {
+				return errors.New("links outside the archive root")
+			}
+		default:
+			depth++
+		}
+	}
+	return nil
+}
+
+// isAbs reports whether a member name is absolute on POSIX or Windows.
+func isAbs(name string) bool {
+	if name[0] == '/' || name[0] == '\\' {
+		return true
+	}
+	return len(name) >= 2 && name[1] == ':' &&
+		(name[0] >= 'a' && name[0] <= 'z' || name[0] >= 'A' && name[0] <= 'Z')
+}
+
+// splitPath splits a member name on '/' and '\'.
+func splitPath(name string) []string {
+	return strings.FieldsFunc(name, func(r rune) bool { return r == '/' || r == '\\' })
+}
+
+// newPackageInfo validates the loaded info files against the file name.
+func newPackageInfo(fn Filename, files map[string][]byte) (*PackageInfo, error) {
+	raw, ok := files[indexJSONPath]
+	if !ok {
+		return nil, fmt.Errorf("%w: %s", ErrMissingIndex, fn)
+	}
+	index, err := decodeObject(raw)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %s: %w", ErrBadIndex, fn, err)
+	}
+	if err := checkIndex(index); err != nil {
+		return nil, fmt.Errorf("%w: %s: %w", ErrBadIndex, fn, err)
+	}
+	name, version, build := index["name"].(string), index["version"].(string), index["build"].(string)
+	if name != fn.Name || version != fn.Version || build != fn.Build {
+		return nil, fmt.Errorf("%w: %s has name %q, version %q, build %q in info/index.json",
+			ErrIndexMismatch, fn, name, version, build)
+	}
+	info := &PackageInfo{Index: index, IndexJSON: raw, Filename: fn}
+	if b, ok := files[aboutJSONPath]; ok {
+		if info.About, err = decodeObject(b); err != nil {
+			return nil, badArchive(fn, fmt.Errorf("%s: %w", aboutJSONPath, err))
+		}
+	}
+	if b, ok := files[runExportsJSONPath]; ok {
+		if info.RunExports, err = decodeObject(b); err != nil {
+			return nil, badArchive(fn, fmt.Errorf("%s: %w", runExportsJSONPath, err))
+		}
+	}
+	return info, nil
+}
+
+// checkIndex validates the fields of info/index.json that repodata
+// consumers rely on.
+func checkIndex(index map[string]any) error {
+	for _, k := range []string{"name", "version", "build", "subdir"} {
+		if s, ok := index[k].(string); !ok || s == "" {
+			return fmt.Errorf("%s missing or not a string", k)
+		}
+	}
+	if name := index["name"].(string); !ValidPackageName(name) {
+		return fmt.Errorf("invalid package name %q", name)
+	}
+	if subdir := index["subdir"].(string); !ValidSubdir(subdir) {
+		return fmt.Errorf("invalid subdir %q", subdir)
+	}
+	if v, ok := index["build_number"]; ok {
+		if n, ok := asInt64(v); !ok || n < 0 {
+			return errors.New("build_number not a non-negative integer")
+		}
+	}
+	for _, k := range []string{"depends", "constrains"} {
+		v, ok := index[k]
+		if !ok {
+			continue
+		}
+		list, ok := v.([]any)
+		if !ok {
+			return fmt.Errorf("%s not a list", k)
+		}
+		for _, e := range list {
+			if _, ok := e.(string); !ok {
+				return fmt.Errorf("%s entry not a string", k)
+			}
+		}
+	}
+	return nil
+}
+
+// asInt64 converts an integer-valued JSON number (json.Number, any Go
+// integer type, or an integral float64) to int64.
+func asInt64(v any) (int64, bool) {
+	switch n := v.(type) {
+	case json.Number:
+		i, err := n.Int64()
+		return i, err == nil
+	case int:
+		return int64(n), true
+	case int64:
+		return n, true
+	case int32:
+		return int64(n), true
+	case uint32:
+		return int64(n), true
+	case uint64:
+		if n > 1<<63-1 {
+			return 0, false
+		}
+		return int64(n), true
+	case float64:
+		if n != float64(int64(n)) {
+			return 0, false
+		}
+		return int64(n), true
+	}
+	return 0, false
+}
