@@ -2,9 +2,10 @@ package conda
 
 import "errors"
 
-// Sentinel errors. Every error returned by this package wraps exactly one of
-// these (and, where there is one, the underlying cause), so callers can
-// classify failures with errors.Is.
+// Sentinel errors. Errors returned by this package wrap one of these (and,
+// where there is one, the underlying cause), so callers can classify
+// failures with errors.Is. Read errors from a caller's io.ReaderAt are
+// passed through wrapped but unclassified.
 var (
 	// ErrBadFilename reports a package file name that is not of the form
 	// name-version-build.ext or that contains unsafe characters.

@@ -329,3 +329,36 @@ func (p pebbleLogger) Fatalf(format string, args ...any) {
 	p.l.Error("pebble fatal", "msg", fmt.Sprintf(format, args...))
 	panic(fmt.Sprintf(format, args...))
 }
+
+// LocalWrite is one write of WriteLocal: Value nil deletes Key.
+type LocalWrite struct {
+	Key, Value []byte
+}
+
+// WriteLocal applies local (non-replicated) writes atomically in one synced
+// batch. Every key must start with LocalPrefix.
+func (s *Store) WriteLocal(ctx context.Context, writes []LocalWrite) error {
+	if s.closed.Load() {
+		return ErrClosed
+	}
+	b := s.db.NewBatch()
+	defer b.Close()
+	for _, w := range writes {
+		if !bytes.HasPrefix(w.Key, []byte(LocalPrefix)) {
+			return fmt.Errorf("%w: %q is not local", ErrBadKey, w.Key)
+		}
+		var err error
+		if w.Value == nil {
+			err = b.Delete(w.Key, nil)
+		} else {
+			err = b.Set(w.Key, w.Value, nil)
+		}
+		if err != nil {
+			return fmt.Errorf("store: stage local write: %w", err)
+		}
+	}
+	if err := b.Commit(pebble.Sync); err != nil {
+		return fmt.Errorf("store: commit local writes: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,445 @@
+package catalog
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	v1 "github.com/condamesh/condamesh/gen/condamesh/v1"
+	"github.com/condamesh/condamesh/store"
+	"google.golang.org/protobuf/proto"
+)
+
+// Result is what a successfully applied command returns to its proposer.
+type Result struct {
+	JobID  int64 // PutJobOp: the job's id
+	TaskID int64 // PutTaskOp: the task's id
+}
+
+// Apply applies one command at Raft index. It is deterministic: the same
+// store state and command always give the same writes and result. A command
+// that cannot be applied returns an error and writes nothing but the applied
+// index. Indexes at or below the applied index are skipped (replay).
+func (c *Catalog) Apply(ctx context.Context, index uint64, cmd *v1.Command) (*Result, error) {
+	applied, err := c.st.AppliedIndex(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if index != 0 && index <= applied {
+		return &Result{}, nil
+	}
+	b := c.st.NewBatch()
+	a := &applier{ctx: ctx, b: b, now: time.Unix(0, cmd.GetTimeUnixNano()).UTC(), changed: map[string]bool{}}
+	res, opErr := a.apply(cmd)
+	if opErr != nil {
+		// Record the index alone, so a replay skips this entry too.
+		b.Close()
+		b = c.st.NewBatch()
+		a.changed = nil
+	}
+	if err := c.st.ApplyBatch(ctx, index, b); err != nil {
+		return nil, err
+	}
+	if c.onChange != nil {
+		for ch := range a.changed {
+			c.onChange(ch)
+		}
+	}
+	return res, opErr
+}
+
+type applier struct {
+	ctx     context.Context
+	b       *store.Batch
+	now     time.Time
+	changed map[string]bool // channels whose published indexes may change
+}
+
+func (a *applier) apply(cmd *v1.Command) (*Result, error) {
+	switch op := cmd.GetOp().(type) {
+	case *v1.Command_CreateChannel:
+		return nil, a.createChannel(op.CreateChannel)
+	case *v1.Command_UpdateChannel:
+		return nil, a.updateChannel(op.UpdateChannel)
+	case *v1.Command_DeleteChannel:
+		return nil, a.deleteChannel(op.DeleteChannel)
+	case *v1.Command_PutVersions:
+		return nil, a.putVersions(op.PutVersions)
+	case *v1.Command_DeleteVersion:
+		return nil, a.deleteVersion(op.DeleteVersion)
+	case *v1.Command_DeletePackage:
+		return nil, a.deletePackage(op.DeletePackage)
+	case *v1.Command_CreatePackage:
+		return nil, a.createPackage(op.CreatePackage)
+	case *v1.Command_PutUser:
+		return nil, a.putUser(op.PutUser.GetUser())
+	case *v1.Command_PutApiKey:
+		return nil, a.putAPIKey(op.PutApiKey)
+	case *v1.Command_SetMember:
+		return nil, a.setMember(op.SetMember)
+	case *v1.Command_PutJob:
+		return a.putJob(op.PutJob.GetJob())
+	case *v1.Command_PutTask:
+		return a.putTask(op.PutTask.GetTask())
+	default:
+		return nil, fmt.Errorf("%w: unknown operation %T", ErrInvalid, op)
+	}
+}
+
+func (a *applier) get(key []byte, m proto.Message) error {
+	v, err := a.b.Get(key)
+	if errors.Is(err, store.ErrNotFound) {
+		return ErrNotFound
+	}
+	if err != nil {
+		return err
+	}
+	if err := proto.Unmarshal(v, m); err != nil {
+		return fmt.Errorf("catalog: corrupt record %q: %w", key, err)
+	}
+	return nil
+}
+
+func (a *applier) exists(key []byte) bool {
+	_, err := a.b.Get(key)
+	return err == nil
+}
+
+func (a *applier) put(key []byte, m proto.Message) error {
+	v, err := proto.MarshalOptions{Deterministic: true}.Marshal(m)
+	if err != nil {
+		return fmt.Errorf("catalog: marshal: %w", err)
+	}
+	return a.b.Set(key, v)
+}
+
+func (a *applier) bump(key []byte) error {
+	v, _ := a.b.Get(key)
+	return a.b.Set(key, putU64(u64(v)+1))
+}
+
+func (a *applier) touch(ch, subdir string) error {
+	a.changed[ChannelKey(ch)] = true
+	if subdir != "" {
+		if err := a.bump(kGen(ch, subdir)); err != nil {
+			return err
+		}
+	}
+	return a.bump(kChGen(ch))
+}
+
+func (a *applier) createChannel(op *v1.CreateChannelOp) error {
+	ch := op.GetChannel()
+	if ch.GetName() == "" {
+		return fmt.Errorf("%w: channel name is empty", ErrInvalid)
+	}
+	if a.exists(kChannel(ch.Name)) {
+		return fmt.Errorf("%w: channel %s", ErrExists, ch.Name)
+	}
+	ch = proto.Clone(ch).(*v1.Channel)
+	ch.CreatedUnix = a.now.Unix()
+	ch.Size = 0
+	if err := a.put(kChannel(ch.Name), ch); err != nil {
+		return err
+	}
+	if op.GetOwnerId() != "" {
+		m := &v1.Member{Channel: ch.Name, UserId: op.OwnerId, Role: "owner"}
+		if err := a.put(kMember(ch.Name, op.OwnerId), m); err != nil {
+			return err
+		}
+	}
+	if ch.GetMirrorMode() != "proxy" {
+		return a.touch(ch.Name, "noarch")
+	}
+	return a.touch(ch.Name, "")
+}
+
+func (a *applier) updateChannel(op *v1.UpdateChannelOp) error {
+	ch := op.GetChannel()
+	var cur v1.Channel
+	if err := a.get(kChannel(ch.GetName()), &cur); err != nil {
+		return err
+	}
+	next := proto.Clone(ch).(*v1.Channel)
+	next.Name, next.Size, next.CreatedUnix = cur.Name, cur.Size, cur.CreatedUnix
+	if err := a.put(kChannel(cur.Name), next); err != nil {
+		return err
+	}
+	return a.touch(cur.Name, "")
+}
+
+func (a *applier) deleteChannel(op *v1.DeleteChannelOp) error {
+	if !a.exists(kChannel(op.GetName())) {
+		return fmt.Errorf("%w: channel %s", ErrNotFound, op.GetName())
+	}
+	for _, p := range [][]byte{kPackages(op.Name), kVersions(op.Name), kGens(op.Name), kMembers(op.Name), kPkgMembersAll(op.Name)} {
+		if err := a.b.DeletePrefix(p); err != nil {
+			return err
+		}
+	}
+	if err := a.b.Delete(kChannel(op.Name)); err != nil {
+		return err
+	}
+	return a.touch(op.Name, "")
+}
+
+func (a *applier) putVersions(op *v1.PutVersionsOp) error {
+	sizes := map[string]int64{} // channel -> delta
+	chans := map[string]*v1.Channel{}
+	for _, v := range op.GetVersions() {
+		if v.GetChannel() == "" || v.GetPlatform() == "" || v.GetFilename() == "" || v.GetPackage() == "" {
+			return fmt.Errorf("%w: package version lacks channel, platform, filename or package", ErrInvalid)
+		}
+		ck := ChannelKey(v.Channel)
+		if chans[ck] == nil {
+			var ch v1.Channel
+			if err := a.get(kChannel(v.Channel), &ch); err != nil {
+				return fmt.Errorf("channel %s: %w", v.Channel, err)
+			}
+			chans[ck] = &ch
+		}
+		ch := chans[ck]
+		var old v1.PackageVersion
+		err := a.get(kVersion(v.Channel, v.Platform, v.Filename), &old)
+		switch {
+		case err == nil && !op.Force:
+			return fmt.Errorf("%w: %s", ErrExists, v.Filename)
+		case err == nil:
+			sizes[ck] -= old.Size
+		case !errors.Is(err, ErrNotFound):
+			return err
+		}
+		nv := proto.Clone(v).(*v1.PackageVersion)
+		nv.Channel = ch.Name
+		nv.ModifiedUnix = a.now.Unix()
+		nv.CreatedUnix = a.now.Unix()
+		if err == nil {
+			nv.CreatedUnix = old.CreatedUnix
+		}
+		sizes[ck] += v.Size
+		if err := a.put(kVersion(ch.Name, v.Platform, v.Filename), nv); err != nil {
+			return err
+		}
+		if err := a.ensurePackage(ch.Name, v, op.GetOwnerId()); err != nil {
+			return err
+		}
+		if err := a.touch(ch.Name, v.Platform); err != nil {
+			return err
+		}
+	}
+	for ck, ch := range chans {
+		ch.Size += sizes[ck]
+		if ch.SizeLimit != nil && sizes[ck] > 0 && ch.Size > ch.GetSizeLimit() {
+			return fmt.Errorf("%w: %s is above quota of %d bytes", ErrQuota, ch.Name, ch.GetSizeLimit())
+		}
+		if err := a.put(kChannel(ch.Name), ch); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (a *applier) ensurePackage(ch string, v *v1.PackageVersion, owner string) error {
+	var p v1.Package
+	err := a.get(kPackage(ch, v.Package), &p)
+	if errors.Is(err, ErrNotFound) {
+		p = v1.Package{Channel: ch, Name: v.Package, CreatedUnix: a.now.Unix()}
+		if owner != "" {
+			if err := a.put(kPkgMember(ch, v.Package, owner), &v1.Member{Channel: ch, Package: v.Package, UserId: owner, Role: "owner"}); err != nil {
+				return err
+			}
+		}
+	} else if err != nil {
+		return err
+	}
+	found := false
+	for _, pl := range p.Platforms {
+		found = found || pl == v.Platform
+	}
+	if !found {
+		p.Platforms = append(p.Platforms, v.Platform)
+	}
+	if len(v.AboutJson) > 0 {
+		p.Summary, p.Description, p.Url = aboutFields(v.AboutJson)
+	}
+	return a.put(kPackage(ch, v.Package), &p)
+}
+
+func (a *applier) deleteVersion(op *v1.DeleteVersionOp) error {
+	var ch v1.Channel
+	if err := a.get(kChannel(op.GetChannel()), &ch); err != nil {
+		return err
+	}
+	var old v1.PackageVersion
+	if err := a.get(kVersion(op.Channel, op.Platform, op.Filename), &old); err != nil {
+		return err
+	}
+	if err := a.b.Delete(kVersion(op.Channel, op.Platform, op.Filename)); err != nil {
+		return err
+	}
+	ch.Size -= old.Size
+	if err := a.put(kChannel(ch.Name), &ch); err != nil {
+		return err
+	}
+	return a.touch(ch.Name, op.Platform)
+}
+
+func (a *applier) deletePackage(op *v1.DeletePackageOp) error {
+	var ch v1.Channel
+	if err := a.get(kChannel(op.GetChannel()), &ch); err != nil {
+		return err
+	}
+	if !a.exists(kPackage(op.Channel, op.Name)) {
+		return fmt.Errorf("%w: package %s/%s", ErrNotFound, op.Channel, op.Name)
+	}
+	var doomed []*v1.PackageVersion
+	err := a.b.Scan(a.ctx, kVersions(op.Channel), func(_, val []byte) error {
+		var v v1.PackageVersion
+		if err := proto.Unmarshal(val, &v); err != nil {
+			return err
+		}
+		if v.Package == op.Name {
+			doomed = append(doomed, &v)
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	for _, v := range doomed {
+		if err := a.b.Delete(kVersion(op.Channel, v.Platform, v.Filename)); err != nil {
+			return err
+		}
+		ch.Size -= v.Size
+		if err := a.touch(ch.Name, v.Platform); err != nil {
+			return err
+		}
+	}
+	if err := a.b.Delete(kPackage(op.Channel, op.Name)); err != nil {
+		return err
+	}
+	if err := a.b.DeletePrefix(kPkgMembers(op.Channel, op.Name)); err != nil {
+		return err
+	}
+	if err := a.put(kChannel(ch.Name), &ch); err != nil {
+		return err
+	}
+	return a.touch(ch.Name, "")
+}
+
+func (a *applier) createPackage(op *v1.CreatePackageOp) error {
+	p := op.GetPackage()
+	var ch v1.Channel
+	if err := a.get(kChannel(p.GetChannel()), &ch); err != nil {
+		return err
+	}
+	if a.exists(kPackage(p.Channel, p.Name)) {
+		return fmt.Errorf("%w: package %s/%s", ErrExists, ch.Name, p.Name)
+	}
+	np := proto.Clone(p).(*v1.Package)
+	np.Channel, np.CreatedUnix = ch.Name, a.now.Unix()
+	if err := a.put(kPackage(ch.Name, p.Name), np); err != nil {
+		return err
+	}
+	if op.GetOwnerId() != "" {
+		if err := a.put(kPkgMember(ch.Name, p.Name, op.OwnerId), &v1.Member{Channel: ch.Name, Package: p.Name, UserId: op.OwnerId, Role: "owner"}); err != nil {
+			return err
+		}
+	}
+	return a.touch(ch.Name, "")
+}
+
+func (a *applier) putUser(u *v1.User) error {
+	if u.GetId() == "" {
+		return fmt.Errorf("%w: user id is empty", ErrInvalid)
+	}
+	if u.Username != "" {
+		if v, err := a.b.Get(kUsername(u.Username)); err == nil && string(v) != u.Id {
+			return fmt.Errorf("%w: user %s", ErrExists, u.Username)
+		}
+		if err := a.b.Set(kUsername(u.Username), []byte(u.Id)); err != nil {
+			return err
+		}
+	}
+	return a.put(kUser(u.Id), u)
+}
+
+func (a *applier) putAPIKey(op *v1.PutApiKeyOp) error {
+	k := op.GetKey()
+	if k.GetKeyHash() == "" || k.GetUserId() == "" {
+		return fmt.Errorf("%w: api key lacks hash or user", ErrInvalid)
+	}
+	if op.AnonymousUser != nil {
+		if err := a.putUser(op.AnonymousUser); err != nil {
+			return err
+		}
+	}
+	nk := proto.Clone(k).(*v1.ApiKey)
+	if nk.CreatedUnix == 0 {
+		nk.CreatedUnix = a.now.Unix()
+	}
+	return a.put(kKey(k.KeyHash), nk)
+}
+
+func (a *applier) setMember(op *v1.SetMemberOp) error {
+	m := op.GetMember()
+	var ch v1.Channel
+	if err := a.get(kChannel(m.GetChannel()), &ch); err != nil {
+		return err
+	}
+	if !a.exists(kUser(m.GetUserId())) {
+		return fmt.Errorf("%w: user %s", ErrNotFound, m.GetUserId())
+	}
+	key := kMember(ch.Name, m.UserId)
+	if m.Package != "" {
+		if !a.exists(kPackage(ch.Name, m.Package)) {
+			return fmt.Errorf("%w: package %s/%s", ErrNotFound, ch.Name, m.Package)
+		}
+		key = kPkgMember(ch.Name, m.Package, m.UserId)
+	}
+	if op.Remove {
+		if !a.exists(key) {
+			return fmt.Errorf("%w: membership", ErrNotFound)
+		}
+		return a.b.Delete(key)
+	}
+	nm := proto.Clone(m).(*v1.Member)
+	nm.Channel = ch.Name
+	return a.put(key, nm)
+}
+
+func (a *applier) nextID(seq string) (int64, error) {
+	v, _ := a.b.Get(kSeq(seq))
+	id := u64(v) + 1
+	return int64(id), a.b.Set(kSeq(seq), putU64(id))
+}
+
+func (a *applier) putJob(j *v1.Job) (*Result, error) {
+	j = proto.Clone(j).(*v1.Job)
+	if j.Id == 0 {
+		id, err := a.nextID("job")
+		if err != nil {
+			return nil, err
+		}
+		j.Id, j.CreatedUnix = id, a.now.Unix()
+	} else if !a.exists(kJob(j.Id)) {
+		return nil, fmt.Errorf("%w: job %d", ErrNotFound, j.Id)
+	}
+	return &Result{JobID: j.Id}, a.put(kJob(j.Id), j)
+}
+
+func (a *applier) putTask(t *v1.Task) (*Result, error) {
+	t = proto.Clone(t).(*v1.Task)
+	if !a.exists(kJob(t.GetJobId())) {
+		return nil, fmt.Errorf("%w: job %d", ErrNotFound, t.GetJobId())
+	}
+	if t.Id == 0 {
+		id, err := a.nextID("task")
+		if err != nil {
+			return nil, err
+		}
+		t.Id, t.CreatedUnix = id, a.now.Unix()
+	}
+	return &Result{TaskID: t.Id}, a.put(kTask(t.JobId, t.Id), t)
+}

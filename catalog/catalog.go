@@ -1,0 +1,244 @@
+package catalog
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+
+	v1 "github.com/condamesh/condamesh/gen/condamesh/v1"
+	"github.com/condamesh/condamesh/store"
+	"google.golang.org/protobuf/proto"
+)
+
+// Catalog reads and (through Apply) writes the replicated metadata.
+type Catalog struct {
+	st       *store.Store
+	onChange func(channel string)
+}
+
+// New returns a catalog on st. onChange, if set, is called after each applied
+// command for every channel whose published indexes may have changed; it must
+// not block.
+func New(st *store.Store, onChange func(channel string)) *Catalog {
+	return &Catalog{st: st, onChange: onChange}
+}
+
+func (c *Catalog) get(ctx context.Context, key []byte, m proto.Message) error {
+	v, err := c.st.Get(ctx, key)
+	if errors.Is(err, store.ErrNotFound) {
+		return ErrNotFound
+	}
+	if err != nil {
+		return err
+	}
+	if err := proto.Unmarshal(v, m); err != nil {
+		return fmt.Errorf("catalog: corrupt record %q: %w", key, err)
+	}
+	return nil
+}
+
+func list[T any, P interface {
+	*T
+	proto.Message
+}](ctx context.Context, st *store.Store, prefix []byte, keep func(P) bool) ([]P, error) {
+	var out []P
+	err := st.Scan(ctx, prefix, func(_, v []byte) error {
+		m := P(new(T))
+		if err := proto.Unmarshal(v, m); err != nil {
+			return fmt.Errorf("catalog: corrupt record under %q: %w", prefix, err)
+		}
+		if keep == nil || keep(m) {
+			out = append(out, m)
+		}
+		return nil
+	})
+	return out, err
+}
+
+// Channel returns a channel by case-insensitive name.
+func (c *Catalog) Channel(ctx context.Context, name string) (*v1.Channel, error) {
+	var ch v1.Channel
+	if err := c.get(ctx, kChannel(name), &ch); err != nil {
+		return nil, err
+	}
+	return &ch, nil
+}
+
+// Channels returns every channel in key order.
+func (c *Catalog) Channels(ctx context.Context) ([]*v1.Channel, error) {
+	return list[v1.Channel](ctx, c.st, []byte("m/ch/"), nil)
+}
+
+// Package returns a package of a channel.
+func (c *Catalog) Package(ctx context.Context, ch, name string) (*v1.Package, error) {
+	var p v1.Package
+	if err := c.get(ctx, kPackage(ch, name), &p); err != nil {
+		return nil, err
+	}
+	return &p, nil
+}
+
+// Packages returns the packages of a channel sorted by name.
+func (c *Catalog) Packages(ctx context.Context, ch string) ([]*v1.Package, error) {
+	return list[v1.Package](ctx, c.st, kPackages(ch), nil)
+}
+
+// Version returns one package file.
+func (c *Catalog) Version(ctx context.Context, ch, subdir, filename string) (*v1.PackageVersion, error) {
+	var v v1.PackageVersion
+	if err := c.get(ctx, kVersion(ch, subdir, filename), &v); err != nil {
+		return nil, err
+	}
+	return &v, nil
+}
+
+// SubdirVersions returns the package files of one subdir sorted by filename.
+func (c *Catalog) SubdirVersions(ctx context.Context, ch, subdir string) ([]*v1.PackageVersion, error) {
+	return list[v1.PackageVersion](ctx, c.st, kSubdirVersions(ch, subdir), nil)
+}
+
+// Versions returns the files of a package (all if pkg is empty), sorted by subdir then filename.
+func (c *Catalog) Versions(ctx context.Context, ch, pkg string) ([]*v1.PackageVersion, error) {
+	return list[v1.PackageVersion](ctx, c.st, kVersions(ch), func(v *v1.PackageVersion) bool {
+		return pkg == "" || v.Package == pkg
+	})
+}
+
+// Subdirs returns the subdirs that have (or had) versions, plus noarch, sorted.
+func (c *Catalog) Subdirs(ctx context.Context, ch string) ([]string, error) {
+	set := map[string]bool{"noarch": true}
+	prefix := kGens(ch)
+	err := c.st.Scan(ctx, prefix, func(k, _ []byte) error {
+		set[string(k[len(prefix):])] = true
+		return nil
+	})
+	out := make([]string, 0, len(set))
+	for s := range set {
+		out = append(out, s)
+	}
+	sort.Strings(out)
+	return out, err
+}
+
+// Generation returns the change counter of a channel's subdir; it grows with
+// every change to that subdir's package files.
+func (c *Catalog) Generation(ctx context.Context, ch, subdir string) (uint64, error) {
+	v, err := c.st.Get(ctx, kGen(ch, subdir))
+	if errors.Is(err, store.ErrNotFound) {
+		return 0, nil
+	}
+	return u64(v), err
+}
+
+// ChannelGeneration returns the channel-wide change counter.
+func (c *Catalog) ChannelGeneration(ctx context.Context, ch string) (uint64, error) {
+	v, err := c.st.Get(ctx, kChGen(ch))
+	if errors.Is(err, store.ErrNotFound) {
+		return 0, nil
+	}
+	return u64(v), err
+}
+
+// User returns a user by id.
+func (c *Catalog) User(ctx context.Context, id string) (*v1.User, error) {
+	var u v1.User
+	if err := c.get(ctx, kUser(id), &u); err != nil {
+		return nil, err
+	}
+	return &u, nil
+}
+
+// UserByName returns a user by username.
+func (c *Catalog) UserByName(ctx context.Context, username string) (*v1.User, error) {
+	id, err := c.st.Get(ctx, kUsername(username))
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, ErrNotFound
+	}
+	if err != nil {
+		return nil, err
+	}
+	return c.User(ctx, string(id))
+}
+
+// APIKey returns a key by the sha256 hex of the key.
+func (c *Catalog) APIKey(ctx context.Context, hash string) (*v1.ApiKey, error) {
+	var k v1.ApiKey
+	if err := c.get(ctx, kKey(hash), &k); err != nil {
+		return nil, err
+	}
+	return &k, nil
+}
+
+// APIKeys returns every key kept (deleted ones included) for which keep is true.
+func (c *Catalog) APIKeys(ctx context.Context, keep func(*v1.ApiKey) bool) ([]*v1.ApiKey, error) {
+	return list[v1.ApiKey](ctx, c.st, []byte("m/key/"), keep)
+}
+
+// Member returns a channel membership (pkg empty) or a package membership.
+func (c *Catalog) Member(ctx context.Context, ch, pkg, userID string) (*v1.Member, error) {
+	key := kMember(ch, userID)
+	if pkg != "" {
+		key = kPkgMember(ch, pkg, userID)
+	}
+	var m v1.Member
+	if err := c.get(ctx, key, &m); err != nil {
+		return nil, err
+	}
+	return &m, nil
+}
+
+// Members returns the channel's memberships (pkg empty) or a package's.
+func (c *Catalog) Members(ctx context.Context, ch, pkg string) ([]*v1.Member, error) {
+	if pkg != "" {
+		return list[v1.Member](ctx, c.st, kPkgMembers(ch, pkg), nil)
+	}
+	return list[v1.Member](ctx, c.st, kMembers(ch), nil)
+}
+
+// UserChannels returns the lower-cased names of channels where userID has a
+// channel role.
+func (c *Catalog) UserChannels(ctx context.Context, userID string) (map[string]bool, error) {
+	out := map[string]bool{}
+	err := c.st.Scan(ctx, []byte("m/mem/"), func(k, _ []byte) error {
+		rest := strings.TrimPrefix(string(k), "m/mem/")
+		if i := strings.LastIndexByte(rest, '/'); i > 0 && rest[i+1:] == userID {
+			out[rest[:i]] = true
+		}
+		return nil
+	})
+	return out, err
+}
+
+// Job returns a job.
+func (c *Catalog) Job(ctx context.Context, id int64) (*v1.Job, error) {
+	var j v1.Job
+	if err := c.get(ctx, kJob(id), &j); err != nil {
+		return nil, err
+	}
+	return &j, nil
+}
+
+// Jobs returns jobs in id order for which keep is true.
+func (c *Catalog) Jobs(ctx context.Context, keep func(*v1.Job) bool) ([]*v1.Job, error) {
+	return list[v1.Job](ctx, c.st, []byte("m/job/"), keep)
+}
+
+// Tasks returns the tasks of a job in id order.
+func (c *Catalog) Tasks(ctx context.Context, jobID int64) ([]*v1.Task, error) {
+	return list[v1.Task](ctx, c.st, kTasks(jobID), nil)
+}
+
+// aboutFields extracts summary, description and home from about.json bytes.
+func aboutFields(about []byte) (summary, description, home string) {
+	var m map[string]any
+	if json.Unmarshal(about, &m) != nil {
+		return "", "", ""
+	}
+	s, _ := m["summary"].(string)
+	d, _ := m["description"].(string)
+	h, _ := m["home"].(string)
+	return s, d, h
+}

@@ -1,0 +1,24 @@
+// Package catalog owns condamesh's replicated metadata: channels, packages,
+// package versions, users, API keys, memberships, jobs and tasks. It turns
+// Raft commands into store batches (Apply, deterministic: it reads only the
+// store and the command, and takes time from the command) and answers the
+// read queries of the API. It knows nothing of Raft, HTTP or conda archives.
+//
+// Keys under store.ReplicatedPrefix ("m/"):
+//
+//	m/ch/<channel>                       Channel (channel = lower-cased name)
+//	m/pkg/<channel>/<name>               Package
+//	m/ver/<channel>/<subdir>/<filename>  PackageVersion
+//	m/gen/<channel>/<subdir>             uint64: bumped on every change to the subdir's versions
+//	m/chgen/<channel>                    uint64: bumped on every change to the channel
+//	m/user/<id>                          User
+//	m/uname/<username>                   user id
+//	m/key/<sha256 hex of key>            ApiKey
+//	m/mem/<channel>/<user id>            channel Member
+//	m/pmem/<channel>/<package>/<user id> package Member
+//	m/job/<id, 20 digits>                Job
+//	m/task/<job id>/<task id>            Task (ids 20 digits)
+//	m/seq/<name>                         uint64 id sequences
+//
+// Values are protobuf messages of gen/condamesh/v1.
+package catalog

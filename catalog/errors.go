@@ -1,0 +1,16 @@
+package catalog
+
+import "errors"
+
+// Sentinel errors. Apply returns them as the command's result; they never
+// leave partial state behind.
+var (
+	// ErrNotFound: the channel, package, version, user, key or job does not exist.
+	ErrNotFound = errors.New("catalog: not found")
+	// ErrExists: a channel, package or (without force) package file already exists.
+	ErrExists = errors.New("catalog: already exists")
+	// ErrInvalid: the command is malformed.
+	ErrInvalid = errors.New("catalog: invalid command")
+	// ErrQuota: the change would put the channel above its size limit.
+	ErrQuota = errors.New("catalog: above quota")
+)

@@ -1,0 +1,79 @@
+package cluster
+
+import (
+	"context"
+	"fmt"
+	"io"
+
+	v1 "github.com/condamesh/condamesh/gen/condamesh/v1"
+	"github.com/condamesh/condamesh/store"
+	"github.com/hashicorp/raft"
+	"google.golang.org/protobuf/proto"
+)
+
+// stateMachine is what the FSM needs from the metadata owner (the catalog
+// and its store). Apply must be deterministic and idempotent per index.
+type stateMachine interface {
+	Apply(ctx context.Context, index uint64, cmd *v1.Command) (any, error)
+	Snapshot(ctx context.Context) (*store.Snapshot, error)
+	Restore(ctx context.Context, r io.Reader) error
+}
+
+// fsm adapts raft.FSM onto a stateMachine.
+type fsm struct{ sm stateMachine }
+
+var _ raft.FSM = (*fsm)(nil)
+
+// applyResult is what raft hands back through ApplyFuture.Response.
+type applyResult struct {
+	val any
+	err error
+}
+
+// DecodeCommand parses a Raft log entry. It is exported for fuzzing: log
+// entries from a peer are untrusted input.
+func DecodeCommand(data []byte) (*v1.Command, error) {
+	var cmd v1.Command
+	if err := proto.Unmarshal(data, &cmd); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrBadCommand, err)
+	}
+	if cmd.GetOp() == nil {
+		return nil, fmt.Errorf("%w: no operation", ErrBadCommand)
+	}
+	return &cmd, nil
+}
+
+func (f *fsm) Apply(l *raft.Log) any {
+	cmd, err := DecodeCommand(l.Data)
+	if err != nil {
+		return applyResult{err: err}
+	}
+	val, err := f.sm.Apply(context.Background(), l.Index, cmd)
+	return applyResult{val: val, err: err}
+}
+
+// Snapshot only captures a Pebble snapshot; Persist does the I/O.
+func (f *fsm) Snapshot() (raft.FSMSnapshot, error) {
+	s, err := f.sm.Snapshot(context.Background())
+	if err != nil {
+		return nil, err
+	}
+	return &fsmSnapshot{s: s}, nil
+}
+
+func (f *fsm) Restore(rc io.ReadCloser) error {
+	defer rc.Close()
+	return f.sm.Restore(context.Background(), rc)
+}
+
+type fsmSnapshot struct{ s *store.Snapshot }
+
+func (s *fsmSnapshot) Persist(sink raft.SnapshotSink) error {
+	if err := s.s.WriteTo(context.Background(), sink); err != nil {
+		_ = sink.Cancel()
+		return err
+	}
+	return sink.Close()
+}
+
+func (s *fsmSnapshot) Release() { s.s.Close() }

@@ -1,0 +1,325 @@
+// Package condatest builds real conda package archives in memory for
+// tests across the repository: valid .tar.bz2 and .conda files from a
+// Spec, and deliberately broken ones (index.json disagreeing with the
+// file name, members escaping the archive root). Output is deterministic:
+// the same Spec gives the same bytes. Truncated archives are made by
+// slicing the returned bytes.
+package condatest
+
+import (
+	"archive/tar"
+	"archive/zip"
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"hash/crc32"
+	"maps"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/dsnet/compress/bzip2"
+	"github.com/klauspost/compress/zstd"
+)
+
+// DefaultTimestamp is the index.json timestamp (milliseconds) used when
+// Spec.Timestamp is zero: 2024-01-02T03:04:05Z.
+const DefaultTimestamp int64 = 1704164645000
+
+// Spec describes a package to build.
+type Spec struct {
+	Name, Version, Build string
+	// Subdir defaults to "noarch" when empty.
+	Subdir      string
+	BuildNumber int
+	Depends     []string
+	// Noarch is "python" or "generic" for noarch packages, else empty.
+	Noarch string
+	// Files maps payload paths to their content.
+	Files map[string]string
+	// About is merged over the default about.json.
+	About map[string]any
+	// Timestamp is the index.json timestamp in milliseconds;
+	// DefaultTimestamp when zero.
+	Timestamp int64
+	// RunExports, when non-nil, is written as info/run_exports.json.
+	RunExports map[string]any
+
+	// IndexOverride is merged over the derived index.json; a nil value
+	// deletes the key. Use it to make index.json disagree with the file
+	// name or to write invalid fields.
+	IndexOverride map[string]any
+	// OmitIndex leaves info/index.json out of the archive.
+	OmitIndex bool
+	// Extra members are written first in the (info) tar, before any other
+	// member, with no validation: use them for "../evil" names, absolute
+	// paths or symlinks escaping the root.
+	Extra []Member
+}
+
+// Member is a raw tar member for Spec.Extra.
+type Member struct {
+	Name string
+	// Type is a tar type flag; tar.TypeReg when zero.
+	Type byte
+	// Linkname is the link target for symlinks and hard links.
+	Linkname string
+	Content  string
+}
+
+// WithIndexOverride returns a copy of s whose index.json has the given
+// keys replaced (nil deletes a key).
+func WithIndexOverride(s Spec, m map[string]any) Spec {
+	o := maps.Clone(s.IndexOverride)
+	if o == nil {
+		o = map[string]any{}
+	}
+	maps.Copy(o, m)
+	s.IndexOverride = o
+	return s
+}
+
+// WithMember returns a copy of s with an extra raw member written first.
+func WithMember(s Spec, m Member) Spec {
+	s.Extra = append(slices.Clone(s.Extra), m)
+	return s
+}
+
+// WithEscapingMember returns a copy of s with a regular member named
+// "../evil", which escapes the extraction root.
+func WithEscapingMember(s Spec) Spec {
+	return WithMember(s, Member{Name: "../evil", Content: "evil\n"})
+}
+
+// Filename returns name-version-build plus ext (".conda" or ".tar.bz2").
+func Filename(s Spec, ext string) string {
+	return s.Name + "-" + s.Version + "-" + s.Build + ext
+}
+
+// Index returns the index.json object Spec s produces.
+func Index(s Spec) map[string]any {
+	subdir := s.subdir()
+	idx := map[string]any{
+		"name":         s.Name,
+		"version":      s.Version,
+		"build":        s.Build,
+		"build_number": s.BuildNumber,
+		"depends":      append([]string{}, s.Depends...),
+		"subdir":       subdir,
+		"license":      "MIT",
+		"timestamp":    s.timestamp(),
+	}
+	if subdir == "noarch" {
+		idx["arch"] = nil
+		idx["platform"] = nil
+	} else {
+		platform, arch, _ := strings.Cut(subdir, "-")
+		switch arch {
+		case "64":
+			arch = "x86_64"
+		case "32":
+			arch = "x86"
+		}
+		idx["arch"] = arch
+		idx["platform"] = platform
+	}
+	if s.Noarch != "" {
+		idx["noarch"] = s.Noarch
+	}
+	for k, v := range s.IndexOverride {
+		if v == nil {
+			delete(idx, k)
+		} else {
+			idx[k] = v
+		}
+	}
+	return idx
+}
+
+func (s Spec) subdir() string {
+	if s.Subdir == "" {
+		return "noarch"
+	}
+	return s.Subdir
+}
+
+func (s Spec) timestamp() int64 {
+	if s.Timestamp == 0 {
+		return DefaultTimestamp
+	}
+	return s.Timestamp
+}
+
+func (s Spec) mtime() time.Time {
+	return time.UnixMilli(s.timestamp()).UTC().Truncate(time.Second)
+}
+
+// infoFiles returns the info/ members (path -> content).
+func (s Spec) infoFiles(t testing.TB) map[string][]byte {
+	t.Helper()
+	about := map[string]any{
+		"summary": "Test package " + s.Name,
+		"license": "MIT",
+		"home":    "https://example.invalid/" + s.Name,
+	}
+	maps.Copy(about, s.About)
+	var paths []any
+	var files strings.Builder
+	for _, p := range slices.Sorted(maps.Keys(s.Files)) {
+		sum := sha256.Sum256([]byte(s.Files[p]))
+		paths = append(paths, map[string]any{
+			"_path":         p,
+			"path_type":     "hardlink",
+			"sha256":        hex.EncodeToString(sum[:]),
+			"size_in_bytes": len(s.Files[p]),
+		})
+		files.WriteString(p + "\n")
+	}
+	if paths == nil {
+		paths = []any{}
+	}
+	out := map[string][]byte{
+		"info/about.json": mustJSON(t, about),
+		"info/paths.json": mustJSON(t, map[string]any{"paths": paths, "paths_version": 1}),
+		"info/files":      []byte(files.String()),
+	}
+	if !s.OmitIndex {
+		out["info/index.json"] = mustJSON(t, Index(s))
+	}
+	if s.RunExports != nil {
+		out["info/run_exports.json"] = mustJSON(t, s.RunExports)
+	}
+	return out
+}
+
+func mustJSON(t testing.TB, v any) []byte {
+	t.Helper()
+	b, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		t.Fatalf("condatest: json: %v", err)
+	}
+	return append(b, '\n')
+}
+
+// writeTar writes extra members, then files in sorted order, as a tar.
+func writeTar(t testing.TB, mtime time.Time, extra []Member, files map[string][]byte) []byte {
+	t.Helper()
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	for _, m := range extra {
+		typ := m.Type
+		if typ == 0 {
+			typ = tar.TypeReg
+		}
+		hdr := &tar.Header{
+			Name: m.Name, Typeflag: typ, Linkname: m.Linkname, Mode: 0o644,
+			ModTime: mtime, Format: tar.FormatPAX,
+		}
+		if typ == tar.TypeReg {
+			hdr.Size = int64(len(m.Content))
+		}
+		if err := tw.WriteHeader(hdr); err != nil {
+			t.Fatalf("condatest: tar header %q: %v", m.Name, err)
+		}
+		if typ == tar.TypeReg {
+			if _, err := tw.Write([]byte(m.Content)); err != nil {
+				t.Fatalf("condatest: tar: %v", err)
+			}
+		}
+	}
+	for _, name := range slices.Sorted(maps.Keys(files)) {
+		hdr := &tar.Header{
+			Name: name, Typeflag: tar.TypeReg, Mode: 0o644, Size: int64(len(files[name])),
+			ModTime: mtime, Format: tar.FormatPAX,
+		}
+		if err := tw.WriteHeader(hdr); err != nil {
+			t.Fatalf("condatest: tar header %q: %v", name, err)
+		}
+		if _, err := tw.Write(files[name]); err != nil {
+			t.Fatalf("condatest: tar: %v", err)
+		}
+	}
+	if err := tw.Close(); err != nil {
+		t.Fatalf("condatest: tar: %v", err)
+	}
+	return buf.Bytes()
+}
+
+// payload returns the payload files as bytes.
+func (s Spec) payload() map[string][]byte {
+	out := make(map[string][]byte, len(s.Files))
+	for p, c := range s.Files {
+		out[p] = []byte(c)
+	}
+	return out
+}
+
+// TarBz2 builds s as a .tar.bz2 package: extra members, then info/ files,
+// then the payload, bzip2-compressed at level 9.
+func TarBz2(t testing.TB, s Spec) []byte {
+	t.Helper()
+	files := s.infoFiles(t)
+	maps.Copy(files, s.payload())
+	raw := writeTar(t, s.mtime(), s.Extra, files)
+	var buf bytes.Buffer
+	w, err := bzip2.NewWriter(&buf, &bzip2.WriterConfig{Level: 9})
+	if err != nil {
+		t.Fatalf("condatest: bzip2: %v", err)
+	}
+	if _, err := w.Write(raw); err != nil {
+		t.Fatalf("condatest: bzip2: %v", err)
+	}
+	if err := w.Close(); err != nil {
+		t.Fatalf("condatest: bzip2: %v", err)
+	}
+	return buf.Bytes()
+}
+
+// Conda builds s as a .conda package: a zip of stored entries
+// metadata.json, info-<stem>.tar.zst (extra members, then info/ files)
+// and pkg-<stem>.tar.zst (payload). Local headers carry sizes and CRCs, so
+// streaming zip readers can read it.
+func Conda(t testing.TB, s Spec) []byte {
+	t.Helper()
+	stem := Filename(s, "")
+	enc, err := zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedDefault), zstd.WithEncoderConcurrency(1))
+	if err != nil {
+		t.Fatalf("condatest: zstd: %v", err)
+	}
+	defer enc.Close()
+	info := enc.EncodeAll(writeTar(t, s.mtime(), s.Extra, s.infoFiles(t)), nil)
+	pkg := enc.EncodeAll(writeTar(t, s.mtime(), nil, s.payload()), nil)
+	var buf bytes.Buffer
+	zw := zip.NewWriter(&buf)
+	entries := []struct {
+		name string
+		data []byte
+	}{
+		{"metadata.json", []byte(`{"conda_pkg_format_version": 2}`)},
+		{"pkg-" + stem + ".tar.zst", pkg},
+		{"info-" + stem + ".tar.zst", info},
+	}
+	for _, e := range entries {
+		hdr := &zip.FileHeader{
+			Name:               e.name,
+			Method:             zip.Store,
+			Modified:           s.mtime(),
+			CRC32:              crc32.ChecksumIEEE(e.data),
+			CompressedSize64:   uint64(len(e.data)),
+			UncompressedSize64: uint64(len(e.data)),
+		}
+		w, err := zw.CreateRaw(hdr)
+		if err != nil {
+			t.Fatalf("condatest: zip: %v", err)
+		}
+		if _, err := w.Write(e.data); err != nil {
+			t.Fatalf("condatest: zip: %v", err)
+		}
+	}
+	if err := zw.Close(); err != nil {
+		t.Fatalf("condatest: zip: %v", err)
+	}
+	return buf.Bytes()
+}

@@ -1,0 +1,374 @@
+// Package indexer publishes each channel's index files: it derives
+// repodata.json (+ .zst, .bz2), current_repodata.json, CEP-16 shards,
+// channeldata.json and the index.html pages from the catalog's records,
+// stores them as blobs and keeps a local pointer per published path.
+//
+// Everything it writes is derived and local (store.LocalPrefix), so every
+// node computes identical bytes (and ETags) from the same replicated records,
+// and a crash at any point only means regenerating on the next start. A
+// subdir is rebuilt only when its catalog generation moved; the others are
+// left untouched.
+//
+// Local keys:
+//
+//	l/idx/<channel>/<path>     pointer: CID string + "\n" + last-modified unix seconds
+//	l/igen/<channel>/<subdir>  generation of the subdir that the pointers reflect
+//	l/igen/<channel>//         channel generation reflected by channeldata.json and index.html
+package indexer
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/condamesh/condamesh/catalog"
+	"github.com/condamesh/condamesh/conda"
+	v1 "github.com/condamesh/condamesh/gen/condamesh/v1"
+	"github.com/condamesh/condamesh/store"
+	"github.com/ipfs/go-cid"
+)
+
+// ErrNotFound is returned by File for a path that is not published.
+var ErrNotFound = errors.New("indexer: not found")
+
+// Indexer regenerates and publishes index files. Safe for concurrent use.
+type Indexer struct {
+	cat *catalog.Catalog
+	st  *store.Store
+	log *slog.Logger
+
+	mu      sync.Mutex
+	dirty   map[string]bool
+	wake    chan struct{}
+	chLocks sync.Map // channel key -> *sync.Mutex
+	done    chan struct{}
+}
+
+// New returns an indexer; Run must be started for background regeneration.
+func New(cat *catalog.Catalog, st *store.Store, logger *slog.Logger) *Indexer {
+	if logger == nil {
+		logger = slog.Default()
+	}
+	return &Indexer{cat: cat, st: st, log: logger.With("component", "indexer"), dirty: map[string]bool{}, wake: make(chan struct{}, 1)}
+}
+
+// Notify marks a channel for regeneration. It never blocks.
+func (ix *Indexer) Notify(channel string) {
+	ix.mu.Lock()
+	ix.dirty[catalog.ChannelKey(channel)] = true
+	ix.mu.Unlock()
+	select {
+	case ix.wake <- struct{}{}:
+	default:
+	}
+}
+
+// NotifyAll marks every channel (after a snapshot restore, or at start).
+func (ix *Indexer) NotifyAll(ctx context.Context) error {
+	chans, err := ix.cat.Channels(ctx)
+	if err != nil {
+		return err
+	}
+	for _, ch := range chans {
+		ix.Notify(ch.Name)
+	}
+	// Channels deleted while we were down still have pointers.
+	return ix.st.Scan(ctx, []byte("l/igen/"), func(k, _ []byte) error {
+		rest := strings.TrimPrefix(string(k), "l/igen/")
+		if i := strings.IndexByte(rest, '/'); i > 0 {
+			ix.Notify(rest[:i])
+		}
+		return nil
+	})
+}
+
+// Run regenerates dirty channels until ctx ends. It starts by reconciling
+// every channel, which repairs whatever a crash interrupted.
+func (ix *Indexer) Run(ctx context.Context) error {
+	if err := ix.NotifyAll(ctx); err != nil {
+		return err
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-ix.wake:
+		}
+		ix.mu.Lock()
+		batch := ix.dirty
+		ix.dirty = map[string]bool{}
+		ix.mu.Unlock()
+		names := make([]string, 0, len(batch))
+		for ch := range batch {
+			names = append(names, ch)
+		}
+		sort.Strings(names)
+		for _, ch := range names {
+			if err := ix.Reconcile(ctx, ch); err != nil && ctx.Err() == nil {
+				ix.log.Error("regenerate channel indexes", "channel", ch, "err", err)
+			}
+		}
+	}
+}
+
+func (ix *Indexer) lock(ch string) func() {
+	m, _ := ix.chLocks.LoadOrStore(catalog.ChannelKey(ch), &sync.Mutex{})
+	mu := m.(*sync.Mutex)
+	mu.Lock()
+	return mu.Unlock
+}
+
+func pointerKey(ch, path string) []byte {
+	return []byte("l/idx/" + catalog.ChannelKey(ch) + "/" + path)
+}
+func igenKey(ch, subdir string) []byte {
+	return []byte("l/igen/" + catalog.ChannelKey(ch) + "/" + subdir)
+}
+
+// Published is a published index file.
+type Published struct {
+	CID     cid.Cid
+	ModTime time.Time
+}
+
+// File returns the published file at path ("repodata.json",
+// "linux-64/repodata.json.zst", "noarch/shards/<hex>.msgpack.zst", ...).
+func (ix *Indexer) File(ctx context.Context, ch, path string) (Published, error) {
+	v, err := ix.st.Get(ctx, pointerKey(ch, path))
+	if errors.Is(err, store.ErrNotFound) {
+		return Published{}, ErrNotFound
+	}
+	if err != nil {
+		return Published{}, err
+	}
+	c, mod, ok := strings.Cut(string(v), "\n")
+	id, err := cid.Decode(c)
+	if err != nil || !ok {
+		return Published{}, fmt.Errorf("indexer: corrupt pointer for %s/%s", ch, path)
+	}
+	secs, _ := strconv.ParseInt(mod, 10, 64)
+	return Published{CID: id, ModTime: time.Unix(secs, 0).UTC()}, nil
+}
+
+// Fresh reports whether the published files of subdir (or, with subdir "",
+// of the channel root) reflect the catalog's current generation.
+func (ix *Indexer) Fresh(ctx context.Context, ch, subdir string) (bool, error) {
+	var want uint64
+	var err error
+	if subdir == "" {
+		want, err = ix.cat.ChannelGeneration(ctx, ch)
+	} else {
+		want, err = ix.cat.Generation(ctx, ch, subdir)
+	}
+	if err != nil {
+		return false, err
+	}
+	have, err := ix.st.Get(ctx, igenKey(ch, subdir))
+	if errors.Is(err, store.ErrNotFound) {
+		return want == 0 && subdir != "noarch" && subdir != "", nil
+	}
+	if err != nil {
+		return false, err
+	}
+	return string(have) == strconv.FormatUint(want, 10), nil
+}
+
+// WaitFresh waits until Fresh is true or ctx ends; clients that just
+// uploaded a package then see it in the next repodata they fetch.
+func (ix *Indexer) WaitFresh(ctx context.Context, ch, subdir string) error {
+	t := time.NewTicker(5 * time.Millisecond)
+	defer t.Stop()
+	for {
+		ok, err := ix.Fresh(ctx, ch, subdir)
+		if err != nil || ok {
+			return err
+		}
+		ix.Notify(ch)
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-t.C:
+		}
+	}
+}
+
+// Reconcile brings one channel's published files up to date now.
+func (ix *Indexer) Reconcile(ctx context.Context, chName string) error {
+	defer ix.lock(chName)()
+	ch, err := ix.cat.Channel(ctx, chName)
+	if errors.Is(err, catalog.ErrNotFound) || (err == nil && ch.MirrorMode == "proxy") {
+		return ix.unpublish(ctx, chName)
+	}
+	if err != nil {
+		return err
+	}
+	subdirs, err := ix.cat.Subdirs(ctx, ch.Name)
+	if err != nil {
+		return err
+	}
+	byDir := map[string][]conda.Record{}
+	about := map[string]map[string]any{}
+	changedAny := false
+	for _, sd := range subdirs {
+		gen, err := ix.cat.Generation(ctx, ch.Name, sd)
+		if err != nil {
+			return err
+		}
+		vers, err := ix.cat.SubdirVersions(ctx, ch.Name, sd)
+		if err != nil {
+			return err
+		}
+		recs, err := records(vers, about)
+		if err != nil {
+			return err
+		}
+		byDir[sd] = recs
+		fresh, err := ix.Fresh(ctx, ch.Name, sd)
+		if err != nil {
+			return err
+		}
+		if fresh {
+			continue
+		}
+		changedAny = true
+		start := time.Now()
+		if err := ix.publishSubdir(ctx, ch, sd, gen, vers, recs); err != nil {
+			return fmt.Errorf("subdir %s: %w", sd, err)
+		}
+		ix.log.Info("published subdir indexes", "channel", ch.Name, "subdir", sd, "records", len(recs), "generation", gen, "took", time.Since(start))
+	}
+	if fresh, err := ix.Fresh(ctx, ch.Name, ""); err != nil || (fresh && !changedAny) {
+		return err
+	}
+	return ix.publishChannel(ctx, ch, subdirs, byDir, about)
+}
+
+func records(vers []*v1.PackageVersion, about map[string]map[string]any) ([]conda.Record, error) {
+	recs := make([]conda.Record, 0, len(vers))
+	for _, v := range vers {
+		f, err := conda.DecodeRecordFields(v.RecordJson)
+		if err != nil {
+			return nil, fmt.Errorf("record %s/%s: %w", v.Platform, v.Filename, err)
+		}
+		recs = append(recs, conda.Record{Filename: v.Filename, Subdir: v.Platform, Fields: f})
+		if len(v.AboutJson) > 0 {
+			if m, err := conda.DecodeRecordFields(v.AboutJson); err == nil {
+				about[v.Filename] = m
+			}
+		}
+	}
+	return recs, nil
+}
+
+type file struct {
+	path string
+	data []byte
+}
+
+func (ix *Indexer) publishSubdir(ctx context.Context, ch *v1.Channel, sd string, gen uint64, vers []*v1.PackageVersion, recs []conda.Record) error {
+	rd := conda.Repodata(sd, recs)
+	cur := conda.CurrentRepodata(sd, recs)
+	shardIndex, shards, err := conda.Shards(sd, recs)
+	if err != nil {
+		return err
+	}
+	files := []file{
+		{sd + "/repodata.json", rd},
+		{sd + "/repodata.json.zst", conda.Zstd(rd)},
+		{sd + "/repodata.json.bz2", conda.Bzip2(rd)},
+		{sd + "/current_repodata.json", cur},
+		{sd + "/current_repodata.json.zst", conda.Zstd(cur)},
+		{sd + "/repodata_shards.msgpack.zst", shardIndex},
+	}
+	hexes := make([]string, 0, len(shards))
+	for h := range shards {
+		hexes = append(hexes, h)
+	}
+	sort.Strings(hexes)
+	// Shards first, the shard index after them (CEP-16: never publish an
+	// index naming a shard that does not exist yet). All pointers of the
+	// subdir switch in one batch anyway.
+	var shardFiles []file
+	for _, h := range hexes {
+		shardFiles = append(shardFiles, file{sd + "/shards/" + h + ".msgpack.zst", shards[h]})
+	}
+	entries := make([]conda.FileEntry, 0, len(files)+len(vers))
+	var mod int64 = ch.CreatedUnix
+	for _, v := range vers {
+		mod = max(mod, v.ModifiedUnix)
+	}
+	for _, f := range files {
+		entries = append(entries, conda.FileEntry{Name: strings.TrimPrefix(f.path, sd+"/"), Size: int64(len(f.data))})
+	}
+	for _, v := range vers {
+		entries = append(entries, conda.FileEntry{Name: v.Filename, Size: v.Size, SHA256: v.Sha256})
+	}
+	files = append(files, file{sd + "/index.html", conda.SubdirIndexHTML(ch.Name, sd, entries)})
+	all := append(shardFiles, files...)
+	writes, err := ix.putFiles(ctx, ch.Name, all, mod)
+	if err != nil {
+		return err
+	}
+	writes = append(writes, store.LocalWrite{Key: igenKey(ch.Name, sd), Value: []byte(strconv.FormatUint(gen, 10))})
+	return ix.st.WriteLocal(ctx, writes)
+}
+
+func (ix *Indexer) publishChannel(ctx context.Context, ch *v1.Channel, subdirs []string, byDir map[string][]conda.Record, about map[string]map[string]any) error {
+	gen, err := ix.cat.ChannelGeneration(ctx, ch.Name)
+	if err != nil {
+		return err
+	}
+	var mod int64 = ch.CreatedUnix
+	for _, recs := range byDir {
+		for _, r := range recs {
+			mod = max(mod, r.Timestamp()/1000)
+		}
+	}
+	files := []file{
+		{"channeldata.json", conda.ChannelData(subdirs, byDir, about)},
+		{"index.html", conda.ChannelIndexHTML(ch.Name, subdirs, conda.PackageSummaries(byDir, about))},
+	}
+	writes, err := ix.putFiles(ctx, ch.Name, files, mod)
+	if err != nil {
+		return err
+	}
+	writes = append(writes, store.LocalWrite{Key: igenKey(ch.Name, ""), Value: []byte(strconv.FormatUint(gen, 10))})
+	return ix.st.WriteLocal(ctx, writes)
+}
+
+func (ix *Indexer) putFiles(ctx context.Context, ch string, files []file, mod int64) ([]store.LocalWrite, error) {
+	writes := make([]store.LocalWrite, 0, len(files)+1)
+	for _, f := range files {
+		info, err := ix.st.Put(ctx, bytes.NewReader(f.data), store.PutOptions{})
+		if err != nil {
+			return nil, fmt.Errorf("store %s: %w", f.path, err)
+		}
+		writes = append(writes, store.LocalWrite{Key: pointerKey(ch, f.path), Value: []byte(info.CID.String() + "\n" + strconv.FormatInt(mod, 10))})
+	}
+	return writes, nil
+}
+
+// unpublish removes every pointer of a deleted (or proxy) channel.
+func (ix *Indexer) unpublish(ctx context.Context, ch string) error {
+	var writes []store.LocalWrite
+	for _, p := range []string{"l/idx/" + catalog.ChannelKey(ch) + "/", "l/igen/" + catalog.ChannelKey(ch) + "/"} {
+		err := ix.st.Scan(ctx, []byte(p), func(k, _ []byte) error {
+			writes = append(writes, store.LocalWrite{Key: append([]byte(nil), k...)})
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+	}
+	if len(writes) == 0 {
+		return nil
+	}
+	return ix.st.WriteLocal(ctx, writes)
+}
