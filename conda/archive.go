@@ -96,7 +96,11 @@ func (t *trackingReaderAt) ReadAt(p []byte, off int64) (int, error) {
 }
 
 // badArchive wraps ErrBadArchive with the file name and a cause.
+// Truncation is named as such.
 func badArchive(fn Filename, cause error) error {
+	if errors.Is(cause, io.ErrUnexpectedEOF) {
+		cause = fmt.Errorf("truncated: %w", cause)
+	}
 	return fmt.Errorf("%w %s: %w", ErrBadArchive, fn, cause)
 }
 
@@ -109,7 +113,7 @@ func readTarBz2(r io.ReaderAt, size int64, fn Filename) (map[string][]byte, erro
 	}
 	br := bzip2.NewReader(bufio.NewReaderSize(io.NewSectionReader(r, 0, size), 64<<10))
 	want := []string{indexJSONPath, aboutJSONPath, runExportsJSONPath}
-	return readInfoTar(tar.NewReader(br), fn, want, true)
+	return readInfoTar(br, fn, want, true)
 }
 
 // readConda loads the wanted info files from a .conda zip.
@@ -176,7 +180,15 @@ func readConda(r io.ReaderAt, size int64, fn Filename) (map[string][]byte, error
 	}
 	defer zd.Close()
 	want := []string{indexJSONPath, aboutJSONPath, runExportsJSONPath}
-	return readInfoTar(tar.NewReader(zd), fn, want, false)
+	files, err := readInfoTar(zd, fn, want, false)
+	if err != nil {
+		return nil, err
+	}
+	// Reading the component to its end checks the zip CRC-32.
+	if _, err := io.Copy(io.Discard, rc); err != nil {
+		return nil, badArchive(fn, err)
+	}
+	return files, nil
 }
 
 // checkCondaMetadata validates the metadata.json entry of a .conda.
@@ -200,14 +212,20 @@ func checkCondaMetadata(f *zip.File) error {
 	return nil
 }
 
-// readInfoTar walks a tar stream, checking every member, and returns the
-// contents of the wanted regular files. With stopEarly it stops once all
-// wanted files were found.
-func readInfoTar(tr *tar.Reader, fn Filename, want []string, stopEarly bool) (map[string][]byte, error) {
+// readInfoTar walks the tar stream in r, checking every member, and
+// returns the contents of the wanted regular files. With stopEarly it
+// stops once all wanted files were found; otherwise, and when they are not
+// all present, it reads r to its end so that truncated or corrupt
+// compressed data is reported.
+func readInfoTar(r io.Reader, fn Filename, want []string, stopEarly bool) (map[string][]byte, error) {
+	tr := tar.NewReader(r)
 	files := make(map[string][]byte, len(want))
 	for {
 		hdr, err := tr.Next()
 		if err == io.EOF {
+			if _, err := io.Copy(io.Discard, r); err != nil {
+				return nil, badArchive(fn, err)
+			}
 			return files, nil
 		}
 		if err != nil && !(errors.Is(err, tar.ErrInsecurePath) && hdr != nil) {

@@ -60,6 +60,9 @@ type BlobInfo struct {
 	SHA256   []byte
 	Inline   bool      // bytes live in Pebble, not in a file
 	Verified time.Time // when the bytes were last hashed
+	// Existed is set by Put when the blob was already stored before the
+	// call (the bytes were deduplicated, nothing new was written).
+	Existed bool
 }
 
 // PutOptions constrain a Put.
@@ -120,6 +123,7 @@ func (s *Store) Put(ctx context.Context, r io.Reader, opt PutOptions) (BlobInfo,
 			return BlobInfo{}, err
 		}
 		if existing, err := s.Stat(ctx, info.CID); err == nil {
+			existing.Existed = true
 			return existing, nil
 		}
 		info.Inline = true
@@ -162,6 +166,7 @@ func (s *Store) putFile(ctx context.Context, r io.Reader, h hash.Hash, w io.Writ
 		return BlobInfo{}, err
 	}
 	if existing, err := s.Stat(ctx, info.CID); err == nil {
+		existing.Existed = true
 		return existing, nil
 	}
 	if err := f.Sync(); err != nil {

@@ -1,0 +1,455 @@
+package api
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"regexp"
+	"sort"
+	"strings"
+
+	"github.com/condamesh/condamesh/catalog"
+	v1 "github.com/condamesh/condamesh/gen/condamesh/v1"
+	"google.golang.org/protobuf/proto"
+)
+
+// Channel defaults of Quetz.
+const (
+	defaultTTL       = 36000
+	maxChannelName   = 50
+	maxDescription   = 300
+	mirrorURLPattern = `^(http|https)://.+`
+)
+
+var (
+	mirrorURLRe   = regexp.MustCompile(mirrorURLPattern)
+	channelNameRe = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9.-]*$`)
+)
+
+// channelActions are the actions PUT /api/channels/{c}/actions accepts.
+var channelActions = map[string]bool{
+	"synchronize": true, "synchronize_repodata": true, "reindex": true, "generate_indexes": true,
+	"validate_packages": true, "synchronize_metrics": true, "cleanup": true, "cleanup_dry_run": true,
+}
+
+// channelJSON is Quetz's ChannelExtra.
+type channelJSON struct {
+	Name             string  `json:"name"`
+	Description      *string `json:"description"`
+	Private          bool    `json:"private"`
+	SizeLimit        *int64  `json:"size_limit"`
+	TTL              int64   `json:"ttl"`
+	MirrorChannelURL *string `json:"mirror_channel_url"`
+	MirrorMode       *string `json:"mirror_mode"`
+	MembersCount     *int64  `json:"members_count,omitempty"`
+	PackagesCount    *int64  `json:"packages_count,omitempty"`
+}
+
+func strOrNil(s string) *string {
+	if s == "" {
+		return nil
+	}
+	return &s
+}
+
+func toChannelJSON(ci *v1.ChannelInfo, counts bool) channelJSON {
+	ch := ci.Channel
+	out := channelJSON{
+		Name: ch.Name, Description: strOrNil(ch.Description), Private: ch.Private, SizeLimit: ch.SizeLimit,
+		TTL: ch.Ttl, MirrorChannelURL: strOrNil(ch.MirrorChannelUrl), MirrorMode: strOrNil(ch.MirrorMode),
+	}
+	if counts {
+		out.MembersCount, out.PackagesCount = &ci.MembersCount, &ci.PackagesCount
+	}
+	return out
+}
+
+func (s *Server) channelInfo(ctx context.Context, ch *v1.Channel) (*v1.ChannelInfo, error) {
+	ms, err := s.cat.Members(ctx, ch.Name, "")
+	if err != nil {
+		return nil, err
+	}
+	ps, err := s.cat.Packages(ctx, ch.Name)
+	if err != nil {
+		return nil, err
+	}
+	return &v1.ChannelInfo{Channel: ch, MembersCount: int64(len(ms)), PackagesCount: int64(len(ps))}, nil
+}
+
+// parseChannelBody turns a REST body into a CreateChannelRequest, applying
+// Quetz's validators and defaults.
+func parseChannelBody(fields map[string]json.RawMessage) (*v1.CreateChannelRequest, error) {
+	ch := &v1.Channel{Private: true, Ttl: defaultTTL}
+	req := &v1.CreateChannelRequest{Channel: ch}
+	var name string
+	if ok, err := field(fields, "name", &name, "string"); err != nil {
+		return nil, err
+	} else if !ok {
+		return nil, validation([]any{"body", "name"}, "missing", "Field required", nil)
+	}
+	if len([]rune(name)) > maxChannelName {
+		return nil, validation([]any{"body", "name"}, "string_too_long", "String should have at most 50 characters", name)
+	}
+	ch.Name = name
+	if _, err := field(fields, "description", &ch.Description, "string"); err != nil {
+		return nil, err
+	}
+	if len([]rune(ch.Description)) > maxDescription {
+		return nil, validation([]any{"body", "description"}, "string_too_long", "String should have at most 300 characters", ch.Description)
+	}
+	if _, err := field(fields, "private", &ch.Private, "boolean"); err != nil {
+		return nil, err
+	}
+	if _, err := field(fields, "ttl", &ch.Ttl, "integer"); err != nil {
+		return nil, err
+	}
+	var limit int64
+	if ok, err := field(fields, "size_limit", &limit, "integer"); err != nil {
+		return nil, err
+	} else if ok {
+		ch.SizeLimit = &limit
+	}
+	_, req.SizeLimitSet = fields["size_limit"]
+	if _, err := field(fields, "mirror_channel_url", &ch.MirrorChannelUrl, "string"); err != nil {
+		return nil, err
+	}
+	if ch.MirrorChannelUrl != "" && !mirrorURLRe.MatchString(ch.MirrorChannelUrl) {
+		return nil, validation([]any{"body", "mirror_channel_url"}, "string_pattern_mismatch", "String should match pattern '"+mirrorURLPattern+"'", ch.MirrorChannelUrl)
+	}
+	if _, err := field(fields, "mirror_mode", &ch.MirrorMode, "string"); err != nil {
+		return nil, err
+	}
+	if ch.MirrorMode != "" && ch.MirrorMode != "proxy" && ch.MirrorMode != "mirror" {
+		return nil, validation([]any{"body", "mirror_mode"}, "enum", "Input should be 'proxy' or 'mirror'", ch.MirrorMode)
+	}
+	switch {
+	case ch.MirrorChannelUrl != "" && ch.MirrorMode == "":
+		return nil, validation([]any{"body"}, "value_error", "Value error, 'mirror_channel_url' provided but 'mirror_mode' is undefined", nil)
+	case ch.MirrorChannelUrl == "" && ch.MirrorMode != "":
+		return nil, validation([]any{"body"}, "value_error", "Value error, 'mirror_mode' provided but 'mirror_channel_url' is undefined", nil)
+	}
+	md, err := parseMetadata(fields)
+	if err != nil {
+		return nil, err
+	}
+	ch.Metadata = md
+	var actions []string
+	if ok, err := field(fields, "actions", &actions, "list"); err != nil {
+		return nil, err
+	} else if ok {
+		for i, a := range actions {
+			if !channelActions[a] {
+				return nil, validation([]any{"body", "actions", i}, "enum", "Input should be a valid channel action", a)
+			}
+		}
+		req.Actions = &v1.StringList{Items: actions}
+	}
+	return req, nil
+}
+
+func parseMetadata(fields map[string]json.RawMessage) (*v1.ChannelMetadata, error) {
+	var raw map[string]json.RawMessage
+	if _, err := field(fields, "metadata", &raw, "dictionary"); err != nil || raw == nil {
+		return nil, err
+	}
+	md := &v1.ChannelMetadata{}
+	for name, dst := range map[string]**v1.StringList{"includelist": &md.Includelist, "excludelist": &md.Excludelist, "proxylist": &md.Proxylist} {
+		var items []string
+		if ok, err := field(raw, name, &items, "list"); err != nil {
+			return nil, err
+		} else if ok {
+			*dst = &v1.StringList{Items: items}
+		}
+	}
+	return md, nil
+}
+
+// createChannel is POST /api/channels and ChannelService.CreateChannel.
+func (s *Server) createChannel(ctx context.Context, id *identity, req *v1.CreateChannelRequest) (*v1.ChannelInfo, error) {
+	ch := proto.Clone(req.GetChannel()).(*v1.Channel)
+	if ch.Ttl == 0 {
+		ch.Ttl = defaultTTL
+	}
+	if id.anonymous() {
+		return nil, errNotLoggedIn
+	}
+	if _, err := s.cat.Channel(ctx, ch.Name); err == nil {
+		return nil, apiErr(ErrConflict, "Channel %s exists", ch.Name)
+	} else if !errors.Is(err, catalog.ErrNotFound) {
+		return nil, err
+	}
+	if ch.MirrorChannelUrl != "" {
+		if !id.elevated() {
+			return nil, errServerRole("this operation requires owner or maintainer roles")
+		}
+	} else if !id.elevated() && id.user.Role != "member" {
+		return nil, errServerRole("this operation requires owner, maintainer or member roles")
+	}
+	if md := ch.Metadata; md != nil && md.Includelist != nil && md.Excludelist != nil {
+		return nil, apiErr(ErrInvalid, "Cannot use both `includelist` and `excludelist` together.")
+	}
+	if req.SizeLimitSet {
+		if !id.elevated() {
+			return nil, errServerRole("only server maintainer or owner can set channel size limit")
+		}
+	} else if s.cfg.DefaultChannelQuota > 0 {
+		q := s.cfg.DefaultChannelQuota
+		ch.SizeLimit = &q
+	}
+	if strings.Contains(ch.Name, "_") {
+		return nil, apiErr(ErrInvalid, "_ should not be used in channel name")
+	}
+	for _, r := range ch.Name {
+		if r > 127 {
+			return nil, apiErr(ErrInvalid, "only ASCII characters should be used in channel name")
+		}
+	}
+	if !channelNameRe.MatchString(ch.Name) {
+		return nil, apiErr(ErrInvalid, "channel name %q may only contain letters, digits, '.' and '-' and must start with a letter or digit", ch.Name)
+	}
+	if _, err := s.prop.Propose(ctx, &v1.Command{Op: &v1.Command_CreateChannel{CreateChannel: &v1.CreateChannelOp{Channel: ch, OwnerId: id.user.Id}}}); err != nil {
+		if errors.Is(err, catalog.ErrExists) {
+			return nil, apiErr(ErrConflict, "Channel %s exists", ch.Name)
+		}
+		return nil, err
+	}
+	created, err := s.cat.Channel(ctx, ch.Name)
+	if err != nil {
+		return nil, err
+	}
+	actions := req.GetActions().GetItems()
+	if req.Actions == nil && channelKind(created) == "mirror" {
+		actions = []string{"synchronize_repodata"}
+	}
+	for _, a := range actions {
+		if _, err := s.scheduleAction(ctx, id, created, a, nil, nil); err != nil {
+			s.log.Warn("initial channel action refused", "channel", created.Name, "action", a, "err", err)
+		}
+	}
+	return s.channelInfo(ctx, created)
+}
+
+func (s *Server) restCreateChannel(w http.ResponseWriter, r *http.Request) {
+	s.handle(w, r, func(id *identity) (int, any, error) {
+		fields, err := decodeBody(r)
+		if err != nil {
+			return 0, nil, err
+		}
+		req, err := parseChannelBody(fields)
+		if err != nil {
+			return 0, nil, err
+		}
+		if _, err := s.createChannel(r.Context(), id, req); err != nil {
+			return 0, nil, err
+		}
+		return http.StatusCreated, nil, nil
+	})
+}
+
+// listChannels implements Quetz's visibility rules: anonymous callers see
+// public channels; others see public channels plus their own (public=true)
+// or only their own (public=false).
+func (s *Server) listChannels(ctx context.Context, id *identity, memberOnly bool, q string) ([]*v1.ChannelInfo, error) {
+	chans, err := s.cat.Channels(ctx)
+	if err != nil {
+		return nil, err
+	}
+	mine := map[string]bool{}
+	if !id.anonymous() {
+		if id.scoped() {
+			for _, r := range id.key.Roles {
+				mine[catalog.ChannelKey(r.Channel)] = true
+			}
+		} else if mine, err = s.cat.UserChannels(ctx, id.user.Id); err != nil {
+			return nil, err
+		}
+	}
+	var out []*v1.ChannelInfo
+	for _, ch := range chans {
+		own := mine[catalog.ChannelKey(ch.Name)]
+		visible := own || (!ch.Private && (!memberOnly || id.anonymous()))
+		if !visible || (q != "" && !strings.Contains(strings.ToLower(ch.Name), strings.ToLower(q))) {
+			continue
+		}
+		ci, err := s.channelInfo(ctx, ch)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, ci)
+	}
+	return out, nil
+}
+
+func (s *Server) restListChannelsCommon(r *http.Request, id *identity) ([]channelJSON, error) {
+	public, err := queryBool(r, "public", true)
+	if err != nil {
+		return nil, err
+	}
+	cis, err := s.listChannels(r.Context(), id, !public, r.URL.Query().Get("q"))
+	if err != nil {
+		return nil, err
+	}
+	out := make([]channelJSON, 0, len(cis))
+	for _, ci := range cis {
+		out = append(out, toChannelJSON(ci, true))
+	}
+	sort.Slice(out, func(i, j int) bool { return strings.ToLower(out[i].Name) < strings.ToLower(out[j].Name) })
+	return out, nil
+}
+
+func (s *Server) restListChannels(w http.ResponseWriter, r *http.Request) {
+	s.handle(w, r, func(id *identity) (int, any, error) {
+		out, err := s.restListChannelsCommon(r, id)
+		return http.StatusOK, out, err
+	})
+}
+
+func (s *Server) restListChannelsPaginated(w http.ResponseWriter, r *http.Request) {
+	s.handle(w, r, func(id *identity) (int, any, error) {
+		out, err := s.restListChannelsCommon(r, id)
+		if err != nil {
+			return 0, nil, err
+		}
+		body, err := paginated(r, out)
+		return http.StatusOK, body, err
+	})
+}
+
+func (s *Server) getChannel(ctx context.Context, id *identity, name string) (*v1.ChannelInfo, error) {
+	ch, err := s.channelFor(ctx, id, name)
+	if err != nil {
+		return nil, err
+	}
+	return s.channelInfo(ctx, ch)
+}
+
+func (s *Server) restGetChannel(w http.ResponseWriter, r *http.Request) {
+	s.handle(w, r, func(id *identity) (int, any, error) {
+		ci, err := s.getChannel(r.Context(), id, r.PathValue("channel"))
+		if err != nil {
+			return 0, nil, err
+		}
+		return http.StatusOK, toChannelJSON(ci, true), nil
+	})
+}
+
+// updateChannel is PATCH /api/channels/{c}: only private, size_limit, ttl
+// and metadata (merged key by key) change. Proxies accept it too (a Quetz
+// defect fixed).
+func (s *Server) updateChannel(ctx context.Context, id *identity, req *v1.UpdateChannelRequest) (*v1.ChannelInfo, error) {
+	ch, err := s.channelFor(ctx, id, req.GetName())
+	if err != nil {
+		return nil, err
+	}
+	if err := s.requireChannel(ctx, id, ch.Name, "owner", "maintainer"); err != nil {
+		return nil, err
+	}
+	if req.SizeLimit != nil && !id.elevated() {
+		return nil, errServerRole("only server maintainer or owner can set channel size limit")
+	}
+	next := proto.Clone(ch).(*v1.Channel)
+	if req.Private != nil {
+		next.Private = *req.Private
+	}
+	if req.SizeLimit != nil {
+		next.SizeLimit = req.SizeLimit
+	}
+	if req.Ttl != nil {
+		next.Ttl = *req.Ttl
+	}
+	if md := req.GetMetadata(); md != nil {
+		if next.Metadata == nil {
+			next.Metadata = &v1.ChannelMetadata{}
+		}
+		if md.Includelist != nil {
+			next.Metadata.Includelist = md.Includelist
+		}
+		if md.Excludelist != nil {
+			next.Metadata.Excludelist = md.Excludelist
+		}
+		if md.Proxylist != nil {
+			next.Metadata.Proxylist = md.Proxylist
+		}
+	}
+	if _, err := s.prop.Propose(ctx, &v1.Command{Op: &v1.Command_UpdateChannel{UpdateChannel: &v1.UpdateChannelOp{Channel: next}}}); err != nil {
+		return nil, err
+	}
+	updated, err := s.cat.Channel(ctx, ch.Name)
+	if err != nil {
+		return nil, err
+	}
+	return s.channelInfo(ctx, updated)
+}
+
+func (s *Server) restPatchChannel(w http.ResponseWriter, r *http.Request) {
+	s.handle(w, r, func(id *identity) (int, any, error) {
+		ctx := r.Context()
+		if _, err := s.channelFor(ctx, id, r.PathValue("channel")); err != nil {
+			return 0, nil, err
+		}
+		fields, err := decodeBody(r)
+		if err != nil {
+			return 0, nil, err
+		}
+		req := &v1.UpdateChannelRequest{Name: r.PathValue("channel")}
+		for name, raw := range fields {
+			switch name {
+			case "private":
+				var v bool
+				if _, err := field(fields, name, &v, "boolean"); err != nil {
+					return 0, nil, err
+				}
+				req.Private = &v
+			case "ttl":
+				var v int64
+				if _, err := field(fields, name, &v, "integer"); err != nil {
+					return 0, nil, err
+				}
+				if !isNull(raw) {
+					req.Ttl = &v
+				}
+			case "size_limit":
+				var v int64
+				if _, err := field(fields, name, &v, "integer"); err != nil {
+					return 0, nil, err
+				}
+				req.SizeLimit = &v
+			case "metadata":
+				md, err := parseMetadata(fields)
+				if err != nil {
+					return 0, nil, err
+				}
+				if md == nil {
+					md = &v1.ChannelMetadata{}
+				}
+				req.Metadata = md
+			default:
+				return 0, nil, apiErr(ErrInvalid, "attribute '%s' of channel can not be changed", name)
+			}
+		}
+		ci, err := s.updateChannel(ctx, id, req)
+		if err != nil {
+			return 0, nil, err
+		}
+		return http.StatusOK, toChannelJSON(ci, false), nil
+	})
+}
+
+func (s *Server) deleteChannel(ctx context.Context, id *identity, name string) error {
+	ch, err := s.channelFor(ctx, id, name)
+	if err != nil {
+		return err
+	}
+	if err := s.requireChannel(ctx, id, ch.Name, "owner", "maintainer"); err != nil {
+		return err
+	}
+	_, err = s.prop.Propose(ctx, &v1.Command{Op: &v1.Command_DeleteChannel{DeleteChannel: &v1.DeleteChannelOp{Name: ch.Name}}})
+	return err
+}
+
+func (s *Server) restDeleteChannel(w http.ResponseWriter, r *http.Request) {
+	s.handle(w, r, func(id *identity) (int, any, error) {
+		return http.StatusOK, nil, s.deleteChannel(r.Context(), id, r.PathValue("channel"))
+	})
+}

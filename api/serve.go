@@ -1,0 +1,152 @@
+package api
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"path"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/condamesh/condamesh/catalog"
+	"github.com/condamesh/condamesh/conda"
+	v1 "github.com/condamesh/condamesh/gen/condamesh/v1"
+	"github.com/condamesh/condamesh/indexer"
+	"github.com/condamesh/condamesh/store"
+	"github.com/ipfs/go-cid"
+)
+
+// Cache lifetimes of served files.
+const (
+	cacheImmutable = "public, max-age=31536000, immutable"
+	cacheIndex     = "public, max-age=30"
+	cacheMissing   = "no-cache"
+)
+
+// serveGet is GET|HEAD /get/{channel}[/{path...}]: package files from the
+// blob store, index files from the indexer, with strong content ETags,
+// conditional requests (304), ranges (206) and zero-copy file serving.
+func (s *Server) serveGet(w http.ResponseWriter, r *http.Request) {
+	ctx := r.Context()
+	id, err := s.identify(ctx, r.Header)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	ch, err := s.channelFor(ctx, id, r.PathValue("channel"))
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	p := r.PathValue("path")
+	if p == "" || strings.HasSuffix(p, "/") {
+		p += "index.html"
+	}
+	clean := path.Clean("/" + p)[1:]
+	if clean != p || strings.Contains(p, "\\") {
+		s.notFound(w, r, ch, p)
+		return
+	}
+	dir, file := path.Split(p)
+	dir = strings.TrimSuffix(dir, "/")
+	if dir == "" && conda.ValidSubdir(file) && !strings.Contains(file, ".") {
+		dir, file, p = file, "index.html", file+"/index.html" // /get/c/linux-64 -> subdir listing
+	}
+	if conda.IsPackageFile(file) && dir != "" && !strings.Contains(dir, "/") {
+		s.servePackage(w, r, ch, dir, file)
+		return
+	}
+	s.serveIndex(w, r, ch, dir, p)
+}
+
+func (s *Server) notFound(w http.ResponseWriter, r *http.Request, ch *v1.Channel, p string) {
+	w.Header().Set("Cache-Control", cacheMissing)
+	s.writeError(w, r, apiErr(ErrNotFound, "%s/%s not found", ch.Name, p))
+}
+
+func (s *Server) servePackage(w http.ResponseWriter, r *http.Request, ch *v1.Channel, subdir, filename string) {
+	ctx := r.Context()
+	v, err := s.cat.Version(ctx, ch.Name, subdir, filename)
+	if errors.Is(err, catalog.ErrNotFound) {
+		s.notFound(w, r, ch, subdir+"/"+filename)
+		return
+	}
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	c, err := store.CIDFromHex(v.Sha256)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	s.serveBlob(ctx, w, r, ch, subdir+"/"+filename, c, time.Unix(v.ModifiedUnix, 0), cacheImmutable)
+}
+
+func (s *Server) serveIndex(w http.ResponseWriter, r *http.Request, ch *v1.Channel, subdir, p string) {
+	ctx := r.Context()
+	if s.idx == nil {
+		s.notFound(w, r, ch, p)
+		return
+	}
+	// Read-your-writes: give the indexer a bounded moment to publish the
+	// latest change before answering with the previous version.
+	wctx, cancel := context.WithTimeout(ctx, s.cfg.IndexWait)
+	if err := s.idx.WaitFresh(wctx, ch.Name, subdir); err != nil && ctx.Err() == nil && !errors.Is(err, context.DeadlineExceeded) {
+		s.log.Warn("wait for fresh index", "channel", ch.Name, "subdir", subdir, "err", err)
+	}
+	cancel()
+	pub, err := s.idx.File(ctx, ch.Name, p)
+	if errors.Is(err, indexer.ErrNotFound) {
+		s.notFound(w, r, ch, p)
+		return
+	}
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	cc := cacheIndex
+	if strings.Contains(p, "/shards/") {
+		cc = cacheImmutable
+	}
+	s.serveBlob(ctx, w, r, ch, p, pub.CID, pub.ModTime, cc)
+}
+
+func (s *Server) serveBlob(ctx context.Context, w http.ResponseWriter, r *http.Request, ch *v1.Channel, p string, c cid.Cid, mod time.Time, cacheControl string) {
+	blob, err := s.blobs.Open(ctx, c)
+	if errors.Is(err, store.ErrNotFound) {
+		s.notFound(w, r, ch, p)
+		return
+	}
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	defer blob.Close()
+	h := w.Header()
+	h.Set("ETag", `"`+c.String()+`"`)
+	h.Set("Cache-Control", cacheControl)
+	h.Set("Content-Type", contentType(p))
+	h.Set("Content-Size", strconv.FormatInt(blob.Info.Size, 10))
+	h.Set("Accept-Ranges", "bytes")
+	http.ServeContent(w, r, "", mod, blob.Content())
+}
+
+// contentType names the media type of a served path. Compressed files are
+// served as themselves, never with a Content-Encoding.
+func contentType(p string) string {
+	switch {
+	case strings.HasSuffix(p, ".json"):
+		return "application/json"
+	case strings.HasSuffix(p, ".html"):
+		return "text/html; charset=utf-8"
+	case strings.HasSuffix(p, ".msgpack.zst"):
+		return "application/octet-stream"
+	case strings.HasSuffix(p, ".bz2"):
+		return "application/x-bzip2"
+	case strings.HasSuffix(p, ".zst"):
+		return "application/zstd"
+	}
+	return "application/octet-stream"
+}

@@ -1,0 +1,217 @@
+package api
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/condamesh/condamesh/catalog"
+	v1 "github.com/condamesh/condamesh/gen/condamesh/v1"
+	"github.com/condamesh/condamesh/indexer"
+	"github.com/condamesh/condamesh/store"
+	"github.com/ipfs/go-cid"
+)
+
+// Proposer replicates a metadata command and returns its result.
+type Proposer interface {
+	Propose(ctx context.Context, cmd *v1.Command) (any, error)
+}
+
+// Blobs is the content-addressed store as the API uses it.
+type Blobs interface {
+	Put(ctx context.Context, r io.Reader, opt store.PutOptions) (store.BlobInfo, error)
+	Open(ctx context.Context, c cid.Cid) (*store.Blob, error)
+	Has(ctx context.Context, c cid.Cid) bool
+	Delete(ctx context.Context, c cid.Cid) error
+}
+
+// Indexes gives the published index files of channels.
+type Indexes interface {
+	File(ctx context.Context, ch, path string) (indexer.Published, error)
+	WaitFresh(ctx context.Context, ch, subdir string) error
+}
+
+// Config configures the API. Zero values take the documented defaults.
+type Config struct {
+	// Logger receives request errors; nil means slog.Default().
+	Logger *slog.Logger
+	// MaxUploadSize bounds one uploaded package file. Default 20 GiB.
+	MaxUploadSize int64
+	// IndexWait bounds how long a request for an index file waits for the
+	// indexer to publish the latest change before serving the previous
+	// version. Default 5 s.
+	IndexWait time.Duration
+	// DefaultChannelQuota, if > 0, is the size_limit of new channels that
+	// do not set one (Quetz [quotas] channel_quota).
+	DefaultChannelQuota int64
+	// Now returns the current time; tests replace it.
+	Now func() time.Time
+}
+
+func (c *Config) setDefaults() {
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	if c.MaxUploadSize == 0 {
+		c.MaxUploadSize = 20 << 30
+	}
+	if c.IndexWait == 0 {
+		c.IndexWait = 5 * time.Second
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+}
+
+// Server serves every HTTP route of a node.
+type Server struct {
+	cfg   Config
+	log   *slog.Logger
+	cat   *catalog.Catalog
+	prop  Proposer
+	blobs Blobs
+	idx   Indexes
+	mux   *http.ServeMux
+	ready func() bool
+}
+
+// New returns the API server. ready reports whether the node can serve
+// (Raft has a leader and the store is open); it backs /health/ready.
+func New(cfg Config, cat *catalog.Catalog, prop Proposer, blobs Blobs, idx Indexes, ready func() bool) *Server {
+	cfg.setDefaults()
+	s := &Server{cfg: cfg, log: cfg.Logger.With("component", "api"), cat: cat, prop: prop, blobs: blobs, idx: idx, mux: http.NewServeMux(), ready: ready}
+	s.routes()
+	return s
+}
+
+// ServeHTTP strips a leading /t/<token>/ (turning it into X-API-Key unless
+// the request already has one), then dispatches.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if rest, ok := strings.CutPrefix(r.URL.Path, "/t/"); ok {
+		token, path, found := strings.Cut(rest, "/")
+		if found && token != "" {
+			r = r.Clone(r.Context())
+			r.URL.Path = "/" + path
+			r.URL.RawPath = ""
+			if r.Header.Get("X-API-Key") == "" {
+				r.Header.Set("X-API-Key", token)
+			}
+		}
+	}
+	if _, pattern := s.mux.Handler(r); pattern == "" && strings.HasSuffix(r.URL.Path, "/") && len(r.URL.Path) > 1 {
+		// Quetz (Starlette) answers an extra trailing slash with a redirect
+		// to the canonical route.
+		r2 := r.Clone(r.Context())
+		r2.URL.Path = strings.TrimSuffix(r.URL.Path, "/")
+		if _, p := s.mux.Handler(r2); p != "" {
+			u := *r.URL
+			u.Path = r2.URL.Path
+			http.Redirect(w, r, u.String(), http.StatusTemporaryRedirect)
+			return
+		}
+	}
+	s.mux.ServeHTTP(w, r)
+}
+
+func (s *Server) routes() {
+	m := s.mux
+	m.HandleFunc("GET /health/ready", s.healthReady)
+	m.HandleFunc("GET /health/live", s.healthLive)
+
+	m.HandleFunc("POST /api/channels", s.restCreateChannel)
+	m.HandleFunc("GET /api/channels", s.restListChannels)
+	m.HandleFunc("GET /api/paginated/channels", s.restListChannelsPaginated)
+	m.HandleFunc("GET /api/channels/{channel}", s.restGetChannel)
+	m.HandleFunc("PATCH /api/channels/{channel}", s.restPatchChannel)
+	m.HandleFunc("DELETE /api/channels/{channel}", s.restDeleteChannel)
+
+	m.HandleFunc("GET /api/channels/{channel}/packages", s.restListPackages)
+	m.HandleFunc("GET /api/paginated/channels/{channel}/packages", s.restListPackagesPaginated)
+	m.HandleFunc("POST /api/channels/{channel}/packages", s.restCreatePackage)
+	m.HandleFunc("GET /api/channels/{channel}/packages/{package}", s.restGetPackage)
+	m.HandleFunc("DELETE /api/channels/{channel}/packages/{package}", s.restDeletePackage)
+	m.HandleFunc("GET /api/channels/{channel}/packages/{package}/versions", s.restListVersions)
+	m.HandleFunc("GET /api/channels/{channel}/packages/{package}/versions/{platform}/{filename}", s.restGetVersion)
+	m.HandleFunc("DELETE /api/channels/{channel}/packages/{package}/versions/{platform}/{filename}", s.restDeleteVersion)
+
+	m.HandleFunc("POST /api/channels/{channel}/files/{$}", s.restUploadFiles)
+	m.HandleFunc("POST /api/channels/{channel}/packages/{package}/files/{$}", s.restUploadPackageFiles)
+	m.HandleFunc("POST /api/channels/{channel}/upload/{filename}", s.restUploadRaw)
+
+	m.HandleFunc("GET /api/channels/{channel}/members", s.restListMembers)
+	m.HandleFunc("POST /api/channels/{channel}/members", s.restAddMember)
+	m.HandleFunc("DELETE /api/channels/{channel}/members", s.restRemoveMember)
+	m.HandleFunc("GET /api/channels/{channel}/packages/{package}/members", s.restListPackageMembers)
+	m.HandleFunc("POST /api/channels/{channel}/packages/{package}/members", s.restAddPackageMember)
+
+	m.HandleFunc("GET /api/api-keys", s.restListKeys)
+	m.HandleFunc("POST /api/api-keys", s.restCreateKey)
+	m.HandleFunc("DELETE /api/api-keys/{key}", s.restDeleteKey)
+
+	m.HandleFunc("GET /api/me", s.restMe)
+	m.HandleFunc("POST /api/users", s.restCreateUser)
+	m.HandleFunc("GET /api/users/{username}", s.restGetUser)
+	m.HandleFunc("GET /api/users/{username}/role", s.restGetUserRole)
+	m.HandleFunc("PUT /api/users/{username}/role", s.restSetUserRole)
+
+	m.HandleFunc("GET /get/{channel}", s.serveGet)
+	m.HandleFunc("HEAD /get/{channel}", s.serveGet)
+	m.HandleFunc("GET /get/{channel}/{path...}", s.serveGet)
+	m.HandleFunc("HEAD /get/{channel}/{path...}", s.serveGet)
+
+	s.connectRoutes()
+
+	// Unknown /api routes: JSON 404 like Quetz.
+	m.HandleFunc("/api/", func(w http.ResponseWriter, r *http.Request) {
+		s.writeError(w, r, apiErr(ErrNotFound, "Not Found"))
+	})
+}
+
+func (s *Server) healthLive(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, map[string]string{"component": "http-server", "status": "ok"})
+}
+
+func (s *Server) healthReady(w http.ResponseWriter, r *http.Request) {
+	if s.ready != nil && !s.ready() {
+		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"component": "http-server", "status": "not ready"})
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"component": "http-server", "status": "ok"})
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		http.Error(w, `{"detail":"Internal Server Error"}`, http.StatusInternalServerError)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_, _ = w.Write(b)
+}
+
+// writeError answers err as {"detail": ...} with its status, and logs
+// internal errors once.
+func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
+	status, _, detail := classify(err)
+	if status >= 500 {
+		s.log.Error("request failed", "method", r.Method, "path", redactPath(r.URL.Path), "err", err)
+	} else {
+		s.log.Debug("request refused", "method", r.Method, "path", redactPath(r.URL.Path), "status", status, "err", err)
+	}
+	writeJSON(w, status, map[string]any{"detail": detail})
+}
+
+// redactPath hides a /t/<token>/ prefix in logs.
+func redactPath(p string) string {
+	if rest, ok := strings.CutPrefix(p, "/t/"); ok {
+		if _, after, found := strings.Cut(rest, "/"); found {
+			return "/t/<redacted>/" + after
+		}
+	}
+	return p
+}

@@ -1,0 +1,283 @@
+package api
+
+import (
+	"context"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+
+	"github.com/condamesh/condamesh/catalog"
+	"github.com/condamesh/condamesh/conda"
+	v1 "github.com/condamesh/condamesh/gen/condamesh/v1"
+	"github.com/condamesh/condamesh/store"
+	"github.com/ipfs/go-cid"
+)
+
+// uploadCheck decides, once the package name is known from the filename,
+// whether the caller may upload it.
+type uploadCheck func(ctx context.Context, name string) error
+
+// staged is a package file stored as a blob and validated, not yet published.
+type staged struct {
+	version *v1.PackageVersion
+	cid     cid.Cid
+	fresh   bool // the blob did not exist before this upload
+}
+
+// stage streams one package file into the blob store (hashing sha256 and
+// md5 in the same pass), reads its info/ files and builds its record. It
+// publishes nothing; a failure leaves no new blob behind.
+func (s *Server) stage(ctx context.Context, id *identity, ch *v1.Channel, filename string, body io.Reader, quotaLeft int64, wantSHA []byte, check uploadCheck) (*staged, error) {
+	fn, err := conda.ParseFilename(filename)
+	if err != nil {
+		return nil, apiErr(ErrBadRequest, "package file name has wrong format %s", filename)
+	}
+	if err := check(ctx, fn.Name); err != nil {
+		return nil, err
+	}
+	limit := s.cfg.MaxUploadSize
+	quotaBound := ch.SizeLimit != nil && quotaLeft < limit
+	if quotaBound {
+		if quotaLeft < 0 {
+			quotaLeft = 0
+		}
+		limit = quotaLeft
+	}
+	hasher := conda.NewHasher()
+	opt := store.PutOptions{Tee: hasher, WantSHA256: wantSHA, MaxSize: limit}
+	if limit == 0 {
+		opt.MaxSize = -1
+	}
+	info, err := s.putLimited(ctx, body, opt)
+	if errors.Is(err, store.ErrTooLarge) {
+		if quotaBound {
+			return nil, apiErr(ErrInvalid, "%s is above quota of %d bytes", ch.Name, ch.GetSizeLimit())
+		}
+		return nil, apiErr(ErrTooLarge, "package file %s is larger than the %d bytes allowed", filename, s.cfg.MaxUploadSize)
+	}
+	if err != nil {
+		return nil, err
+	}
+	st := &staged{cid: info.CID, fresh: !info.Existed}
+	fail := func(err error) (*staged, error) {
+		s.discard(ctx, []*staged{st})
+		return nil, err
+	}
+	blob, err := s.blobs.Open(ctx, info.CID)
+	if err != nil {
+		return fail(err)
+	}
+	pkg, err := conda.ReadPackage(blob, info.Size, filename)
+	_ = blob.Close()
+	if err != nil {
+		return fail(err)
+	}
+	d := hasher.Sum()
+	rec := conda.NewRecord(pkg, d)
+	if d.SHA256Hex() != hex.EncodeToString(info.SHA256) {
+		return fail(fmt.Errorf("api: hashes disagree for %s", filename))
+	}
+	subdir := rec.Subdir
+	if !conda.ValidSubdir(subdir) {
+		return fail(apiErr(ErrBadRequest, "invalid subdir %q in info/index.json of %s", subdir, filename))
+	}
+	v := &v1.PackageVersion{
+		Channel: ch.Name, Package: fn.Name, Platform: subdir, Filename: filename,
+		Version: rec.Version(), BuildString: fn.Build, BuildNumber: rec.BuildNumber(),
+		RecordJson: conda.EncodeRecordFields(rec.Fields), Sha256: d.SHA256Hex(), Md5: d.MD5Hex(), Size: d.Size,
+		UploaderId: id.owner.Id,
+	}
+	if meta := conda.ChannelMeta(pkg); meta != nil {
+		v.AboutJson = conda.EncodeRecordFields(meta)
+	}
+	st.version = v
+	return st, nil
+}
+
+// putLimited is Put with MaxSize -1 meaning "nothing may be written".
+func (s *Server) putLimited(ctx context.Context, body io.Reader, opt store.PutOptions) (store.BlobInfo, error) {
+	if opt.MaxSize < 0 {
+		var one [1]byte
+		if n, _ := io.ReadFull(body, one[:]); n > 0 {
+			return store.BlobInfo{}, store.ErrTooLarge
+		}
+		opt.MaxSize = 0
+	}
+	return s.blobs.Put(ctx, body, opt)
+}
+
+// discard deletes the blobs that staging created.
+func (s *Server) discard(ctx context.Context, sts []*staged) {
+	for _, st := range sts {
+		if st != nil && st.fresh {
+			if err := s.blobs.Delete(context.WithoutCancel(ctx), st.cid); err != nil && !errors.Is(err, store.ErrNotFound) {
+				s.log.Warn("discard staged blob", "cid", st.cid, "err", err)
+			}
+		}
+	}
+}
+
+// publish checks duplicates and commits all staged files in one command.
+func (s *Server) publish(ctx context.Context, id *identity, ch *v1.Channel, sts []*staged, force bool) error {
+	vers := make([]*v1.PackageVersion, 0, len(sts))
+	for _, st := range sts {
+		v := st.version
+		if _, err := s.cat.Version(ctx, ch.Name, v.Platform, v.Filename); err == nil && !force {
+			s.discard(ctx, sts)
+			return apiErr(ErrConflict, "Duplicate %s", v.Filename)
+		}
+		vers = append(vers, v)
+	}
+	_, err := s.prop.Propose(ctx, &v1.Command{Op: &v1.Command_PutVersions{PutVersions: &v1.PutVersionsOp{Versions: vers, Force: force, OwnerId: id.owner.Id}}})
+	switch {
+	case errors.Is(err, catalog.ErrExists):
+		err = apiErr(ErrConflict, "Duplicate %v", err)
+	case errors.Is(err, catalog.ErrQuota):
+		err = apiErr(ErrInvalid, "%s is above quota of %d bytes", ch.Name, ch.GetSizeLimit())
+	}
+	if err != nil {
+		s.discard(ctx, sts)
+	}
+	return err
+}
+
+func quotaLeft(ch *v1.Channel) int64 {
+	if ch.SizeLimit == nil {
+		return 1<<63 - 1
+	}
+	return ch.GetSizeLimit() - ch.Size
+}
+
+// uploadMultipart handles the two files/ endpoints.
+func (s *Server) uploadMultipart(w http.ResponseWriter, r *http.Request, endpointPkg string) {
+	s.handle(w, r, func(id *identity) (int, any, error) {
+		ctx := r.Context()
+		ch, err := s.channelFor(ctx, id, r.PathValue("channel"))
+		if err != nil {
+			return 0, nil, err
+		}
+		if endpointPkg != "" {
+			if _, err := s.cat.Package(ctx, ch.Name, endpointPkg); errors.Is(err, catalog.ErrNotFound) {
+				return 0, nil, apiErr(ErrNotFound, "Package %s/%s not found", ch.Name, endpointPkg)
+			}
+		}
+		if err := guardKinds(ch, "proxy", "mirror"); err != nil {
+			return 0, nil, err
+		}
+		if id.anonymous() {
+			return 0, nil, errNotLoggedIn
+		}
+		force, err := queryBool(r, "force", false)
+		if err != nil {
+			return 0, nil, err
+		}
+		mr, err := r.MultipartReader()
+		if err != nil {
+			return 0, nil, validation([]any{"body", "files"}, "missing", "Field required: multipart form with 'files' parts", nil)
+		}
+		var sts []*staged
+		left := quotaLeft(ch)
+		check := func(ctx context.Context, name string) error {
+			if endpointPkg != "" && name != endpointPkg {
+				return apiErr(ErrBadRequest, "requested package endpoint '%s' does not match the uploaded package name '%s'", endpointPkg, name)
+			}
+			if err := s.requirePackage(ctx, id, ch.Name, name, []string{"owner", "maintainer"}, []string{"owner", "maintainer"}); err != nil {
+				return err
+			}
+			if force {
+				return s.requirePackage(ctx, id, ch.Name, name, []string{"owner"}, []string{"owner"})
+			}
+			return nil
+		}
+		for {
+			part, err := mr.NextPart()
+			if errors.Is(err, io.EOF) {
+				break
+			}
+			if err != nil {
+				s.discard(ctx, sts)
+				return 0, nil, apiErr(ErrBadRequest, "malformed multipart body: %v", err)
+			}
+			switch part.FormName() {
+			case "force":
+				b, _ := io.ReadAll(io.LimitReader(part, 16))
+				force = string(b) == "true" || string(b) == "True" || string(b) == "1"
+				continue
+			case "files":
+			default:
+				continue
+			}
+			st, err := s.stage(ctx, id, ch, part.FileName(), part, left, nil, check)
+			if err != nil {
+				s.discard(ctx, sts)
+				return 0, nil, err
+			}
+			left -= st.version.Size
+			sts = append(sts, st)
+		}
+		if len(sts) == 0 {
+			return 0, nil, validation([]any{"body", "files"}, "missing", "Field required", nil)
+		}
+		return http.StatusCreated, nil, s.publish(ctx, id, ch, sts, force)
+	})
+}
+
+func (s *Server) restUploadFiles(w http.ResponseWriter, r *http.Request) {
+	s.uploadMultipart(w, r, "")
+}
+
+func (s *Server) restUploadPackageFiles(w http.ResponseWriter, r *http.Request) {
+	s.uploadMultipart(w, r, r.PathValue("package"))
+}
+
+// restUploadRaw is POST /api/channels/{c}/upload/{filename}?sha256=: the
+// body is the file. Unlike Quetz it applies the same guard, quota and
+// validation as files/.
+func (s *Server) restUploadRaw(w http.ResponseWriter, r *http.Request) {
+	s.handle(w, r, func(id *identity) (int, any, error) {
+		ctx := r.Context()
+		want := r.URL.Query().Get("sha256")
+		if want == "" {
+			return 0, nil, validation([]any{"query", "sha256"}, "missing", "Field required", nil)
+		}
+		sum, err := hex.DecodeString(want)
+		if err != nil || len(sum) != 32 {
+			return 0, nil, validation([]any{"query", "sha256"}, "string_pattern_mismatch", "sha256 must be 64 hexadecimal characters", want)
+		}
+		force, err := queryBool(r, "force", false)
+		if err != nil {
+			return 0, nil, err
+		}
+		ch, err := s.channelFor(ctx, id, r.PathValue("channel"))
+		if err != nil {
+			return 0, nil, err
+		}
+		if err := guardKinds(ch, "proxy", "mirror"); err != nil {
+			return 0, nil, err
+		}
+		if id.anonymous() {
+			return 0, nil, errNotLoggedIn
+		}
+		check := func(ctx context.Context, name string) error {
+			return s.requireChannel(ctx, id, ch.Name, "owner", "maintainer")
+		}
+		filename := r.PathValue("filename")
+		if fn, err := conda.ParseFilename(filename); err == nil && !force {
+			// Refuse a duplicate before reading the body (any subdir).
+			if vs, err := s.cat.Versions(ctx, ch.Name, fn.Name); err == nil {
+				for _, v := range vs {
+					if v.Filename == filename {
+						return 0, nil, apiErr(ErrConflict, "Duplicate %s", filename)
+					}
+				}
+			}
+		}
+		st, err := s.stage(ctx, id, ch, filename, r.Body, quotaLeft(ch), sum, check)
+		if err != nil {
+			return 0, nil, err
+		}
+		return http.StatusCreated, nil, s.publish(ctx, id, ch, []*staged{st}, force)
+	})
+}

@@ -1,0 +1,110 @@
+package conda
+
+import (
+	"bytes"
+	"testing"
+
+	"github.com/condamesh/condamesh/conda/condatest"
+)
+
+func FuzzParseFilename(f *testing.F) {
+	for _, s := range []string{
+		"numpy-1.26.4-py312h8753938_0.conda", "zlib-1.3-h0_0.tar.bz2", "a-b", "x-1-0.zip", "../a-1-0.conda",
+		"a/b-1-0.conda", "", ".a-1-0.conda", "a-1-0.tar.bz2.conda", "-1-0.conda", "a-1!2+3-0.conda",
+	} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		fn, err := ParseFilename(s)
+		if err != nil {
+			return
+		}
+		if fn.String() != s {
+			t.Fatalf("String() = %q, want %q", fn.String(), s)
+		}
+		if !ValidPackageName(fn.Name) || !IsPackageFile(s) {
+			t.Fatalf("accepted %q with invalid parts %+v", s, fn)
+		}
+		again, err := ParseFilename(fn.String())
+		if err != nil || again != fn {
+			t.Fatalf("reparse %q: %+v %v", s, again, err)
+		}
+	})
+}
+
+func FuzzReadPackage(f *testing.F) {
+	s := condatest.Spec{
+		Name: "fz", Version: "1.0", Build: "0", Subdir: "linux-64",
+		Files:      map[string]string{"bin/fz": "x"},
+		RunExports: map[string]any{"weak": []any{"fz"}},
+	}
+	tb := condatest.TarBz2(f, s)
+	cd := condatest.Conda(f, s)
+	f.Add(tb, false)
+	f.Add(cd, true)
+	f.Add(tb[:len(tb)/2], false)
+	f.Add(cd[:len(cd)-30], true)
+	f.Add([]byte("dfdf"), false)
+	f.Add([]byte("BZh9"), false)
+	f.Add([]byte("PK\x05\x06"+string(make([]byte, 18))), true)
+	f.Fuzz(func(t *testing.T, b []byte, conda bool) {
+		fn := "fz-1.0-0.tar.bz2"
+		if conda {
+			fn = "fz-1.0-0.conda"
+		}
+		info, err := ReadPackage(bytes.NewReader(b), int64(len(b)), fn)
+		if err != nil {
+			return
+		}
+		if info.Index["name"] != "fz" || info.Filename.String() != fn {
+			t.Fatalf("accepted mismatching package: %v", info.Index)
+		}
+		r := NewRecord(info, Digests{Size: int64(len(b))})
+		if _, err := ParseRepodata(Repodata("linux-64", []Record{r})); err != nil {
+			t.Fatalf("repodata of a read package does not parse: %v", err)
+		}
+		checkShardable(t, []Record{r})
+	})
+}
+
+func FuzzParseRepodata(f *testing.F) {
+	f.Add(Repodata("noarch", synthRecords(5, "noarch")))
+	f.Add([]byte(`{"info":{"subdir":"linux-64"},"packages":{"a-1-0.tar.bz2":{"name":"a","depends":[]}},"packages.conda":{},"removed":[],"repodata_version":1}`))
+	f.Add([]byte(`{"packages":{"../a-1-0.tar.bz2":{}}}`))
+	f.Add([]byte(`{"packages.conda":{"a-1-0.conda":{"sha256":"00","size":-1}}}`))
+	f.Add([]byte(`[]`))
+	f.Add([]byte(`{"info":{"subdir":"noarch","base_url":"x"},"repodata_version":2,"removed":["a"]}`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		doc, err := ParseRepodata(b)
+		if err != nil {
+			return
+		}
+		recs := doc.Records()
+		subdir := doc.Subdir
+		if subdir == "" {
+			subdir = "noarch"
+		}
+		out := Repodata(subdir, recs)
+		if _, err := ParseRepodata(out); err != nil {
+			t.Fatalf("regenerated repodata does not parse: %v\n%s", err, out)
+		}
+		_ = CurrentRepodata(subdir, recs)
+		_ = ChannelData(nil, map[string][]Record{subdir: recs}, nil)
+		checkShardable(t, recs)
+	})
+}
+
+// checkShardable fails if any record cannot be turned into a shard
+// record. It skips the zstd step of Shards, which is slow to set up.
+func checkShardable(t *testing.T, recs []Record) {
+	t.Helper()
+	for _, r := range recs {
+		f, err := shardFields(r)
+		if err != nil {
+			t.Fatalf("shardFields: %v", err)
+		}
+		if _, err := appendMsgpack(nil, f); err != nil {
+			t.Fatalf("appendMsgpack: %v", err)
+		}
+	}
+}

@@ -1,0 +1,350 @@
+// Package node is condamesh's composition root: it opens the store, starts
+// Raft (cluster), the catalog state machine, the indexer and the HTTP API,
+// and shuts them down in order. cmd/condamesh and the tests start nodes
+// through the same New, so there is one wiring.
+package node
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/condamesh/condamesh/api"
+	"github.com/condamesh/condamesh/catalog"
+	"github.com/condamesh/condamesh/cluster"
+	v1 "github.com/condamesh/condamesh/gen/condamesh/v1"
+	"github.com/condamesh/condamesh/indexer"
+	"github.com/condamesh/condamesh/store"
+	"github.com/hashicorp/memberlist"
+	"golang.org/x/sync/errgroup"
+)
+
+// Config configures a node. Every field has a default (DefaultConfig).
+type Config struct {
+	// DataDir holds the store, the Raft log and the node id.
+	DataDir string
+	// HTTPAddr serves REST, Connect and /get. Port 0 picks one.
+	HTTPAddr string
+	// RaftAddr is the Raft transport address. Port 0 picks one.
+	RaftAddr string
+	// GossipAddr is the memberlist address (TCP and UDP). Port 0 picks one.
+	GossipAddr string
+	// AdminKey, if set, is the API key given to the admin user created on
+	// first start (for automation); otherwise a random key is generated.
+	AdminKey string
+	// Fast shortens Raft and gossip timers for loopback clusters and tests.
+	Fast bool
+	// InlineThreshold overrides the store's inline blob threshold.
+	InlineThreshold int64
+	// API configures the HTTP API.
+	API api.Config
+	// ShutdownTimeout bounds graceful shutdown. Default 30 s.
+	ShutdownTimeout time.Duration
+	// Logger receives all logs. Default slog.Default().
+	Logger *slog.Logger
+}
+
+// DefaultConfig is the embedded default: one node on loopback, data in
+// ./condamesh-data, HTTP on 127.0.0.1:8000.
+func DefaultConfig() Config {
+	return Config{
+		DataDir:         "condamesh-data",
+		HTTPAddr:        "127.0.0.1:8000",
+		RaftAddr:        "127.0.0.1:8300",
+		GossipAddr:      "127.0.0.1:8301",
+		ShutdownTimeout: 30 * time.Second,
+	}
+}
+
+// DefaultLocalConfig is DefaultConfig on ephemeral ports with fast timers,
+// for tests and local clusters.
+func DefaultLocalConfig(dataDir string) Config {
+	c := DefaultConfig()
+	c.DataDir = dataDir
+	c.HTTPAddr, c.RaftAddr, c.GossipAddr = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
+	c.Fast = true
+	c.ShutdownTimeout = 10 * time.Second
+	return c
+}
+
+// Validate reports a configuration that cannot work.
+func (c *Config) Validate() error {
+	var errs []error
+	if c.DataDir == "" {
+		errs = append(errs, errors.New("data dir is required"))
+	}
+	for name, addr := range map[string]string{"http": c.HTTPAddr, "raft": c.RaftAddr, "gossip": c.GossipAddr} {
+		if _, _, err := net.SplitHostPort(addr); err != nil {
+			errs = append(errs, fmt.Errorf("%s address %q: %w", name, addr, err))
+		}
+	}
+	if c.AdminKey != "" && (len(c.AdminKey) < 16 || strings.ContainsAny(c.AdminKey, "/ \t\n")) {
+		errs = append(errs, errors.New("admin key must be at least 16 characters without '/' or spaces"))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("node: config: %w", err)
+	}
+	return nil
+}
+
+// Node is one running condamesh server.
+type Node struct {
+	cfg     Config
+	log     *slog.Logger
+	st      *store.Store
+	cat     *catalog.Catalog
+	cl      *cluster.Cluster
+	ml      *memberlist.Memberlist
+	idx     *indexer.Indexer
+	api     *api.Server
+	httpLn  net.Listener
+	srv     *http.Server
+	nodeID  string
+	closeMu sync.Once
+	runDone chan struct{}
+}
+
+// New opens a node: store, Raft, gossip and the HTTP listener are bound
+// (Addrs reports real ports) but nothing is served until Run.
+func New(ctx context.Context, cfg Config) (n *Node, err error) {
+	if cfg.ShutdownTimeout == 0 {
+		cfg.ShutdownTimeout = 30 * time.Second
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(cfg.DataDir, 0o755); err != nil {
+		return nil, fmt.Errorf("node: create data dir: %w", err)
+	}
+	n = &Node{cfg: cfg, log: cfg.Logger, runDone: make(chan struct{})}
+	var closers []func() error
+	defer func() {
+		if err != nil {
+			for i := len(closers) - 1; i >= 0; i-- {
+				_ = closers[i]()
+			}
+		}
+	}()
+	if n.nodeID, err = loadNodeID(cfg.DataDir); err != nil {
+		return nil, err
+	}
+	n.log = cfg.Logger.With("node", n.nodeID)
+	n.st, err = store.Open(ctx, store.Config{Dir: filepath.Join(cfg.DataDir, "store"), InlineThreshold: cfg.InlineThreshold, Logger: n.log})
+	if err != nil {
+		return nil, err
+	}
+	closers = append(closers, n.st.Close)
+	var idx *indexer.Indexer
+	n.cat = catalog.New(n.st, func(ch string) { idx.Notify(ch) })
+	idx = indexer.New(n.cat, n.st, n.log)
+	n.idx = idx
+	ccfg := cluster.Config{NodeID: n.nodeID, Dir: filepath.Join(cfg.DataDir, "raft"), RaftAddr: cfg.RaftAddr, Bootstrap: true, Logger: n.log}
+	if cfg.Fast {
+		ccfg.HeartbeatTimeout, ccfg.ElectionTimeout, ccfg.LeaderLeaseTimeout = 200*time.Millisecond, 200*time.Millisecond, 100*time.Millisecond
+	}
+	n.cl, err = cluster.Open(ctx, ccfg, &machine{cat: n.cat, st: n.st, idx: idx})
+	if err != nil {
+		return nil, err
+	}
+	closers = append(closers, n.cl.Close)
+	if n.ml, err = startGossip(cfg, n.nodeID, n.log); err != nil {
+		return nil, err
+	}
+	closers = append(closers, func() error { return n.ml.Shutdown() })
+	n.api = api.New(cfg.API, n.cat, n.cl, n.st, idx, n.cl.IsLeader)
+	n.httpLn, err = net.Listen("tcp", cfg.HTTPAddr)
+	if err != nil {
+		return nil, fmt.Errorf("node: listen http: %w", err)
+	}
+	closers = append(closers, n.httpLn.Close)
+	var protos http.Protocols
+	protos.SetHTTP1(true)
+	protos.SetUnencryptedHTTP2(true)
+	n.srv = &http.Server{
+		Handler:           n.api,
+		Protocols:         &protos,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       120 * time.Second,
+		ErrorLog:          slog.NewLogLogger(n.log.Handler(), slog.LevelDebug),
+	}
+	return n, nil
+}
+
+func startGossip(cfg Config, id string, log *slog.Logger) (*memberlist.Memberlist, error) {
+	host, port, _ := net.SplitHostPort(cfg.GossipAddr)
+	mc := memberlist.DefaultLANConfig()
+	if cfg.Fast {
+		mc = memberlist.DefaultLocalConfig()
+	}
+	mc.Name = id
+	mc.BindAddr = host
+	fmt.Sscan(port, &mc.BindPort)
+	mc.AdvertisePort = 0
+	mc.Logger = slog.NewLogLogger(log.With("component", "gossip").Handler(), slog.LevelDebug)
+	ml, err := memberlist.Create(mc)
+	if err != nil {
+		return nil, fmt.Errorf("node: start gossip: %w", err)
+	}
+	return ml, nil
+}
+
+// loadNodeID returns the node's stable id, creating it on first start.
+func loadNodeID(dir string) (string, error) {
+	p := filepath.Join(dir, "node-id")
+	if b, err := os.ReadFile(p); err == nil {
+		return strings.TrimSpace(string(b)), nil
+	} else if !errors.Is(err, os.ErrNotExist) {
+		return "", fmt.Errorf("node: read node id: %w", err)
+	}
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	id := "node-" + hex.EncodeToString(b[:])
+	if err := os.WriteFile(p, []byte(id+"\n"), 0o644); err != nil {
+		return "", fmt.Errorf("node: write node id: %w", err)
+	}
+	return id, nil
+}
+
+// Addrs are the addresses a node actually listens on.
+type Addrs struct {
+	HTTP, Raft, Gossip string
+}
+
+// Addrs reports the bound addresses (with the ports picked for port 0).
+func (n *Node) Addrs() Addrs {
+	g := n.ml.LocalNode()
+	return Addrs{HTTP: n.httpLn.Addr().String(), Raft: n.cl.RaftAddr(), Gossip: net.JoinHostPort(g.Addr.String(), fmt.Sprint(g.Port))}
+}
+
+// URL is the node's base HTTP URL.
+func (n *Node) URL() string { return "http://" + n.httpLn.Addr().String() }
+
+// ID is the node's stable id.
+func (n *Node) ID() string { return n.nodeID }
+
+// Handler is the node's HTTP handler (for in-process tests and benchmarks).
+func (n *Node) Handler() http.Handler { return n.api }
+
+// Store exposes the node's store to tests and tools in this module.
+func (n *Node) Store() *store.Store { return n.st }
+
+// Catalog exposes the node's catalog to tests and tools in this module.
+func (n *Node) Catalog() *catalog.Catalog { return n.cat }
+
+// WaitReady waits until Raft has a leader and local state is caught up.
+func (n *Node) WaitReady(ctx context.Context) error { return n.cl.WaitLeader(ctx) }
+
+// EnsureAdmin creates the admin user (server role owner) on first start and
+// returns its new API key; on later starts it returns "" and created=false.
+func (n *Node) EnsureAdmin(ctx context.Context) (key string, created bool, err error) {
+	if err := n.WaitReady(ctx); err != nil {
+		return "", false, err
+	}
+	if _, err := n.cat.UserByName(ctx, "admin"); err == nil {
+		return "", false, nil
+	}
+	u := &v1.User{Id: api.NewUUID(), Username: "admin", Name: "Administrator", Role: "owner"}
+	if _, err := n.cl.Propose(ctx, &v1.Command{Op: &v1.Command_PutUser{PutUser: &v1.PutUserOp{User: u}}}); err != nil {
+		return "", false, fmt.Errorf("node: create admin: %w", err)
+	}
+	key, err = n.api.PresetKey(ctx, u, "admin key (created on first start)", n.cfg.AdminKey)
+	if err != nil {
+		return "", false, fmt.Errorf("node: create admin key: %w", err)
+	}
+	return key, true, nil
+}
+
+// Run serves until ctx ends, then shuts down in order (see Close).
+func (n *Node) Run(ctx context.Context) error {
+	defer close(n.runDone)
+	g, gctx := errgroup.WithContext(ctx)
+	idxCtx, stopIdx := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopIdx()
+	g.Go(func() error { return n.idx.Run(idxCtx) })
+	g.Go(func() error {
+		if err := n.srv.Serve(n.httpLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			return fmt.Errorf("node: serve http: %w", err)
+		}
+		return nil
+	})
+	g.Go(func() error {
+		<-gctx.Done()
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), n.cfg.ShutdownTimeout)
+		defer cancel()
+		err := n.shutdown(sctx)
+		stopIdx()
+		return err
+	})
+	n.log.Info("node serving", "http", n.URL(), "raft", n.cl.RaftAddr())
+	return g.Wait()
+}
+
+// shutdown stops, in order: the HTTP server (draining requests, so no
+// accepted write is cut), gossip (leave, so peers stop routing here), Raft
+// (finishing in-flight applies), then the store.
+func (n *Node) shutdown(ctx context.Context) error {
+	var errs []error
+	if err := n.srv.Shutdown(ctx); err != nil {
+		errs = append(errs, fmt.Errorf("http shutdown: %w", err))
+	}
+	n.closeRest(ctx, &errs)
+	return errors.Join(errs...)
+}
+
+func (n *Node) closeRest(ctx context.Context, errs *[]error) {
+	n.closeMu.Do(func() {
+		if err := n.ml.Leave(time.Second); err != nil {
+			n.log.Debug("gossip leave", "err", err)
+		}
+		_ = n.ml.Shutdown()
+		if err := n.cl.Close(); err != nil {
+			*errs = append(*errs, err)
+		}
+		if err := n.st.Close(); err != nil {
+			*errs = append(*errs, err)
+		}
+		n.log.Info("node stopped")
+	})
+}
+
+// Close releases a node that was never Run (or whose Run has returned).
+func (n *Node) Close(ctx context.Context) error {
+	var errs []error
+	_ = n.httpLn.Close()
+	n.closeRest(ctx, &errs)
+	return errors.Join(errs...)
+}
+
+// machine joins the catalog and the store into the cluster's state machine.
+type machine struct {
+	cat *catalog.Catalog
+	st  *store.Store
+	idx *indexer.Indexer
+}
+
+func (m *machine) Apply(ctx context.Context, index uint64, cmd *v1.Command) (any, error) {
+	return m.cat.Apply(ctx, index, cmd)
+}
+
+func (m *machine) Snapshot(ctx context.Context) (*store.Snapshot, error) { return m.st.Snapshot(ctx) }
+
+func (m *machine) Restore(ctx context.Context, r io.Reader) error {
+	if err := m.st.Restore(ctx, r); err != nil {
+		return err
+	}
+	return m.idx.NotifyAll(ctx)
+}
