@@ -15,15 +15,15 @@ import (
 
 // Error kinds of the API. Each maps to one HTTP status and one Connect code.
 var (
-	ErrBadRequest      = errors.New("api: bad request")            // 400
-	ErrUnauthenticated = errors.New("api: not logged in")          // 401
-	ErrForbidden       = errors.New("api: forbidden")              // 403
-	ErrNotFound        = errors.New("api: not found")              // 404
-	ErrNotAllowed      = errors.New("api: method not allowed")     // 405
-	ErrNotAcceptable   = errors.New("api: not acceptable")         // 406
-	ErrConflict        = errors.New("api: conflict")               // 409
-	ErrTooLarge        = errors.New("api: request too large")      // 413
-	ErrInvalid         = errors.New("api: unprocessable entity")   // 422
+	ErrBadRequest      = errors.New("api: bad request")             // 400
+	ErrUnauthenticated = errors.New("api: not logged in")           // 401
+	ErrForbidden       = errors.New("api: forbidden")               // 403
+	ErrNotFound        = errors.New("api: not found")               // 404
+	ErrNotAllowed      = errors.New("api: method not allowed")      // 405
+	ErrNotAcceptable   = errors.New("api: not acceptable")          // 406
+	ErrConflict        = errors.New("api: conflict")                // 409
+	ErrTooLarge        = errors.New("api: request too large")       // 413
+	ErrInvalid         = errors.New("api: unprocessable entity")    // 422
 	ErrUnavailable     = errors.New("api: temporarily unavailable") // 503
 )
 

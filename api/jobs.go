@@ -84,4 +84,3 @@ func (s *Server) scheduleAction(ctx context.Context, id *identity, ch *v1.Channe
 	}
 	return s.cat.Job(ctx, r.JobID)
 }
-

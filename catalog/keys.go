@@ -9,22 +9,24 @@ import (
 // ChannelKey returns the case-insensitive lookup form of a channel name.
 func ChannelKey(name string) string { return strings.ToLower(name) }
 
-func kChannel(ch string) []byte        { return []byte("m/ch/" + ChannelKey(ch)) }
-func kPackage(ch, name string) []byte  { return []byte("m/pkg/" + ChannelKey(ch) + "/" + name) }
-func kPackages(ch string) []byte       { return []byte("m/pkg/" + ChannelKey(ch) + "/") }
-func kVersions(ch string) []byte       { return []byte("m/ver/" + ChannelKey(ch) + "/") }
+func kChannel(ch string) []byte       { return []byte("m/ch/" + ChannelKey(ch)) }
+func kPackage(ch, name string) []byte { return []byte("m/pkg/" + ChannelKey(ch) + "/" + name) }
+func kPackages(ch string) []byte      { return []byte("m/pkg/" + ChannelKey(ch) + "/") }
+func kVersions(ch string) []byte      { return []byte("m/ver/" + ChannelKey(ch) + "/") }
 func kSubdirVersions(ch, sd string) []byte {
 	return []byte("m/ver/" + ChannelKey(ch) + "/" + sd + "/")
 }
-func kVersion(ch, sd, fn string) []byte { return []byte("m/ver/" + ChannelKey(ch) + "/" + sd + "/" + fn) }
-func kGen(ch, sd string) []byte         { return []byte("m/gen/" + ChannelKey(ch) + "/" + sd) }
-func kGens(ch string) []byte            { return []byte("m/gen/" + ChannelKey(ch) + "/") }
-func kChGen(ch string) []byte           { return []byte("m/chgen/" + ChannelKey(ch)) }
-func kUser(id string) []byte            { return []byte("m/user/" + id) }
-func kUsername(u string) []byte         { return []byte("m/uname/" + u) }
-func kKey(hash string) []byte           { return []byte("m/key/" + hash) }
-func kMember(ch, uid string) []byte     { return []byte("m/mem/" + ChannelKey(ch) + "/" + uid) }
-func kMembers(ch string) []byte         { return []byte("m/mem/" + ChannelKey(ch) + "/") }
+func kVersion(ch, sd, fn string) []byte {
+	return []byte("m/ver/" + ChannelKey(ch) + "/" + sd + "/" + fn)
+}
+func kGen(ch, sd string) []byte     { return []byte("m/gen/" + ChannelKey(ch) + "/" + sd) }
+func kGens(ch string) []byte        { return []byte("m/gen/" + ChannelKey(ch) + "/") }
+func kChGen(ch string) []byte       { return []byte("m/chgen/" + ChannelKey(ch)) }
+func kUser(id string) []byte        { return []byte("m/user/" + id) }
+func kUsername(u string) []byte     { return []byte("m/uname/" + u) }
+func kKey(hash string) []byte       { return []byte("m/key/" + hash) }
+func kMember(ch, uid string) []byte { return []byte("m/mem/" + ChannelKey(ch) + "/" + uid) }
+func kMembers(ch string) []byte     { return []byte("m/mem/" + ChannelKey(ch) + "/") }
 func kPkgMember(ch, pkg, uid string) []byte {
 	return []byte("m/pmem/" + ChannelKey(ch) + "/" + pkg + "/" + uid)
 }

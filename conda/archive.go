@@ -50,7 +50,10 @@ type PackageInfo struct {
 //
 // A .tar.bz2 is streamed from the start until info/index.json,
 // info/about.json and info/run_exports.json have all been seen, or to the
-// end; payload members are skipped, never loaded. For a .conda only the
+// end; payload members are skipped, never loaded. When all three are found
+// the rest of the archive is neither read nor checked, so a package with
+// run_exports.json can hide a bad member or truncation after its info
+// files; without it the whole archive is verified. For a .conda only the
 // info-<stem>.tar.zst component is decompressed. Every tar member walked
 // past is checked: absolute names, ".." components, link targets leaving
 // the archive root and device nodes fail with ErrUnsafeArchive.

@@ -286,10 +286,22 @@ func TestReadPackageCorruptZip(t *testing.T) {
 	s := testSpec()
 	b := condatest.Conda(t, s)
 	fn := condatest.Filename(s, ExtConda)
-	// Flip bytes in the middle: inside the stored zstd components.
-	for _, off := range []int{len(b) / 3, len(b) / 2} {
+	// Flip bytes inside the stored info component: at its start (zstd
+	// frame header), middle and end (checksum).
+	zr, err := zip.NewReader(bytes.NewReader(b), int64(len(b)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var start, n int64
+	for _, f := range zr.File {
+		if strings.HasPrefix(f.Name, "info-") {
+			start, _ = f.DataOffset()
+			n = int64(f.CompressedSize64)
+		}
+	}
+	for _, off := range []int{int(start), int(start + n/2), int(start + n - 4)} {
 		c := bytes.Clone(b)
-		for i := off; i < off+16 && i < len(c); i++ {
+		for i := off; i < off+4; i++ {
 			c[i] ^= 0xff
 		}
 		if _, err := readPkg(c, fn); err == nil {

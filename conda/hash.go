@@ -4,6 +4,7 @@ import (
 	"crypto/md5"
 	"crypto/sha256"
 	"encoding/hex"
+	"fmt"
 	"hash"
 	"io"
 )
@@ -56,7 +57,7 @@ func (h *Hasher) Sum() Digests {
 func HashReader(r io.Reader) (Digests, error) {
 	h := NewHasher()
 	if _, err := io.Copy(h, r); err != nil {
-		return Digests{}, err
+		return Digests{}, fmt.Errorf("conda: hashing: %w", err)
 	}
 	return h.Sum(), nil
 }

@@ -1,0 +1,58 @@
+# condamesh — make help lists the targets.
+SHELL := /bin/bash
+BIN := $(CURDIR)/.tmp/bin
+export PATH := $(BIN):$(PATH)
+BUF_VERSION := v1.75.0
+GO_TEST_FLAGS ?=
+
+.PHONY: help
+help: ## list targets
+	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk -F':.*?## ' '{printf "  %-15s %s\n", $$1, $$2}'
+
+.PHONY: build
+build: ## build ./condamesh
+	go build -o condamesh ./cmd/condamesh
+
+.PHONY: run
+run: ## run a single node on the embedded default (./condamesh-data, 127.0.0.1:8000)
+	go run ./cmd/condamesh serve
+
+.PHONY: deps
+deps: ## install what the tests need: Debian packages (cph, nginx, wrk, zstd) and the npm conda client
+	./scripts/install-test-deps.sh
+
+.PHONY: test
+test: deps ## run every test (unit, conformance, REST, end-to-end with rattler and cph)
+	go test $(GO_TEST_FLAGS) -count=1 -timeout 40m ./...
+
+.PHONY: fuzz-smoke
+fuzz-smoke: ## run each fuzz target for 10 s
+	go test ./conda -run '^$$' -fuzz '^FuzzParseFilename$$' -fuzztime 10s
+	go test ./conda -run '^$$' -fuzz '^FuzzReadPackage$$' -fuzztime 10s
+	go test ./conda -run '^$$' -fuzz '^FuzzParseRepodata$$' -fuzztime 10s
+	go test ./cluster -run '^$$' -fuzz '^FuzzDecodeCommand$$' -fuzztime 10s
+
+.PHONY: bench
+bench: deps ## run the Go benchmarks (figures go to docs/BENCHMARKS.md)
+	go test -run '^$$' -bench . -benchtime 3x ./store ./conda
+
+.PHONY: tools
+tools: ## install buf and the protoc plugins into .tmp/bin (versions from go.mod; buf pinned)
+	GOBIN=$(BIN) go install google.golang.org/protobuf/cmd/protoc-gen-go
+	GOBIN=$(BIN) go install connectrpc.com/connect/cmd/protoc-gen-connect-go
+	GOBIN=$(BIN) go install github.com/bufbuild/buf/cmd/buf@$(BUF_VERSION)
+
+.PHONY: generate
+generate: tools ## regenerate gen/ from proto/
+	buf generate
+
+.PHONY: checkgenerate
+checkgenerate: generate ## fail if gen/ is not what proto/ generates
+	@test -z "$$(git status --porcelain -- gen proto)" || (git status --porcelain -- gen proto; echo "gen/ is stale: run make generate"; exit 1)
+
+.PHONY: lint
+lint: tools ## gofmt, go vet, buf lint and format
+	@test -z "$$(gofmt -l $$(git ls-files '*.go' | grep -v '^gen/'))" || (gofmt -l $$(git ls-files '*.go' | grep -v '^gen/'); exit 1)
+	go vet ./...
+	buf lint
+	buf format -d --exit-code

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Installs what the test suite needs on a Debian machine: conda-package-handling
+# (cph, independent conda package tooling), nginx and wrk (benchmark anchors),
+# zstd, and the pinned npm conda client (rattler) under e2e/node_modules.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+need=()
+for pair in cph:conda-package-handling nginx:nginx wrk:wrk zstd:zstd; do
+  command -v "${pair%%:*}" >/dev/null 2>&1 || need+=("${pair#*:}")
+done
+if [ ${#need[@]} -gt 0 ]; then
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get update -qq
+  $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}"
+fi
+if [ ! -d e2e/node_modules/@conda-org/rattler ]; then
+  (cd e2e && npm ci --no-audit --no-fund)
+fi
