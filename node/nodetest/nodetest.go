@@ -1,0 +1,74 @@
+// Package nodetest starts real condamesh nodes for tests: real store, Raft,
+// gossip and HTTP on 127.0.0.1 ephemeral ports, data in t.TempDir(), logs
+// to t.Log, shut down at cleanup.
+package nodetest
+
+import (
+	"context"
+	"log/slog"
+	"testing"
+	"time"
+
+	"github.com/condamesh/condamesh/internal/testlog"
+	"github.com/condamesh/condamesh/node"
+)
+
+// AdminKey is the API key of the admin user (server owner) of test nodes.
+const AdminKey = "nodetest-admin-key-0123456789"
+
+// Node is a running test node.
+type Node struct {
+	*node.Node
+	Dir string
+	cfg node.Config
+}
+
+// Option changes a test node's configuration.
+type Option func(*node.Config)
+
+// Start starts one node and waits until it serves, with the admin user
+// created.
+func Start(t testing.TB, opts ...Option) *Node {
+	t.Helper()
+	dir := t.TempDir()
+	cfg := node.DefaultLocalConfig(dir)
+	cfg.AdminKey = AdminKey
+	cfg.Logger = testlog.New(t, slog.LevelWarn)
+	for _, o := range opts {
+		o(&cfg)
+	}
+	return startWith(t, dir, cfg)
+}
+
+func startWith(t testing.TB, dir string, cfg node.Config) *Node {
+	t.Helper()
+	ctx := context.Background()
+	n, err := node.New(ctx, cfg)
+	if err != nil {
+		t.Fatalf("start node: %v", err)
+	}
+	runCtx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- n.Run(runCtx) }()
+	stopped := false
+	t.Cleanup(func() {
+		if stopped {
+			return
+		}
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("node run: %v", err)
+			}
+		case <-time.After(30 * time.Second):
+			t.Errorf("node did not stop within 30s")
+		}
+	})
+	wctx, wcancel := context.WithTimeout(ctx, 30*time.Second)
+	defer wcancel()
+	if _, _, err := n.EnsureAdmin(wctx); err != nil {
+		t.Fatalf("node not ready: %v", err)
+	}
+	return &Node{Node: n, Dir: dir, cfg: cfg}
+}
