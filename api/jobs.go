@@ -2,7 +2,11 @@ package api
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
 	"fmt"
+	"net/http"
+	"strconv"
 	"time"
 
 	"github.com/condamesh/condamesh/catalog"
@@ -83,4 +87,282 @@ func (s *Server) scheduleAction(ctx context.Context, id *identity, ch *v1.Channe
 		return nil, fmt.Errorf("api: job not created")
 	}
 	return s.cat.Job(ctx, r.JobID)
+}
+
+func (s *Server) wakeJobs() {
+	if s.jobs != nil {
+		s.jobs.Wake()
+	}
+}
+
+// restChannelAction is PUT /api/channels/{c}/actions.
+func (s *Server) restChannelAction(w http.ResponseWriter, r *http.Request) {
+	s.handle(w, r, func(id *identity) (int, any, error) {
+		ctx := r.Context()
+		ch, err := s.channelFor(ctx, id, r.PathValue("channel"))
+		if err != nil {
+			return 0, nil, err
+		}
+		fields, err := decodeBody(r)
+		if err != nil {
+			return 0, nil, err
+		}
+		var action string
+		if ok, err := field(fields, "action", &action, "string"); err != nil {
+			return 0, nil, err
+		} else if !ok {
+			return 0, nil, validation([]any{"body", "action"}, "missing", "Field required", nil)
+		}
+		if !channelActions[action] {
+			return 0, nil, validation([]any{"body", "action"}, "enum", "Input should be a valid channel action", action)
+		}
+		startAt, repeat, err := scheduleFields(fields)
+		if err != nil {
+			return 0, nil, err
+		}
+		job, err := s.scheduleAction(ctx, id, ch, action, startAt, repeat)
+		if err != nil {
+			return 0, nil, err
+		}
+		s.wakeJobs()
+		return http.StatusOK, toJobJSON(job), nil
+	})
+}
+
+func scheduleFields(fields map[string]json.RawMessage) (*time.Time, *int64, error) {
+	var startAt *time.Time
+	var raw string
+	if ok, err := field(fields, "start_at", &raw, "datetime"); err != nil {
+		return nil, nil, err
+	} else if ok {
+		t, err := parseNaive(raw)
+		if err != nil {
+			return nil, nil, validation([]any{"body", "start_at"}, "datetime_parsing", "Input should be a valid datetime", raw)
+		}
+		startAt = &t
+	}
+	var every int64
+	ok, err := field(fields, "repeat_every_seconds", &every, "integer")
+	if err != nil {
+		return nil, nil, err
+	}
+	if ok {
+		if every <= 0 {
+			return nil, nil, validation([]any{"body", "repeat_every_seconds"}, "greater_than", "Input should be greater than 0", every)
+		}
+		return startAt, &every, nil
+	}
+	return startAt, nil, nil
+}
+
+var jobStatuses = map[string]bool{"pending": true, "queued": true, "running": true, "success": true, "failed": true, "timeout": true, "cancelled": true}
+var taskStatuses = map[string]bool{"created": true, "pending": true, "running": true, "success": true, "failed": true, "skipped": true}
+
+// statusFilter reads repeated ?status= parameters (the comma form and
+// unknown values are 422, as in Quetz).
+func statusFilter(r *http.Request, known map[string]bool, def ...string) (map[string]bool, error) {
+	vals := r.URL.Query()["status"]
+	if len(vals) == 0 {
+		vals = def
+	}
+	out := map[string]bool{}
+	for _, v := range vals {
+		if !known[v] {
+			return nil, validation([]any{"query", "status", 0}, "enum", "Input should be one of the known statuses", v)
+		}
+		out[v] = true
+	}
+	return out, nil
+}
+
+func (s *Server) restListJobs(w http.ResponseWriter, r *http.Request) {
+	s.handle(w, r, func(id *identity) (int, any, error) {
+		if id.anonymous() {
+			return 0, nil, errNotLoggedIn
+		}
+		want, err := statusFilter(r, jobStatuses, "pending", "running")
+		if err != nil {
+			return 0, nil, err
+		}
+		if _, _, err := page(r); err != nil {
+			return 0, nil, err
+		}
+		jobs, err := s.cat.Jobs(r.Context(), func(j *v1.Job) bool {
+			return want[j.Status] && (id.elevated() || j.OwnerId == id.user.Id)
+		})
+		if err != nil {
+			return 0, nil, err
+		}
+		out := make([]jobJSON, 0, len(jobs))
+		for _, j := range jobs {
+			out = append(out, toJobJSON(j))
+		}
+		body, err := paginated(r, out)
+		return http.StatusOK, body, err
+	})
+}
+
+func (s *Server) restCreateJob(w http.ResponseWriter, r *http.Request) {
+	s.handle(w, r, func(id *identity) (int, any, error) {
+		fields, err := decodeBody(r)
+		if err != nil {
+			return 0, nil, err
+		}
+		var manifest, items string
+		if ok, err := field(fields, "manifest", &manifest, "string"); err != nil {
+			return 0, nil, err
+		} else if !ok {
+			return 0, nil, validation([]any{"body", "manifest"}, "missing", "Field required", nil)
+		}
+		if ok, err := field(fields, "items_spec", &items, "string"); err != nil {
+			return 0, nil, err
+		} else if !ok {
+			return 0, nil, validation([]any{"body", "items_spec"}, "string_type", "Input should be a valid string", nil)
+		}
+		if s.jobs == nil || !s.jobs.Known(manifest) {
+			return 0, nil, validation([]any{"body", "manifest"}, "value_error", fmt.Sprintf("Value error, invalid function %s: not a built-in job", manifest), manifest)
+		}
+		startAt, repeat, err := scheduleFields(fields)
+		if err != nil {
+			return 0, nil, err
+		}
+		if id.anonymous() || !id.elevated() {
+			return 0, nil, apiErr(ErrUnauthenticated, "Not allowed")
+		}
+		job := &v1.Job{Manifest: manifest, OwnerId: id.user.Id, Status: "pending", ItemsSpec: &items, RepeatEverySeconds: repeat}
+		if startAt != nil {
+			u := startAt.Unix()
+			job.StartAtUnix = &u
+		}
+		res, err := s.prop.Propose(r.Context(), &v1.Command{Op: &v1.Command_PutJob{PutJob: &v1.PutJobOp{Job: job}}})
+		if err != nil {
+			return 0, nil, err
+		}
+		cr, _ := res.(*catalog.Result)
+		if cr == nil {
+			return 0, nil, fmt.Errorf("api: job not created")
+		}
+		created, err := s.cat.Job(r.Context(), cr.JobID)
+		if err != nil {
+			return 0, nil, err
+		}
+		s.wakeJobs()
+		return http.StatusCreated, toJobJSON(created), nil
+	})
+}
+
+func (s *Server) jobFor(ctx context.Context, id *identity, raw string) (*v1.Job, error) {
+	n, err := strconv.ParseInt(raw, 10, 64)
+	if err != nil {
+		return nil, validation([]any{"path", "id"}, "int_parsing", "Input should be a valid integer, unable to parse string as an integer", raw)
+	}
+	if id.anonymous() {
+		return nil, errNotLoggedIn
+	}
+	j, err := s.cat.Job(ctx, n)
+	if errors.Is(err, catalog.ErrNotFound) {
+		return nil, apiErr(ErrNotFound, "Job with id %d not found", n)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if !id.elevated() && j.OwnerId != id.user.Id {
+		return nil, apiErr(ErrUnauthenticated, "Not allowed")
+	}
+	return j, nil
+}
+
+func (s *Server) restGetJob(w http.ResponseWriter, r *http.Request) {
+	s.handle(w, r, func(id *identity) (int, any, error) {
+		j, err := s.jobFor(r.Context(), id, r.PathValue("id"))
+		if err != nil {
+			return 0, nil, err
+		}
+		return http.StatusOK, toJobJSON(j), nil
+	})
+}
+
+// restPatchJob sets a job's status (e.g. cancelled, or pending to run it
+// again). force marks the job's earlier tasks skipped.
+func (s *Server) restPatchJob(w http.ResponseWriter, r *http.Request) {
+	s.handle(w, r, func(id *identity) (int, any, error) {
+		ctx := r.Context()
+		j, err := s.jobFor(ctx, id, r.PathValue("id"))
+		if err != nil {
+			return 0, nil, err
+		}
+		fields, err := decodeBody(r)
+		if err != nil {
+			return 0, nil, err
+		}
+		var status string
+		var force bool
+		if _, err := field(fields, "status", &status, "string"); err != nil {
+			return 0, nil, err
+		}
+		if _, err := field(fields, "force", &force, "boolean"); err != nil {
+			return 0, nil, err
+		}
+		if status == "" {
+			return http.StatusOK, nil, nil
+		}
+		if !jobStatuses[status] {
+			return 0, nil, validation([]any{"body", "status"}, "enum", "Input should be a job status", status)
+		}
+		if force && (status == "pending" || status == "running") {
+			tasks, err := s.cat.Tasks(ctx, j.Id)
+			if err != nil {
+				return 0, nil, err
+			}
+			for _, t := range tasks {
+				t.Status = "skipped"
+				if _, err := s.prop.Propose(ctx, &v1.Command{Op: &v1.Command_PutTask{PutTask: &v1.PutTaskOp{Task: t}}}); err != nil {
+					return 0, nil, err
+				}
+			}
+		}
+		j.Status = status
+		if status == "pending" {
+			j.LastRunUnix = 0
+		}
+		if _, err := s.prop.Propose(ctx, &v1.Command{Op: &v1.Command_PutJob{PutJob: &v1.PutJobOp{Job: j}}}); err != nil {
+			return 0, nil, err
+		}
+		s.wakeJobs()
+		return http.StatusOK, nil, nil
+	})
+}
+
+type taskJSON struct {
+	ID             int64          `json:"id"`
+	JobID          int64          `json:"job_id"`
+	Created        string         `json:"created"`
+	Status         string         `json:"status"`
+	PackageVersion map[string]any `json:"package_version"`
+	Message        string         `json:"message,omitempty"`
+}
+
+func (s *Server) restListTasks(w http.ResponseWriter, r *http.Request) {
+	s.handle(w, r, func(id *identity) (int, any, error) {
+		j, err := s.jobFor(r.Context(), id, r.PathValue("id"))
+		if err != nil {
+			return 0, nil, err
+		}
+		want, err := statusFilter(r, taskStatuses, "created", "pending", "running")
+		if err != nil {
+			return 0, nil, err
+		}
+		tasks, err := s.cat.Tasks(r.Context(), j.Id)
+		if err != nil {
+			return 0, nil, err
+		}
+		out := []taskJSON{}
+		for _, t := range tasks {
+			if want[t.Status] {
+				out = append(out, taskJSON{ID: t.Id, JobID: t.JobId, Created: naive(t.CreatedUnix), Status: t.Status, PackageVersion: map[string]any{}, Message: t.Message})
+			}
+		}
+		body, err := paginated(r, out)
+		return http.StatusOK, body, err
+	})
 }

@@ -35,6 +35,24 @@ type Indexes interface {
 	WaitFresh(ctx context.Context, ch, subdir string) error
 }
 
+// Jobs schedules the jobs the API creates.
+type Jobs interface {
+	Known(manifest string) bool
+	Wake()
+}
+
+// Deps are the parts of a node the API uses.
+type Deps struct {
+	Catalog  *catalog.Catalog
+	Proposer Proposer
+	Blobs    Blobs
+	Indexes  Indexes
+	Jobs     Jobs
+	// Ready reports whether the node can serve (Raft has a leader); it
+	// backs /health/ready.
+	Ready func() bool
+}
+
 // Config configures the API. Zero values take the documented defaults.
 type Config struct {
 	// Logger receives request errors; nil means slog.Default().
@@ -75,15 +93,15 @@ type Server struct {
 	prop  Proposer
 	blobs Blobs
 	idx   Indexes
+	jobs  Jobs
 	mux   *http.ServeMux
 	ready func() bool
 }
 
-// New returns the API server. ready reports whether the node can serve
-// (Raft has a leader and the store is open); it backs /health/ready.
-func New(cfg Config, cat *catalog.Catalog, prop Proposer, blobs Blobs, idx Indexes, ready func() bool) *Server {
+// New returns the API server.
+func New(cfg Config, d Deps) *Server {
 	cfg.setDefaults()
-	s := &Server{cfg: cfg, log: cfg.Logger.With("component", "api"), cat: cat, prop: prop, blobs: blobs, idx: idx, mux: http.NewServeMux(), ready: ready}
+	s := &Server{cfg: cfg, log: cfg.Logger.With("component", "api"), cat: d.Catalog, prop: d.Proposer, blobs: d.Blobs, idx: d.Indexes, jobs: d.Jobs, mux: http.NewServeMux(), ready: d.Ready}
 	s.routes()
 	return s
 }
@@ -157,6 +175,13 @@ func (s *Server) routes() {
 	m.HandleFunc("GET /api/users/{username}", s.restGetUser)
 	m.HandleFunc("GET /api/users/{username}/role", s.restGetUserRole)
 	m.HandleFunc("PUT /api/users/{username}/role", s.restSetUserRole)
+
+	m.HandleFunc("PUT /api/channels/{channel}/actions", s.restChannelAction)
+	m.HandleFunc("GET /api/jobs", s.restListJobs)
+	m.HandleFunc("POST /api/jobs", s.restCreateJob)
+	m.HandleFunc("GET /api/jobs/{id}", s.restGetJob)
+	m.HandleFunc("PATCH /api/jobs/{id}", s.restPatchJob)
+	m.HandleFunc("GET /api/jobs/{id}/tasks", s.restListTasks)
 
 	m.HandleFunc("GET /get/{channel}", s.serveGet)
 	m.HandleFunc("HEAD /get/{channel}", s.serveGet)

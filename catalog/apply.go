@@ -423,8 +423,12 @@ func (a *applier) putJob(j *v1.Job) (*Result, error) {
 			return nil, err
 		}
 		j.Id, j.CreatedUnix = id, a.now.Unix()
-	} else if !a.exists(kJob(j.Id)) {
-		return nil, fmt.Errorf("%w: job %d", ErrNotFound, j.Id)
+	} else {
+		var old v1.Job
+		if err := a.get(kJob(j.Id), &old); err != nil {
+			return nil, fmt.Errorf("job %d: %w", j.Id, err)
+		}
+		j.CreatedUnix = old.CreatedUnix
 	}
 	return &Result{JobID: j.Id}, a.put(kJob(j.Id), j)
 }
@@ -440,6 +444,12 @@ func (a *applier) putTask(t *v1.Task) (*Result, error) {
 			return nil, err
 		}
 		t.Id, t.CreatedUnix = id, a.now.Unix()
+	} else {
+		var old v1.Task
+		if err := a.get(kTask(t.JobId, t.Id), &old); err != nil {
+			return nil, err
+		}
+		t.CreatedUnix = old.CreatedUnix
 	}
 	return &Result{TaskID: t.Id}, a.put(kTask(t.JobId, t.Id), t)
 }

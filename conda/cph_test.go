@@ -1,7 +1,5 @@
-//go:build cph
-
 // Interoperability with conda-package-handling's cph tool (Debian package
-// conda-package-handling). Opt in with: go test -tags cph ./conda/
+// conda-package-handling, installed by make test / scripts/install-test-deps.sh).
 // The test fails, rather than skips, when cph is missing.
 
 package conda

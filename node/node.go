@@ -25,9 +25,11 @@ import (
 	"github.com/condamesh/condamesh/cluster"
 	v1 "github.com/condamesh/condamesh/gen/condamesh/v1"
 	"github.com/condamesh/condamesh/indexer"
+	"github.com/condamesh/condamesh/jobs"
 	"github.com/condamesh/condamesh/store"
 	"github.com/hashicorp/memberlist"
 	"golang.org/x/sync/errgroup"
+	"google.golang.org/protobuf/proto"
 )
 
 // Config configures a node. Every field has a default (DefaultConfig).
@@ -107,6 +109,7 @@ type Node struct {
 	cl      *cluster.Cluster
 	ml      *memberlist.Memberlist
 	idx     *indexer.Indexer
+	jobs    *jobs.Runner
 	api     *api.Server
 	httpLn  net.Listener
 	srv     *http.Server
@@ -165,7 +168,9 @@ func New(ctx context.Context, cfg Config) (n *Node, err error) {
 		return nil, err
 	}
 	closers = append(closers, func() error { return n.ml.Shutdown() })
-	n.api = api.New(cfg.API, n.cat, n.cl, n.st, idx, n.cl.IsLeader)
+	n.jobs = jobs.New(jobs.Config{Interval: time.Second, Logger: n.log}, n.cat, n.cl, n.cl.IsLeader)
+	n.registerActions()
+	n.api = api.New(cfg.API, api.Deps{Catalog: n.cat, Proposer: n.cl, Blobs: n.st, Indexes: idx, Jobs: n.jobs, Ready: n.cl.IsLeader})
 	n.httpLn, err = net.Listen("tcp", cfg.HTTPAddr)
 	if err != nil {
 		return nil, fmt.Errorf("node: listen http: %w", err)
@@ -275,6 +280,7 @@ func (n *Node) Run(ctx context.Context) error {
 	idxCtx, stopIdx := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopIdx()
 	g.Go(func() error { return n.idx.Run(idxCtx) })
+	g.Go(func() error { return n.jobs.Run(idxCtx) })
 	g.Go(func() error {
 		if err := n.srv.Serve(n.httpLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			return fmt.Errorf("node: serve http: %w", err)
@@ -347,4 +353,32 @@ func (m *machine) Restore(ctx context.Context, r io.Reader) error {
 		return err
 	}
 	return m.idx.NotifyAll(ctx)
+}
+
+// registerActions installs the job handlers. A job without a channel (POST
+// /api/jobs) runs its action on every channel.
+func (n *Node) registerActions() {
+	everywhere := func(a jobs.Action) jobs.Action {
+		return func(ctx context.Context, j *v1.Job) error {
+			if j.Channel != "" {
+				return a(ctx, j)
+			}
+			chans, err := n.cat.Channels(ctx)
+			if err != nil {
+				return err
+			}
+			var errs []error
+			for _, ch := range chans {
+				each := proto.Clone(j).(*v1.Job)
+				each.Channel = ch.Name
+				errs = append(errs, a(ctx, each))
+			}
+			return errors.Join(errs...)
+		}
+	}
+	n.jobs.Register("generate_indexes", everywhere(jobs.GenerateIndexes(n.idx)))
+	n.jobs.Register("validate_packages", everywhere(jobs.ValidatePackages(n.cat, n.st, n.cl, n.idx)))
+	n.jobs.Register("reindex", everywhere(jobs.Reindex(n.cat, n.st, n.cl, n.idx)))
+	n.jobs.Register("cleanup", jobs.Cleanup(n.cat, n.cl, false, n.jobs))
+	n.jobs.Register("cleanup_dry_run", jobs.Cleanup(n.cat, n.cl, true, n.jobs))
 }

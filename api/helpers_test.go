@@ -1,0 +1,419 @@
+package api_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"maps"
+	"mime/multipart"
+	"net/http"
+	"net/url"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/condamesh/condamesh/conda/condatest"
+	"github.com/condamesh/condamesh/node/nodetest"
+	"github.com/condamesh/condamesh/store"
+)
+
+const admin = nodetest.AdminKey
+
+// env is one real node and an HTTP client talking to it.
+type env struct {
+	t   *testing.T
+	n   *nodetest.Node
+	url string
+	hc  *http.Client
+}
+
+func start(t *testing.T, opts ...nodetest.Option) *env {
+	t.Helper()
+	n := nodetest.Start(t, opts...)
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.DisableCompression = true // see Content-Encoding as the server sends it
+	hc := &http.Client{
+		Transport: tr,
+		Timeout:   30 * time.Second,
+		// Redirects are part of the API under test.
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}
+	t.Cleanup(hc.CloseIdleConnections)
+	return &env{t: t, n: n, url: n.URL(), hc: hc}
+}
+
+// res is a fully read HTTP response.
+type res struct {
+	method, path string
+	status       int
+	header       http.Header
+	body         []byte
+}
+
+func (r *res) String() string {
+	return fmt.Sprintf("%s %s -> %d %s", r.method, r.path, r.status, bytes.TrimSpace(r.body))
+}
+
+// hdr is extra request headers.
+type hdr map[string]string
+
+// do sends a request. key "" means anonymous. body may be nil, []byte,
+// string (sent raw) or any other value (sent as JSON).
+func (e *env) do(t testing.TB, method, path, key string, body any, h hdr) *res {
+	t.Helper()
+	var rd io.Reader
+	ctype := ""
+	switch b := body.(type) {
+	case nil:
+	case []byte:
+		rd = bytes.NewReader(b)
+	case string:
+		rd, ctype = strings.NewReader(b), "application/json"
+	default:
+		j, err := json.Marshal(b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rd, ctype = bytes.NewReader(j), "application/json"
+	}
+	req, err := http.NewRequest(method, e.url+path, rd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ctype != "" {
+		req.Header.Set("Content-Type", ctype)
+	}
+	if key != "" {
+		req.Header.Set("X-API-Key", key)
+	}
+	for k, v := range h {
+		req.Header.Set(k, v)
+	}
+	resp, err := e.hc.Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, path, err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("%s %s: read body: %v", method, path, err)
+	}
+	return &res{method: method, path: path, status: resp.StatusCode, header: resp.Header, body: b}
+}
+
+func (e *env) get(t testing.TB, path, key string) *res { return e.do(t, "GET", path, key, nil, nil) }
+
+// want fails unless the status is one of codes.
+func (r *res) want(t testing.TB, codes ...int) *res {
+	t.Helper()
+	if !slices.Contains(codes, r.status) {
+		t.Fatalf("%v; want status %v", r, codes)
+	}
+	return r
+}
+
+// wantErr checks the status and that the detail contains every substring.
+func (r *res) wantErr(t testing.TB, code int, subs ...string) *res {
+	t.Helper()
+	r.want(t, code)
+	d := r.detail(t)
+	for _, s := range subs {
+		if !strings.Contains(d, s) {
+			t.Errorf("%v: detail %q lacks %q", r, d, s)
+		}
+	}
+	return r
+}
+
+// detail returns the "detail" of an error body: the string, or the
+// strings / msg fields of a list joined with "\n".
+func (r *res) detail(t testing.TB) string {
+	t.Helper()
+	var body struct {
+		Detail json.RawMessage `json:"detail"`
+	}
+	if err := json.Unmarshal(r.body, &body); err != nil || body.Detail == nil {
+		t.Fatalf("%v: body is not {\"detail\": ...}", r)
+	}
+	var s string
+	if json.Unmarshal(body.Detail, &s) == nil {
+		return s
+	}
+	var list []json.RawMessage
+	if err := json.Unmarshal(body.Detail, &list); err != nil {
+		t.Fatalf("%v: detail is neither a string nor a list", r)
+	}
+	var parts []string
+	for _, item := range list {
+		var str string
+		var fe struct {
+			Msg string `json:"msg"`
+		}
+		switch {
+		case json.Unmarshal(item, &str) == nil:
+			parts = append(parts, str)
+		case json.Unmarshal(item, &fe) == nil:
+			parts = append(parts, fe.Msg)
+		}
+	}
+	return strings.Join(parts, "\n")
+}
+
+// detailList fails unless detail is a list and returns its raw entries.
+func (r *res) detailList(t testing.TB) []json.RawMessage {
+	t.Helper()
+	var body struct {
+		Detail []json.RawMessage `json:"detail"`
+	}
+	if err := json.Unmarshal(r.body, &body); err != nil || len(body.Detail) == 0 {
+		t.Fatalf("%v: detail is not a non-empty list", r)
+	}
+	return body.Detail
+}
+
+func (r *res) decode(t testing.TB, v any) {
+	t.Helper()
+	if err := json.Unmarshal(r.body, v); err != nil {
+		t.Fatalf("%v: decode: %v", r, err)
+	}
+}
+
+// obj decodes a JSON object body.
+func (r *res) obj(t testing.TB) map[string]any {
+	t.Helper()
+	var m map[string]any
+	r.decode(t, &m)
+	return m
+}
+
+// list decodes a JSON array-of-objects body.
+func (r *res) list(t testing.TB) []map[string]any {
+	t.Helper()
+	var l []map[string]any
+	r.decode(t, &l)
+	return l
+}
+
+// newUser creates a user with a server role ("" for none) and returns its
+// API key.
+func (e *env) newUser(t testing.TB, name, role string) string {
+	t.Helper()
+	body := map[string]any{"username": name}
+	if role != "" {
+		body["role"] = role
+	}
+	r := e.do(t, "POST", "/api/users", admin, body, nil).want(t, http.StatusCreated)
+	var out struct {
+		APIKey string `json:"api_key"`
+	}
+	r.decode(t, &out)
+	if out.APIKey == "" {
+		t.Fatalf("%v: no api_key", r)
+	}
+	return out.APIKey
+}
+
+func (e *env) newChannel(t testing.TB, name string, private bool, key string) {
+	t.Helper()
+	e.do(t, "POST", "/api/channels", key, map[string]any{"name": name, "private": private}, nil).want(t, http.StatusCreated)
+}
+
+func (e *env) addMember(t testing.TB, ch, user, role string) {
+	t.Helper()
+	e.do(t, "POST", "/api/channels/"+ch+"/members", admin, map[string]any{"username": user, "role": role}, nil).want(t, http.StatusCreated)
+}
+
+func (e *env) addPackageMember(t testing.TB, ch, pkg, user, role string) {
+	t.Helper()
+	e.do(t, "POST", "/api/channels/"+ch+"/packages/"+pkg+"/members", admin, map[string]any{"username": user, "role": role}, nil).want(t, http.StatusCreated)
+}
+
+// multipartBody builds a files/ upload body.
+func multipartBody(t testing.TB, files map[string][]byte, force string) ([]byte, string) {
+	t.Helper()
+	var buf bytes.Buffer
+	mw := multipart.NewWriter(&buf)
+	if force != "" {
+		if err := mw.WriteField("force", force); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, name := range slices.Sorted(maps.Keys(files)) {
+		w, err := mw.CreateFormFile("files", name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := w.Write(files[name]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := mw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return buf.Bytes(), mw.FormDataContentType()
+}
+
+// uploadFiles POSTs to /api/channels/{c}/files/ (or, with pkg set, to
+// /api/channels/{c}/packages/{pkg}/files/).
+func (e *env) uploadFiles(t testing.TB, key, ch, pkg string, files map[string][]byte, force bool) *res {
+	t.Helper()
+	f := ""
+	if force {
+		f = "true"
+	}
+	body, ctype := multipartBody(t, files, f)
+	path := "/api/channels/" + ch + "/files/"
+	if pkg != "" {
+		path = "/api/channels/" + ch + "/packages/" + pkg + "/files/"
+	}
+	return e.do(t, "POST", path, key, body, hdr{"Content-Type": ctype})
+}
+
+func (e *env) upload(t testing.TB, key, ch, filename string, data []byte) *res {
+	t.Helper()
+	return e.uploadFiles(t, key, ch, "", map[string][]byte{filename: data}, false)
+}
+
+func sha256Hex(b []byte) string {
+	s := sha256.Sum256(b)
+	return hex.EncodeToString(s[:])
+}
+
+// uploadRaw POSTs the body to /api/channels/{c}/upload/{filename}.
+func (e *env) uploadRaw(t testing.TB, key, ch, filename string, data []byte, sha string, force bool) *res {
+	t.Helper()
+	q := url.Values{"sha256": {sha}}
+	if force {
+		q.Set("force", "true")
+	}
+	return e.do(t, "POST", "/api/channels/"+ch+"/upload/"+url.PathEscape(filename)+"?"+q.Encode(), key, data, hdr{"Content-Type": "application/octet-stream"})
+}
+
+// pkgSpec is a small package in subdir.
+func pkgSpec(name, version, subdir string) condatest.Spec {
+	return condatest.Spec{
+		Name: name, Version: version, Build: "h0_0", Subdir: subdir,
+		Files: map[string]string{"share/" + name + "/README": name + " " + version + "\n"},
+	}
+}
+
+// repodata fetches and decodes a subdir's repodata.json.
+func (e *env) repodata(t testing.TB, ch, subdir, key string) map[string]map[string]any {
+	t.Helper()
+	r := e.get(t, "/get/"+ch+"/"+subdir+"/repodata.json", key).want(t, http.StatusOK)
+	var rd struct {
+		Packages      map[string]map[string]any `json:"packages"`
+		PackagesConda map[string]map[string]any `json:"packages.conda"`
+	}
+	r.decode(t, &rd)
+	all := map[string]map[string]any{}
+	for k, v := range rd.Packages {
+		all[k] = v
+	}
+	for k, v := range rd.PackagesConda {
+		all[k] = v
+	}
+	return all
+}
+
+// blobCount counts the node's stored blobs.
+func (e *env) blobCount(t testing.TB) int {
+	t.Helper()
+	n := 0
+	if err := e.n.Store().List(context.Background(), func(store.BlobInfo) error { n++; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// state is what a channel has stored, as clients and the store see it.
+type state struct {
+	packages    string            // GET /api/channels/{c}/packages
+	repodata    map[string]string // subdir -> repodata.json bytes
+	channeldata string
+	size        int64 // the channel's recorded size (quota accounting)
+	blobs       int
+}
+
+// snapshot records a channel's state. Fetching every index waits for the
+// indexer to be fresh, so the blob count taken last is stable.
+func (e *env) snapshot(t testing.TB, ch string, subdirs ...string) state {
+	t.Helper()
+	s := state{repodata: map[string]string{}}
+	s.packages = string(e.get(t, "/api/channels/"+ch+"/packages", admin).want(t, http.StatusOK).body)
+	s.channeldata = string(e.get(t, "/get/"+ch+"/channeldata.json", admin).want(t, http.StatusOK).body)
+	var cd struct {
+		Subdirs []string `json:"subdirs"`
+	}
+	if err := json.Unmarshal([]byte(s.channeldata), &cd); err != nil {
+		t.Fatalf("channeldata.json: %v", err)
+	}
+	for _, sd := range append(cd.Subdirs, subdirs...) {
+		r := e.get(t, "/get/"+ch+"/"+sd+"/repodata.json", admin)
+		s.repodata[sd] = fmt.Sprint(r.status, " ", string(r.body))
+	}
+	c, err := e.n.Catalog().Channel(context.Background(), ch)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.size = c.Size
+	s.blobs = e.blobCount(t)
+	return s
+}
+
+// unchanged fails if the channel's state differs from before.
+func (e *env) unchanged(t testing.TB, ch string, before state) {
+	t.Helper()
+	subdirs := make([]string, 0, len(before.repodata))
+	for sd := range before.repodata {
+		subdirs = append(subdirs, sd)
+	}
+	after := e.snapshot(t, ch, subdirs...)
+	if after.packages != before.packages {
+		t.Errorf("package list changed:\nbefore %s\nafter  %s", before.packages, after.packages)
+	}
+	if after.channeldata != before.channeldata {
+		t.Errorf("channeldata.json changed")
+	}
+	for sd, b := range before.repodata {
+		if after.repodata[sd] != b {
+			t.Errorf("%s/repodata.json changed:\nbefore %s\nafter  %s", sd, b, after.repodata[sd])
+		}
+	}
+	if len(after.repodata) != len(before.repodata) {
+		t.Errorf("subdirs changed: %d -> %d", len(before.repodata), len(after.repodata))
+	}
+	if after.size != before.size {
+		t.Errorf("channel size changed: %d -> %d", before.size, after.size)
+	}
+	if after.blobs != before.blobs {
+		t.Errorf("blob count changed: %d -> %d", before.blobs, after.blobs)
+	}
+}
+
+// eventually polls cond until it holds or the deadline passes.
+func eventually(t testing.TB, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// names returns the "name" field of each object.
+func names(l []map[string]any) []string {
+	out := make([]string, 0, len(l))
+	for _, m := range l {
+		out = append(out, fmt.Sprint(m["name"]))
+	}
+	slices.Sort(out)
+	return out
+}
