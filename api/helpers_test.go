@@ -362,8 +362,32 @@ func (e *env) snapshot(t testing.TB, ch string, subdirs ...string) state {
 		t.Fatal(err)
 	}
 	s.size = c.Size
+	e.settle(t)
 	s.blobs = e.blobCount(t)
 	return s
+}
+
+// settle waits until the indexes of every channel are fresh, so no index
+// blob is being written in the background (the blob count is global).
+func (e *env) settle(t testing.TB) {
+	t.Helper()
+	chans, err := e.n.Catalog().Channels(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, ch := range chans {
+		if ch.MirrorMode == "proxy" {
+			continue
+		}
+		r := e.get(t, "/get/"+url.PathEscape(ch.Name)+"/channeldata.json", admin).want(t, http.StatusOK)
+		var cd struct {
+			Subdirs []string `json:"subdirs"`
+		}
+		r.decode(t, &cd)
+		for _, sd := range cd.Subdirs {
+			e.get(t, "/get/"+url.PathEscape(ch.Name)+"/"+sd+"/repodata.json", admin).want(t, http.StatusOK)
+		}
+	}
 }
 
 // unchanged fails if the channel's state differs from before.

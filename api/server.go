@@ -120,12 +120,12 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 	}
-	if _, pattern := s.mux.Handler(r); pattern == "" && strings.HasSuffix(r.URL.Path, "/") && len(r.URL.Path) > 1 {
+	if !s.routed(r) && strings.HasSuffix(r.URL.Path, "/") && len(r.URL.Path) > 1 {
 		// Quetz (Starlette) answers an extra trailing slash with a redirect
 		// to the canonical route.
 		r2 := r.Clone(r.Context())
 		r2.URL.Path = strings.TrimSuffix(r.URL.Path, "/")
-		if _, p := s.mux.Handler(r2); p != "" {
+		if s.routed(r2) {
 			u := *r.URL
 			u.Path = r2.URL.Path
 			http.Redirect(w, r, u.String(), http.StatusTemporaryRedirect)
@@ -134,6 +134,15 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	s.mux.ServeHTTP(w, r)
 }
+
+// routed reports whether a real route (not the /api/ catch-all 404) serves r.
+func (s *Server) routed(r *http.Request) bool {
+	_, pattern := s.mux.Handler(r)
+	return pattern != "" && pattern != apiNotFound
+}
+
+// apiNotFound is the catch-all pattern answering unknown /api routes.
+const apiNotFound = "/api/"
 
 func (s *Server) routes() {
 	m := s.mux
@@ -191,9 +200,21 @@ func (s *Server) routes() {
 	s.connectRoutes()
 
 	// Unknown /api routes: JSON 404 like Quetz.
-	m.HandleFunc("/api/", func(w http.ResponseWriter, r *http.Request) {
-		s.writeError(w, r, apiErr(ErrNotFound, "Not Found"))
-	})
+	m.HandleFunc(apiNotFound, s.apiUnknown)
+}
+
+// apiUnknown answers a request no /api route serves: 405 if the path
+// exists for another method, else 404, like Quetz.
+func (s *Server) apiUnknown(w http.ResponseWriter, r *http.Request) {
+	for _, m := range []string{"GET", "POST", "PUT", "PATCH", "DELETE"} {
+		r2 := r.Clone(r.Context())
+		r2.Method = m
+		if m != r.Method && s.routed(r2) {
+			s.writeError(w, r, apiErr(ErrNotAllowed, "Method Not Allowed"))
+			return
+		}
+	}
+	s.writeError(w, r, apiErr(ErrNotFound, "Not Found"))
 }
 
 func (s *Server) healthLive(w http.ResponseWriter, r *http.Request) {

@@ -56,7 +56,13 @@ type applier struct {
 	changed map[string]bool // channels whose published indexes may change
 }
 
+// errMissing reports a command without the message its operation needs.
+func errMissing(what string) error { return fmt.Errorf("%w: %s is missing", ErrInvalid, what) }
+
 func (a *applier) apply(cmd *v1.Command) (*Result, error) {
+	if err := validate(cmd); err != nil {
+		return nil, err
+	}
 	switch op := cmd.GetOp().(type) {
 	case *v1.Command_CreateChannel:
 		return nil, a.createChannel(op.CreateChannel)
@@ -452,4 +458,52 @@ func (a *applier) putTask(t *v1.Task) (*Result, error) {
 		t.CreatedUnix = old.CreatedUnix
 	}
 	return &Result{TaskID: t.Id}, a.put(kTask(t.JobId, t.Id), t)
+}
+
+// validate rejects commands whose required parts are absent, so that Apply
+// never dereferences a nil message from an untrusted log entry.
+func validate(cmd *v1.Command) error {
+	switch op := cmd.GetOp().(type) {
+	case *v1.Command_CreateChannel:
+		if op.CreateChannel.GetChannel() == nil {
+			return errMissing("channel")
+		}
+	case *v1.Command_UpdateChannel:
+		if op.UpdateChannel.GetChannel() == nil {
+			return errMissing("channel")
+		}
+	case *v1.Command_PutVersions:
+		for _, v := range op.PutVersions.GetVersions() {
+			if v == nil {
+				return errMissing("package version")
+			}
+		}
+	case *v1.Command_CreatePackage:
+		if op.CreatePackage.GetPackage() == nil {
+			return errMissing("package")
+		}
+	case *v1.Command_PutUser:
+		if op.PutUser.GetUser() == nil {
+			return errMissing("user")
+		}
+	case *v1.Command_PutApiKey:
+		if op.PutApiKey.GetKey() == nil {
+			return errMissing("api key")
+		}
+	case *v1.Command_SetMember:
+		if op.SetMember.GetMember() == nil {
+			return errMissing("member")
+		}
+	case *v1.Command_PutJob:
+		if op.PutJob.GetJob() == nil {
+			return errMissing("job")
+		}
+	case *v1.Command_PutTask:
+		if op.PutTask.GetTask() == nil {
+			return errMissing("task")
+		}
+	case nil:
+		return errMissing("operation")
+	}
+	return nil
 }
