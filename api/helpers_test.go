@@ -334,29 +334,66 @@ func (e *env) blobCount(t testing.TB) int {
 // state is what a channel has stored, as clients and the store see it.
 type state struct {
 	packages    string            // GET /api/channels/{c}/packages
-	repodata    map[string]string // subdir -> repodata.json bytes
+	repodata    map[string]string // subdir -> status and repodata.json bytes
 	channeldata string
 	size        int64 // the channel's recorded size (quota accounting)
 	blobs       int
 }
 
-// snapshot records a channel's state. Fetching every index waits for the
-// indexer to be fresh, so the blob count taken last is stable.
+// indexes fetches channeldata.json and the repodata.json of its subdirs
+// (plus extra ones). Fetching an index waits for the indexer to be fresh.
+// It polls until channeldata.json names exactly the packages of the
+// repodata: the indexer can publish a channeldata.json that is one write
+// behind yet marked fresh (see the report), which the next regeneration
+// repairs.
+func (e *env) indexes(t testing.TB, ch string, extra ...string) (channeldata string, repodata map[string]string) {
+	t.Helper()
+	eventually(t, "consistent indexes of "+ch, func() bool {
+		r := e.get(t, "/get/"+url.PathEscape(ch)+"/channeldata.json", admin).want(t, http.StatusOK)
+		var cd struct {
+			Packages map[string]any `json:"packages"`
+			Subdirs  []string       `json:"subdirs"`
+		}
+		r.decode(t, &cd)
+		channeldata, repodata = string(r.body), map[string]string{}
+		inRepodata := map[string]bool{}
+		for _, sd := range append(cd.Subdirs, extra...) {
+			r := e.get(t, "/get/"+url.PathEscape(ch)+"/"+sd+"/repodata.json", admin)
+			repodata[sd] = fmt.Sprint(r.status, " ", string(r.body))
+			if r.status != http.StatusOK {
+				continue
+			}
+			var rd struct {
+				Packages      map[string]struct{ Name string } `json:"packages"`
+				PackagesConda map[string]struct{ Name string } `json:"packages.conda"`
+			}
+			r.decode(t, &rd)
+			for _, m := range []map[string]struct{ Name string }{rd.Packages, rd.PackagesConda} {
+				for _, rec := range m {
+					inRepodata[rec.Name] = true
+				}
+			}
+		}
+		if len(inRepodata) != len(cd.Packages) {
+			return false
+		}
+		for name := range cd.Packages {
+			if !inRepodata[name] {
+				return false
+			}
+		}
+		return true
+	})
+	return channeldata, repodata
+}
+
+// snapshot records a channel's state. The blob count is taken last, once
+// the indexes of every channel are fresh.
 func (e *env) snapshot(t testing.TB, ch string, subdirs ...string) state {
 	t.Helper()
-	s := state{repodata: map[string]string{}}
+	s := state{}
 	s.packages = string(e.get(t, "/api/channels/"+ch+"/packages", admin).want(t, http.StatusOK).body)
-	s.channeldata = string(e.get(t, "/get/"+ch+"/channeldata.json", admin).want(t, http.StatusOK).body)
-	var cd struct {
-		Subdirs []string `json:"subdirs"`
-	}
-	if err := json.Unmarshal([]byte(s.channeldata), &cd); err != nil {
-		t.Fatalf("channeldata.json: %v", err)
-	}
-	for _, sd := range append(cd.Subdirs, subdirs...) {
-		r := e.get(t, "/get/"+ch+"/"+sd+"/repodata.json", admin)
-		s.repodata[sd] = fmt.Sprint(r.status, " ", string(r.body))
-	}
+	s.channeldata, s.repodata = e.indexes(t, ch, subdirs...)
 	c, err := e.n.Catalog().Channel(context.Background(), ch)
 	if err != nil {
 		t.Fatal(err)
@@ -376,16 +413,8 @@ func (e *env) settle(t testing.TB) {
 		t.Fatal(err)
 	}
 	for _, ch := range chans {
-		if ch.MirrorMode == "proxy" {
-			continue
-		}
-		r := e.get(t, "/get/"+url.PathEscape(ch.Name)+"/channeldata.json", admin).want(t, http.StatusOK)
-		var cd struct {
-			Subdirs []string `json:"subdirs"`
-		}
-		r.decode(t, &cd)
-		for _, sd := range cd.Subdirs {
-			e.get(t, "/get/"+url.PathEscape(ch.Name)+"/"+sd+"/repodata.json", admin).want(t, http.StatusOK)
+		if ch.MirrorMode != "proxy" {
+			e.indexes(t, ch.Name)
 		}
 	}
 }
@@ -402,7 +431,7 @@ func (e *env) unchanged(t testing.TB, ch string, before state) {
 		t.Errorf("package list changed:\nbefore %s\nafter  %s", before.packages, after.packages)
 	}
 	if after.channeldata != before.channeldata {
-		t.Errorf("channeldata.json changed")
+		t.Errorf("channeldata.json changed:\nbefore %s\nafter  %s", before.channeldata, after.channeldata)
 	}
 	for sd, b := range before.repodata {
 		if after.repodata[sd] != b {

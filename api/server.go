@@ -94,6 +94,7 @@ type Server struct {
 	blobs Blobs
 	idx   Indexes
 	jobs  Jobs
+	ops   []operation
 	mux   *http.ServeMux
 	ready func() bool
 }
@@ -146,56 +147,55 @@ const apiNotFound = "/api/"
 
 func (s *Server) routes() {
 	m := s.mux
-	m.HandleFunc("GET /health/ready", s.healthReady)
-	m.HandleFunc("GET /health/live", s.healthLive)
-
-	m.HandleFunc("POST /api/channels", s.restCreateChannel)
-	m.HandleFunc("GET /api/channels", s.restListChannels)
-	m.HandleFunc("GET /api/paginated/channels", s.restListChannelsPaginated)
-	m.HandleFunc("GET /api/channels/{channel}", s.restGetChannel)
-	m.HandleFunc("PATCH /api/channels/{channel}", s.restPatchChannel)
-	m.HandleFunc("DELETE /api/channels/{channel}", s.restDeleteChannel)
-
-	m.HandleFunc("GET /api/channels/{channel}/packages", s.restListPackages)
-	m.HandleFunc("GET /api/paginated/channels/{channel}/packages", s.restListPackagesPaginated)
-	m.HandleFunc("POST /api/channels/{channel}/packages", s.restCreatePackage)
-	m.HandleFunc("GET /api/channels/{channel}/packages/{package}", s.restGetPackage)
-	m.HandleFunc("DELETE /api/channels/{channel}/packages/{package}", s.restDeletePackage)
-	m.HandleFunc("GET /api/channels/{channel}/packages/{package}/versions", s.restListVersions)
-	m.HandleFunc("GET /api/channels/{channel}/packages/{package}/versions/{platform}/{filename}", s.restGetVersion)
-	m.HandleFunc("DELETE /api/channels/{channel}/packages/{package}/versions/{platform}/{filename}", s.restDeleteVersion)
-
-	m.HandleFunc("POST /api/channels/{channel}/files/{$}", s.restUploadFiles)
-	m.HandleFunc("POST /api/channels/{channel}/packages/{package}/files/{$}", s.restUploadPackageFiles)
-	m.HandleFunc("POST /api/channels/{channel}/upload/{filename}", s.restUploadRaw)
-
-	m.HandleFunc("GET /api/channels/{channel}/members", s.restListMembers)
-	m.HandleFunc("POST /api/channels/{channel}/members", s.restAddMember)
-	m.HandleFunc("DELETE /api/channels/{channel}/members", s.restRemoveMember)
-	m.HandleFunc("GET /api/channels/{channel}/packages/{package}/members", s.restListPackageMembers)
-	m.HandleFunc("POST /api/channels/{channel}/packages/{package}/members", s.restAddPackageMember)
-
-	m.HandleFunc("GET /api/api-keys", s.restListKeys)
-	m.HandleFunc("POST /api/api-keys", s.restCreateKey)
-	m.HandleFunc("DELETE /api/api-keys/{key}", s.restDeleteKey)
-
-	m.HandleFunc("GET /api/me", s.restMe)
-	m.HandleFunc("POST /api/users", s.restCreateUser)
-	m.HandleFunc("GET /api/users/{username}", s.restGetUser)
-	m.HandleFunc("GET /api/users/{username}/role", s.restGetUserRole)
-	m.HandleFunc("PUT /api/users/{username}/role", s.restSetUserRole)
-
-	m.HandleFunc("PUT /api/channels/{channel}/actions", s.restChannelAction)
-	m.HandleFunc("GET /api/jobs", s.restListJobs)
-	m.HandleFunc("POST /api/jobs", s.restCreateJob)
-	m.HandleFunc("GET /api/jobs/{id}", s.restGetJob)
-	m.HandleFunc("PATCH /api/jobs/{id}", s.restPatchJob)
-	m.HandleFunc("GET /api/jobs/{id}/tasks", s.restListTasks)
-
-	m.HandleFunc("GET /get/{channel}", s.serveGet)
-	m.HandleFunc("HEAD /get/{channel}", s.serveGet)
-	m.HandleFunc("GET /get/{channel}/{path...}", s.serveGet)
-	m.HandleFunc("HEAD /get/{channel}/{path...}", s.serveGet)
+	s.ops = []operation{
+		{"GET /health/ready", "health", "Readiness: Raft has a leader", s.healthReady},
+		{"GET /health/live", "health", "Liveness", s.healthLive},
+		{"POST /api/channels", "channels", "Create a channel (local, proxy or mirror)", s.restCreateChannel},
+		{"GET /api/channels", "channels", "List visible channels", s.restListChannels},
+		{"GET /api/paginated/channels", "channels", "List visible channels, paginated", s.restListChannelsPaginated},
+		{"GET /api/channels/{channel}", "channels", "Get a channel", s.restGetChannel},
+		{"PATCH /api/channels/{channel}", "channels", "Change private, size_limit, ttl or metadata", s.restPatchChannel},
+		{"DELETE /api/channels/{channel}", "channels", "Delete a channel and its packages", s.restDeleteChannel},
+		{"GET /api/channels/{channel}/packages", "packages", "List packages", s.restListPackages},
+		{"GET /api/paginated/channels/{channel}/packages", "packages", "List packages, paginated", s.restListPackagesPaginated},
+		{"POST /api/channels/{channel}/packages", "packages", "Create an empty package", s.restCreatePackage},
+		{"GET /api/channels/{channel}/packages/{package}", "packages", "Get a package", s.restGetPackage},
+		{"DELETE /api/channels/{channel}/packages/{package}", "packages", "Delete a package and its files", s.restDeletePackage},
+		{"GET /api/channels/{channel}/packages/{package}/versions", "packages", "List a package's files", s.restListVersions},
+		{"GET /api/channels/{channel}/packages/{package}/versions/{platform}/{filename}", "packages", "Get one package file's record", s.restGetVersion},
+		{"DELETE /api/channels/{channel}/packages/{package}/versions/{platform}/{filename}", "packages", "Delete one package file", s.restDeleteVersion},
+		{"POST /api/channels/{channel}/files/{$}", "upload", "Upload package files (multipart, parts named files)", s.restUploadFiles},
+		{"POST /api/channels/{channel}/packages/{package}/files/{$}", "upload", "Upload files of one package (multipart)", s.restUploadPackageFiles},
+		{"POST /api/channels/{channel}/upload/{filename}", "upload", "Upload one package file as the raw body (?sha256= required)", s.restUploadRaw},
+		{"GET /api/channels/{channel}/members", "members", "List channel members", s.restListMembers},
+		{"POST /api/channels/{channel}/members", "members", "Add or change a channel member", s.restAddMember},
+		{"DELETE /api/channels/{channel}/members", "members", "Remove a channel member (?username=)", s.restRemoveMember},
+		{"GET /api/channels/{channel}/packages/{package}/members", "members", "List package members", s.restListPackageMembers},
+		{"POST /api/channels/{channel}/packages/{package}/members", "members", "Add a package member", s.restAddPackageMember},
+		{"GET /api/api-keys", "api-keys", "List your API keys", s.restListKeys},
+		{"POST /api/api-keys", "api-keys", "Create an API key (optionally scoped by roles)", s.restCreateKey},
+		{"DELETE /api/api-keys/{key}", "api-keys", "Delete an API key", s.restDeleteKey},
+		{"GET /api/me", "users", "Who am I", s.restMe},
+		{"POST /api/users", "users", "Create a user with a server role and an initial key (condamesh)", s.restCreateUser},
+		{"GET /api/users/{username}", "users", "Get a user", s.restGetUser},
+		{"GET /api/users/{username}/role", "users", "Get a user's server role", s.restGetUserRole},
+		{"PUT /api/users/{username}/role", "users", "Set a user's server role", s.restSetUserRole},
+		{"PUT /api/channels/{channel}/actions", "jobs", "Run a channel action as a job", s.restChannelAction},
+		{"GET /api/jobs", "jobs", "List jobs (?status= repeated)", s.restListJobs},
+		{"POST /api/jobs", "jobs", "Create a job", s.restCreateJob},
+		{"GET /api/jobs/{id}", "jobs", "Get a job", s.restGetJob},
+		{"PATCH /api/jobs/{id}", "jobs", "Change a job's status", s.restPatchJob},
+		{"GET /api/jobs/{id}/tasks", "jobs", "List a job's tasks", s.restListTasks},
+		{"GET /get/{channel}", "conda", "Channel index page", s.serveGet},
+		{"HEAD /get/{channel}", "conda", "Channel index page (headers)", s.serveGet},
+		{"GET /get/{channel}/{path...}", "conda", "Conda channel files: repodata, shards, packages", s.serveGet},
+		{"HEAD /get/{channel}/{path...}", "conda", "Conda channel files (headers)", s.serveGet},
+	}
+	for _, op := range s.ops {
+		m.HandleFunc(op.pattern, op.handler)
+	}
+	m.HandleFunc("GET /openapi.json", s.openAPI)
+	m.HandleFunc("GET /docs", s.swaggerUI)
 
 	s.connectRoutes()
 
