@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/condamesh/condamesh/conda"
 	"github.com/condamesh/condamesh/conda/condatest"
 	"github.com/condamesh/condamesh/node/nodetest"
 	"github.com/condamesh/condamesh/store"
@@ -342,21 +343,26 @@ type state struct {
 
 // indexes fetches channeldata.json and the repodata.json of its subdirs
 // (plus extra ones). Fetching an index waits for the indexer to be fresh.
-// It polls until channeldata.json names exactly the packages of the
-// repodata: the indexer can publish a channeldata.json that is one write
-// behind yet marked fresh (see the report), which the next regeneration
-// repairs.
+// It polls until channeldata.json agrees with the repodata (same package
+// names, each with its latest version and its subdirs): the indexer can
+// publish a channeldata.json that is one write behind yet marked fresh
+// (it reads the channel generation after the records; see the report),
+// which the next regeneration repairs.
 func (e *env) indexes(t testing.TB, ch string, extra ...string) (channeldata string, repodata map[string]string) {
 	t.Helper()
 	eventually(t, "consistent indexes of "+ch, func() bool {
 		r := e.get(t, "/get/"+url.PathEscape(ch)+"/channeldata.json", admin).want(t, http.StatusOK)
 		var cd struct {
-			Packages map[string]any `json:"packages"`
-			Subdirs  []string       `json:"subdirs"`
+			Packages map[string]struct {
+				Version string   `json:"version"`
+				Subdirs []string `json:"subdirs"`
+			} `json:"packages"`
+			Subdirs []string `json:"subdirs"`
 		}
 		r.decode(t, &cd)
 		channeldata, repodata = string(r.body), map[string]string{}
-		inRepodata := map[string]bool{}
+		latest := map[string]string{}
+		subdirs := map[string][]string{}
 		for _, sd := range append(cd.Subdirs, extra...) {
 			r := e.get(t, "/get/"+url.PathEscape(ch)+"/"+sd+"/repodata.json", admin)
 			repodata[sd] = fmt.Sprint(r.status, " ", string(r.body))
@@ -364,21 +370,28 @@ func (e *env) indexes(t testing.TB, ch string, extra ...string) (channeldata str
 				continue
 			}
 			var rd struct {
-				Packages      map[string]struct{ Name string } `json:"packages"`
-				PackagesConda map[string]struct{ Name string } `json:"packages.conda"`
+				Packages      map[string]struct{ Name, Version string } `json:"packages"`
+				PackagesConda map[string]struct{ Name, Version string } `json:"packages.conda"`
 			}
 			r.decode(t, &rd)
-			for _, m := range []map[string]struct{ Name string }{rd.Packages, rd.PackagesConda} {
+			for _, m := range []map[string]struct{ Name, Version string }{rd.Packages, rd.PackagesConda} {
 				for _, rec := range m {
-					inRepodata[rec.Name] = true
+					if v, ok := latest[rec.Name]; !ok || conda.CompareVersions(rec.Version, v) > 0 {
+						latest[rec.Name] = rec.Version
+					}
+					if !slices.Contains(subdirs[rec.Name], sd) {
+						subdirs[rec.Name] = append(subdirs[rec.Name], sd)
+					}
 				}
 			}
 		}
-		if len(inRepodata) != len(cd.Packages) {
+		if len(latest) != len(cd.Packages) {
 			return false
 		}
-		for name := range cd.Packages {
-			if !inRepodata[name] {
+		for name, p := range cd.Packages {
+			slices.Sort(subdirs[name])
+			slices.Sort(p.Subdirs)
+			if latest[name] != p.Version || !slices.Equal(subdirs[name], p.Subdirs) {
 				return false
 			}
 		}

@@ -1,0 +1,228 @@
+package api_test
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/condamesh/condamesh/conda/condatest"
+	"github.com/condamesh/condamesh/store"
+)
+
+type jobOut struct {
+	ID                 int64   `json:"id"`
+	Manifest           string  `json:"manifest"`
+	OwnerID            string  `json:"owner_id"`
+	Created            string  `json:"created"`
+	Status             string  `json:"status"`
+	ItemsSpec          *string `json:"items_spec"`
+	StartAt            *string `json:"start_at"`
+	RepeatEverySeconds *int64  `json:"repeat_every_seconds"`
+}
+
+// waitJob polls a job until its status is one of want.
+func (e *env) waitJob(t testing.TB, id int64, want ...string) jobOut {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		var j jobOut
+		e.get(t, fmt.Sprintf("/api/jobs/%d", id), admin).want(t, 200).decode(t, &j)
+		for _, w := range want {
+			if j.Status == w {
+				return j
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("job %d is %q, want %v", id, j.Status, want)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestChannelActions covers quetz-api.md §10 cases 42, 43 and 67 for the
+// actions that apply to local channels, plus the job shape and permissions.
+func TestChannelActions(t *testing.T) {
+	e := start(t)
+	maint := e.newUser(t, "maint", "member")
+	mem := e.newUser(t, "mem", "member")
+	e.newChannel(t, "acts", false, admin)
+	e.addMember(t, "acts", "maint", "maintainer")
+	e.addMember(t, "acts", "mem", "member")
+
+	t.Run("ShapeAndPermissions", func(t *testing.T) {
+		for _, action := range []string{"reindex", "generate_indexes", "synchronize_metrics"} {
+			var j jobOut
+			r := e.do(t, "PUT", "/api/channels/acts/actions", maint, map[string]any{"action": action}, nil).want(t, 200)
+			r.decode(t, &j)
+			if j.Manifest != action || j.Status != "pending" || j.ItemsSpec != nil || j.StartAt != nil || j.RepeatEverySeconds != nil || j.OwnerID == "" || j.Created == "" {
+				t.Fatalf("job %+v", j)
+			}
+			for _, key := range []string{"id", "created", "items_spec", "manifest", "owner_id", "status", "repeat_every_seconds", "start_at"} {
+				if !strings.Contains(string(r.body), `"`+key+`"`) {
+					t.Fatalf("job JSON lacks %s: %s", key, r.body)
+				}
+			}
+			e.do(t, "PUT", "/api/channels/acts/actions", mem, map[string]any{"action": action}, nil).want(t, 403)
+		}
+		e.do(t, "PUT", "/api/channels/acts/actions", maint, map[string]any{"action": "validate_packages"}, nil).want(t, 403)
+		e.do(t, "PUT", "/api/channels/acts/actions", "", map[string]any{"action": "reindex"}, nil).want(t, 401)
+		e.do(t, "PUT", "/api/channels/acts/actions", maint, map[string]any{"action": "dance"}, nil).want(t, 422)
+		r := e.do(t, "PUT", "/api/channels/acts/actions", "", map[string]any{"action": "synchronize"}, nil).want(t, 405)
+		if !strings.Contains(string(r.body), "synchronize not allowed") {
+			t.Fatalf("%v", r)
+		}
+	})
+
+	t.Run("StartAt", func(t *testing.T) {
+		later := time.Now().UTC().Add(time.Hour).Format("2006-01-02T15:04:05")
+		var j jobOut
+		e.do(t, "PUT", "/api/channels/acts/actions", admin, map[string]any{"action": "generate_indexes", "start_at": later}, nil).want(t, 200).decode(t, &j)
+		if j.StartAt == nil || *j.StartAt != later {
+			t.Fatalf("start_at %v, want %s", j.StartAt, later)
+		}
+		var now jobOut
+		e.do(t, "PUT", "/api/channels/acts/actions", admin, map[string]any{"action": "generate_indexes", "start_at": time.Now().UTC().Add(-5 * time.Second).Format("2006-01-02T15:04:05")}, nil).want(t, 200).decode(t, &now)
+		e.waitJob(t, now.ID, "success")
+		if got := e.waitJob(t, j.ID, "pending"); got.Status != "pending" {
+			t.Fatalf("future job ran: %+v", got)
+		}
+		var tasks struct {
+			Result []map[string]any `json:"result"`
+		}
+		e.get(t, fmt.Sprintf("/api/jobs/%d/tasks?status=created&status=pending&status=running&status=success", j.ID), admin).want(t, 200).decode(t, &tasks)
+		if len(tasks.Result) != 0 {
+			t.Fatalf("future job has tasks: %v", tasks.Result)
+		}
+		e.get(t, fmt.Sprintf("/api/jobs/%d/tasks?status=success", now.ID), admin).want(t, 200).decode(t, &tasks)
+		if len(tasks.Result) != 1 || fmt.Sprint(tasks.Result[0]["package_version"]) != "map[]" {
+			t.Fatalf("tasks %v", tasks.Result)
+		}
+	})
+
+	t.Run("ValidatePackagesDropsMissingFiles", func(t *testing.T) {
+		a := condatest.TarBz2(t, pkgSpec("vp", "0.1", "linux-64"))
+		b := condatest.TarBz2(t, pkgSpec("vp", "0.2", "linux-64"))
+		e.upload(t, admin, "acts", "vp-0.1-h0_0.tar.bz2", a).want(t, 201)
+		e.upload(t, admin, "acts", "vp-0.2-h0_0.tar.bz2", b).want(t, 201)
+		if rd := e.repodata(t, "acts", "linux-64", ""); len(rd) != 2 {
+			t.Fatalf("repodata has %d records, want 2", len(rd))
+		}
+		c, _ := store.CIDFromHex(sha256Hex(a))
+		if err := e.n.Store().Delete(context.Background(), c); err != nil {
+			t.Fatal(err)
+		}
+		var j jobOut
+		e.do(t, "PUT", "/api/channels/acts/actions", admin, map[string]any{"action": "validate_packages"}, nil).want(t, 200).decode(t, &j)
+		e.waitJob(t, j.ID, "success")
+		rd := e.repodata(t, "acts", "linux-64", "")
+		if _, ok := rd["vp-0.2-h0_0.tar.bz2"]; len(rd) != 1 || !ok {
+			t.Fatalf("after validate_packages repodata has %v, want only vp-0.2", rd)
+		}
+		e.get(t, "/api/channels/acts/packages/vp/versions/linux-64/vp-0.1-h0_0.tar.bz2", admin).want(t, 404)
+	})
+
+	t.Run("ReindexAndCleanup", func(t *testing.T) {
+		var j jobOut
+		e.do(t, "PUT", "/api/channels/acts/actions", admin, map[string]any{"action": "reindex"}, nil).want(t, 200).decode(t, &j)
+		e.waitJob(t, j.ID, "success")
+		e.do(t, "POST", "/api/channels/acts/packages", admin, map[string]any{"name": "empty-pkg"}, nil).want(t, 201)
+		e.do(t, "PUT", "/api/channels/acts/actions", admin, map[string]any{"action": "cleanup_dry_run"}, nil).want(t, 200).decode(t, &j)
+		e.waitJob(t, j.ID, "success")
+		e.get(t, "/api/channels/acts/packages/empty-pkg", admin).want(t, 200)
+		e.do(t, "PUT", "/api/channels/acts/actions", maint, map[string]any{"action": "cleanup"}, nil).want(t, 403)
+		e.do(t, "PUT", "/api/channels/acts/actions", admin, map[string]any{"action": "cleanup"}, nil).want(t, 200).decode(t, &j)
+		e.waitJob(t, j.ID, "success")
+		e.get(t, "/api/channels/acts/packages/empty-pkg", admin).want(t, 404)
+		e.get(t, "/api/channels/acts/packages/vp", admin).want(t, 200)
+	})
+}
+
+// TestJobsAPI covers quetz-api.md §10 cases 44-49.
+func TestJobsAPI(t *testing.T) {
+	e := start(t)
+	user := e.newUser(t, "jobuser", "member")
+	for _, m := range []string{"dummy_func", "os:listdir", "os.listdir", "quetz.dummy_func"} {
+		r := e.do(t, "POST", "/api/jobs", admin, map[string]any{"manifest": m, "items_spec": "*"}, nil).want(t, 422)
+		if !strings.Contains(string(r.body), "invalid function") || !strings.Contains(string(r.body), m) {
+			t.Fatalf("%v", r)
+		}
+	}
+	r := e.do(t, "POST", "/api/jobs", admin, map[string]any{"manifest": "generate_indexes", "items_spec": nil}, nil).want(t, 422)
+	if !strings.Contains(string(r.body), "Input should be a valid string") {
+		t.Fatalf("%v", r)
+	}
+	r = e.do(t, "POST", "/api/jobs", user, map[string]any{"manifest": "generate_indexes", "items_spec": "*"}, nil).want(t, 401)
+	if !strings.Contains(string(r.body), "Not allowed") {
+		t.Fatalf("%v", r)
+	}
+	var j jobOut
+	e.do(t, "POST", "/api/jobs", admin, map[string]any{"manifest": "generate_indexes", "items_spec": "*"}, nil).want(t, 201).decode(t, &j)
+	if got := e.waitJob(t, j.ID, "success"); got.ItemsSpec == nil || *got.ItemsSpec != "*" {
+		t.Fatalf("job %+v", got)
+	}
+	e.get(t, fmt.Sprintf("/api/jobs/%d", j.ID), user).want(t, 401)
+	e.get(t, "/api/jobs/999", admin).want(t, 404)
+
+	later := time.Now().UTC().Add(time.Hour).Format("2006-01-02T15:04:05")
+	var pend jobOut
+	e.do(t, "POST", "/api/jobs", admin, map[string]any{"manifest": "generate_indexes", "items_spec": "*", "start_at": later}, nil).want(t, 201).decode(t, &pend)
+	ids := func(q string) []int64 {
+		var out struct {
+			Pagination struct {
+				AllRecordsCount int `json:"all_records_count"`
+			} `json:"pagination"`
+			Result []jobOut `json:"result"`
+		}
+		e.get(t, "/api/jobs"+q, admin).want(t, 200).decode(t, &out)
+		var got []int64
+		for _, j := range out.Result {
+			got = append(got, j.ID)
+		}
+		if out.Pagination.AllRecordsCount < len(got) {
+			t.Fatalf("all_records_count %d < %d", out.Pagination.AllRecordsCount, len(got))
+		}
+		return got
+	}
+	if got := ids("?status=pending"); fmt.Sprint(got) != fmt.Sprint([]int64{pend.ID}) {
+		t.Fatalf("pending jobs %v", got)
+	}
+	if got := ids("?status=success"); fmt.Sprint(got) != fmt.Sprint([]int64{j.ID}) {
+		t.Fatalf("success jobs %v", got)
+	}
+	if got := ids(""); fmt.Sprint(got) != fmt.Sprint([]int64{pend.ID}) {
+		t.Fatalf("default (pending+running) %v", got)
+	}
+	if got := ids("?status=pending&status=success&limit=1&skip=1"); fmt.Sprint(got) != fmt.Sprint([]int64{pend.ID}) {
+		t.Fatalf("paged %v", got)
+	}
+	if got := ids("?status=pending&status=success&limit=-1"); len(got) != 2 {
+		t.Fatalf("limit=-1 %v", got)
+	}
+	for _, q := range []string{"?status=pending,running", "?status=missing", "?limit=wrongtype"} {
+		e.get(t, "/api/jobs"+q, admin).want(t, 422)
+	}
+	var mine struct {
+		Result []jobOut `json:"result"`
+	}
+	e.get(t, "/api/jobs?status=pending&status=success", user).want(t, 200).decode(t, &mine)
+	if len(mine.Result) != 0 {
+		t.Fatalf("a member sees others' jobs: %v", mine.Result)
+	}
+	// Cancel, then force a re-run.
+	e.do(t, "PATCH", fmt.Sprintf("/api/jobs/%d", pend.ID), admin, map[string]any{"status": "cancelled"}, nil).want(t, http.StatusOK)
+	if got := ids("?status=cancelled"); fmt.Sprint(got) != fmt.Sprint([]int64{pend.ID}) {
+		t.Fatalf("cancelled %v", got)
+	}
+	e.do(t, "PATCH", fmt.Sprintf("/api/jobs/%d", j.ID), admin, map[string]any{"status": "pending", "force": true}, nil).want(t, http.StatusOK)
+	e.waitJob(t, j.ID, "success")
+	var tasks struct {
+		Result []map[string]any `json:"result"`
+	}
+	e.get(t, fmt.Sprintf("/api/jobs/%d/tasks?status=skipped&status=success", j.ID), admin).want(t, 200).decode(t, &tasks)
+	if len(tasks.Result) != 2 {
+		t.Fatalf("after a forced re-run want one skipped and one new task, got %v", tasks.Result)
+	}
+}
