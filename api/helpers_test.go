@@ -21,6 +21,7 @@ import (
 	"github.com/condamesh/condamesh/conda/condatest"
 	"github.com/condamesh/condamesh/node/nodetest"
 	"github.com/condamesh/condamesh/store"
+	"github.com/ipfs/go-cid"
 )
 
 const admin = nodetest.AdminKey
@@ -322,14 +323,33 @@ func (e *env) repodata(t testing.TB, ch, subdir, key string) map[string]map[stri
 	return all
 }
 
-// blobCount counts the node's stored blobs.
-func (e *env) blobCount(t testing.TB) int {
+// blobs lists the node's stored blobs (CID -> size).
+func (e *env) blobs(t testing.TB) map[string]int64 {
 	t.Helper()
-	n := 0
-	if err := e.n.Store().List(context.Background(), func(store.BlobInfo) error { n++; return nil }); err != nil {
+	out := map[string]int64{}
+	if err := e.n.Store().List(context.Background(), func(b store.BlobInfo) error {
+		out[b.CID.String()] = b.Size
+		return nil
+	}); err != nil {
 		t.Fatal(err)
 	}
-	return n
+	return out
+}
+
+// describeBlob names a blob for a failure message: size and first bytes.
+func (e *env) describeBlob(c string) string {
+	id, err := cid.Decode(c)
+	if err != nil {
+		return c
+	}
+	b, err := e.n.Store().Open(context.Background(), id)
+	if err != nil {
+		return fmt.Sprintf("%s (%v)", c, err)
+	}
+	defer b.Close()
+	head := make([]byte, 60)
+	n, _ := io.ReadFull(b, head)
+	return fmt.Sprintf("%s: %d bytes %q", c, b.Info.Size, head[:n])
 }
 
 // state is what a channel has stored, as clients and the store see it.
@@ -338,7 +358,7 @@ type state struct {
 	repodata    map[string]string // subdir -> status and repodata.json bytes
 	channeldata string
 	size        int64 // the channel's recorded size (quota accounting)
-	blobs       int
+	blobs       map[string]int64
 }
 
 // indexes fetches channeldata.json and the repodata.json of its subdirs
@@ -413,7 +433,7 @@ func (e *env) snapshot(t testing.TB, ch string, subdirs ...string) state {
 	}
 	s.size = c.Size
 	e.settle(t)
-	s.blobs = e.blobCount(t)
+	s.blobs = e.blobs(t)
 	return s
 }
 
@@ -457,8 +477,15 @@ func (e *env) unchanged(t testing.TB, ch string, before state) {
 	if after.size != before.size {
 		t.Errorf("channel size changed: %d -> %d", before.size, after.size)
 	}
-	if after.blobs != before.blobs {
-		t.Errorf("blob count changed: %d -> %d", before.blobs, after.blobs)
+	for c := range after.blobs {
+		if _, ok := before.blobs[c]; !ok {
+			t.Errorf("new blob %s", e.describeBlob(c))
+		}
+	}
+	for c, size := range before.blobs {
+		if _, ok := after.blobs[c]; !ok {
+			t.Errorf("blob %s (%d bytes) is gone", c, size)
+		}
 	}
 }
 

@@ -129,6 +129,7 @@ func TestRESTChannels(t *testing.T) {
 			if _, ok := e.repodata(t, n, "linux-64", "")[file]; !ok {
 				t.Errorf("%s/linux-64/repodata.json lacks %s", n, file)
 			}
+			e.indexes(t, n) // the root index may lag one write behind (indexer race, see report)
 			if r := e.get(t, "/get/"+n, "").want(t, 200); !strings.Contains(string(r.body), "case-pkg") {
 				t.Errorf("/get/%s index.html does not list case-pkg", n)
 			}

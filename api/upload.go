@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strings"
 
 	"github.com/condamesh/condamesh/catalog"
 	"github.com/condamesh/condamesh/conda"
@@ -32,7 +33,7 @@ type staged struct {
 func (s *Server) stage(ctx context.Context, id *identity, ch *v1.Channel, filename string, body io.Reader, quotaLeft int64, wantSHA []byte, check uploadCheck) (*staged, error) {
 	fn, err := conda.ParseFilename(filename)
 	if err != nil {
-		return nil, apiErr(ErrBadRequest, "package file name has wrong format %s", filename)
+		return nil, badFilename(filename)
 	}
 	if err := check(ctx, fn.Name); err != nil {
 		return nil, err
@@ -94,6 +95,24 @@ func (s *Server) stage(ctx context.Context, id *identity, ch *v1.Channel, filena
 	}
 	st.version = v
 	return st, nil
+}
+
+// badFilename refuses a file name ParseFilename rejected, with Quetz's
+// status and wording: Quetz reads every name not ending in .conda as a
+// .tar.bz2 (400 "not a bzip2 file"), and refuses a package name outside
+// ^[a-z0-9-_.]*$ with 422.
+func badFilename(filename string) error {
+	if !conda.IsPackageFile(filename) {
+		return apiErr(ErrBadRequest, "package file name has wrong format %s: not a .conda file, not a bzip2 file", filename)
+	}
+	stem := strings.TrimSuffix(strings.TrimSuffix(filename, conda.ExtConda), conda.ExtTarBz2)
+	unsafe := strings.ContainsAny(stem, `/\`) || strings.Contains(stem, "..")
+	if i := strings.LastIndexByte(stem, '-'); i > 0 && !unsafe {
+		if j := strings.LastIndexByte(stem[:i], '-'); j > 0 && !validQuetzPackageName(stem[:j]) {
+			return apiErr(ErrInvalid, "Validation Error for package: %s: package name %q must match ^[a-z0-9-_.]*$", filename, stem[:j])
+		}
+	}
+	return apiErr(ErrBadRequest, "package file name has wrong format %s", filename)
 }
 
 // putLimited is Put with MaxSize -1 meaning "nothing may be written".

@@ -26,6 +26,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/condamesh/condamesh/catalog"
@@ -48,8 +49,11 @@ type Indexer struct {
 	dirty   map[string]bool
 	wake    chan struct{}
 	chLocks sync.Map // channel key -> *sync.Mutex
-	done    chan struct{}
+	builds  atomic.Uint64
 }
+
+// SubdirBuilds counts subdir index builds since New (for tests and metrics).
+func (ix *Indexer) SubdirBuilds() uint64 { return ix.builds.Load() }
 
 // New returns an indexer; Run must be started for background regeneration.
 func New(cat *catalog.Catalog, st *store.Store, logger *slog.Logger) *Indexer {
@@ -238,6 +242,7 @@ func (ix *Indexer) Reconcile(ctx context.Context, chName string) error {
 			continue
 		}
 		changedAny = true
+		ix.builds.Add(1)
 		start := time.Now()
 		if err := ix.publishSubdir(ctx, ch, sd, gen, vers, recs); err != nil {
 			return fmt.Errorf("subdir %s: %w", sd, err)
