@@ -334,9 +334,13 @@ func (s *Server) restGetChannel(w http.ResponseWriter, r *http.Request) {
 	})
 }
 
+// noSizeLimit as an UpdateChannelRequest.size_limit removes the limit
+// (REST: "size_limit": null).
+const noSizeLimit = -1
+
 // updateChannel is PATCH /api/channels/{c}: only private, size_limit, ttl
 // and metadata (merged key by key) change. Proxies accept it too (a Quetz
-// defect fixed).
+// defect fixed). A negative size_limit removes the limit.
 func (s *Server) updateChannel(ctx context.Context, id *identity, req *v1.UpdateChannelRequest) (*v1.ChannelInfo, error) {
 	ch, err := s.channelFor(ctx, id, req.GetName())
 	if err != nil {
@@ -354,6 +358,9 @@ func (s *Server) updateChannel(ctx context.Context, id *identity, req *v1.Update
 	}
 	if req.SizeLimit != nil {
 		next.SizeLimit = req.SizeLimit
+		if *req.SizeLimit < 0 {
+			next.SizeLimit = nil
+		}
 	}
 	if req.Ttl != nil {
 		next.Ttl = *req.Ttl
@@ -393,24 +400,22 @@ func (s *Server) restPatchChannel(w http.ResponseWriter, r *http.Request) {
 			return 0, nil, err
 		}
 		req := &v1.UpdateChannelRequest{Name: r.PathValue("channel")}
-		for name, raw := range fields {
+		for name := range fields {
 			switch name {
 			case "private":
 				var v bool
-				if _, err := field(fields, name, &v, "boolean"); err != nil {
+				if err := nonNullField(fields, name, &v, "boolean"); err != nil {
 					return 0, nil, err
 				}
 				req.Private = &v
 			case "ttl":
 				var v int64
-				if _, err := field(fields, name, &v, "integer"); err != nil {
+				if err := nonNullField(fields, name, &v, "integer"); err != nil {
 					return 0, nil, err
 				}
-				if !isNull(raw) {
-					req.Ttl = &v
-				}
+				req.Ttl = &v
 			case "size_limit":
-				var v int64
+				v := int64(noSizeLimit)
 				if _, err := field(fields, name, &v, "integer"); err != nil {
 					return 0, nil, err
 				}

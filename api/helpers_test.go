@@ -28,7 +28,6 @@ const admin = nodetest.AdminKey
 
 // env is one real node and an HTTP client talking to it.
 type env struct {
-	t   *testing.T
 	n   *nodetest.Node
 	url string
 	hc  *http.Client
@@ -46,7 +45,7 @@ func start(t *testing.T, opts ...nodetest.Option) *env {
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 	}
 	t.Cleanup(hc.CloseIdleConnections)
-	return &env{t: t, n: n, url: n.URL(), hc: hc}
+	return &env{n: n, url: n.URL(), hc: hc}
 }
 
 // res is a fully read HTTP response.
@@ -383,7 +382,12 @@ func (e *env) indexes(t testing.TB, ch string, extra ...string) (channeldata str
 		channeldata, repodata = string(r.body), map[string]string{}
 		latest := map[string]string{}
 		subdirs := map[string][]string{}
-		for _, sd := range append(cd.Subdirs, extra...) {
+		known, err := e.n.Catalog().Subdirs(context.Background(), ch)
+		if err != nil {
+			t.Fatal(err)
+		}
+		all := slices.Compact(slices.Sorted(slices.Values(slices.Concat(cd.Subdirs, extra, known))))
+		for _, sd := range all {
 			r := e.get(t, "/get/"+url.PathEscape(ch)+"/"+sd+"/repodata.json", admin)
 			repodata[sd] = fmt.Sprint(r.status, " ", string(r.body))
 			if r.status != http.StatusOK {
@@ -407,6 +411,13 @@ func (e *env) indexes(t testing.TB, ch string, extra ...string) (channeldata str
 		}
 		if len(latest) != len(cd.Packages) {
 			return false
+		}
+		for _, sd := range subdirs {
+			for _, d := range sd {
+				if !slices.Contains(cd.Subdirs, d) {
+					return false
+				}
+			}
 		}
 		for name, p := range cd.Packages {
 			slices.Sort(subdirs[name])

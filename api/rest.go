@@ -59,6 +59,16 @@ func field[T any](fields map[string]json.RawMessage, name string, dst *T, typ st
 	return true, nil
 }
 
+// nonNullField decodes a field that may be absent but not null (a
+// non-optional pydantic field).
+func nonNullField[T any](fields map[string]json.RawMessage, name string, dst *T, typ string) error {
+	if raw, ok := fields[name]; ok && isNull(raw) {
+		return validation([]any{"body", name}, typ+"_type", fmt.Sprintf("Input should be a valid %s", typ), nil)
+	}
+	_, err := field(fields, name, dst, typ)
+	return err
+}
+
 // queryBool parses a FastAPI-style boolean query parameter.
 func queryBool(r *http.Request, name string, def bool) (bool, error) {
 	v := r.URL.Query().Get(name)

@@ -308,6 +308,8 @@ func TestRESTChannels(t *testing.T) {
 		}
 		e.do(t, "POST", "/api/channels/pubmembers/members", admin, map[string]any{"username": "ghost", "role": "member"}, nil).wantErr(t, 404, "user ghost not found")
 		e.do(t, "POST", "/api/channels/pubmembers/members", admin, map[string]any{"username": "snone", "role": "invalid"}, nil).want(t, 422)
+		// Fixed Quetz defect (§12): the role pattern is anchored.
+		e.do(t, "POST", "/api/channels/pubmembers/members", admin, map[string]any{"username": "snone", "role": "not-an-owner"}, nil).want(t, 422)
 		e.do(t, "POST", "/api/channels/pubmembers/members", mkey, map[string]any{"username": "snone", "role": "member"}, nil).wantErr(t, 403, "No permission")
 		e.do(t, "DELETE", "/api/channels/pubmembers/members?username=snone", okey, nil, nil).wantErr(t, 404, "user snone is not a member of channel pubmembers")
 	})
@@ -416,6 +418,20 @@ func TestRESTChannels(t *testing.T) {
 			e.do(t, "PATCH", "/api/channels/patchme", admin, body, nil).wantErr(t, 422, "can not be changed")
 		}
 		e.get(t, "/api/channels/new-name", admin).want(t, 404)
+		// null is no boolean: it must not make the channel public.
+		e.do(t, "PATCH", "/api/channels/patchme", admin, map[string]any{"private": nil}, nil).wantErr(t, 422, "valid boolean")
+		e.do(t, "PATCH", "/api/channels/patchme", admin, map[string]any{"private": "no"}, nil).wantErr(t, 422, "valid boolean")
+		if ch := e.get(t, "/api/channels/patchme", admin).want(t, 200).obj(t); ch["private"] != true {
+			t.Errorf("refused PATCH made the channel public: %v", ch)
+		}
+		// size_limit null removes the limit (Quetz stores the null).
+		if r := e.do(t, "PATCH", "/api/channels/patchme", admin, map[string]any{"size_limit": nil}, nil).want(t, 200).obj(t); r["size_limit"] != nil {
+			t.Errorf("PATCH size_limit null: %v", r)
+		}
+		if ch := e.get(t, "/api/channels/patchme", admin).want(t, 200).obj(t); ch["size_limit"] != nil || ch["ttl"] != 1200.0 {
+			t.Errorf("after PATCH size_limit null: %v", ch)
+		}
+		e.do(t, "PATCH", "/api/channels/patchme", okey, map[string]any{"size_limit": nil}, nil).want(t, 403)
 		if ch := e.get(t, "/api/channels/patchme", admin).want(t, 200).obj(t); ch["mirror_channel_url"] != nil || ch["description"] != nil {
 			t.Errorf("refused PATCH changed the channel: %v", ch)
 		}
@@ -575,7 +591,15 @@ func TestRESTChannels(t *testing.T) {
 		if loc := r.header.Get("Location"); loc != "/api/channels/fresh-idx/members" {
 			t.Errorf("Location = %q", loc)
 		}
+		r = e.do(t, "POST", "/api/channels/fresh-idx/files", admin, nil, nil).want(t, 307)
+		if loc := r.header.Get("Location"); loc != "/api/channels/fresh-idx/files/" {
+			t.Errorf("Location = %q", loc)
+		}
 		e.get(t, "/api/no-such-route", "").wantErr(t, 404, "Not Found")
+		e.get(t, "/api/no-such-route/", "").wantErr(t, 404, "Not Found")
+		e.get(t, "/no-such-page", "").want(t, 404)
+		e.get(t, "/no-such-page/", "").want(t, 404)
+		e.get(t, "/health/live/", "").want(t, 307)
 		// 31: an existing path with another method.
 		e.do(t, "PUT", "/api/channels/fresh-idx", admin, map[string]any{}, nil).want(t, 405)
 	})

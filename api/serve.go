@@ -92,11 +92,13 @@ func (s *Server) serveIndex(w http.ResponseWriter, r *http.Request, ch *v1.Chann
 	}
 	// Read-your-writes: give the indexer a bounded moment to publish the
 	// latest change before answering with the previous version.
-	wctx, cancel := context.WithTimeout(ctx, s.cfg.IndexWait)
-	if err := s.idx.WaitFresh(wctx, ch.Name, subdir); err != nil && ctx.Err() == nil && !errors.Is(err, context.DeadlineExceeded) {
-		s.log.Warn("wait for fresh index", "channel", ch.Name, "subdir", subdir, "err", err)
+	if fresh, _ := s.idx.Fresh(ctx, ch.Name, subdir); !fresh {
+		wctx, cancel := context.WithTimeout(ctx, s.cfg.IndexWait)
+		if err := s.idx.WaitFresh(wctx, ch.Name, subdir); err != nil && ctx.Err() == nil && !errors.Is(err, context.DeadlineExceeded) {
+			s.log.Warn("wait for fresh index", "channel", ch.Name, "subdir", subdir, "err", err)
+		}
+		cancel()
 	}
-	cancel()
 	pub, err := s.idx.File(ctx, ch.Name, p)
 	if errors.Is(err, indexer.ErrNotFound) {
 		s.notFound(w, r, ch, p)
@@ -114,6 +116,19 @@ func (s *Server) serveIndex(w http.ResponseWriter, r *http.Request, ch *v1.Chann
 }
 
 func (s *Server) serveBlob(ctx context.Context, w http.ResponseWriter, r *http.Request, ch *v1.Channel, p string, c cid.Cid, mod time.Time, cacheControl string) {
+	etag := `"` + c.String() + `"`
+	if inm := r.Header.Get("If-None-Match"); inm != "" && etagMatch(inm, etag) {
+		// The ETag is the content's CID: a match is decided without
+		// touching the blob.
+		h := w.Header()
+		h.Set("ETag", etag)
+		h.Set("Cache-Control", cacheControl)
+		if !mod.IsZero() {
+			h.Set("Last-Modified", mod.UTC().Format(http.TimeFormat))
+		}
+		w.WriteHeader(http.StatusNotModified)
+		return
+	}
 	blob, err := s.blobs.Open(ctx, c)
 	if errors.Is(err, store.ErrNotFound) {
 		s.notFound(w, r, ch, p)
@@ -125,7 +140,7 @@ func (s *Server) serveBlob(ctx context.Context, w http.ResponseWriter, r *http.R
 	}
 	defer blob.Close()
 	h := w.Header()
-	h.Set("ETag", `"`+c.String()+`"`)
+	h.Set("ETag", etag)
 	h.Set("Cache-Control", cacheControl)
 	h.Set("Content-Type", contentType(p))
 	h.Set("Content-Size", strconv.FormatInt(blob.Info.Size, 10))
@@ -149,4 +164,16 @@ func contentType(p string) string {
 		return "application/zstd"
 	}
 	return "application/octet-stream"
+}
+
+// etagMatch implements If-None-Match's weak comparison against one strong
+// ETag: "*" or any listed tag (with or without W/) equal to etag.
+func etagMatch(header, etag string) bool {
+	for _, t := range strings.Split(header, ",") {
+		t = strings.TrimSpace(t)
+		if t == "*" || strings.TrimPrefix(t, "W/") == etag {
+			return true
+		}
+	}
+	return false
 }

@@ -32,6 +32,7 @@ type Blobs interface {
 // Indexes gives the published index files of channels.
 type Indexes interface {
 	File(ctx context.Context, ch, path string) (indexer.Published, error)
+	Fresh(ctx context.Context, ch, subdir string) (bool, error)
 	WaitFresh(ctx context.Context, ch, subdir string) error
 }
 
@@ -121,25 +122,38 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 	}
-	if !s.routed(r) && strings.HasSuffix(r.URL.Path, "/") && len(r.URL.Path) > 1 {
-		// Quetz (Starlette) answers an extra trailing slash with a redirect
-		// to the canonical route.
-		r2 := r.Clone(r.Context())
-		r2.URL.Path = strings.TrimSuffix(r.URL.Path, "/")
-		if s.routed(r2) {
-			u := *r.URL
-			u.Path = r2.URL.Path
-			http.Redirect(w, r, u.String(), http.StatusTemporaryRedirect)
-			return
-		}
-	}
 	s.mux.ServeHTTP(w, r)
 }
 
-// routed reports whether a real route (not the /api/ catch-all 404) serves r.
+// slashRedirect answers a path that only has a route with its trailing
+// slash removed or added with a 307 to that route, as Quetz (Starlette's
+// redirect_slashes) does.
+// It runs only for requests no route matched (from the catch-alls), so
+// routed requests are matched once.
+func (s *Server) slashRedirect(w http.ResponseWriter, r *http.Request) bool {
+	if len(r.URL.Path) <= 1 {
+		return false
+	}
+	r2 := r.Clone(r.Context())
+	if p, ok := strings.CutSuffix(r.URL.Path, "/"); ok {
+		r2.URL.Path = p
+	} else {
+		r2.URL.Path = r.URL.Path + "/"
+	}
+	r2.URL.RawPath = ""
+	if !s.routed(r2) {
+		return false
+	}
+	u := *r.URL
+	u.Path, u.RawPath = r2.URL.Path, ""
+	http.Redirect(w, r, u.String(), http.StatusTemporaryRedirect)
+	return true
+}
+
+// routed reports whether a real route (not a catch-all 404) serves r.
 func (s *Server) routed(r *http.Request) bool {
 	_, pattern := s.mux.Handler(r)
-	return pattern != "" && pattern != apiNotFound
+	return pattern != "" && pattern != apiNotFound && pattern != "/"
 }
 
 // apiNotFound is the catch-all pattern answering unknown /api routes.
@@ -199,13 +213,21 @@ func (s *Server) routes() {
 
 	s.connectRoutes()
 
-	// Unknown /api routes: JSON 404 like Quetz.
+	// Unknown /api routes: JSON 404 like Quetz; elsewhere a plain 404.
 	m.HandleFunc(apiNotFound, s.apiUnknown)
+	m.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		if !s.slashRedirect(w, r) {
+			http.NotFound(w, r)
+		}
+	})
 }
 
 // apiUnknown answers a request no /api route serves: 405 if the path
 // exists for another method, else 404, like Quetz.
 func (s *Server) apiUnknown(w http.ResponseWriter, r *http.Request) {
+	if s.slashRedirect(w, r) {
+		return
+	}
 	for _, m := range []string{"GET", "POST", "PUT", "PATCH", "DELETE"} {
 		r2 := r.Clone(r.Context())
 		r2.Method = m

@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"mime"
+	"mime/multipart"
 	"net/http"
 	"strings"
 
@@ -228,7 +230,7 @@ func (s *Server) uploadMultipart(w http.ResponseWriter, r *http.Request, endpoin
 			default:
 				continue
 			}
-			st, err := s.stage(ctx, id, ch, part.FileName(), part, left, nil, check)
+			st, err := s.stage(ctx, id, ch, partFileName(part), part, left, nil, check)
 			if err != nil {
 				s.discard(ctx, sts)
 				return 0, nil, err
@@ -241,6 +243,17 @@ func (s *Server) uploadMultipart(w http.ResponseWriter, r *http.Request, endpoin
 		}
 		return http.StatusCreated, nil, s.publish(ctx, id, ch, sts, force)
 	})
+}
+
+// partFileName is the file name a part was sent with. Unlike
+// Part.FileName it is not cut to its last element: "../x-1-0.conda" is
+// refused, not silently renamed.
+func partFileName(p *multipart.Part) string {
+	_, params, err := mime.ParseMediaType(p.Header.Get("Content-Disposition"))
+	if err != nil {
+		return ""
+	}
+	return params["filename"]
 }
 
 func (s *Server) restUploadFiles(w http.ResponseWriter, r *http.Request) {
@@ -276,12 +289,12 @@ func (s *Server) restUploadRaw(w http.ResponseWriter, r *http.Request) {
 		if err := guardKinds(ch, "proxy", "mirror"); err != nil {
 			return 0, nil, err
 		}
-		if id.anonymous() {
-			return 0, nil, errNotLoggedIn
+		// The role comes before the duplicate check: no answer about the
+		// channel's files to callers who may not upload.
+		if err := s.requireChannel(ctx, id, ch.Name, "owner", "maintainer"); err != nil {
+			return 0, nil, err
 		}
-		check := func(ctx context.Context, name string) error {
-			return s.requireChannel(ctx, id, ch.Name, "owner", "maintainer")
-		}
+		check := func(context.Context, string) error { return nil }
 		filename := r.PathValue("filename")
 		if fn, err := conda.ParseFilename(filename); err == nil && !force {
 			// Refuse a duplicate before reading the body (any subdir).

@@ -226,8 +226,9 @@ func TestRESTUploads(t *testing.T) {
 		if r := e.get(t, "/get/raw/osx-arm64/"+cFile, "").want(t, 200); !bytes.Equal(r.body, cData) {
 			t.Errorf("served bytes differ")
 		}
+		// Fixed Quetz defect (§12): this route accounts the channel size too.
 		if got := e.channelSize(t, "raw"); got != int64(len(cData)) {
-			t.Errorf("channel size = %d, want %d (the Quetz route forgot it)", got, len(cData))
+			t.Errorf("channel size = %d, want %d", got, len(cData))
 		}
 		e.uploadRaw(t, admin, "raw", cFile, cData, sha256Hex(cData), false).wantErr(t, 409, "Duplicate")
 	})

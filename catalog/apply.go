@@ -38,7 +38,9 @@ func (c *Catalog) Apply(ctx context.Context, index uint64, cmd *v1.Command) (*Re
 		b = c.st.NewBatch()
 		a.changed = nil
 	}
-	if err := c.st.ApplyBatch(ctx, index, b); err != nil {
+	err = c.st.ApplyBatch(ctx, index, b)
+	c.Invalidate()
+	if err != nil {
 		return nil, err
 	}
 	if c.onChange != nil {

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+	"sync"
 
 	v1 "github.com/condamesh/condamesh/gen/condamesh/v1"
 	"github.com/condamesh/condamesh/store"
@@ -17,6 +18,21 @@ import (
 type Catalog struct {
 	st       *store.Store
 	onChange func(channel string)
+
+	// Channels are read on every /get request: they are cached, and the
+	// cache is dropped after every applied command or restore (epoch).
+	cacheMu sync.RWMutex
+	epoch   uint64
+	chCache map[string]*v1.Channel
+}
+
+// Invalidate drops cached reads; call it after the store changed under the
+// catalog (snapshot restore). Apply calls it itself.
+func (c *Catalog) Invalidate() {
+	c.cacheMu.Lock()
+	c.epoch++
+	c.chCache = nil
+	c.cacheMu.Unlock()
 }
 
 // New returns a catalog on st. onChange, if set, is called after each applied
@@ -58,12 +74,29 @@ func list[T any, P interface {
 	return out, err
 }
 
-// Channel returns a channel by case-insensitive name.
+// Channel returns a channel by case-insensitive name. The result is the
+// caller's to modify.
 func (c *Catalog) Channel(ctx context.Context, name string) (*v1.Channel, error) {
+	key := ChannelKey(name)
+	c.cacheMu.RLock()
+	cached, ok := c.chCache[key]
+	epoch := c.epoch
+	c.cacheMu.RUnlock()
+	if ok {
+		return proto.Clone(cached).(*v1.Channel), nil
+	}
 	var ch v1.Channel
 	if err := c.get(ctx, kChannel(name), &ch); err != nil {
 		return nil, err
 	}
+	c.cacheMu.Lock()
+	if c.epoch == epoch {
+		if c.chCache == nil {
+			c.chCache = map[string]*v1.Channel{}
+		}
+		c.chCache[key] = proto.Clone(&ch).(*v1.Channel)
+	}
+	c.cacheMu.Unlock()
 	return &ch, nil
 }
 

@@ -61,7 +61,7 @@ func TestMain(m *testing.M) {
 
 // server is a running condamesh process.
 type server struct {
-	t       *testing.T
+	t       testing.TB
 	dataDir string
 	url     string
 	cmd     *exec.Cmd
@@ -91,7 +91,7 @@ var servingRe = regexp.MustCompile(`condamesh serving on (http://\S+)`)
 // startServer runs `condamesh serve` on ephemeral loopback ports with
 // dataDir, waits until it is ready and returns it. The process is killed at
 // test cleanup if still running.
-func startServer(t *testing.T, dataDir string) *server {
+func startServer(t testing.TB, dataDir string) *server {
 	t.Helper()
 	cmd := exec.Command(binPath, "serve", "--data-dir", dataDir, "--http-addr", "127.0.0.1:0", "--raft-addr", "127.0.0.1:0", "--gossip-addr", "127.0.0.1:0", "--log-level", "info")
 	cmd.Env = append(os.Environ(), "CONDAMESH_ADMIN_KEY="+adminKey)
@@ -158,7 +158,7 @@ func (s *server) stop() {
 	}
 }
 
-func waitFor(t *testing.T, d time.Duration, what string, ok func() bool) {
+func waitFor(t testing.TB, d time.Duration, what string, ok func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(d)
 	for !ok() {
@@ -263,7 +263,7 @@ func sha256Hex(b []byte) string {
 }
 
 // download GETs url (with header pairs) and returns the body.
-func download(t *testing.T, url string, header ...string) []byte {
+func download(t testing.TB, url string, header ...string) []byte {
 	t.Helper()
 	req, _ := http.NewRequest("GET", url, nil)
 	for i := 0; i+1 < len(header); i += 2 {

@@ -50,6 +50,20 @@ type Indexer struct {
 	wake    chan struct{}
 	chLocks sync.Map // channel key -> *sync.Mutex
 	builds  atomic.Uint64
+
+	// In-memory state for the serving hot path. seq counts notifications
+	// per channel; done is the seq a successful Reconcile started from. A
+	// channel is fresh when ready (the start-up pass is over) and
+	// seq == done. Apply notifies synchronously after committing, so a
+	// client that got an answer to its write never sees a fresh-but-stale
+	// channel.
+	stateMu sync.Mutex
+	seq     map[string]uint64
+	done    map[string]uint64
+	ready   atomic.Bool
+	cacheMu sync.RWMutex
+	cache   map[string]Published // pointer key -> published file
+	cacheV  uint64               // bumped by every commit; guards late inserts
 }
 
 // SubdirBuilds counts subdir index builds since New (for tests and metrics).
@@ -60,13 +74,20 @@ func New(cat *catalog.Catalog, st *store.Store, logger *slog.Logger) *Indexer {
 	if logger == nil {
 		logger = slog.Default()
 	}
-	return &Indexer{cat: cat, st: st, log: logger.With("component", "indexer"), dirty: map[string]bool{}, wake: make(chan struct{}, 1)}
+	return &Indexer{
+		cat: cat, st: st, log: logger.With("component", "indexer"), dirty: map[string]bool{}, wake: make(chan struct{}, 1),
+		seq: map[string]uint64{}, done: map[string]uint64{}, cache: map[string]Published{},
+	}
 }
 
 // Notify marks a channel for regeneration. It never blocks.
 func (ix *Indexer) Notify(channel string) {
+	key := catalog.ChannelKey(channel)
+	ix.stateMu.Lock()
+	ix.seq[key]++
+	ix.stateMu.Unlock()
 	ix.mu.Lock()
-	ix.dirty[catalog.ChannelKey(channel)] = true
+	ix.dirty[key] = true
 	ix.mu.Unlock()
 	select {
 	case ix.wake <- struct{}{}:
@@ -99,6 +120,7 @@ func (ix *Indexer) Run(ctx context.Context) error {
 	if err := ix.NotifyAll(ctx); err != nil {
 		return err
 	}
+	first := true
 	for {
 		select {
 		case <-ctx.Done():
@@ -118,6 +140,10 @@ func (ix *Indexer) Run(ctx context.Context) error {
 			if err := ix.Reconcile(ctx, ch); err != nil && ctx.Err() == nil {
 				ix.log.Error("regenerate channel indexes", "channel", ch, "err", err)
 			}
+		}
+		if first {
+			first = false
+			ix.ready.Store(true)
 		}
 	}
 }
@@ -145,7 +171,15 @@ type Published struct {
 // File returns the published file at path ("repodata.json",
 // "linux-64/repodata.json.zst", "noarch/shards/<hex>.msgpack.zst", ...).
 func (ix *Indexer) File(ctx context.Context, ch, path string) (Published, error) {
-	v, err := ix.st.Get(ctx, pointerKey(ch, path))
+	key := pointerKey(ch, path)
+	ix.cacheMu.RLock()
+	p, ok := ix.cache[string(key)]
+	version := ix.cacheV
+	ix.cacheMu.RUnlock()
+	if ok {
+		return p, nil
+	}
+	v, err := ix.st.Get(ctx, key)
 	if errors.Is(err, store.ErrNotFound) {
 		return Published{}, ErrNotFound
 	}
@@ -158,12 +192,45 @@ func (ix *Indexer) File(ctx context.Context, ch, path string) (Published, error)
 		return Published{}, fmt.Errorf("indexer: corrupt pointer for %s/%s", ch, path)
 	}
 	secs, _ := strconv.ParseInt(mod, 10, 64)
-	return Published{CID: id, ModTime: time.Unix(secs, 0).UTC()}, nil
+	p = Published{CID: id, ModTime: time.Unix(secs, 0).UTC()}
+	ix.cacheMu.Lock()
+	if ix.cacheV == version { // no commit since the read: the value is current
+		ix.cache[string(key)] = p
+	}
+	ix.cacheMu.Unlock()
+	return p, nil
+}
+
+// commit applies pointer writes atomically, then mirrors them in the cache.
+// The cache lock is held across the write, so no reader can pair the new
+// generation (fresh) with a cached old location.
+func (ix *Indexer) commit(ctx context.Context, writes []store.LocalWrite) error {
+	ix.cacheMu.Lock()
+	defer ix.cacheMu.Unlock()
+	ix.cacheV++
+	for _, w := range writes {
+		delete(ix.cache, string(w.Key))
+	}
+	return ix.st.WriteLocal(ctx, writes)
 }
 
 // Fresh reports whether the published files of subdir (or, with subdir "",
 // of the channel root) reflect the catalog's current generation.
 func (ix *Indexer) Fresh(ctx context.Context, ch, subdir string) (bool, error) {
+	if ix.ready.Load() {
+		key := catalog.ChannelKey(ch)
+		ix.stateMu.Lock()
+		clean := ix.seq[key] == ix.done[key]
+		ix.stateMu.Unlock()
+		if clean {
+			return true, nil
+		}
+	}
+	return ix.freshStored(ctx, ch, subdir)
+}
+
+// freshStored compares the stored generations (the slow, authoritative path).
+func (ix *Indexer) freshStored(ctx context.Context, ch, subdir string) (bool, error) {
 	var want uint64
 	var err error
 	if subdir == "" {
@@ -206,10 +273,30 @@ func (ix *Indexer) WaitFresh(ctx context.Context, ch, subdir string) error {
 // Reconcile brings one channel's published files up to date now.
 func (ix *Indexer) Reconcile(ctx context.Context, chName string) error {
 	defer ix.lock(chName)()
+	key := catalog.ChannelKey(chName)
+	ix.stateMu.Lock()
+	startSeq := ix.seq[key]
+	ix.stateMu.Unlock()
+	if err := ix.reconcile(ctx, chName); err != nil {
+		return err
+	}
+	ix.stateMu.Lock()
+	ix.done[key] = max(ix.done[key], startSeq)
+	ix.stateMu.Unlock()
+	return nil
+}
+
+func (ix *Indexer) reconcile(ctx context.Context, chName string) error {
 	ch, err := ix.cat.Channel(ctx, chName)
 	if errors.Is(err, catalog.ErrNotFound) || (err == nil && ch.MirrorMode == "proxy") {
 		return ix.unpublish(ctx, chName)
 	}
+	if err != nil {
+		return err
+	}
+	// Read the channel generation before any record: what is published is
+	// then at least as new as the generation it is marked with.
+	chGen, err := ix.cat.ChannelGeneration(ctx, ch.Name)
 	if err != nil {
 		return err
 	}
@@ -234,7 +321,7 @@ func (ix *Indexer) Reconcile(ctx context.Context, chName string) error {
 			return err
 		}
 		byDir[sd] = recs
-		fresh, err := ix.Fresh(ctx, ch.Name, sd)
+		fresh, err := ix.freshStored(ctx, ch.Name, sd)
 		if err != nil {
 			return err
 		}
@@ -249,10 +336,10 @@ func (ix *Indexer) Reconcile(ctx context.Context, chName string) error {
 		}
 		ix.log.Info("published subdir indexes", "channel", ch.Name, "subdir", sd, "records", len(recs), "generation", gen, "took", time.Since(start))
 	}
-	if fresh, err := ix.Fresh(ctx, ch.Name, ""); err != nil || (fresh && !changedAny) {
+	if fresh, err := ix.freshStored(ctx, ch.Name, ""); err != nil || (fresh && !changedAny) {
 		return err
 	}
-	return ix.publishChannel(ctx, ch, subdirs, byDir, about)
+	return ix.publishChannel(ctx, ch, chGen, subdirs, byDir, about)
 }
 
 func records(vers []*v1.PackageVersion, about map[string]map[string]any) ([]conda.Record, error) {
@@ -322,14 +409,10 @@ func (ix *Indexer) publishSubdir(ctx context.Context, ch *v1.Channel, sd string,
 		return err
 	}
 	writes = append(writes, store.LocalWrite{Key: igenKey(ch.Name, sd), Value: []byte(strconv.FormatUint(gen, 10))})
-	return ix.st.WriteLocal(ctx, writes)
+	return ix.commit(ctx, writes)
 }
 
-func (ix *Indexer) publishChannel(ctx context.Context, ch *v1.Channel, subdirs []string, byDir map[string][]conda.Record, about map[string]map[string]any) error {
-	gen, err := ix.cat.ChannelGeneration(ctx, ch.Name)
-	if err != nil {
-		return err
-	}
+func (ix *Indexer) publishChannel(ctx context.Context, ch *v1.Channel, gen uint64, subdirs []string, byDir map[string][]conda.Record, about map[string]map[string]any) error {
 	var mod int64 = ch.CreatedUnix
 	for _, recs := range byDir {
 		for _, r := range recs {
@@ -345,7 +428,7 @@ func (ix *Indexer) publishChannel(ctx context.Context, ch *v1.Channel, subdirs [
 		return err
 	}
 	writes = append(writes, store.LocalWrite{Key: igenKey(ch.Name, ""), Value: []byte(strconv.FormatUint(gen, 10))})
-	return ix.st.WriteLocal(ctx, writes)
+	return ix.commit(ctx, writes)
 }
 
 func (ix *Indexer) putFiles(ctx context.Context, ch string, files []file, mod int64) ([]store.LocalWrite, error) {
@@ -375,5 +458,5 @@ func (ix *Indexer) unpublish(ctx context.Context, ch string) error {
 	if len(writes) == 0 {
 		return nil
 	}
-	return ix.st.WriteLocal(ctx, writes)
+	return ix.commit(ctx, writes)
 }

@@ -3,6 +3,8 @@ package indexer_test
 import (
 	"context"
 	"fmt"
+	"log/slog"
+	"strings"
 	"testing"
 
 	"github.com/cockroachdb/pebble/v2/vfs"
@@ -10,6 +12,7 @@ import (
 	"github.com/condamesh/condamesh/conda"
 	v1 "github.com/condamesh/condamesh/gen/condamesh/v1"
 	"github.com/condamesh/condamesh/indexer"
+	"github.com/condamesh/condamesh/internal/testlog"
 	"github.com/condamesh/condamesh/store"
 )
 
@@ -28,7 +31,7 @@ func newRig(t *testing.T) *rig {
 	t.Cleanup(func() { _ = st.Close() })
 	r := &rig{st: st}
 	r.cat = catalog.New(st, nil)
-	r.ix = indexer.New(r.cat, st, nil)
+	r.ix = indexer.New(r.cat, st, testlog.New(t, slog.LevelWarn))
 	return r
 }
 
@@ -124,6 +127,46 @@ func TestIdenticalAcrossReplicas(t *testing.T) {
 	for _, p := range []string{"linux-64/repodata.json", "linux-64/repodata.json.zst", "linux-64/repodata.json.bz2", "linux-64/repodata_shards.msgpack.zst", "linux-64/current_repodata.json", "noarch/repodata.json", "channeldata.json", "index.html", "linux-64/index.html"} {
 		if a.file(t, p) != b.file(t, p) {
 			t.Errorf("%s differs between replicas", p)
+		}
+	}
+}
+
+// TestWaitFreshSeesEveryWrite applies changes while Run regenerates in the
+// background, and after each change checks that WaitFresh returns only once
+// the published repodata reflects it (read-your-writes).
+func TestWaitFreshSeesEveryWrite(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	st, err := store.Open(ctx, store.Config{Dir: "/d", FS: vfs.NewMem()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	var ix *indexer.Indexer
+	r := &rig{st: st}
+	r.cat = catalog.New(st, func(ch string) { ix.Notify(ch) })
+	ix = indexer.New(r.cat, st, testlog.New(t, slog.LevelWarn))
+	r.ix = ix
+	done := make(chan struct{})
+	go func() { _ = ix.Run(ctx); close(done) }()
+	defer func() { cancel(); <-done }()
+	r.apply(t, &v1.Command{Op: &v1.Command_CreateChannel{CreateChannel: &v1.CreateChannelOp{Channel: &v1.Channel{Name: "c"}}}})
+	for i := range 200 {
+		name := fmt.Sprintf("p%03d", i)
+		r.apply(t, put(version(name, "linux-64")))
+		if err := ix.WaitFresh(ctx, "c", "linux-64"); err != nil {
+			t.Fatal(err)
+		}
+		p, err := ix.File(ctx, "c", "linux-64/repodata.json")
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, err := st.ReadAll(ctx, p.CID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(string(body), name+"-1.0-0.conda") {
+			t.Fatalf("change %d: fresh repodata lacks %s", i, name)
 		}
 	}
 }

@@ -277,10 +277,21 @@ func (n *Node) EnsureAdmin(ctx context.Context) (key string, created bool, err e
 func (n *Node) Run(ctx context.Context) error {
 	defer close(n.runDone)
 	g, gctx := errgroup.WithContext(ctx)
-	idxCtx, stopIdx := context.WithCancel(context.WithoutCancel(ctx))
-	defer stopIdx()
-	g.Go(func() error { return n.idx.Run(idxCtx) })
-	g.Go(func() error { return n.jobs.Run(idxCtx) })
+	// The background workers get their own context: they must stop after
+	// HTTP has drained and before Raft and the store close.
+	bgCtx, stopBG := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopBG()
+	var bg sync.WaitGroup
+	bgErr := make(chan error, 2)
+	for _, run := range []func(context.Context) error{n.idx.Run, n.jobs.Run} {
+		bg.Add(1)
+		go func() {
+			defer bg.Done()
+			if err := run(bgCtx); err != nil {
+				bgErr <- err
+			}
+		}()
+	}
 	g.Go(func() error {
 		if err := n.srv.Serve(n.httpLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			return fmt.Errorf("node: serve http: %w", err)
@@ -288,25 +299,29 @@ func (n *Node) Run(ctx context.Context) error {
 		return nil
 	})
 	g.Go(func() error {
-		<-gctx.Done()
+		select {
+		case <-gctx.Done():
+		case err := <-bgErr:
+			n.log.Error("background worker failed, shutting down", "err", err)
+		}
 		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), n.cfg.ShutdownTimeout)
 		defer cancel()
-		err := n.shutdown(sctx)
-		stopIdx()
-		return err
+		return n.shutdown(sctx, func() { stopBG(); bg.Wait() })
 	})
 	n.log.Info("node serving", "http", n.URL(), "raft", n.cl.RaftAddr())
 	return g.Wait()
 }
 
 // shutdown stops, in order: the HTTP server (draining requests, so no
-// accepted write is cut), gossip (leave, so peers stop routing here), Raft
-// (finishing in-flight applies), then the store.
-func (n *Node) shutdown(ctx context.Context) error {
+// accepted write is cut), the background workers (indexer, jobs: a job cut
+// short is rescheduled on the next start), gossip (leave, so peers stop
+// routing here), Raft (finishing in-flight applies), then the store.
+func (n *Node) shutdown(ctx context.Context, stopWorkers func()) error {
 	var errs []error
 	if err := n.srv.Shutdown(ctx); err != nil {
 		errs = append(errs, fmt.Errorf("http shutdown: %w", err))
 	}
+	stopWorkers()
 	n.closeRest(ctx, &errs)
 	return errors.Join(errs...)
 }
@@ -349,7 +364,9 @@ func (m *machine) Apply(ctx context.Context, index uint64, cmd *v1.Command) (any
 func (m *machine) Snapshot(ctx context.Context) (*store.Snapshot, error) { return m.st.Snapshot(ctx) }
 
 func (m *machine) Restore(ctx context.Context, r io.Reader) error {
-	if err := m.st.Restore(ctx, r); err != nil {
+	err := m.st.Restore(ctx, r)
+	m.cat.Invalidate()
+	if err != nil {
 		return err
 	}
 	return m.idx.NotifyAll(ctx)

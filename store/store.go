@@ -22,7 +22,7 @@ const (
 	LocalPrefix  = "l/"
 	blobPrefix   = "b/"
 	appliedKey   = "s/applied"
-	defaultInlne = 256 << 10
+	defaultInline = 8 << 10
 )
 
 // Config configures Open. The zero value plus Dir is valid.
@@ -33,7 +33,8 @@ type Config struct {
 	// vfs.NewMem() for a hermetic in-memory store.
 	FS vfs.FS
 	// InlineThreshold is the largest blob kept inside Pebble; larger blobs
-	// are files. Default 256 KiB, chosen by BenchmarkServe (docs/BENCHMARKS.md).
+	// are files. Default 8 KiB, chosen by BenchmarkServe and BenchmarkPut
+	// (docs/BENCHMARKS.md): the read-side crossover lies between 4 and 16 KiB.
 	InlineThreshold int64
 	// Logger receives the store's logs; nil means slog.Default().
 	Logger *slog.Logger
@@ -55,7 +56,7 @@ func (c *Config) setDefaults() {
 		c.FS = vfs.Default
 	}
 	if c.InlineThreshold == 0 {
-		c.InlineThreshold = defaultInlne
+		c.InlineThreshold = defaultInline
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
