@@ -34,6 +34,7 @@ import (
 	v1 "github.com/condamesh/condamesh/gen/condamesh/v1"
 	"github.com/condamesh/condamesh/store"
 	"github.com/ipfs/go-cid"
+	"golang.org/x/sync/errgroup"
 )
 
 // ErrNotFound is returned by File for a path that is not published.
@@ -365,18 +366,25 @@ type file struct {
 }
 
 func (ix *Indexer) publishSubdir(ctx context.Context, ch *v1.Channel, sd string, gen uint64, vers []*v1.PackageVersion, recs []conda.Record) error {
+	// The variants are independent: build them in parallel (bzip2 and the
+	// shards dominate on large subdirs).
 	rd := conda.Repodata(sd, recs)
-	cur := conda.CurrentRepodata(sd, recs)
-	shardIndex, shards, err := conda.Shards(sd, recs)
-	if err != nil {
+	var cur, rdZst, rdBz2, curZst, shardIndex []byte
+	var shards map[string][]byte
+	var g errgroup.Group
+	g.Go(func() error { rdZst = conda.Zstd(rd); return nil })
+	g.Go(func() error { rdBz2 = conda.Bzip2(rd); return nil })
+	g.Go(func() error { cur = conda.CurrentRepodata(sd, recs); curZst = conda.Zstd(cur); return nil })
+	g.Go(func() (err error) { shardIndex, shards, err = conda.Shards(sd, recs); return err })
+	if err := g.Wait(); err != nil {
 		return err
 	}
 	files := []file{
 		{sd + "/repodata.json", rd},
-		{sd + "/repodata.json.zst", conda.Zstd(rd)},
-		{sd + "/repodata.json.bz2", conda.Bzip2(rd)},
+		{sd + "/repodata.json.zst", rdZst},
+		{sd + "/repodata.json.bz2", rdBz2},
 		{sd + "/current_repodata.json", cur},
-		{sd + "/current_repodata.json.zst", conda.Zstd(cur)},
+		{sd + "/current_repodata.json.zst", curZst},
 		{sd + "/repodata_shards.msgpack.zst", shardIndex},
 	}
 	hexes := make([]string, 0, len(shards))
