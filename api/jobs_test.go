@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/condamesh/condamesh/conda/condatest"
+	"github.com/condamesh/condamesh/node"
 	"github.com/condamesh/condamesh/store"
 )
 
@@ -225,4 +226,45 @@ func TestJobsAPI(t *testing.T) {
 	if len(tasks.Result) != 2 {
 		t.Fatalf("after a forced re-run want one skipped and one new task, got %v", tasks.Result)
 	}
+}
+
+// TestCleanupSweepsBlobs: after a channel with packages is deleted, the
+// cleanup action removes its package blobs (quetz-api.md §10 case 10: the
+// store holds nothing of the deleted channel), while blobs still referenced
+// survive.
+func TestCleanupSweepsBlobs(t *testing.T) {
+	e := start(t, func(c *node.Config) { c.BlobGrace = time.Nanosecond })
+	e.newChannel(t, "victim", false, admin)
+	e.newChannel(t, "keeper", false, admin)
+	gone := condatest.TarBz2(t, pkgSpec("gone", "1.0", "linux-64"))
+	kept := condatest.Conda(t, pkgSpec("kept", "1.0", "noarch"))
+	e.upload(t, admin, "victim", "gone-1.0-h0_0.tar.bz2", gone).want(t, 201)
+	e.upload(t, admin, "keeper", "kept-1.0-h0_0.conda", kept).want(t, 201)
+	e.repodata(t, "victim", "linux-64", "")
+	e.do(t, "DELETE", "/api/channels/victim", admin, nil, nil).want(t, 200)
+	has := func(b []byte) bool {
+		c, _ := store.CIDFromHex(sha256Hex(b))
+		return e.n.Store().Has(context.Background(), c)
+	}
+	if !has(gone) {
+		t.Fatal("blob gone before any cleanup")
+	}
+	var j jobOut
+	e.do(t, "PUT", "/api/channels/keeper/actions", admin, map[string]any{"action": "cleanup_dry_run"}, nil).want(t, 200).decode(t, &j)
+	e.waitJob(t, j.ID, "success")
+	if !has(gone) {
+		t.Fatal("dry run deleted a blob")
+	}
+	e.do(t, "PUT", "/api/channels/keeper/actions", admin, map[string]any{"action": "cleanup"}, nil).want(t, 200).decode(t, &j)
+	e.waitJob(t, j.ID, "success")
+	if has(gone) {
+		t.Fatal("blob of the deleted channel survived cleanup")
+	}
+	if !has(kept) {
+		t.Fatal("cleanup deleted a referenced blob")
+	}
+	if got := e.get(t, "/get/keeper/noarch/kept-1.0-h0_0.conda", "").want(t, 200); sha256Hex(got.body) != sha256Hex(kept) {
+		t.Fatal("kept package damaged")
+	}
+	e.get(t, "/get/keeper/noarch/repodata.json", "").want(t, 200)
 }

@@ -275,3 +275,15 @@ func aboutFields(about []byte) (summary, description, home string) {
 	h, _ := m["home"].(string)
 	return s, d, h
 }
+
+// EachVersionSHA256 calls fn with the sha256 (hex) of every package file of
+// every channel: the blobs the catalog references.
+func (c *Catalog) EachVersionSHA256(ctx context.Context, fn func(sha256Hex string) error) error {
+	return c.st.Scan(ctx, []byte("m/ver/"), func(_, v []byte) error {
+		var pv v1.PackageVersion
+		if err := proto.Unmarshal(v, &pv); err != nil {
+			return fmt.Errorf("catalog: corrupt package version: %w", err)
+		}
+		return fn(pv.Sha256)
+	})
+}

@@ -468,3 +468,16 @@ func (ix *Indexer) unpublish(ctx context.Context, ch string) error {
 	}
 	return ix.commit(ctx, writes)
 }
+
+// EachPublished calls fn with the CID of every published index file (of
+// every channel): the blobs the indexer references.
+func (ix *Indexer) EachPublished(ctx context.Context, fn func(cid.Cid) error) error {
+	return ix.st.Scan(ctx, []byte("l/idx/"), func(_, v []byte) error {
+		c, _, _ := strings.Cut(string(v), "\n")
+		id, err := cid.Decode(c)
+		if err != nil {
+			return fmt.Errorf("indexer: corrupt pointer: %w", err)
+		}
+		return fn(id)
+	})
+}

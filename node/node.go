@@ -28,6 +28,7 @@ import (
 	"github.com/condamesh/condamesh/jobs"
 	"github.com/condamesh/condamesh/store"
 	"github.com/hashicorp/memberlist"
+	"github.com/ipfs/go-cid"
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/protobuf/proto"
 )
@@ -51,6 +52,12 @@ type Config struct {
 	InlineThreshold int64
 	// API configures the HTTP API.
 	API api.Config
+	// BlobGrace is how long an unreferenced blob is kept after it was last
+	// written or verified before a sweep may delete it. Default 15 min.
+	BlobGrace time.Duration
+	// SweepInterval is how often the node deletes unreferenced blobs.
+	// Default 1 h.
+	SweepInterval time.Duration
 	// ShutdownTimeout bounds graceful shutdown. Default 30 s.
 	ShutdownTimeout time.Duration
 	// Logger receives all logs. Default slog.Default().
@@ -123,6 +130,12 @@ type Node struct {
 func New(ctx context.Context, cfg Config) (n *Node, err error) {
 	if cfg.ShutdownTimeout == 0 {
 		cfg.ShutdownTimeout = 30 * time.Second
+	}
+	if cfg.BlobGrace == 0 {
+		cfg.BlobGrace = blobGrace
+	}
+	if cfg.SweepInterval == 0 {
+		cfg.SweepInterval = time.Hour
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
@@ -282,8 +295,8 @@ func (n *Node) Run(ctx context.Context) error {
 	bgCtx, stopBG := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopBG()
 	var bg sync.WaitGroup
-	bgErr := make(chan error, 2)
-	for _, run := range []func(context.Context) error{n.idx.Run, n.jobs.Run} {
+	bgErr := make(chan error, 3)
+	for _, run := range []func(context.Context) error{n.idx.Run, n.jobs.Run, n.sweepLoop} {
 		bg.Add(1)
 		go func() {
 			defer bg.Done()
@@ -396,6 +409,55 @@ func (n *Node) registerActions() {
 	n.jobs.Register("generate_indexes", everywhere(jobs.GenerateIndexes(n.idx)))
 	n.jobs.Register("validate_packages", everywhere(jobs.ValidatePackages(n.cat, n.st, n.cl, n.idx)))
 	n.jobs.Register("reindex", everywhere(jobs.Reindex(n.cat, n.st, n.cl, n.idx)))
-	n.jobs.Register("cleanup", jobs.Cleanup(n.cat, n.cl, false, n.jobs))
-	n.jobs.Register("cleanup_dry_run", jobs.Cleanup(n.cat, n.cl, true, n.jobs))
+	for manifest, dry := range map[string]bool{"cleanup": false, "cleanup_dry_run": true} {
+		cleanup := jobs.Cleanup(n.cat, n.cl, dry, n.jobs)
+		n.jobs.Register(manifest, func(ctx context.Context, j *v1.Job) error {
+			if err := cleanup(ctx, j); err != nil {
+				return err
+			}
+			_, err := n.sweep(ctx, dry)
+			return err
+		})
+	}
+}
+
+// blobGrace protects freshly written blobs from a sweep until the command
+// referencing them has had ample time to commit.
+const blobGrace = 15 * time.Minute
+
+// sweep deletes (dry: counts) this node's blobs that no package file and no
+// published index file references.
+func (n *Node) sweep(ctx context.Context, dry bool) (jobs.SweepResult, error) {
+	versions := func(ctx context.Context, keep func(cid.Cid)) error {
+		return n.cat.EachVersionSHA256(ctx, func(h string) error {
+			if c, err := store.CIDFromHex(h); err == nil {
+				keep(c)
+			}
+			return nil
+		})
+	}
+	published := func(ctx context.Context, keep func(cid.Cid)) error {
+		return n.idx.EachPublished(ctx, func(c cid.Cid) error { keep(c); return nil })
+	}
+	res, err := jobs.Sweep(ctx, n.st, n.cfg.BlobGrace, time.Now(), dry, versions, published)
+	if err == nil && res.Blobs > 0 {
+		n.log.Info("blob sweep", "blobs", res.Blobs, "bytes", res.Bytes, "dry_run", dry)
+	}
+	return res, err
+}
+
+// sweepLoop sweeps unreferenced blobs every SweepInterval.
+func (n *Node) sweepLoop(ctx context.Context) error {
+	t := time.NewTicker(n.cfg.SweepInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+			if _, err := n.sweep(ctx, false); err != nil && ctx.Err() == nil {
+				n.log.Error("blob sweep", "err", err)
+			}
+		}
+	}
 }

@@ -122,8 +122,7 @@ func (s *Store) Put(ctx context.Context, r io.Reader, opt PutOptions) (BlobInfo,
 		if err != nil {
 			return BlobInfo{}, err
 		}
-		if existing, err := s.Stat(ctx, info.CID); err == nil {
-			existing.Existed = true
+		if existing, ok := s.refresh(ctx, info.CID); ok {
 			return existing, nil
 		}
 		info.Inline = true
@@ -165,8 +164,7 @@ func (s *Store) putFile(ctx context.Context, r io.Reader, h hash.Hash, w io.Writ
 	if err != nil {
 		return BlobInfo{}, err
 	}
-	if existing, err := s.Stat(ctx, info.CID); err == nil {
-		existing.Existed = true
+	if existing, ok := s.refresh(ctx, info.CID); ok {
 		return existing, nil
 	}
 	if err := f.Sync(); err != nil {
@@ -193,6 +191,26 @@ func (s *Store) putFile(ctx context.Context, r io.Reader, h hash.Hash, w io.Writ
 		return BlobInfo{}, fmt.Errorf("store: index blob: %w", err)
 	}
 	return info, nil
+}
+
+// refresh marks an existing blob as verified now (its bytes were just
+// hashed again by a Put), which also protects it from a garbage-collection
+// sweep for the sweep's grace period. ok is false if the blob is absent.
+func (s *Store) refresh(ctx context.Context, c cid.Cid) (BlobInfo, bool) {
+	v, err := s.Get(ctx, blobKey(c))
+	if err != nil {
+		return BlobInfo{}, false
+	}
+	info, data, err := decodeBlobMeta(c, v)
+	if err != nil {
+		return BlobInfo{}, false
+	}
+	info.Verified = time.Now().UTC().Truncate(time.Second)
+	if err := s.db.Set(blobKey(c), encodeBlobMeta(info, data), pebble.NoSync); err != nil {
+		s.log.Warn("refresh blob record", "cid", c, "err", err)
+	}
+	info.Existed = true
+	return info, true
 }
 
 func (s *Store) finish(h hash.Hash, n int64, opt PutOptions) (BlobInfo, error) {
