@@ -19,9 +19,9 @@ const (
 	// ReplicatedPrefix starts every key written through ApplyBatch.
 	ReplicatedPrefix = "m/"
 	// LocalPrefix starts every local, derived key written through SetLocal.
-	LocalPrefix  = "l/"
-	blobPrefix   = "b/"
-	appliedKey   = "s/applied"
+	LocalPrefix   = "l/"
+	blobPrefix    = "b/"
+	appliedKey    = "s/applied"
 	defaultInline = 8 << 10
 )
 
