@@ -154,11 +154,7 @@ func (r rpc) DeleteVersion(ctx context.Context, req *v1.DeleteVersionRequest) (*
 	if err != nil {
 		return nil, connectError(err)
 	}
-	if err := r.s.requirePackage(ctx, id, ch.Name, v.Package, []string{"owner", "maintainer"}, []string{"owner", "maintainer"}); err != nil {
-		return nil, connectError(err)
-	}
-	_, err = r.s.prop.Propose(ctx, &v1.Command{Op: &v1.Command_DeleteVersion{DeleteVersion: &v1.DeleteVersionOp{Channel: ch.Name, Platform: v.Platform, Filename: v.Filename}}})
-	if err != nil {
+	if err := r.s.deleteVersion(ctx, id, ch, v); err != nil {
 		return nil, connectError(err)
 	}
 	return &v1.DeleteVersionResponse{}, nil

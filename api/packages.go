@@ -2,7 +2,6 @@ package api
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"net/http"
 	"sort"
@@ -307,12 +306,16 @@ func (s *Server) restDeleteVersion(w http.ResponseWriter, r *http.Request) {
 		if err != nil {
 			return 0, nil, err
 		}
-		if err := s.requirePackage(ctx, id, ch.Name, v.Package, []string{"owner", "maintainer"}, []string{"owner", "maintainer"}); err != nil {
-			return 0, nil, err
-		}
-		_, err = s.prop.Propose(ctx, &v1.Command{Op: &v1.Command_DeleteVersion{DeleteVersion: &v1.DeleteVersionOp{Channel: ch.Name, Platform: v.Platform, Filename: v.Filename}}})
-		return http.StatusOK, nil, err
+		return http.StatusOK, nil, s.deleteVersion(ctx, id, ch, v)
 	})
 }
 
-var _ = json.Marshal
+// deleteVersion removes one package file: channel or package owner or
+// maintainer (elevated users pass).
+func (s *Server) deleteVersion(ctx context.Context, id *identity, ch *v1.Channel, v *v1.PackageVersion) error {
+	if err := s.requirePackage(ctx, id, ch.Name, v.Package, []string{"owner", "maintainer"}, []string{"owner", "maintainer"}); err != nil {
+		return err
+	}
+	_, err := s.prop.Propose(ctx, &v1.Command{Op: &v1.Command_DeleteVersion{DeleteVersion: &v1.DeleteVersionOp{Channel: ch.Name, Platform: v.Platform, Filename: v.Filename}}})
+	return err
+}

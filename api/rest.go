@@ -2,7 +2,6 @@ package api
 
 import (
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -159,4 +158,3 @@ func (s *Server) handle(w http.ResponseWriter, r *http.Request, fn func(id *iden
 	writeJSON(w, status, body)
 }
 
-var errEmpty = errors.New("empty")

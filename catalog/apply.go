@@ -97,16 +97,7 @@ func (a *applier) apply(cmd *v1.Command) (*Result, error) {
 
 func (a *applier) get(key []byte, m proto.Message) error {
 	v, err := a.b.Get(key)
-	if errors.Is(err, store.ErrNotFound) {
-		return ErrNotFound
-	}
-	if err != nil {
-		return err
-	}
-	if err := proto.Unmarshal(v, m); err != nil {
-		return fmt.Errorf("catalog: corrupt record %q: %w", key, err)
-	}
-	return nil
+	return decode(key, v, err, m)
 }
 
 func (a *applier) exists(key []byte) bool {

@@ -44,6 +44,12 @@ func New(st *store.Store, onChange func(channel string)) *Catalog {
 
 func (c *Catalog) get(ctx context.Context, key []byte, m proto.Message) error {
 	v, err := c.st.Get(ctx, key)
+	return decode(key, v, err, m)
+}
+
+// decode turns the result of a store read into m, mapping a missing key to
+// ErrNotFound.
+func decode(key, v []byte, err error, m proto.Message) error {
 	if errors.Is(err, store.ErrNotFound) {
 		return ErrNotFound
 	}
