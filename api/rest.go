@@ -157,4 +157,3 @@ func (s *Server) handle(w http.ResponseWriter, r *http.Request, fn func(id *iden
 	}
 	writeJSON(w, status, body)
 }
-
