@@ -162,6 +162,21 @@ func parseMetadata(fields map[string]json.RawMessage) (*v1.ChannelMetadata, erro
 			*dst = &v1.StringList{Items: items}
 		}
 	}
+	// condamesh's upstream settings.
+	for name, dst := range map[string]*bool{"prefer_repodata_from_packages": &md.PreferRepodataFromPackages, "prune": &md.Prune} {
+		if _, err := field(raw, name, dst, "boolean"); err != nil {
+			return nil, err
+		}
+	}
+	if _, err := field(raw, "upstream_authorization", &md.UpstreamAuthorization, "string"); err != nil {
+		return nil, err
+	}
+	if _, err := field(raw, "sync_interval_seconds", &md.SyncIntervalSeconds, "integer"); err != nil {
+		return nil, err
+	}
+	if md.SyncIntervalSeconds < 0 {
+		return nil, validation([]any{"body", "metadata", "sync_interval_seconds"}, "greater_than_equal", "Input should be greater than or equal to 0", md.SyncIntervalSeconds)
+	}
 	return md, nil
 }
 
@@ -222,8 +237,16 @@ func (s *Server) createChannel(ctx context.Context, id *identity, req *v1.Create
 	if req.Actions == nil && channelKind(created) == "mirror" {
 		actions = []string{"synchronize_repodata"}
 	}
+	var repeat *int64
+	if every := created.GetMetadata().GetSyncIntervalSeconds(); every > 0 {
+		repeat = &every // periodic synchronisation as a channel setting
+	}
 	for _, a := range actions {
-		if _, err := s.scheduleAction(ctx, id, created, a, nil, nil); err != nil {
+		var every *int64
+		if strings.HasPrefix(a, "synchronize") {
+			every = repeat
+		}
+		if _, err := s.scheduleAction(ctx, id, created, a, nil, every); err != nil {
 			s.log.Warn("initial channel action refused", "channel", created.Name, "action", a, "err", err)
 		}
 	}

@@ -10,7 +10,9 @@ import (
 	"github.com/condamesh/condamesh/catalog"
 	"github.com/condamesh/condamesh/cluster"
 	"github.com/condamesh/condamesh/conda"
+	"github.com/condamesh/condamesh/proxy"
 	"github.com/condamesh/condamesh/store"
+	"github.com/condamesh/condamesh/upstream"
 )
 
 // Error kinds of the API. Each maps to one HTTP status and one Connect code.
@@ -74,6 +76,12 @@ func classify(err error) (status int, code connect.Code, detail any) {
 	case errors.Is(err, conda.ErrIndexMismatch), errors.Is(err, conda.ErrBadArchive), errors.Is(err, conda.ErrUnsafeArchive),
 		errors.Is(err, conda.ErrMissingIndex), errors.Is(err, conda.ErrBadIndex), errors.Is(err, conda.ErrBadFilename):
 		return http.StatusBadRequest, connect.CodeInvalidArgument, err.Error()
+	case errors.Is(err, upstream.ErrTimeout):
+		return http.StatusGatewayTimeout, connect.CodeUnavailable, "upstream channel timed out: " + err.Error()
+	case errors.Is(err, upstream.ErrUnavailable), errors.Is(err, upstream.ErrRefused), errors.Is(err, proxy.ErrCorrupt):
+		return http.StatusBadGateway, connect.CodeUnavailable, "upstream channel failed: " + err.Error()
+	case errors.Is(err, proxy.ErrNotFound), errors.Is(err, upstream.ErrNotFound):
+		return http.StatusNotFound, connect.CodeNotFound, err.Error()
 	case errors.Is(err, cluster.ErrNotLeader):
 		return http.StatusServiceUnavailable, connect.CodeUnavailable, "not the leader, retry"
 	case errors.Is(err, context.DeadlineExceeded):

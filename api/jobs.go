@@ -339,7 +339,30 @@ type taskJSON struct {
 	Created        string         `json:"created"`
 	Status         string         `json:"status"`
 	PackageVersion map[string]any `json:"package_version"`
-	Message        string         `json:"message,omitempty"`
+	// condamesh extensions: why a task failed, and the progress of long
+	// actions (mirror synchronisation).
+	Message  string    `json:"message,omitempty"`
+	Progress *progress `json:"progress,omitempty"`
+}
+
+type progress struct {
+	FilesTotal int64    `json:"files_total"`
+	FilesDone  int64    `json:"files_done"`
+	BytesTotal int64    `json:"bytes_total"`
+	BytesDone  int64    `json:"bytes_done"`
+	Current    string   `json:"current"`
+	Errors     []string `json:"errors"`
+}
+
+func toTaskJSON(t *v1.Task) taskJSON {
+	out := taskJSON{ID: t.Id, JobID: t.JobId, Created: naive(t.CreatedUnix), Status: t.Status, PackageVersion: map[string]any{}, Message: t.Message}
+	if t.FilesTotal > 0 || t.BytesTotal > 0 || len(t.Errors) > 0 {
+		out.Progress = &progress{FilesTotal: t.FilesTotal, FilesDone: t.FilesDone, BytesTotal: t.BytesTotal, BytesDone: t.BytesDone, Current: t.Current, Errors: t.Errors}
+		if out.Progress.Errors == nil {
+			out.Progress.Errors = []string{}
+		}
+	}
+	return out
 }
 
 func (s *Server) restListTasks(w http.ResponseWriter, r *http.Request) {
@@ -359,7 +382,7 @@ func (s *Server) restListTasks(w http.ResponseWriter, r *http.Request) {
 		out := []taskJSON{}
 		for _, t := range tasks {
 			if want[t.Status] {
-				out = append(out, taskJSON{ID: t.Id, JobID: t.JobId, Created: naive(t.CreatedUnix), Status: t.Status, PackageVersion: map[string]any{}, Message: t.Message})
+				out = append(out, toTaskJSON(t))
 			}
 		}
 		body, err := paginated(r, out)

@@ -3,6 +3,7 @@ package api
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"path"
 	"strconv"
@@ -13,7 +14,9 @@ import (
 	"github.com/condamesh/condamesh/conda"
 	v1 "github.com/condamesh/condamesh/gen/condamesh/v1"
 	"github.com/condamesh/condamesh/indexer"
+	"github.com/condamesh/condamesh/proxy"
 	"github.com/condamesh/condamesh/store"
+	"github.com/condamesh/condamesh/upstream"
 	"github.com/ipfs/go-cid"
 )
 
@@ -46,6 +49,15 @@ func (s *Server) serveGet(w http.ResponseWriter, r *http.Request) {
 	clean := path.Clean("/" + p)[1:]
 	if clean != p || strings.Contains(p, "\\") {
 		s.notFound(w, r, ch, p)
+		return
+	}
+	if to := proxylistRedirect(ch, p); to != "" {
+		w.Header().Set("Cache-Control", cacheMissing)
+		http.Redirect(w, r, to, http.StatusTemporaryRedirect)
+		return
+	}
+	if channelKind(ch) == "proxy" {
+		s.serveProxied(w, r, ch, p)
 		return
 	}
 	dir, file := path.Split(p)
@@ -176,4 +188,52 @@ func etagMatch(header, etag string) bool {
 		}
 	}
 	return false
+}
+
+// proxylistRedirect returns the upstream URL of a package of a proxy or
+// mirror channel whose name is in the channel's proxylist (Quetz: served by
+// the upstream, e.g. for licences that forbid redistribution), else "".
+func proxylistRedirect(ch *v1.Channel, p string) string {
+	if channelKind(ch) == "local" || !conda.IsPackageFile(p) {
+		return ""
+	}
+	fn, err := conda.ParseFilename(path.Base(p))
+	if err != nil {
+		return ""
+	}
+	for _, name := range ch.GetMetadata().GetProxylist().GetItems() {
+		if name == fn.Name {
+			return upstream.Join(ch.MirrorChannelUrl, p)
+		}
+	}
+	return ""
+}
+
+// serveProxied answers a file of a proxy channel from the proxy cache,
+// with Age always and a Warning when the copy is stale because the upstream
+// is unreachable.
+func (s *Server) serveProxied(w http.ResponseWriter, r *http.Request, ch *v1.Channel, p string) {
+	if s.proxy == nil {
+		s.notFound(w, r, ch, p)
+		return
+	}
+	res, err := s.proxy.Get(r.Context(), ch, p)
+	if errors.Is(err, proxy.ErrNotFound) {
+		s.notFound(w, r, ch, p)
+		return
+	}
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	cc := fmt.Sprintf("public, max-age=%d", min(max(ch.Ttl, 0), 300))
+	if res.Immutable {
+		cc = cacheImmutable
+	}
+	w.Header().Set("Age", strconv.FormatInt(int64(res.Age/time.Second), 10))
+	if res.Stale {
+		w.Header().Set("Warning", `110 condamesh "Response is Stale"`)
+		w.Header().Add("Warning", `111 condamesh "Revalidation Failed"`)
+	}
+	s.serveBlob(r.Context(), w, r, ch, p, res.CID, res.ModTime, cc)
 }

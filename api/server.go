@@ -12,6 +12,7 @@ import (
 	"github.com/condamesh/condamesh/catalog"
 	v1 "github.com/condamesh/condamesh/gen/condamesh/v1"
 	"github.com/condamesh/condamesh/indexer"
+	"github.com/condamesh/condamesh/proxy"
 	"github.com/condamesh/condamesh/store"
 	"github.com/ipfs/go-cid"
 )
@@ -36,6 +37,11 @@ type Indexes interface {
 	WaitFresh(ctx context.Context, ch, subdir string) error
 }
 
+// Proxies serves the files of proxy channels.
+type Proxies interface {
+	Get(ctx context.Context, ch *v1.Channel, path string) (proxy.Result, error)
+}
+
 // Jobs schedules the jobs the API creates.
 type Jobs interface {
 	Known(manifest string) bool
@@ -49,6 +55,7 @@ type Deps struct {
 	Blobs    Blobs
 	Indexes  Indexes
 	Jobs     Jobs
+	Proxies  Proxies
 	// Ready reports whether the node can serve (Raft has a leader); it
 	// backs /health/ready.
 	Ready func() bool
@@ -95,6 +102,7 @@ type Server struct {
 	blobs Blobs
 	idx   Indexes
 	jobs  Jobs
+	proxy Proxies
 	ops   []operation
 	mux   *http.ServeMux
 	ready func() bool
@@ -103,7 +111,7 @@ type Server struct {
 // New returns the API server.
 func New(cfg Config, d Deps) *Server {
 	cfg.setDefaults()
-	s := &Server{cfg: cfg, log: cfg.Logger.With("component", "api"), cat: d.Catalog, prop: d.Proposer, blobs: d.Blobs, idx: d.Indexes, jobs: d.Jobs, mux: http.NewServeMux(), ready: d.Ready}
+	s := &Server{cfg: cfg, log: cfg.Logger.With("component", "api"), cat: d.Catalog, prop: d.Proposer, blobs: d.Blobs, idx: d.Indexes, jobs: d.Jobs, proxy: d.Proxies, mux: http.NewServeMux(), ready: d.Ready}
 	s.routes()
 	return s
 }

@@ -90,6 +90,13 @@ func (a *applier) apply(cmd *v1.Command) (*Result, error) {
 		return a.putJob(op.PutJob.GetJob())
 	case *v1.Command_PutTask:
 		return a.putTask(op.PutTask.GetTask())
+	case *v1.Command_PutProxyEntries:
+		for _, e := range op.PutProxyEntries.GetEntries() {
+			if err := a.putProxyEntry(e); err != nil {
+				return nil, err
+			}
+		}
+		return nil, nil
 	default:
 		return nil, fmt.Errorf("%w: unknown operation %T", ErrInvalid, op)
 	}
@@ -172,7 +179,7 @@ func (a *applier) deleteChannel(op *v1.DeleteChannelOp) error {
 	if !a.exists(kChannel(op.GetName())) {
 		return fmt.Errorf("%w: channel %s", ErrNotFound, op.GetName())
 	}
-	for _, p := range [][]byte{kPackages(op.Name), kVersions(op.Name), kGens(op.Name), kMembers(op.Name), kPkgMembersAll(op.Name)} {
+	for _, p := range [][]byte{kPackages(op.Name), kVersions(op.Name), kGens(op.Name), kMembers(op.Name), kPkgMembersAll(op.Name), kProxies(op.Name)} {
 		if err := a.b.DeletePrefix(p); err != nil {
 			return err
 		}
@@ -495,8 +502,27 @@ func validate(cmd *v1.Command) error {
 		if op.PutTask.GetTask() == nil {
 			return errMissing("task")
 		}
+	case *v1.Command_PutProxyEntries:
+		for _, e := range op.PutProxyEntries.GetEntries() {
+			if e == nil {
+				return errMissing("proxy entry")
+			}
+		}
 	case nil:
 		return errMissing("operation")
 	}
 	return nil
+}
+
+func (a *applier) putProxyEntry(e *v1.ProxyEntry) error {
+	var ch v1.Channel
+	if err := a.get(kChannel(e.GetChannel()), &ch); err != nil {
+		return fmt.Errorf("channel %s: %w", e.GetChannel(), err)
+	}
+	if e.Path == "" {
+		return fmt.Errorf("%w: proxy entry without a path", ErrInvalid)
+	}
+	ne := proto.Clone(e).(*v1.ProxyEntry)
+	ne.Channel = ch.Name
+	return a.put(kProxy(ch.Name, e.Path), ne)
 }

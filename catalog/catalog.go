@@ -293,3 +293,26 @@ func (c *Catalog) EachVersionSHA256(ctx context.Context, fn func(sha256Hex strin
 		return fn(pv.Sha256)
 	})
 }
+
+// ProxyEntry returns a proxy channel's cached upstream file.
+func (c *Catalog) ProxyEntry(ctx context.Context, ch, path string) (*v1.ProxyEntry, error) {
+	var e v1.ProxyEntry
+	if err := c.get(ctx, kProxy(ch, path), &e); err != nil {
+		return nil, err
+	}
+	return &e, nil
+}
+
+// EachProxyCID calls fn with the CID of every cached proxy file.
+func (c *Catalog) EachProxyCID(ctx context.Context, fn func(cidString string) error) error {
+	return c.st.Scan(ctx, []byte("m/proxy/"), func(_, v []byte) error {
+		var e v1.ProxyEntry
+		if err := proto.Unmarshal(v, &e); err != nil {
+			return fmt.Errorf("catalog: corrupt proxy entry: %w", err)
+		}
+		if e.Cid == "" {
+			return nil
+		}
+		return fn(e.Cid)
+	})
+}

@@ -19,6 +19,7 @@
 //	m/job/<id, 20 digits>                Job
 //	m/task/<job id>/<task id>            Task (ids 20 digits)
 //	m/seq/<name>                         uint64 id sequences
+//	m/proxy/<channel>/<path>             ProxyEntry: a proxy channel's cached upstream file
 //
 // Values are protobuf messages of gen/condamesh/v1.
 package catalog

@@ -36,6 +36,8 @@ func kJob(id int64) []byte              { return []byte(fmt.Sprintf("m/job/%020d
 func kTask(job, id int64) []byte        { return []byte(fmt.Sprintf("m/task/%020d/%020d", job, id)) }
 func kTasks(job int64) []byte           { return []byte(fmt.Sprintf("m/task/%020d/", job)) }
 func kSeq(name string) []byte           { return []byte("m/seq/" + name) }
+func kProxy(ch, path string) []byte     { return []byte("m/proxy/" + ChannelKey(ch) + "/" + path) }
+func kProxies(ch string) []byte         { return []byte("m/proxy/" + ChannelKey(ch) + "/") }
 
 func u64(b []byte) uint64 {
 	if len(b) != 8 {

@@ -35,6 +35,9 @@ type Action func(ctx context.Context, job *v1.Job) error
 type Config struct {
 	// Interval between scheduling passes. Default 1 s.
 	Interval time.Duration
+	// ProgressInterval is the least time between two progress writes of a
+	// task. Default 1 s.
+	ProgressInterval time.Duration
 	// Now returns the current time; tests replace it.
 	Now func() time.Time
 	// Logger defaults to slog.Default().
@@ -61,6 +64,9 @@ func New(cfg Config, cat *catalog.Catalog, prop Proposer, isLeader func() bool) 
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
+	}
+	if cfg.ProgressInterval == 0 {
+		cfg.ProgressInterval = time.Second
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
@@ -198,7 +204,7 @@ func (r *Runner) runOnce(ctx context.Context, j *v1.Job) error {
 	if cr == nil {
 		return fmt.Errorf("jobs: task not created")
 	}
-	task := &v1.Task{Id: cr.TaskID, JobId: j.Id, Status: "running"}
+	rep := &reporter{r: r, interval: r.cfg.ProgressInterval, task: &v1.Task{Id: cr.TaskID, JobId: j.Id, Status: "running"}}
 	r.mu.Lock()
 	act := r.actions[j.Manifest]
 	r.mu.Unlock()
@@ -207,11 +213,12 @@ func (r *Runner) runOnce(ctx context.Context, j *v1.Job) error {
 	if act == nil {
 		runErr = fmt.Errorf("%w: %s", ErrUnknownAction, j.Manifest)
 	} else {
-		runErr = act(ctx, j)
+		runErr = act(context.WithValue(ctx, reporterKey{}, rep), j)
 	}
 	if ctx.Err() != nil {
 		return ctx.Err() // shutting down: recover() reschedules it
 	}
+	task := rep.final()
 	task.Status, j.Status = "success", "success"
 	if runErr != nil {
 		task.Status, task.Message, j.Status = "failed", runErr.Error(), "failed"

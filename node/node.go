@@ -26,7 +26,10 @@ import (
 	v1 "github.com/condamesh/condamesh/gen/condamesh/v1"
 	"github.com/condamesh/condamesh/indexer"
 	"github.com/condamesh/condamesh/jobs"
+	"github.com/condamesh/condamesh/mirror"
+	"github.com/condamesh/condamesh/proxy"
 	"github.com/condamesh/condamesh/store"
+	"github.com/condamesh/condamesh/upstream"
 	"github.com/hashicorp/memberlist"
 	"github.com/ipfs/go-cid"
 	"golang.org/x/sync/errgroup"
@@ -117,6 +120,9 @@ type Node struct {
 	ml      *memberlist.Memberlist
 	idx     *indexer.Indexer
 	jobs    *jobs.Runner
+	up      *upstream.Client
+	proxy   *proxy.Proxy
+	mirror  *mirror.Syncer
 	api     *api.Server
 	httpLn  net.Listener
 	srv     *http.Server
@@ -183,7 +189,12 @@ func New(ctx context.Context, cfg Config) (n *Node, err error) {
 	closers = append(closers, func() error { return n.ml.Shutdown() })
 	n.jobs = jobs.New(jobs.Config{Interval: time.Second, Logger: n.log}, n.cat, n.cl, n.cl.IsLeader)
 	n.registerActions()
-	n.api = api.New(cfg.API, api.Deps{Catalog: n.cat, Proposer: n.cl, Blobs: n.st, Indexes: idx, Jobs: n.jobs, Ready: n.cl.IsLeader})
+	n.up = upstream.New(upstream.Config{Logger: n.log})
+	n.proxy = proxy.New(proxy.Config{Logger: n.log}, n.cat, n.st, n.cl, n.up)
+	n.mirror = mirror.New(mirror.Config{Logger: n.log}, n.cat, n.st, n.cl, n.up)
+	n.jobs.Register("synchronize_repodata", n.mirror.Action(mirror.FromRepodata))
+	n.jobs.Register("synchronize", n.mirror.Action(mirror.FromArchives))
+	n.api = api.New(cfg.API, api.Deps{Catalog: n.cat, Proposer: n.cl, Blobs: n.st, Indexes: idx, Jobs: n.jobs, Proxies: n.proxy, Ready: n.cl.IsLeader})
 	n.httpLn, err = net.Listen("tcp", cfg.HTTPAddr)
 	if err != nil {
 		return nil, fmt.Errorf("node: listen http: %w", err)
@@ -439,7 +450,15 @@ func (n *Node) sweep(ctx context.Context, dry bool) (jobs.SweepResult, error) {
 	published := func(ctx context.Context, keep func(cid.Cid)) error {
 		return n.idx.EachPublished(ctx, func(c cid.Cid) error { keep(c); return nil })
 	}
-	res, err := jobs.Sweep(ctx, n.st, n.cfg.BlobGrace, time.Now(), dry, versions, published)
+	proxied := func(ctx context.Context, keep func(cid.Cid)) error {
+		return n.cat.EachProxyCID(ctx, func(s string) error {
+			if c, err := cid.Decode(s); err == nil {
+				keep(c)
+			}
+			return nil
+		})
+	}
+	res, err := jobs.Sweep(ctx, n.st, n.cfg.BlobGrace, time.Now(), dry, versions, published, proxied)
 	if err == nil && res.Blobs > 0 {
 		n.log.Info("blob sweep", "blobs", res.Blobs, "bytes", res.Bytes, "dry_run", dry)
 	}

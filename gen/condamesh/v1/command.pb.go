@@ -40,6 +40,7 @@ type Command struct {
 	//	*Command_SetMember
 	//	*Command_PutJob
 	//	*Command_PutTask
+	//	*Command_PutProxyEntries
 	Op            isCommand_Op `protobuf_oneof:"op"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -197,6 +198,15 @@ func (x *Command) GetPutTask() *PutTaskOp {
 	return nil
 }
 
+func (x *Command) GetPutProxyEntries() *PutProxyEntriesOp {
+	if x != nil {
+		if x, ok := x.Op.(*Command_PutProxyEntries); ok {
+			return x.PutProxyEntries
+		}
+	}
+	return nil
+}
+
 type isCommand_Op interface {
 	isCommand_Op()
 }
@@ -249,6 +259,10 @@ type Command_PutTask struct {
 	PutTask *PutTaskOp `protobuf:"bytes,21,opt,name=put_task,json=putTask,proto3,oneof"`
 }
 
+type Command_PutProxyEntries struct {
+	PutProxyEntries *PutProxyEntriesOp `protobuf:"bytes,22,opt,name=put_proxy_entries,json=putProxyEntries,proto3,oneof"`
+}
+
 func (*Command_CreateChannel) isCommand_Op() {}
 
 func (*Command_UpdateChannel) isCommand_Op() {}
@@ -272,6 +286,8 @@ func (*Command_SetMember) isCommand_Op() {}
 func (*Command_PutJob) isCommand_Op() {}
 
 func (*Command_PutTask) isCommand_Op() {}
+
+func (*Command_PutProxyEntries) isCommand_Op() {}
 
 // CreateChannelOp creates a channel; owner_id becomes its channel owner.
 type CreateChannelOp struct {
@@ -885,11 +901,57 @@ func (x *PutTaskOp) GetTask() *Task {
 	return nil
 }
 
+// PutProxyEntriesOp records fetched, revalidated or derived files of a
+// proxy channel (pointers only; the bytes are blobs), in one entry.
+type PutProxyEntriesOp struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Entries       []*ProxyEntry          `protobuf:"bytes,1,rep,name=entries,proto3" json:"entries,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PutProxyEntriesOp) Reset() {
+	*x = PutProxyEntriesOp{}
+	mi := &file_condamesh_v1_command_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PutProxyEntriesOp) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PutProxyEntriesOp) ProtoMessage() {}
+
+func (x *PutProxyEntriesOp) ProtoReflect() protoreflect.Message {
+	mi := &file_condamesh_v1_command_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PutProxyEntriesOp.ProtoReflect.Descriptor instead.
+func (*PutProxyEntriesOp) Descriptor() ([]byte, []int) {
+	return file_condamesh_v1_command_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *PutProxyEntriesOp) GetEntries() []*ProxyEntry {
+	if x != nil {
+		return x.Entries
+	}
+	return nil
+}
+
 var File_condamesh_v1_command_proto protoreflect.FileDescriptor
 
 const file_condamesh_v1_command_proto_rawDesc = "" +
 	"\n" +
-	"\x1acondamesh/v1/command.proto\x12\fcondamesh.v1\x1a\x18condamesh/v1/types.proto\"\xbf\x06\n" +
+	"\x1acondamesh/v1/command.proto\x12\fcondamesh.v1\x1a\x18condamesh/v1/types.proto\"\x8e\a\n" +
 	"\aCommand\x12$\n" +
 	"\x0etime_unix_nano\x18\x01 \x01(\x03R\ftimeUnixNano\x12F\n" +
 	"\x0ecreate_channel\x18\n" +
@@ -905,7 +967,8 @@ const file_condamesh_v1_command_proto_rawDesc = "" +
 	"\n" +
 	"set_member\x18\x13 \x01(\v2\x19.condamesh.v1.SetMemberOpH\x00R\tsetMember\x121\n" +
 	"\aput_job\x18\x14 \x01(\v2\x16.condamesh.v1.PutJobOpH\x00R\x06putJob\x124\n" +
-	"\bput_task\x18\x15 \x01(\v2\x17.condamesh.v1.PutTaskOpH\x00R\aputTaskB\x04\n" +
+	"\bput_task\x18\x15 \x01(\v2\x17.condamesh.v1.PutTaskOpH\x00R\aputTask\x12M\n" +
+	"\x11put_proxy_entries\x18\x16 \x01(\v2\x1f.condamesh.v1.PutProxyEntriesOpH\x00R\x0fputProxyEntriesB\x04\n" +
 	"\x02op\"]\n" +
 	"\x0fCreateChannelOp\x12/\n" +
 	"\achannel\x18\x01 \x01(\v2\x15.condamesh.v1.ChannelR\achannel\x12\x19\n" +
@@ -939,7 +1002,9 @@ const file_condamesh_v1_command_proto_rawDesc = "" +
 	"\bPutJobOp\x12#\n" +
 	"\x03job\x18\x01 \x01(\v2\x11.condamesh.v1.JobR\x03job\"3\n" +
 	"\tPutTaskOp\x12&\n" +
-	"\x04task\x18\x01 \x01(\v2\x12.condamesh.v1.TaskR\x04taskB\xae\x01\n" +
+	"\x04task\x18\x01 \x01(\v2\x12.condamesh.v1.TaskR\x04task\"G\n" +
+	"\x11PutProxyEntriesOp\x122\n" +
+	"\aentries\x18\x01 \x03(\v2\x18.condamesh.v1.ProxyEntryR\aentriesB\xae\x01\n" +
 	"\x10com.condamesh.v1B\fCommandProtoP\x01Z;github.com/condamesh/condamesh/gen/condamesh/v1;condameshv1\xa2\x02\x03CXX\xaa\x02\fCondamesh.V1\xca\x02\fCondamesh\\V1\xe2\x02\x18Condamesh\\V1\\GPBMetadata\xea\x02\rCondamesh::V1b\x06proto3"
 
 var (
@@ -954,29 +1019,31 @@ func file_condamesh_v1_command_proto_rawDescGZIP() []byte {
 	return file_condamesh_v1_command_proto_rawDescData
 }
 
-var file_condamesh_v1_command_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
+var file_condamesh_v1_command_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
 var file_condamesh_v1_command_proto_goTypes = []any{
-	(*Command)(nil),         // 0: condamesh.v1.Command
-	(*CreateChannelOp)(nil), // 1: condamesh.v1.CreateChannelOp
-	(*UpdateChannelOp)(nil), // 2: condamesh.v1.UpdateChannelOp
-	(*DeleteChannelOp)(nil), // 3: condamesh.v1.DeleteChannelOp
-	(*PutVersionsOp)(nil),   // 4: condamesh.v1.PutVersionsOp
-	(*DeleteVersionOp)(nil), // 5: condamesh.v1.DeleteVersionOp
-	(*DeletePackageOp)(nil), // 6: condamesh.v1.DeletePackageOp
-	(*CreatePackageOp)(nil), // 7: condamesh.v1.CreatePackageOp
-	(*PutUserOp)(nil),       // 8: condamesh.v1.PutUserOp
-	(*PutApiKeyOp)(nil),     // 9: condamesh.v1.PutApiKeyOp
-	(*SetMemberOp)(nil),     // 10: condamesh.v1.SetMemberOp
-	(*PutJobOp)(nil),        // 11: condamesh.v1.PutJobOp
-	(*PutTaskOp)(nil),       // 12: condamesh.v1.PutTaskOp
-	(*Channel)(nil),         // 13: condamesh.v1.Channel
-	(*PackageVersion)(nil),  // 14: condamesh.v1.PackageVersion
-	(*Package)(nil),         // 15: condamesh.v1.Package
-	(*User)(nil),            // 16: condamesh.v1.User
-	(*ApiKey)(nil),          // 17: condamesh.v1.ApiKey
-	(*Member)(nil),          // 18: condamesh.v1.Member
-	(*Job)(nil),             // 19: condamesh.v1.Job
-	(*Task)(nil),            // 20: condamesh.v1.Task
+	(*Command)(nil),           // 0: condamesh.v1.Command
+	(*CreateChannelOp)(nil),   // 1: condamesh.v1.CreateChannelOp
+	(*UpdateChannelOp)(nil),   // 2: condamesh.v1.UpdateChannelOp
+	(*DeleteChannelOp)(nil),   // 3: condamesh.v1.DeleteChannelOp
+	(*PutVersionsOp)(nil),     // 4: condamesh.v1.PutVersionsOp
+	(*DeleteVersionOp)(nil),   // 5: condamesh.v1.DeleteVersionOp
+	(*DeletePackageOp)(nil),   // 6: condamesh.v1.DeletePackageOp
+	(*CreatePackageOp)(nil),   // 7: condamesh.v1.CreatePackageOp
+	(*PutUserOp)(nil),         // 8: condamesh.v1.PutUserOp
+	(*PutApiKeyOp)(nil),       // 9: condamesh.v1.PutApiKeyOp
+	(*SetMemberOp)(nil),       // 10: condamesh.v1.SetMemberOp
+	(*PutJobOp)(nil),          // 11: condamesh.v1.PutJobOp
+	(*PutTaskOp)(nil),         // 12: condamesh.v1.PutTaskOp
+	(*PutProxyEntriesOp)(nil), // 13: condamesh.v1.PutProxyEntriesOp
+	(*Channel)(nil),           // 14: condamesh.v1.Channel
+	(*PackageVersion)(nil),    // 15: condamesh.v1.PackageVersion
+	(*Package)(nil),           // 16: condamesh.v1.Package
+	(*User)(nil),              // 17: condamesh.v1.User
+	(*ApiKey)(nil),            // 18: condamesh.v1.ApiKey
+	(*Member)(nil),            // 19: condamesh.v1.Member
+	(*Job)(nil),               // 20: condamesh.v1.Job
+	(*Task)(nil),              // 21: condamesh.v1.Task
+	(*ProxyEntry)(nil),        // 22: condamesh.v1.ProxyEntry
 }
 var file_condamesh_v1_command_proto_depIdxs = []int32{
 	1,  // 0: condamesh.v1.Command.create_channel:type_name -> condamesh.v1.CreateChannelOp
@@ -991,21 +1058,23 @@ var file_condamesh_v1_command_proto_depIdxs = []int32{
 	10, // 9: condamesh.v1.Command.set_member:type_name -> condamesh.v1.SetMemberOp
 	11, // 10: condamesh.v1.Command.put_job:type_name -> condamesh.v1.PutJobOp
 	12, // 11: condamesh.v1.Command.put_task:type_name -> condamesh.v1.PutTaskOp
-	13, // 12: condamesh.v1.CreateChannelOp.channel:type_name -> condamesh.v1.Channel
-	13, // 13: condamesh.v1.UpdateChannelOp.channel:type_name -> condamesh.v1.Channel
-	14, // 14: condamesh.v1.PutVersionsOp.versions:type_name -> condamesh.v1.PackageVersion
-	15, // 15: condamesh.v1.CreatePackageOp.package:type_name -> condamesh.v1.Package
-	16, // 16: condamesh.v1.PutUserOp.user:type_name -> condamesh.v1.User
-	17, // 17: condamesh.v1.PutApiKeyOp.key:type_name -> condamesh.v1.ApiKey
-	16, // 18: condamesh.v1.PutApiKeyOp.anonymous_user:type_name -> condamesh.v1.User
-	18, // 19: condamesh.v1.SetMemberOp.member:type_name -> condamesh.v1.Member
-	19, // 20: condamesh.v1.PutJobOp.job:type_name -> condamesh.v1.Job
-	20, // 21: condamesh.v1.PutTaskOp.task:type_name -> condamesh.v1.Task
-	22, // [22:22] is the sub-list for method output_type
-	22, // [22:22] is the sub-list for method input_type
-	22, // [22:22] is the sub-list for extension type_name
-	22, // [22:22] is the sub-list for extension extendee
-	0,  // [0:22] is the sub-list for field type_name
+	13, // 12: condamesh.v1.Command.put_proxy_entries:type_name -> condamesh.v1.PutProxyEntriesOp
+	14, // 13: condamesh.v1.CreateChannelOp.channel:type_name -> condamesh.v1.Channel
+	14, // 14: condamesh.v1.UpdateChannelOp.channel:type_name -> condamesh.v1.Channel
+	15, // 15: condamesh.v1.PutVersionsOp.versions:type_name -> condamesh.v1.PackageVersion
+	16, // 16: condamesh.v1.CreatePackageOp.package:type_name -> condamesh.v1.Package
+	17, // 17: condamesh.v1.PutUserOp.user:type_name -> condamesh.v1.User
+	18, // 18: condamesh.v1.PutApiKeyOp.key:type_name -> condamesh.v1.ApiKey
+	17, // 19: condamesh.v1.PutApiKeyOp.anonymous_user:type_name -> condamesh.v1.User
+	19, // 20: condamesh.v1.SetMemberOp.member:type_name -> condamesh.v1.Member
+	20, // 21: condamesh.v1.PutJobOp.job:type_name -> condamesh.v1.Job
+	21, // 22: condamesh.v1.PutTaskOp.task:type_name -> condamesh.v1.Task
+	22, // 23: condamesh.v1.PutProxyEntriesOp.entries:type_name -> condamesh.v1.ProxyEntry
+	24, // [24:24] is the sub-list for method output_type
+	24, // [24:24] is the sub-list for method input_type
+	24, // [24:24] is the sub-list for extension type_name
+	24, // [24:24] is the sub-list for extension extendee
+	0,  // [0:24] is the sub-list for field type_name
 }
 
 func init() { file_condamesh_v1_command_proto_init() }
@@ -1027,6 +1096,7 @@ func file_condamesh_v1_command_proto_init() {
 		(*Command_SetMember)(nil),
 		(*Command_PutJob)(nil),
 		(*Command_PutTask)(nil),
+		(*Command_PutProxyEntries)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -1034,7 +1104,7 @@ func file_condamesh_v1_command_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_condamesh_v1_command_proto_rawDesc), len(file_condamesh_v1_command_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   13,
+			NumMessages:   14,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

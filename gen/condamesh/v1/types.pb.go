@@ -66,14 +66,24 @@ func (x *StringList) GetItems() []string {
 	return nil
 }
 
-// ChannelMetadata holds the mirror filters of a channel (Quetz "metadata").
+// ChannelMetadata holds the mirror filters of a channel (Quetz "metadata")
+// and condamesh's upstream settings for proxy and mirror channels.
 type ChannelMetadata struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Includelist   *StringList            `protobuf:"bytes,1,opt,name=includelist,proto3" json:"includelist,omitempty"`
-	Excludelist   *StringList            `protobuf:"bytes,2,opt,name=excludelist,proto3" json:"excludelist,omitempty"`
-	Proxylist     *StringList            `protobuf:"bytes,3,opt,name=proxylist,proto3" json:"proxylist,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	Includelist *StringList            `protobuf:"bytes,1,opt,name=includelist,proto3" json:"includelist,omitempty"`
+	Excludelist *StringList            `protobuf:"bytes,2,opt,name=excludelist,proto3" json:"excludelist,omitempty"`
+	Proxylist   *StringList            `protobuf:"bytes,3,opt,name=proxylist,proto3" json:"proxylist,omitempty"`
+	// Mirror: sync from repodata_from_packages.json (unpatched) when the
+	// upstream has it, as Quetz does; default: the patched repodata.json.
+	PreferRepodataFromPackages bool `protobuf:"varint,4,opt,name=prefer_repodata_from_packages,json=preferRepodataFromPackages,proto3" json:"prefer_repodata_from_packages,omitempty"`
+	// Mirror: delete package files that the upstream no longer lists.
+	Prune bool `protobuf:"varint,5,opt,name=prune,proto3" json:"prune,omitempty"`
+	// Sent as the Authorization header to the upstream (never logged or shown).
+	UpstreamAuthorization string `protobuf:"bytes,6,opt,name=upstream_authorization,json=upstreamAuthorization,proto3" json:"upstream_authorization,omitempty"`
+	// Mirror: synchronise every this many seconds (0: only on request).
+	SyncIntervalSeconds int64 `protobuf:"varint,7,opt,name=sync_interval_seconds,json=syncIntervalSeconds,proto3" json:"sync_interval_seconds,omitempty"`
+	unknownFields       protoimpl.UnknownFields
+	sizeCache           protoimpl.SizeCache
 }
 
 func (x *ChannelMetadata) Reset() {
@@ -125,6 +135,34 @@ func (x *ChannelMetadata) GetProxylist() *StringList {
 		return x.Proxylist
 	}
 	return nil
+}
+
+func (x *ChannelMetadata) GetPreferRepodataFromPackages() bool {
+	if x != nil {
+		return x.PreferRepodataFromPackages
+	}
+	return false
+}
+
+func (x *ChannelMetadata) GetPrune() bool {
+	if x != nil {
+		return x.Prune
+	}
+	return false
+}
+
+func (x *ChannelMetadata) GetUpstreamAuthorization() string {
+	if x != nil {
+		return x.UpstreamAuthorization
+	}
+	return ""
+}
+
+func (x *ChannelMetadata) GetSyncIntervalSeconds() int64 {
+	if x != nil {
+		return x.SyncIntervalSeconds
+	}
+	return 0
 }
 
 // Channel is a conda channel: local (no mirror_channel_url), proxy or mirror.
@@ -927,7 +965,7 @@ func (x *Job) GetLastRunUnix() int64 {
 	return 0
 }
 
-// Task is one run of a job.
+// Task is one run of a job, with its progress.
 type Task struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Id            int64                  `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
@@ -935,6 +973,12 @@ type Task struct {
 	CreatedUnix   int64                  `protobuf:"varint,3,opt,name=created_unix,json=createdUnix,proto3" json:"created_unix,omitempty"`
 	Status        string                 `protobuf:"bytes,4,opt,name=status,proto3" json:"status,omitempty"`
 	Message       string                 `protobuf:"bytes,5,opt,name=message,proto3" json:"message,omitempty"`
+	FilesTotal    int64                  `protobuf:"varint,6,opt,name=files_total,json=filesTotal,proto3" json:"files_total,omitempty"`
+	FilesDone     int64                  `protobuf:"varint,7,opt,name=files_done,json=filesDone,proto3" json:"files_done,omitempty"`
+	BytesTotal    int64                  `protobuf:"varint,8,opt,name=bytes_total,json=bytesTotal,proto3" json:"bytes_total,omitempty"`
+	BytesDone     int64                  `protobuf:"varint,9,opt,name=bytes_done,json=bytesDone,proto3" json:"bytes_done,omitempty"`
+	Current       string                 `protobuf:"bytes,10,opt,name=current,proto3" json:"current,omitempty"`
+	Errors        []string               `protobuf:"bytes,11,rep,name=errors,proto3" json:"errors,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1004,6 +1048,149 @@ func (x *Task) GetMessage() string {
 	return ""
 }
 
+func (x *Task) GetFilesTotal() int64 {
+	if x != nil {
+		return x.FilesTotal
+	}
+	return 0
+}
+
+func (x *Task) GetFilesDone() int64 {
+	if x != nil {
+		return x.FilesDone
+	}
+	return 0
+}
+
+func (x *Task) GetBytesTotal() int64 {
+	if x != nil {
+		return x.BytesTotal
+	}
+	return 0
+}
+
+func (x *Task) GetBytesDone() int64 {
+	if x != nil {
+		return x.BytesDone
+	}
+	return 0
+}
+
+func (x *Task) GetCurrent() string {
+	if x != nil {
+		return x.Current
+	}
+	return ""
+}
+
+func (x *Task) GetErrors() []string {
+	if x != nil {
+		return x.Errors
+	}
+	return nil
+}
+
+// ProxyEntry is one cached upstream file of a proxy channel.
+type ProxyEntry struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Channel       string                 `protobuf:"bytes,1,opt,name=channel,proto3" json:"channel,omitempty"`
+	Path          string                 `protobuf:"bytes,2,opt,name=path,proto3" json:"path,omitempty"`
+	Cid           string                 `protobuf:"bytes,3,opt,name=cid,proto3" json:"cid,omitempty"`                                           // empty for a cached 404
+	Etag          string                 `protobuf:"bytes,4,opt,name=etag,proto3" json:"etag,omitempty"`                                         // upstream ETag
+	LastModified  string                 `protobuf:"bytes,5,opt,name=last_modified,json=lastModified,proto3" json:"last_modified,omitempty"`     // upstream Last-Modified
+	ValidatedUnix int64                  `protobuf:"varint,6,opt,name=validated_unix,json=validatedUnix,proto3" json:"validated_unix,omitempty"` // last time the upstream confirmed it
+	Size          int64                  `protobuf:"varint,7,opt,name=size,proto3" json:"size,omitempty"`
+	Status        int32                  `protobuf:"varint,8,opt,name=status,proto3" json:"status,omitempty"` // 200, or 404 for a negative entry
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ProxyEntry) Reset() {
+	*x = ProxyEntry{}
+	mi := &file_condamesh_v1_types_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ProxyEntry) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ProxyEntry) ProtoMessage() {}
+
+func (x *ProxyEntry) ProtoReflect() protoreflect.Message {
+	mi := &file_condamesh_v1_types_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ProxyEntry.ProtoReflect.Descriptor instead.
+func (*ProxyEntry) Descriptor() ([]byte, []int) {
+	return file_condamesh_v1_types_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *ProxyEntry) GetChannel() string {
+	if x != nil {
+		return x.Channel
+	}
+	return ""
+}
+
+func (x *ProxyEntry) GetPath() string {
+	if x != nil {
+		return x.Path
+	}
+	return ""
+}
+
+func (x *ProxyEntry) GetCid() string {
+	if x != nil {
+		return x.Cid
+	}
+	return ""
+}
+
+func (x *ProxyEntry) GetEtag() string {
+	if x != nil {
+		return x.Etag
+	}
+	return ""
+}
+
+func (x *ProxyEntry) GetLastModified() string {
+	if x != nil {
+		return x.LastModified
+	}
+	return ""
+}
+
+func (x *ProxyEntry) GetValidatedUnix() int64 {
+	if x != nil {
+		return x.ValidatedUnix
+	}
+	return 0
+}
+
+func (x *ProxyEntry) GetSize() int64 {
+	if x != nil {
+		return x.Size
+	}
+	return 0
+}
+
+func (x *ProxyEntry) GetStatus() int32 {
+	if x != nil {
+		return x.Status
+	}
+	return 0
+}
+
 var File_condamesh_v1_types_proto protoreflect.FileDescriptor
 
 const file_condamesh_v1_types_proto_rawDesc = "" +
@@ -1011,11 +1198,15 @@ const file_condamesh_v1_types_proto_rawDesc = "" +
 	"\x18condamesh/v1/types.proto\x12\fcondamesh.v1\"\"\n" +
 	"\n" +
 	"StringList\x12\x14\n" +
-	"\x05items\x18\x01 \x03(\tR\x05items\"\xc1\x01\n" +
+	"\x05items\x18\x01 \x03(\tR\x05items\"\x85\x03\n" +
 	"\x0fChannelMetadata\x12:\n" +
 	"\vincludelist\x18\x01 \x01(\v2\x18.condamesh.v1.StringListR\vincludelist\x12:\n" +
 	"\vexcludelist\x18\x02 \x01(\v2\x18.condamesh.v1.StringListR\vexcludelist\x126\n" +
-	"\tproxylist\x18\x03 \x01(\v2\x18.condamesh.v1.StringListR\tproxylist\"\xdf\x02\n" +
+	"\tproxylist\x18\x03 \x01(\v2\x18.condamesh.v1.StringListR\tproxylist\x12A\n" +
+	"\x1dprefer_repodata_from_packages\x18\x04 \x01(\bR\x1apreferRepodataFromPackages\x12\x14\n" +
+	"\x05prune\x18\x05 \x01(\bR\x05prune\x125\n" +
+	"\x16upstream_authorization\x18\x06 \x01(\tR\x15upstreamAuthorization\x122\n" +
+	"\x15sync_interval_seconds\x18\a \x01(\x03R\x13syncIntervalSeconds\"\xdf\x02\n" +
 	"\aChannel\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12 \n" +
 	"\vdescription\x18\x02 \x01(\tR\vdescription\x12\x18\n" +
@@ -1100,13 +1291,34 @@ const file_condamesh_v1_types_proto_rawDesc = "" +
 	" \x01(\x03R\vlastRunUnixB\r\n" +
 	"\v_items_specB\x10\n" +
 	"\x0e_start_at_unixB\x17\n" +
-	"\x15_repeat_every_seconds\"\x82\x01\n" +
+	"\x15_repeat_every_seconds\"\xb4\x02\n" +
 	"\x04Task\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x03R\x02id\x12\x15\n" +
 	"\x06job_id\x18\x02 \x01(\x03R\x05jobId\x12!\n" +
 	"\fcreated_unix\x18\x03 \x01(\x03R\vcreatedUnix\x12\x16\n" +
 	"\x06status\x18\x04 \x01(\tR\x06status\x12\x18\n" +
-	"\amessage\x18\x05 \x01(\tR\amessageB\xac\x01\n" +
+	"\amessage\x18\x05 \x01(\tR\amessage\x12\x1f\n" +
+	"\vfiles_total\x18\x06 \x01(\x03R\n" +
+	"filesTotal\x12\x1d\n" +
+	"\n" +
+	"files_done\x18\a \x01(\x03R\tfilesDone\x12\x1f\n" +
+	"\vbytes_total\x18\b \x01(\x03R\n" +
+	"bytesTotal\x12\x1d\n" +
+	"\n" +
+	"bytes_done\x18\t \x01(\x03R\tbytesDone\x12\x18\n" +
+	"\acurrent\x18\n" +
+	" \x01(\tR\acurrent\x12\x16\n" +
+	"\x06errors\x18\v \x03(\tR\x06errors\"\xd8\x01\n" +
+	"\n" +
+	"ProxyEntry\x12\x18\n" +
+	"\achannel\x18\x01 \x01(\tR\achannel\x12\x12\n" +
+	"\x04path\x18\x02 \x01(\tR\x04path\x12\x10\n" +
+	"\x03cid\x18\x03 \x01(\tR\x03cid\x12\x12\n" +
+	"\x04etag\x18\x04 \x01(\tR\x04etag\x12#\n" +
+	"\rlast_modified\x18\x05 \x01(\tR\flastModified\x12%\n" +
+	"\x0evalidated_unix\x18\x06 \x01(\x03R\rvalidatedUnix\x12\x12\n" +
+	"\x04size\x18\a \x01(\x03R\x04size\x12\x16\n" +
+	"\x06status\x18\b \x01(\x05R\x06statusB\xac\x01\n" +
 	"\x10com.condamesh.v1B\n" +
 	"TypesProtoP\x01Z;github.com/condamesh/condamesh/gen/condamesh/v1;condameshv1\xa2\x02\x03CXX\xaa\x02\fCondamesh.V1\xca\x02\fCondamesh\\V1\xe2\x02\x18Condamesh\\V1\\GPBMetadata\xea\x02\rCondamesh::V1b\x06proto3"
 
@@ -1122,7 +1334,7 @@ func file_condamesh_v1_types_proto_rawDescGZIP() []byte {
 	return file_condamesh_v1_types_proto_rawDescData
 }
 
-var file_condamesh_v1_types_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
+var file_condamesh_v1_types_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
 var file_condamesh_v1_types_proto_goTypes = []any{
 	(*StringList)(nil),      // 0: condamesh.v1.StringList
 	(*ChannelMetadata)(nil), // 1: condamesh.v1.ChannelMetadata
@@ -1135,6 +1347,7 @@ var file_condamesh_v1_types_proto_goTypes = []any{
 	(*Member)(nil),          // 8: condamesh.v1.Member
 	(*Job)(nil),             // 9: condamesh.v1.Job
 	(*Task)(nil),            // 10: condamesh.v1.Task
+	(*ProxyEntry)(nil),      // 11: condamesh.v1.ProxyEntry
 }
 var file_condamesh_v1_types_proto_depIdxs = []int32{
 	0, // 0: condamesh.v1.ChannelMetadata.includelist:type_name -> condamesh.v1.StringList
@@ -1162,7 +1375,7 @@ func file_condamesh_v1_types_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_condamesh_v1_types_proto_rawDesc), len(file_condamesh_v1_types_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   11,
+			NumMessages:   12,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

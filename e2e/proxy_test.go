@@ -1,0 +1,119 @@
+package e2e
+
+import (
+	"fmt"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// TestProxyChannel proxies an upstream channel served by nginx: rattler
+// solves and downloads through the proxy (using shards the proxy derives,
+// since the upstream has none), bytes match the upstream, cached files cost
+// no upstream request, concurrent misses make one, 404s stay 404s, and when
+// the upstream goes down cached files are still served (stale index files
+// with Age and Warning) while uncached ones get 502.
+func TestProxyChannel(t *testing.T) {
+	ng := startNginxLogged(t, true)
+	up := newUpstreamChannel(t, ng.root+"/chan", 120)
+	s := startServer(t, t.TempDir())
+	// The request of the Quetz mirroring guide, unchanged.
+	s.mustDo(201, "POST", "/api/channels", fmt.Sprintf(`{"name":"proxy-channel","private":false,"mirror_channel_url":"%s/chan","mirror_mode":"proxy"}`, ng.url))
+
+	for _, platform := range []string{"linux-64", "osx-arm64"} {
+		sol, err := solve(t, []string{"lib119"}, []string{s.url + "/get/proxy-channel"}, []string{platform, "noarch"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(sol) < 5 {
+			t.Fatalf("%s: solved only %d packages", platform, len(sol))
+		}
+		for _, p := range sol {
+			body := download(t, p.URL)
+			if want := up.files[p.Subdir+"/"+p.Filename]; string(body) != string(want) || sha256Hex(body) != p.SHA256 {
+				t.Fatalf("%s: proxied bytes differ from the upstream", p.Filename)
+			}
+		}
+	}
+	if n := ng.count(t, "/chan/noarch/repodata.json"); n != 1 {
+		t.Fatalf("upstream noarch/repodata.json fetched %d times, want 1 (derived shards and zst come from it)", n)
+	}
+	for _, p := range []string{"/chan/noarch/repodata_shards.msgpack.zst", "/chan/linux-64/repodata.json.zst"} {
+		code, _ := s.do("GET", "/get/proxy-channel/"+strings.TrimPrefix(p, "/chan/"), "", nil)
+		if code != 200 {
+			t.Fatalf("derived %s: %d", p, code)
+		}
+	}
+
+	// Cached: a second solve makes no upstream request at all.
+	before := len(ng.requests(t))
+	if _, err := solve(t, []string{"lib119"}, []string{s.url + "/get/proxy-channel"}, []string{"linux-64", "noarch"}); err != nil {
+		t.Fatal(err)
+	}
+	if after := len(ng.requests(t)); after != before {
+		t.Fatalf("second solve made %d upstream requests, want 0", after-before)
+	}
+
+	// 100 concurrent cold requests for one file: one upstream request.
+	cold := "linux-64/lib001-1.0-h0_0.tar.bz2"
+	var wg sync.WaitGroup
+	codes := make(chan int, 100)
+	for range 100 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			resp, err := http.Get(s.url + "/get/proxy-channel/" + cold)
+			if err != nil {
+				codes <- 0
+				return
+			}
+			resp.Body.Close()
+			codes <- resp.StatusCode
+		}()
+	}
+	wg.Wait()
+	close(codes)
+	for c := range codes {
+		if c != 200 {
+			t.Fatalf("concurrent cold request answered %d", c)
+		}
+	}
+	if n := ng.count(t, "/chan/"+cold); n != 1 {
+		t.Fatalf("100 concurrent cold requests made %d upstream requests, want 1", n)
+	}
+
+	// Upstream 404 -> 404, never 500.
+	if code, body := s.do("GET", "/get/proxy-channel/linux-64/nope-1.0-0.conda", "", nil); code != 404 {
+		t.Fatalf("missing upstream file: %d %s", code, body)
+	}
+
+	// Upstream down: cached files still served; index files past the TTL
+	// are served stale with Age and Warning; uncached files get 502.
+	if b := s.mustDo(200, "PATCH", "/api/channels/proxy-channel", `{"ttl": 1}`); !strings.Contains(string(b), `"ttl":1`) {
+		t.Fatalf("PATCH ttl on a proxy: %s", b)
+	}
+	ng.stop()
+	time.Sleep(1100 * time.Millisecond) // let the 1 s TTL pass (it is the behaviour under test)
+	if got := download(t, s.url+"/get/proxy-channel/"+cold); string(got) != string(up.files[cold]) {
+		t.Fatal("cached package not served with the upstream down")
+	}
+	var stale *http.Response
+	waitFor(t, 20*time.Second, "stale repodata with a Warning", func() bool {
+		resp, err := http.Get(s.url + "/get/proxy-channel/noarch/repodata.json")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		stale = resp
+		t.Logf("stale probe: %d Age=%q Warning=%q", resp.StatusCode, resp.Header.Get("Age"), resp.Header.Get("Warning"))
+		return resp.StatusCode == 200 && resp.Header.Get("Warning") != ""
+	})
+	if stale.Header.Get("Age") == "" {
+		t.Fatal("stale response without Age")
+	}
+	if code, body := s.do("GET", "/get/proxy-channel/linux-64/lib002-1.0-h0_0.conda", "", nil); code != 502 && code != 504 {
+		t.Fatalf("uncached file with the upstream down: %d %s", code, body)
+	}
+}

@@ -1,0 +1,466 @@
+// Package mirror synchronises mirror channels from their upstream: it
+// discovers subdirs (channeldata.json, else the known list; noarch always),
+// reads each subdir's repodata (the patched repodata.json, or Quetz's
+// preference repodata_from_packages.json when the channel asks), filters it
+// (includelist / excludelist), decides what is new or changed (sha256, then
+// md5, as Quetz), downloads concurrently with retries, verifies every file
+// against the upstream sha256 and size before it is published, and publishes
+// in batches of one Raft command each. A file that keeps failing is
+// recorded on the task and skipped; the sync goes on. Files already in the
+// blob store are never downloaded again, which makes an interrupted sync
+// resume where it stopped.
+package mirror
+
+import (
+	"context"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"path"
+	"sort"
+	"strings"
+	"sync"
+
+	"github.com/condamesh/condamesh/catalog"
+	"github.com/condamesh/condamesh/conda"
+	v1 "github.com/condamesh/condamesh/gen/condamesh/v1"
+	"github.com/condamesh/condamesh/jobs"
+	"github.com/condamesh/condamesh/store"
+	"github.com/condamesh/condamesh/upstream"
+	"github.com/ipfs/go-cid"
+)
+
+// ErrNotMirror is returned for a channel that is not a mirror channel.
+var ErrNotMirror = errors.New("mirror: not a mirror channel")
+
+// KnownSubdirs is tried when the upstream has no usable channeldata.json
+// (Quetz's list).
+var KnownSubdirs = []string{"noarch", "linux-32", "linux-64", "linux-aarch64", "linux-armv6l", "linux-armv7l", "linux-ppc64",
+	"linux-ppc64le", "linux-s390x", "osx-64", "osx-arm64", "win-32", "win-64", "zos-z"}
+
+// Proposer replicates catalog commands.
+type Proposer interface {
+	Propose(ctx context.Context, cmd *v1.Command) (any, error)
+}
+
+// Blobs is the blob store as the syncer uses it.
+type Blobs interface {
+	Put(ctx context.Context, r io.Reader, opt store.PutOptions) (store.BlobInfo, error)
+	Has(ctx context.Context, c cid.Cid) bool
+	Open(ctx context.Context, c cid.Cid) (*store.Blob, error)
+}
+
+// Config configures a Syncer.
+type Config struct {
+	// Concurrency is the number of parallel downloads. Default 8.
+	Concurrency int
+	// BatchFiles is how many verified files one publish command carries.
+	// Default 500.
+	BatchFiles int
+	// MaxIndexSize bounds an upstream repodata document. Default 1 GiB.
+	MaxIndexSize int64
+	Logger       *slog.Logger
+}
+
+// Syncer runs mirror synchronisations.
+type Syncer struct {
+	cfg   Config
+	cat   *catalog.Catalog
+	blobs Blobs
+	prop  Proposer
+	up    *upstream.Client
+	log   *slog.Logger
+}
+
+// New returns a syncer.
+func New(cfg Config, cat *catalog.Catalog, blobs Blobs, prop Proposer, up *upstream.Client) *Syncer {
+	if cfg.Concurrency == 0 {
+		cfg.Concurrency = 8
+	}
+	if cfg.BatchFiles == 0 {
+		cfg.BatchFiles = 500
+	}
+	if cfg.MaxIndexSize == 0 {
+		cfg.MaxIndexSize = 1 << 30
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	return &Syncer{cfg: cfg, cat: cat, blobs: blobs, prop: prop, up: up, log: cfg.Logger.With("component", "mirror")}
+}
+
+// Mode selects where package records come from.
+type Mode int
+
+const (
+	// FromRepodata trusts the upstream repodata records (synchronize_repodata).
+	FromRepodata Mode = iota
+	// FromArchives rebuilds every record from the downloaded archive's
+	// info/ files (synchronize).
+	FromArchives
+)
+
+// candidate is one upstream package file to mirror.
+type candidate struct {
+	subdir   string
+	filename string
+	fields   map[string]any
+	sha256   []byte
+	md5      string
+	size     int64
+}
+
+// Action returns the job action synchronising the job's channel.
+func (s *Syncer) Action(mode Mode) jobs.Action {
+	return func(ctx context.Context, j *v1.Job) error { return s.Sync(ctx, j.Channel, j.OwnerId, mode) }
+}
+
+// Sync synchronises one mirror channel. Per-file failures are reported in
+// the progress and do not fail the sync; an upstream that cannot be reached
+// at all does.
+func (s *Syncer) Sync(ctx context.Context, channel, owner string, mode Mode) error {
+	ch, err := s.cat.Channel(ctx, channel)
+	if err != nil {
+		return err
+	}
+	if ch.MirrorChannelUrl == "" || ch.MirrorMode != "mirror" {
+		return fmt.Errorf("%w: %s", ErrNotMirror, channel)
+	}
+	auth := ch.GetMetadata().GetUpstreamAuthorization()
+	subdirs, err := s.subdirs(ctx, ch, auth)
+	if err != nil {
+		return err
+	}
+	var cands []candidate
+	var prog jobs.Progress
+	upstreamFiles := map[string]map[string]bool{}
+	for _, sd := range subdirs {
+		doc, err := s.repodata(ctx, ch, sd, auth)
+		if errors.Is(err, upstream.ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			if errors.Is(err, conda.ErrBadRepodata) || errors.Is(err, store.ErrTooLarge) {
+				prog.Errors = append(prog.Errors, fmt.Sprintf("%s: %v", sd, err))
+				continue
+			}
+			return err
+		}
+		upstreamFiles[sd] = map[string]bool{}
+		local, err := s.cat.SubdirVersions(ctx, ch.Name, sd)
+		if err != nil {
+			return err
+		}
+		have := map[string]*v1.PackageVersion{}
+		for _, v := range local {
+			have[v.Filename] = v
+		}
+		for _, r := range doc.Records() {
+			if !selected(ch.GetMetadata(), r.Filename) {
+				continue
+			}
+			upstreamFiles[sd][r.Filename] = true
+			c, err := newCandidate(sd, r)
+			if err != nil {
+				prog.Errors = append(prog.Errors, fmt.Sprintf("%s/%s: %v", sd, r.Filename, err))
+				continue
+			}
+			if upToDate(have[r.Filename], c) {
+				continue
+			}
+			cands = append(cands, c)
+			prog.FilesTotal++
+			prog.BytesTotal += c.size
+		}
+	}
+	jobs.Report(ctx, prog)
+	s.log.Info("mirror sync planned", "channel", ch.Name, "subdirs", len(subdirs), "files", prog.FilesTotal, "bytes", prog.BytesTotal)
+	if err := s.download(ctx, ch, owner, auth, mode, cands, &prog); err != nil {
+		return err
+	}
+	if ch.GetMetadata().GetPrune() {
+		if err := s.prune(ctx, ch, upstreamFiles); err != nil {
+			return err
+		}
+	}
+	prog.Current = ""
+	jobs.Report(ctx, prog)
+	if len(prog.Errors) > 0 {
+		s.log.Warn("mirror sync finished with errors", "channel", ch.Name, "errors", len(prog.Errors))
+	}
+	return nil
+}
+
+// subdirs reads the upstream channeldata.json; a missing or invalid one
+// means "try the known subdirs". noarch is always included.
+func (s *Syncer) subdirs(ctx context.Context, ch *v1.Channel, auth string) ([]string, error) {
+	body, err := s.get(ctx, upstream.Join(ch.MirrorChannelUrl, "channeldata.json"), auth, 64<<20)
+	var cd struct {
+		Subdirs []string `json:"subdirs"`
+	}
+	switch {
+	case errors.Is(err, upstream.ErrNotFound):
+		return KnownSubdirs, nil
+	case err != nil:
+		return nil, err
+	case json.Unmarshal(body, &cd) != nil:
+		return KnownSubdirs, nil
+	}
+	out := []string{"noarch"}
+	for _, sd := range cd.Subdirs {
+		if conda.ValidSubdir(sd) && sd != "noarch" {
+			out = append(out, sd)
+		}
+	}
+	sort.Strings(out[1:])
+	return out, nil
+}
+
+// repodata fetches and parses one subdir's repodata.
+func (s *Syncer) repodata(ctx context.Context, ch *v1.Channel, sd, auth string) (*conda.RepodataDoc, error) {
+	names := []string{"repodata.json"}
+	if ch.GetMetadata().GetPreferRepodataFromPackages() {
+		names = []string{"repodata_from_packages.json", "repodata.json"}
+	}
+	var lastErr error
+	for _, name := range names {
+		body, err := s.get(ctx, upstream.Join(ch.MirrorChannelUrl, sd+"/"+name), auth, s.cfg.MaxIndexSize)
+		if err != nil {
+			lastErr = err
+			if errors.Is(err, upstream.ErrNotFound) {
+				continue
+			}
+			return nil, err
+		}
+		doc, err := conda.ParseRepodata(body)
+		if err != nil {
+			lastErr = err
+			continue
+		}
+		return doc, nil
+	}
+	return nil, lastErr
+}
+
+func (s *Syncer) get(ctx context.Context, url, auth string, limit int64) ([]byte, error) {
+	resp, err := s.up.Get(ctx, upstream.Request{URL: url, Authorization: auth})
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, limit+1))
+	if err != nil {
+		return nil, fmt.Errorf("%w: %s: %v", upstream.ErrUnavailable, upstream.Redact(url), err)
+	}
+	if int64(len(b)) > limit {
+		return nil, fmt.Errorf("%s: %w", upstream.Redact(url), store.ErrTooLarge)
+	}
+	return b, nil
+}
+
+// selected applies the channel's includelist / excludelist to a filename:
+// Quetz's prefix match, plus exact names and globs (path.Match on the
+// filename or the package name) when an entry has glob characters.
+func selected(md *v1.ChannelMetadata, filename string) bool {
+	match := func(list []string) bool {
+		name := filename
+		if fn, err := conda.ParseFilename(filename); err == nil {
+			name = fn.Name
+		}
+		for _, e := range list {
+			if strings.ContainsAny(e, "*?[") {
+				if ok, _ := path.Match(e, filename); ok {
+					return true
+				}
+				if ok, _ := path.Match(e, name); ok {
+					return true
+				}
+			} else if strings.HasPrefix(filename, e) {
+				return true
+			}
+		}
+		return false
+	}
+	if inc := md.GetIncludelist().GetItems(); len(inc) > 0 {
+		return match(inc)
+	}
+	if exc := md.GetExcludelist().GetItems(); len(exc) > 0 {
+		return !match(exc)
+	}
+	return true
+}
+
+func newCandidate(sd string, r conda.Record) (candidate, error) {
+	c := candidate{subdir: sd, filename: r.Filename, fields: r.Fields}
+	h, _ := r.Fields["sha256"].(string)
+	sum, err := hex.DecodeString(h)
+	if err != nil || len(sum) != 32 {
+		return c, errors.New("upstream record has no valid sha256")
+	}
+	c.sha256 = sum
+	c.md5, _ = r.Fields["md5"].(string)
+	switch n := r.Fields["size"].(type) {
+	case json.Number:
+		c.size, _ = n.Int64()
+	case int64:
+		c.size = n
+	case float64:
+		c.size = int64(n)
+	}
+	return c, nil
+}
+
+// upToDate decides by sha256, then md5, whether the local file is the
+// upstream one (Quetz's rule).
+func upToDate(local *v1.PackageVersion, c candidate) bool {
+	if local == nil {
+		return false
+	}
+	if local.Sha256 != "" {
+		return local.Sha256 == hex.EncodeToString(c.sha256)
+	}
+	if local.Md5 != "" && c.md5 != "" {
+		return local.Md5 == c.md5
+	}
+	return false
+}
+
+// download fetches the candidates with a worker pool and publishes them in
+// batches.
+func (s *Syncer) download(ctx context.Context, ch *v1.Channel, owner, auth string, mode Mode, cands []candidate, prog *jobs.Progress) error {
+	work := make(chan candidate)
+	var mu sync.Mutex
+	var batch []*v1.PackageVersion
+	var firstErr error
+	flush := func() error {
+		if len(batch) == 0 {
+			return nil
+		}
+		vers := batch
+		batch = nil
+		_, err := s.prop.Propose(ctx, &v1.Command{Op: &v1.Command_PutVersions{PutVersions: &v1.PutVersionsOp{Versions: vers, Force: true, OwnerId: owner}}})
+		return err
+	}
+	var wg sync.WaitGroup
+	for range s.cfg.Concurrency {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for c := range work {
+				v, err := s.fetchOne(ctx, ch, auth, mode, c)
+				mu.Lock()
+				prog.FilesDone++
+				prog.BytesDone += c.size
+				prog.Current = c.subdir + "/" + c.filename
+				if err != nil {
+					prog.Errors = append(prog.Errors, fmt.Sprintf("%s/%s: %v", c.subdir, c.filename, err))
+				} else {
+					batch = append(batch, v)
+					if len(batch) >= s.cfg.BatchFiles && firstErr == nil {
+						firstErr = flush()
+					}
+				}
+				p := *prog
+				p.Errors = append([]string(nil), prog.Errors...)
+				mu.Unlock()
+				jobs.Report(ctx, p)
+			}
+		}()
+	}
+	for _, c := range cands {
+		select {
+		case work <- c:
+		case <-ctx.Done():
+		}
+		if ctx.Err() != nil {
+			break
+		}
+	}
+	close(work)
+	wg.Wait()
+	if firstErr != nil {
+		return firstErr
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	return flush()
+}
+
+// fetchOne makes one verified package file available and returns its record.
+func (s *Syncer) fetchOne(ctx context.Context, ch *v1.Channel, auth string, mode Mode, c candidate) (*v1.PackageVersion, error) {
+	fn, err := conda.ParseFilename(c.filename)
+	if err != nil {
+		return nil, err
+	}
+	id, err := store.CIDFromSHA256(c.sha256)
+	if err != nil {
+		return nil, err
+	}
+	if !s.blobs.Has(ctx, id) { // already verified and stored: resume without downloading
+		resp, err := s.up.Get(ctx, upstream.Request{URL: upstream.Join(ch.MirrorChannelUrl, c.subdir+"/"+c.filename), Authorization: auth})
+		if err != nil {
+			return nil, err
+		}
+		opt := store.PutOptions{WantSHA256: c.sha256, WantSize: c.size, WantSizeSet: c.size > 0}
+		_, err = s.blobs.Put(ctx, resp.Body, opt)
+		resp.Body.Close()
+		if err != nil {
+			return nil, fmt.Errorf("verify download: %w", err)
+		}
+	}
+	fields := c.fields
+	var about []byte
+	if mode == FromArchives {
+		b, err := s.blobs.Open(ctx, id)
+		if err != nil {
+			return nil, err
+		}
+		info, err := conda.ReadPackage(b, b.Info.Size, c.filename)
+		b.Close()
+		if err != nil {
+			return nil, err
+		}
+		var d conda.Digests
+		d.Size = b.Info.Size
+		copy(d.SHA256[:], c.sha256)
+		if m, err := hex.DecodeString(c.md5); err == nil && len(m) == len(d.MD5) {
+			copy(d.MD5[:], m)
+		}
+		fields = conda.NewRecord(info, d).Fields
+		if meta := conda.ChannelMeta(info); meta != nil {
+			about = conda.EncodeRecordFields(meta)
+		}
+	}
+	rec := conda.Record{Filename: c.filename, Subdir: c.subdir, Fields: fields}
+	return &v1.PackageVersion{
+		Channel: ch.Name, Package: fn.Name, Platform: c.subdir, Filename: c.filename,
+		Version: rec.Version(), BuildString: fn.Build, BuildNumber: rec.BuildNumber(),
+		RecordJson: conda.EncodeRecordFields(fields), AboutJson: about,
+		Sha256: hex.EncodeToString(c.sha256), Md5: c.md5, Size: c.size,
+	}, nil
+}
+
+// prune deletes local files of synced subdirs that the upstream no longer
+// lists (or that the filters no longer select).
+func (s *Syncer) prune(ctx context.Context, ch *v1.Channel, upstreamFiles map[string]map[string]bool) error {
+	for sd, files := range upstreamFiles {
+		local, err := s.cat.SubdirVersions(ctx, ch.Name, sd)
+		if err != nil {
+			return err
+		}
+		for _, v := range local {
+			if files[v.Filename] {
+				continue
+			}
+			if _, err := s.prop.Propose(ctx, &v1.Command{Op: &v1.Command_DeleteVersion{DeleteVersion: &v1.DeleteVersionOp{Channel: ch.Name, Platform: sd, Filename: v.Filename}}}); err != nil && !errors.Is(err, catalog.ErrNotFound) {
+				return err
+			}
+			s.log.Info("pruned file removed upstream", "channel", ch.Name, "file", sd+"/"+v.Filename)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,346 @@
+// Package proxy implements proxy channels: a read-through cache of an
+// upstream conda channel. Index files are revalidated with conditional
+// requests once the channel's TTL has passed, in the background, while the
+// cached copy is served (stale-while-revalidate); when the upstream is down
+// the cached copy keeps being served, marked stale. Packages are immutable
+// once cached and verified against the upstream repodata's sha256 and size.
+// Concurrent misses for one file make one upstream request. When the
+// upstream publishes no repodata.json.zst, .bz2, current_repodata.json or
+// CEP-16 shards, the proxy derives them from its repodata.json, so clients
+// always get the fast path.
+//
+// Cache pointers (path -> CID, upstream validators, validation time) are
+// replicated catalog records (ProxyEntry); the bytes are local blobs.
+package proxy
+
+import (
+	"context"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/condamesh/condamesh/catalog"
+	"github.com/condamesh/condamesh/conda"
+	v1 "github.com/condamesh/condamesh/gen/condamesh/v1"
+	"github.com/condamesh/condamesh/store"
+	"github.com/condamesh/condamesh/upstream"
+	"github.com/ipfs/go-cid"
+	"golang.org/x/sync/singleflight"
+	"google.golang.org/protobuf/proto"
+)
+
+// Errors of Get (besides upstream's, which are wrapped).
+var (
+	// ErrNotFound: the upstream does not have the file.
+	ErrNotFound = errors.New("proxy: not found")
+	// ErrCorrupt: the upstream sent bytes that do not match its own
+	// repodata (sha256 or size); nothing was stored.
+	ErrCorrupt = errors.New("proxy: upstream sent corrupt data")
+)
+
+// negativeTTL bounds how long a 404 from the upstream is remembered.
+const negativeTTL = time.Minute
+
+// Proposer replicates catalog commands.
+type Proposer interface {
+	Propose(ctx context.Context, cmd *v1.Command) (any, error)
+}
+
+// Blobs is the blob store as the proxy uses it.
+type Blobs interface {
+	Put(ctx context.Context, r io.Reader, opt store.PutOptions) (store.BlobInfo, error)
+	Has(ctx context.Context, c cid.Cid) bool
+	ReadAll(ctx context.Context, c cid.Cid) ([]byte, error)
+}
+
+// Config configures a Proxy.
+type Config struct {
+	// MaxIndexSize bounds an upstream index file. Default 1 GiB.
+	MaxIndexSize int64
+	// RefreshTimeout bounds a background revalidation. Default 2 min.
+	RefreshTimeout time.Duration
+	// Now returns the current time; tests replace it.
+	Now    func() time.Time
+	Logger *slog.Logger
+}
+
+// Proxy serves proxy channels.
+type Proxy struct {
+	cfg   Config
+	cat   *catalog.Catalog
+	blobs Blobs
+	prop  Proposer
+	up    *upstream.Client
+	log   *slog.Logger
+	sf    singleflight.Group
+
+	mu       sync.Mutex
+	failures map[string]error // key -> last failed revalidation
+	parsed   map[cid.Cid]map[string]want
+}
+
+// want is what the upstream repodata says a package file is.
+type want struct {
+	sha256 []byte
+	size   int64
+}
+
+// New returns a proxy.
+func New(cfg Config, cat *catalog.Catalog, blobs Blobs, prop Proposer, up *upstream.Client) *Proxy {
+	if cfg.MaxIndexSize == 0 {
+		cfg.MaxIndexSize = 1 << 30
+	}
+	if cfg.RefreshTimeout == 0 {
+		cfg.RefreshTimeout = 2 * time.Minute
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	return &Proxy{cfg: cfg, cat: cat, blobs: blobs, prop: prop, up: up, log: cfg.Logger.With("component", "proxy"),
+		failures: map[string]error{}, parsed: map[cid.Cid]map[string]want{}}
+}
+
+// Result is a file to serve.
+type Result struct {
+	CID     cid.Cid
+	ModTime time.Time
+	// Age is how long ago the upstream last confirmed the file.
+	Age time.Duration
+	// Stale is set when the copy is past its TTL and the upstream could
+	// not be reached to revalidate it (serve with a Warning).
+	Stale bool
+	// Immutable files (packages, shards) may be cached forever by clients.
+	Immutable bool
+}
+
+func key(ch, path string) string { return catalog.ChannelKey(ch) + "/" + path }
+
+// isImmutable reports content-addressed or versioned files.
+func isImmutable(path string) bool {
+	return conda.IsPackageFile(path) || strings.Contains(path, "/shards/")
+}
+
+// Get returns the file at path of proxy channel ch, fetching it from the
+// upstream on a miss (blocking) or revalidating it in the background when
+// its TTL has passed.
+func (p *Proxy) Get(ctx context.Context, ch *v1.Channel, path string) (Result, error) {
+	e, err := p.cat.ProxyEntry(ctx, ch.Name, path)
+	if err != nil && !errors.Is(err, catalog.ErrNotFound) {
+		return Result{}, err
+	}
+	now := p.cfg.Now()
+	if e != nil && p.sourceChanged(ctx, ch, e) {
+		e = nil // derived from an older repodata.json: derive again
+	}
+	if e != nil {
+		age := now.Sub(time.Unix(e.ValidatedUnix, 0))
+		if e.Status == 404 {
+			if age < min(negativeTTL, ttl(ch)) {
+				return Result{}, fmt.Errorf("%w: %s/%s", ErrNotFound, ch.Name, path)
+			}
+		} else if c, err := cid.Decode(e.Cid); err == nil && p.blobs.Has(ctx, c) {
+			res := Result{CID: c, ModTime: modTime(e), Age: age, Immutable: isImmutable(path)}
+			if res.Immutable || age < ttl(ch) {
+				return res, nil
+			}
+			// Past the TTL: answer now, revalidate in the background.
+			p.refreshAsync(ch, path)
+			p.mu.Lock()
+			res.Stale = p.failures[key(ch.Name, path)] != nil
+			p.mu.Unlock()
+			return res, nil
+		}
+	}
+	v, err, _ := p.sf.Do(key(ch.Name, path), func() (any, error) {
+		return p.fetch(context.WithoutCancel(ctx), ch, path, nil)
+	})
+	if err != nil {
+		return Result{}, err
+	}
+	return v.(Result), nil
+}
+
+// sourceChanged reports a derived entry whose source repodata.json has
+// been replaced since it was derived.
+func (p *Proxy) sourceChanged(ctx context.Context, ch *v1.Channel, e *v1.ProxyEntry) bool {
+	srcCID, ok := strings.CutPrefix(e.Etag, derivedPrefix)
+	if !ok {
+		return false
+	}
+	src, _ := derivable(e.Path)
+	se, err := p.cat.ProxyEntry(ctx, ch.Name, src)
+	return err != nil || se.Cid != srcCID
+}
+
+func ttl(ch *v1.Channel) time.Duration {
+	if ch.Ttl <= 0 {
+		return 0
+	}
+	return time.Duration(ch.Ttl) * time.Second
+}
+
+func modTime(e *v1.ProxyEntry) time.Time {
+	if t, err := time.Parse(time.RFC1123, e.LastModified); err == nil {
+		return t
+	}
+	return time.Unix(e.ValidatedUnix, 0)
+}
+
+// refreshAsync revalidates one file once, in the background.
+func (p *Proxy) refreshAsync(ch *v1.Channel, path string) {
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), p.cfg.RefreshTimeout)
+		defer cancel()
+		_, _, _ = p.sf.Do(key(ch.Name, path), func() (any, error) {
+			e, _ := p.cat.ProxyEntry(ctx, ch.Name, path)
+			if e != nil && p.cfg.Now().Sub(time.Unix(e.ValidatedUnix, 0)) < ttl(ch) {
+				return nil, nil // someone refreshed it meanwhile
+			}
+			res, err := p.fetch(ctx, ch, path, e)
+			p.mu.Lock()
+			if err != nil && !errors.Is(err, ErrNotFound) {
+				p.failures[key(ch.Name, path)] = err
+			} else {
+				delete(p.failures, key(ch.Name, path))
+			}
+			p.mu.Unlock()
+			if err != nil {
+				p.log.Warn("revalidate proxied file", "channel", ch.Name, "path", path, "err", err)
+			}
+			return res, err
+		})
+	}()
+}
+
+// fetch gets path from the upstream (conditionally when cached is set),
+// stores it and records the entry. Missing derivable index variants are
+// built from the subdir's repodata.json.
+func (p *Proxy) fetch(ctx context.Context, ch *v1.Channel, path string, cached *v1.ProxyEntry) (Result, error) {
+	req := upstream.Request{URL: upstream.Join(ch.MirrorChannelUrl, path), Authorization: ch.GetMetadata().GetUpstreamAuthorization()}
+	if cached != nil && cached.Status == 200 && !strings.HasPrefix(cached.Etag, derivedPrefix) {
+		req.IfNoneMatch, req.IfModifiedSince = cached.Etag, cached.LastModified
+	}
+	resp, err := p.up.Get(ctx, req)
+	if errors.Is(err, upstream.ErrNotFound) {
+		if src, ok := derivable(path); ok {
+			return p.derive(ctx, ch, path, src)
+		}
+		neg := &v1.ProxyEntry{Channel: ch.Name, Path: path, Status: 404, ValidatedUnix: p.cfg.Now().Unix()}
+		if perr := p.record(ctx, neg); perr != nil {
+			return Result{}, perr
+		}
+		return Result{}, fmt.Errorf("%w: %s/%s", ErrNotFound, ch.Name, path)
+	}
+	if err != nil {
+		return Result{}, err
+	}
+	if resp.NotModified {
+		next := cloneEntry(cached)
+		next.ValidatedUnix = p.cfg.Now().Unix()
+		if resp.ETag != "" {
+			next.Etag = resp.ETag
+		}
+		if err := p.record(ctx, next); err != nil {
+			return Result{}, err
+		}
+		c, _ := cid.Decode(next.Cid)
+		return Result{CID: c, ModTime: modTime(next), Immutable: isImmutable(path)}, nil
+	}
+	defer resp.Body.Close()
+	opt := store.PutOptions{MaxSize: p.cfg.MaxIndexSize}
+	if conda.IsPackageFile(path) {
+		opt.MaxSize = 0
+		if w, ok := p.expected(ctx, ch, path); ok {
+			opt.WantSHA256 = w.sha256
+			opt.WantSize, opt.WantSizeSet = w.size, w.size > 0
+		}
+	}
+	info, err := p.blobs.Put(ctx, resp.Body, opt)
+	if errors.Is(err, store.ErrDigestMismatch) || errors.Is(err, store.ErrSizeMismatch) {
+		return Result{}, fmt.Errorf("%w: %s: %v", ErrCorrupt, upstream.Redact(req.URL), err)
+	}
+	if err != nil {
+		return Result{}, fmt.Errorf("store %s/%s: %w", ch.Name, path, err)
+	}
+	e := &v1.ProxyEntry{Channel: ch.Name, Path: path, Cid: info.CID.String(), Etag: resp.ETag, LastModified: resp.LastModified, ValidatedUnix: p.cfg.Now().Unix(), Size: info.Size, Status: 200}
+	if err := p.record(ctx, e); err != nil {
+		return Result{}, err
+	}
+	return Result{CID: info.CID, ModTime: modTime(e), Immutable: isImmutable(path)}, nil
+}
+
+func (p *Proxy) record(ctx context.Context, es ...*v1.ProxyEntry) error {
+	_, err := p.prop.Propose(ctx, &v1.Command{Op: &v1.Command_PutProxyEntries{PutProxyEntries: &v1.PutProxyEntriesOp{Entries: es}}})
+	return err
+}
+
+func cloneEntry(e *v1.ProxyEntry) *v1.ProxyEntry { return proto.Clone(e).(*v1.ProxyEntry) }
+
+// expected looks the package up in the cached repodata of its subdir.
+func (p *Proxy) expected(ctx context.Context, ch *v1.Channel, path string) (want, bool) {
+	subdir, fn, ok := strings.Cut(path, "/")
+	if !ok {
+		return want{}, false
+	}
+	e, err := p.cat.ProxyEntry(ctx, ch.Name, subdir+"/repodata.json")
+	if err != nil || e.Cid == "" {
+		return want{}, false
+	}
+	c, err := cid.Decode(e.Cid)
+	if err != nil {
+		return want{}, false
+	}
+	p.mu.Lock()
+	m, ok := p.parsed[c]
+	p.mu.Unlock()
+	if !ok {
+		raw, err := p.blobs.ReadAll(ctx, c)
+		if err != nil {
+			return want{}, false
+		}
+		doc, err := conda.ParseRepodata(raw)
+		if err != nil {
+			return want{}, false
+		}
+		m = map[string]want{}
+		for _, r := range doc.Records() {
+			h, _ := r.Fields["sha256"].(string)
+			sum, err := hex.DecodeString(h)
+			if err != nil || len(sum) != 32 {
+				continue
+			}
+			size, _ := fieldInt(r.Fields["size"])
+			m[r.Filename] = want{sha256: sum, size: size}
+		}
+		p.mu.Lock()
+		if len(p.parsed) > 16 {
+			clear(p.parsed)
+		}
+		p.parsed[c] = m
+		p.mu.Unlock()
+	}
+	w, ok := m[fn]
+	return w, ok
+}
+
+func fieldInt(v any) (int64, bool) {
+	switch n := v.(type) {
+	case int64:
+		return n, true
+	case float64:
+		return int64(n), true
+	case interface{ Int64() (int64, error) }:
+		i, err := n.Int64()
+		return i, err == nil
+	}
+	return 0, false
+}
+

@@ -1,0 +1,231 @@
+package proxy_test
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"fmt"
+	"context"
+	"errors"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/cockroachdb/pebble/v2/vfs"
+	"github.com/condamesh/condamesh/catalog"
+	"github.com/condamesh/condamesh/conda"
+	"github.com/condamesh/condamesh/conda/condatest"
+	v1 "github.com/condamesh/condamesh/gen/condamesh/v1"
+	"github.com/condamesh/condamesh/internal/testlog"
+	"github.com/condamesh/condamesh/proxy"
+	"github.com/condamesh/condamesh/store"
+	"github.com/condamesh/condamesh/upstream"
+)
+
+// applier proposes by applying directly to the catalog (no Raft needed to
+// test the proxy's logic).
+type applier struct {
+	mu  sync.Mutex
+	cat *catalog.Catalog
+	idx uint64
+}
+
+func (a *applier) Propose(ctx context.Context, cmd *v1.Command) (any, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.idx++
+	cmd.TimeUnixNano = time.Now().UnixNano()
+	return a.cat.Apply(ctx, a.idx, cmd)
+}
+
+// fault is an upstream whose behaviour tests switch at run time.
+type fault struct {
+	mu      sync.Mutex
+	files   map[string][]byte
+	mode    string // "", "down" (500), "corrupt"
+	hits    map[string]*atomic.Int64
+	inm     atomic.Int64 // conditional requests seen
+	delay   time.Duration
+	lastMod string
+}
+
+func (f *fault) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	f.mu.Lock()
+	b, ok := f.files[r.URL.Path]
+	mode, delay := f.mode, f.delay
+	if f.hits[r.URL.Path] == nil {
+		f.hits[r.URL.Path] = &atomic.Int64{}
+	}
+	f.hits[r.URL.Path].Add(1)
+	f.mu.Unlock()
+	time.Sleep(delay)
+	switch {
+	case mode == "down":
+		http.Error(w, "boom", 500)
+		return
+	case !ok:
+		http.NotFound(w, r)
+		return
+	}
+	etag := fmt.Sprintf(`"%x"`, sha256.Sum256(b))
+	if r.Header.Get("If-None-Match") != "" {
+		f.inm.Add(1)
+		if r.Header.Get("If-None-Match") == etag {
+			w.WriteHeader(http.StatusNotModified)
+			return
+		}
+	}
+	if mode == "corrupt" {
+		b = append(bytes.Clone(b[:len(b)-1]), b[len(b)-1]^0xff)
+	}
+	w.Header().Set("ETag", etag)
+	_, _ = w.Write(b)
+}
+
+func (f *fault) hitsOf(p string) int64 {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.hits[p] == nil {
+		return 0
+	}
+	return f.hits[p].Load()
+}
+
+type rig struct {
+	p    *proxy.Proxy
+	up   *fault
+	ch   *v1.Channel
+	pkg  []byte
+	cat  *catalog.Catalog
+	st   *store.Store
+	now  atomic.Int64
+	srv  *httptest.Server
+	prop *applier
+}
+
+func newRig(t *testing.T) *rig {
+	ctx := context.Background()
+	st, err := store.Open(ctx, store.Config{Dir: "/d", FS: vfs.NewMem()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = st.Close() })
+	r := &rig{st: st, cat: catalog.New(st, nil)}
+	r.now.Store(time.Now().Unix())
+	r.prop = &applier{cat: r.cat}
+	spec := condatest.Spec{Name: "pkg", Version: "1.0", Build: "0", Subdir: "linux-64"}
+	r.pkg = condatest.TarBz2(t, spec)
+	info, _ := conda.ReadPackage(bytes.NewReader(r.pkg), int64(len(r.pkg)), "pkg-1.0-0.tar.bz2")
+	d, _ := conda.HashReader(bytes.NewReader(r.pkg))
+	rd := conda.Repodata("linux-64", []conda.Record{conda.NewRecord(info, d)})
+	r.up = &fault{files: map[string][]byte{"/c/linux-64/repodata.json": rd, "/c/linux-64/pkg-1.0-0.tar.bz2": r.pkg, "/c/noarch/repodata.json": conda.Repodata("noarch", nil)}, hits: map[string]*atomic.Int64{}}
+	r.srv = httptest.NewServer(r.up)
+	t.Cleanup(r.srv.Close)
+	r.ch = &v1.Channel{Name: "px", Ttl: 60, MirrorChannelUrl: r.srv.URL + "/c", MirrorMode: "proxy"}
+	if _, err := r.prop.Propose(ctx, &v1.Command{Op: &v1.Command_CreateChannel{CreateChannel: &v1.CreateChannelOp{Channel: r.ch}}}); err != nil {
+		t.Fatal(err)
+	}
+	uc := upstream.New(upstream.Config{Retries: 2, Backoff: time.Millisecond, AttemptTimeout: 2 * time.Second, Logger: testlog.New(t, slog.LevelWarn)})
+	r.p = proxy.New(proxy.Config{Now: func() time.Time { return time.Unix(r.now.Load(), 0) }, Logger: testlog.New(t, slog.LevelWarn)}, r.cat, st, r.prop, uc)
+	return r
+}
+
+func (r *rig) get(t *testing.T, path string) (proxy.Result, []byte, error) {
+	res, err := r.p.Get(context.Background(), r.ch, path)
+	if err != nil {
+		return res, nil, err
+	}
+	b, err := r.st.ReadAll(context.Background(), res.CID)
+	return res, b, err
+}
+
+func TestStaleWhileRevalidateAndStaleIfError(t *testing.T) {
+	r := newRig(t)
+	_, b, err := r.get(t, "linux-64/repodata.json")
+	if err != nil || !bytes.Equal(b, r.up.files["/c/linux-64/repodata.json"]) {
+		t.Fatalf("first fetch: %v", err)
+	}
+	// Within the TTL: no upstream traffic.
+	if _, _, err := r.get(t, "linux-64/repodata.json"); err != nil || r.up.hitsOf("/c/linux-64/repodata.json") != 1 {
+		t.Fatalf("fresh hit went upstream: %v, hits %d", err, r.up.hitsOf("/c/linux-64/repodata.json"))
+	}
+	// Past the TTL: served at once (no wait), revalidated conditionally in
+	// the background (304).
+	r.now.Add(61)
+	res, _, err := r.get(t, "linux-64/repodata.json")
+	if err != nil || res.Stale {
+		t.Fatalf("past TTL: %v stale=%v", err, res.Stale)
+	}
+	waitUntil(t, func() bool { return r.up.inm.Load() == 1 })
+	// Upstream down past the TTL: still served, marked stale.
+	r.up.mode = "down"
+	r.now.Add(61)
+	waitUntil(t, func() bool {
+		res, _, err := r.get(t, "linux-64/repodata.json")
+		return err == nil && res.Stale
+	})
+	// Upstream down, nothing cached: an upstream error, never a cached 404.
+	if _, _, err := r.get(t, "noarch/repodata.json"); !errors.Is(err, upstream.ErrUnavailable) {
+		t.Fatalf("uncached with upstream down: %v", err)
+	}
+	r.up.mode = ""
+	if _, _, err := r.get(t, "noarch/repodata.json"); err != nil {
+		t.Fatalf("after the upstream recovered: %v", err)
+	}
+}
+
+func TestCorruptPackageIsRejected(t *testing.T) {
+	r := newRig(t)
+	if _, _, err := r.get(t, "linux-64/repodata.json"); err != nil {
+		t.Fatal(err)
+	}
+	r.up.mode = "corrupt"
+	if _, _, err := r.get(t, "linux-64/pkg-1.0-0.tar.bz2"); !errors.Is(err, proxy.ErrCorrupt) {
+		t.Fatalf("corrupt package: %v", err)
+	}
+	n := 0
+	_ = r.st.List(context.Background(), func(b store.BlobInfo) error {
+		if b.Size == int64(len(r.pkg)) {
+			n++
+		}
+		return nil
+	})
+	if n != 0 {
+		t.Fatal("corrupt bytes were stored")
+	}
+	r.up.mode = ""
+	if _, b, err := r.get(t, "linux-64/pkg-1.0-0.tar.bz2"); err != nil || !bytes.Equal(b, r.pkg) {
+		t.Fatalf("after the upstream healed: %v", err)
+	}
+}
+
+func TestDerivedVariantsAndNotFound(t *testing.T) {
+	r := newRig(t)
+	_, zst, err := r.get(t, "linux-64/repodata.json.zst")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(zst, conda.Zstd(r.up.files["/c/linux-64/repodata.json"])) {
+		t.Fatal("derived .zst is not the upstream repodata.json compressed")
+	}
+	if _, idx, err := r.get(t, "linux-64/repodata_shards.msgpack.zst"); err != nil || len(idx) == 0 {
+		t.Fatalf("derived shard index: %v", err)
+	}
+	if _, _, err := r.get(t, "linux-64/missing-1-0.conda"); !errors.Is(err, proxy.ErrNotFound) {
+		t.Fatalf("missing file: %v", err)
+	}
+}
+
+func waitUntil(t *testing.T, ok func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !ok() {
+		if time.Now().After(deadline) {
+			t.Fatal("condition not reached in 10s")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}

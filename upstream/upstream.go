@@ -1,0 +1,218 @@
+// Package upstream fetches files from upstream conda channels for proxy and
+// mirror channels: conditional requests, per-attempt timeouts, retries with
+// exponential backoff on transport errors and 429/5xx, credentials sent as
+// a header, and URLs redacted (tokens and passwords) wherever they are
+// logged or returned in an error.
+package upstream
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"net/url"
+	"regexp"
+	"strconv"
+	"time"
+)
+
+// Errors returned by Get.
+var (
+	// ErrNotFound: the upstream answered 404 or 410.
+	ErrNotFound = errors.New("upstream: not found")
+	// ErrUnavailable: the upstream could not be reached or kept failing
+	// (5xx, 429, refused connections, resets) after the retries.
+	ErrUnavailable = errors.New("upstream: unavailable")
+	// ErrTimeout: the upstream did not answer in time.
+	ErrTimeout = errors.New("upstream: timeout")
+	// ErrRefused: the upstream answered with a client error other than 404
+	// (401, 403, ...), which retrying does not fix.
+	ErrRefused = errors.New("upstream: refused")
+)
+
+// Config configures a Client. Zero values take the defaults.
+type Config struct {
+	// AttemptTimeout bounds one attempt until the response headers. Default 30 s.
+	AttemptTimeout time.Duration
+	// Retries after the first attempt. Default 3.
+	Retries int
+	// Backoff is the first retry delay, doubled per retry up to MaxBackoff.
+	// Default 250 ms, max 5 s.
+	Backoff, MaxBackoff time.Duration
+	// Transport overrides the HTTP transport (tests).
+	Transport http.RoundTripper
+	// Logger defaults to slog.Default().
+	Logger *slog.Logger
+}
+
+// Client fetches from upstream channels. Safe for concurrent use.
+type Client struct {
+	cfg Config
+	hc  *http.Client
+	log *slog.Logger
+}
+
+// New returns a client.
+func New(cfg Config) *Client {
+	if cfg.AttemptTimeout == 0 {
+		cfg.AttemptTimeout = 30 * time.Second
+	}
+	if cfg.Retries == 0 {
+		cfg.Retries = 3
+	}
+	if cfg.Backoff == 0 {
+		cfg.Backoff = 250 * time.Millisecond
+	}
+	if cfg.MaxBackoff == 0 {
+		cfg.MaxBackoff = 5 * time.Second
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	tr := cfg.Transport
+	if tr == nil {
+		t := http.DefaultTransport.(*http.Transport).Clone()
+		t.MaxIdleConnsPerHost = 32
+		t.ResponseHeaderTimeout = cfg.AttemptTimeout
+		tr = t
+	}
+	return &Client{cfg: cfg, hc: &http.Client{Transport: tr}, log: cfg.Logger.With("component", "upstream")}
+}
+
+// Request is one upstream GET.
+type Request struct {
+	URL string
+	// Authorization, if set, is sent as the Authorization header.
+	Authorization string
+	// Validators of a cached copy, for a conditional request.
+	IfNoneMatch, IfModifiedSince string
+}
+
+// Response is a 200 (Body set, must be closed) or a 304 (NotModified).
+type Response struct {
+	NotModified   bool
+	Body          io.ReadCloser
+	ContentLength int64
+	ETag          string
+	LastModified  string
+}
+
+// Get fetches a file. It retries transport errors, 429 and 5xx with
+// exponential backoff and jitter, and maps the outcome onto the package's
+// errors; every error names the URL with its secrets redacted.
+func (c *Client) Get(ctx context.Context, r Request) (*Response, error) {
+	u, err := url.Parse(r.URL)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") {
+		return nil, fmt.Errorf("%w: bad upstream URL %s", ErrRefused, Redact(r.URL))
+	}
+	var last error
+	delay := c.cfg.Backoff
+	for attempt := 0; attempt <= c.cfg.Retries; attempt++ {
+		if attempt > 0 {
+			c.log.Debug("retrying upstream", "url", Redact(r.URL), "attempt", attempt, "err", last)
+			t := time.NewTimer(delay/2 + rand.N(delay/2+1))
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				return nil, ctx.Err()
+			case <-t.C:
+			}
+			delay = min(2*delay, c.cfg.MaxBackoff)
+		}
+		resp, retry, err := c.attempt(ctx, r)
+		if err == nil {
+			return resp, nil
+		}
+		last = err
+		if !retry || ctx.Err() != nil {
+			break
+		}
+	}
+	return nil, last
+}
+
+func (c *Client) attempt(ctx context.Context, r Request) (*Response, bool, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, r.URL, nil)
+	if err != nil {
+		return nil, false, fmt.Errorf("%w: %s: %v", ErrRefused, Redact(r.URL), redactErr(err))
+	}
+	req.Header.Set("User-Agent", "condamesh")
+	if r.Authorization != "" {
+		req.Header.Set("Authorization", r.Authorization)
+	}
+	if r.IfNoneMatch != "" {
+		req.Header.Set("If-None-Match", r.IfNoneMatch)
+	}
+	if r.IfModifiedSince != "" {
+		req.Header.Set("If-Modified-Since", r.IfModifiedSince)
+	}
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		var ne net.Error
+		if errors.As(err, &ne) && ne.Timeout() {
+			return nil, true, fmt.Errorf("%w: %s: %v", ErrTimeout, Redact(r.URL), redactErr(err))
+		}
+		return nil, true, fmt.Errorf("%w: %s: %v", ErrUnavailable, Redact(r.URL), redactErr(err))
+	}
+	out := &Response{ETag: resp.Header.Get("ETag"), LastModified: resp.Header.Get("Last-Modified"), ContentLength: resp.ContentLength}
+	switch {
+	case resp.StatusCode == http.StatusOK:
+		out.Body = resp.Body
+		return out, false, nil
+	case resp.StatusCode == http.StatusNotModified:
+		resp.Body.Close()
+		out.NotModified = true
+		return out, false, nil
+	}
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+	resp.Body.Close()
+	status := strconv.Itoa(resp.StatusCode)
+	switch {
+	case resp.StatusCode == http.StatusNotFound || resp.StatusCode == http.StatusGone:
+		return nil, false, fmt.Errorf("%w: %s answered %s", ErrNotFound, Redact(r.URL), status)
+	case resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode >= 500:
+		return nil, true, fmt.Errorf("%w: %s answered %s", ErrUnavailable, Redact(r.URL), status)
+	}
+	return nil, false, fmt.Errorf("%w: %s answered %s", ErrRefused, Redact(r.URL), status)
+}
+
+var tokenRe = regexp.MustCompile(`/t/[^/]+/`)
+
+// Redact hides credentials in a URL: a /t/<token>/ segment, a password in
+// the user info, and query strings (which may carry signatures).
+func Redact(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "<unparseable URL>"
+	}
+	if u.User != nil {
+		u.User = url.User(u.User.Username())
+	}
+	if u.RawQuery != "" {
+		u.RawQuery = "redacted"
+	}
+	u.Path = tokenRe.ReplaceAllString(u.Path, "/t/<redacted>/")
+	u.RawPath = ""
+	return u.String()
+}
+
+// redactErr strips URLs from transport errors (url.Error repeats the URL).
+func redactErr(err error) error {
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		return ue.Err
+	}
+	return err
+}
+
+// Join appends a channel-relative path to an upstream channel URL.
+func Join(base, path string) string {
+	for len(base) > 0 && base[len(base)-1] == '/' {
+		base = base[:len(base)-1]
+	}
+	return base + "/" + path
+}
