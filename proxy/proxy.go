@@ -343,4 +343,3 @@ func fieldInt(v any) (int64, bool) {
 	}
 	return 0, false
 }
-
