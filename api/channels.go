@@ -389,18 +389,7 @@ func (s *Server) updateChannel(ctx context.Context, id *identity, req *v1.Update
 		next.Ttl = *req.Ttl
 	}
 	if md := req.GetMetadata(); md != nil {
-		if next.Metadata == nil {
-			next.Metadata = &v1.ChannelMetadata{}
-		}
-		if md.Includelist != nil {
-			next.Metadata.Includelist = md.Includelist
-		}
-		if md.Excludelist != nil {
-			next.Metadata.Excludelist = md.Excludelist
-		}
-		if md.Proxylist != nil {
-			next.Metadata.Proxylist = md.Proxylist
-		}
+		next.Metadata = md // REST merges key by key before (mergedMetadata)
 	}
 	if _, err := s.prop.Propose(ctx, &v1.Command{Op: &v1.Command_UpdateChannel{UpdateChannel: &v1.UpdateChannelOp{Channel: next}}}); err != nil {
 		return nil, err
@@ -444,12 +433,9 @@ func (s *Server) restPatchChannel(w http.ResponseWriter, r *http.Request) {
 				}
 				req.SizeLimit = &v
 			case "metadata":
-				md, err := parseMetadata(fields)
+				md, err := s.mergedMetadata(ctx, r.PathValue("channel"), fields)
 				if err != nil {
 					return 0, nil, err
-				}
-				if md == nil {
-					md = &v1.ChannelMetadata{}
 				}
 				req.Metadata = md
 			default:
@@ -480,4 +466,45 @@ func (s *Server) restDeleteChannel(w http.ResponseWriter, r *http.Request) {
 	s.handle(w, r, func(id *identity) (int, any, error) {
 		return http.StatusOK, nil, s.deleteChannel(r.Context(), id, r.PathValue("channel"))
 	})
+}
+
+// mergedMetadata applies the metadata keys present in a PATCH body onto the
+// channel's stored metadata (Quetz merges key by key).
+func (s *Server) mergedMetadata(ctx context.Context, channel string, fields map[string]json.RawMessage) (*v1.ChannelMetadata, error) {
+	md, err := parseMetadata(fields)
+	if err != nil {
+		return nil, err
+	}
+	var present map[string]json.RawMessage
+	_ = json.Unmarshal(fields["metadata"], &present)
+	cur, err := s.cat.Channel(ctx, channel)
+	if err != nil {
+		return nil, err
+	}
+	out := proto.Clone(cur.GetMetadata()).(*v1.ChannelMetadata)
+	if out == nil {
+		out = &v1.ChannelMetadata{}
+	}
+	if md == nil {
+		return out, nil
+	}
+	for key := range present {
+		switch key {
+		case "includelist":
+			out.Includelist = md.Includelist
+		case "excludelist":
+			out.Excludelist = md.Excludelist
+		case "proxylist":
+			out.Proxylist = md.Proxylist
+		case "prefer_repodata_from_packages":
+			out.PreferRepodataFromPackages = md.PreferRepodataFromPackages
+		case "prune":
+			out.Prune = md.Prune
+		case "upstream_authorization":
+			out.UpstreamAuthorization = md.UpstreamAuthorization
+		case "sync_interval_seconds":
+			out.SyncIntervalSeconds = md.SyncIntervalSeconds
+		}
+	}
+	return out, nil
 }

@@ -378,7 +378,7 @@ type UpdateChannelRequest struct {
 	Private       *bool                  `protobuf:"varint,2,opt,name=private,proto3,oneof" json:"private,omitempty"`
 	SizeLimit     *int64                 `protobuf:"varint,3,opt,name=size_limit,json=sizeLimit,proto3,oneof" json:"size_limit,omitempty"`
 	Ttl           *int64                 `protobuf:"varint,4,opt,name=ttl,proto3,oneof" json:"ttl,omitempty"`
-	Metadata      *ChannelMetadata       `protobuf:"bytes,5,opt,name=metadata,proto3" json:"metadata,omitempty"` // keys present are merged
+	Metadata      *ChannelMetadata       `protobuf:"bytes,5,opt,name=metadata,proto3" json:"metadata,omitempty"` // when set, replaces the channel's metadata
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
