@@ -130,9 +130,12 @@ func TestMirrorChannel(t *testing.T) {
 	up.write(t)
 	s.mustDo(200, "PATCH", "/api/channels/mirror-channel", `{"metadata":{"prune":true}}`)
 	before := len(ng.requests(t))
-	var j jobJSON
-	decodeJSON(t, s.mustDo(200, "PUT", "/api/channels/mirror-channel/actions", `{"action":"synchronize_repodata"}`), &j)
-	task = s.waitJob(j.ID, 60*time.Second)
+	// The CLI starts the sync and follows it to the end.
+	out, err := s.cli("channel", "sync", "mirror-channel", "--wait")
+	if err != nil || !strings.Contains(out, "2/2 files") || !strings.Contains(out, "succeeded") {
+		t.Fatalf("condamesh channel sync --wait: %v\n%s", err, out)
+	}
+	task = s.waitJob(s.latestJob("synchronize_repodata").ID, 60*time.Second)
 	if task.Progress == nil || task.Progress.FilesDone != 2 {
 		t.Fatalf("incremental sync progress %+v, want 2 files", task.Progress)
 	}
@@ -157,6 +160,7 @@ func TestMirrorChannel(t *testing.T) {
 	}
 	// No change upstream: a re-sync downloads nothing.
 	before = len(ng.requests(t))
+	var j jobJSON
 	decodeJSON(t, s.mustDo(200, "PUT", "/api/channels/mirror-channel/actions", `{"action":"synchronize_repodata"}`), &j)
 	s.waitJob(j.ID, 60*time.Second)
 	for _, l := range ng.requests(t)[before:] {

@@ -194,7 +194,7 @@ func newChannel() *cobra.Command {
 			return nil
 		},
 	}
-	cmd.AddCommand(create, list, get, patch, del)
+	cmd.AddCommand(create, list, get, patch, del, newChannelSync(&c))
 	return cmd
 }
 

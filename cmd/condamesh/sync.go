@@ -1,0 +1,160 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"time"
+
+	"github.com/schollz/progressbar/v3"
+	"github.com/spf13/cobra"
+)
+
+// newChannelSync is `condamesh channel sync NAME [--wait]`: it starts a
+// mirror synchronisation (PUT /api/channels/NAME/actions) and, with --wait,
+// follows the job's progress with a progress bar until it ends.
+func newChannelSync(c *conn) *cobra.Command {
+	var wait, archives, quiet bool
+	cmd := &cobra.Command{
+		Use: "sync NAME", Short: "Synchronise a mirror channel from its upstream", Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			base, err := c.base()
+			if err != nil {
+				return err
+			}
+			action := "synchronize_repodata"
+			if archives {
+				action = "synchronize"
+			}
+			hc := c.http()
+			var job struct {
+				ID     int64  `json:"id"`
+				Status string `json:"status"`
+			}
+			body, _ := json.Marshal(map[string]string{"action": action})
+			if err := callJSON(cmd.Context(), hc, http.MethodPut, base+"/api/channels/"+url.PathEscape(args[0])+"/actions", body, &job); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "started job %d (%s)\n", job.ID, action)
+			if !wait {
+				return nil
+			}
+			return followJob(cmd.Context(), hc, base, job.ID, quiet, cmd.OutOrStdout(), cmd.ErrOrStderr())
+		},
+	}
+	cmd.Flags().BoolVar(&wait, "wait", false, "follow the job with a progress bar until it ends")
+	cmd.Flags().BoolVar(&archives, "from-archives", false, "read every record from the downloaded archive (Quetz 'synchronize')")
+	cmd.Flags().BoolVar(&quiet, "quiet", false, "no progress bar")
+	return cmd
+}
+
+type taskView struct {
+	Status   string `json:"status"`
+	Message  string `json:"message"`
+	Progress *struct {
+		FilesTotal int64    `json:"files_total"`
+		FilesDone  int64    `json:"files_done"`
+		BytesTotal int64    `json:"bytes_total"`
+		BytesDone  int64    `json:"bytes_done"`
+		Current    string   `json:"current"`
+		Errors     []string `json:"errors"`
+	} `json:"progress"`
+}
+
+// followJob polls the job's newest task until the job ends.
+func followJob(ctx context.Context, hc *http.Client, base string, id int64, quiet bool, stdout, stderr io.Writer) error {
+	var bar *progressbar.ProgressBar
+	t := time.NewTicker(300 * time.Millisecond)
+	defer t.Stop()
+	for {
+		var job struct {
+			Status string `json:"status"`
+		}
+		if err := callJSON(ctx, hc, http.MethodGet, fmt.Sprintf("%s/api/jobs/%d", base, id), nil, &job); err != nil {
+			return err
+		}
+		var tasks struct {
+			Result []taskView `json:"result"`
+		}
+		q := "status=created&status=pending&status=running&status=success&status=failed&limit=-1"
+		if err := callJSON(ctx, hc, http.MethodGet, fmt.Sprintf("%s/api/jobs/%d/tasks?%s", base, id, q), nil, &tasks); err != nil {
+			return err
+		}
+		var last *taskView
+		if n := len(tasks.Result); n > 0 {
+			last = &tasks.Result[n-1]
+		}
+		if last != nil && last.Progress != nil && !quiet {
+			p := last.Progress
+			if bar == nil && p.BytesTotal > 0 {
+				bar = progressbar.NewOptions64(p.BytesTotal, progressbar.OptionSetWriter(stderr), progressbar.OptionShowBytes(true),
+					progressbar.OptionSetWidth(30), progressbar.OptionShowCount(), progressbar.OptionThrottle(200*time.Millisecond))
+			}
+			if bar != nil {
+				bar.Describe(fmt.Sprintf("%d/%d files", p.FilesDone, p.FilesTotal))
+				_ = bar.Set64(p.BytesDone)
+			}
+		}
+		switch job.Status {
+		case "success", "failed", "cancelled", "timeout":
+			if bar != nil {
+				_ = bar.Finish()
+				fmt.Fprintln(stderr)
+			}
+			if last != nil && last.Progress != nil {
+				p := last.Progress
+				fmt.Fprintf(stdout, "%d/%d files, %d bytes; %d errors\n", p.FilesDone, p.FilesTotal, p.BytesDone, len(p.Errors))
+				for _, e := range p.Errors {
+					fmt.Fprintln(stdout, "  error:", e)
+				}
+			}
+			if job.Status != "success" {
+				msg := ""
+				if last != nil {
+					msg = last.Message
+				}
+				return fmt.Errorf("job %d %s: %s", id, job.Status, msg)
+			}
+			fmt.Fprintf(stdout, "job %d succeeded\n", id)
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-t.C:
+		}
+	}
+}
+
+// callJSON sends a REST request and decodes the JSON answer, turning
+// {"detail": ...} errors into Go errors.
+func callJSON(ctx context.Context, hc *http.Client, method, u string, body []byte, out any) error {
+	req, err := http.NewRequestWithContext(ctx, method, u, bytes.NewReader(body))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := hc.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, 8<<20))
+	if resp.StatusCode >= 300 {
+		var e struct {
+			Detail any `json:"detail"`
+		}
+		if json.Unmarshal(b, &e) == nil && e.Detail != nil {
+			return fmt.Errorf("%s: %v", resp.Status, e.Detail)
+		}
+		return fmt.Errorf("%s", resp.Status)
+	}
+	if out == nil {
+		return nil
+	}
+	return json.Unmarshal(b, out)
+}
