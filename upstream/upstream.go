@@ -195,7 +195,7 @@ func Redact(raw string) string {
 	if u.RawQuery != "" {
 		u.RawQuery = "redacted"
 	}
-	u.Path = tokenRe.ReplaceAllString(u.Path, "/t/<redacted>/")
+	u.Path = tokenRe.ReplaceAllString(u.Path, "/t/REDACTED/")
 	u.RawPath = ""
 	return u.String()
 }
