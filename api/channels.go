@@ -250,6 +250,9 @@ func (s *Server) createChannel(ctx context.Context, id *identity, req *v1.Create
 			s.log.Warn("initial channel action refused", "channel", created.Name, "action", a, "err", err)
 		}
 	}
+	if len(actions) > 0 {
+		s.wakeJobs()
+	}
 	return s.channelInfo(ctx, created)
 }
 

@@ -51,6 +51,7 @@ type Blobs interface {
 	Put(ctx context.Context, r io.Reader, opt store.PutOptions) (store.BlobInfo, error)
 	Has(ctx context.Context, c cid.Cid) bool
 	Open(ctx context.Context, c cid.Cid) (*store.Blob, error)
+	Sync(ctx context.Context) error
 }
 
 // Config configures a Syncer.
@@ -58,7 +59,7 @@ type Config struct {
 	// Concurrency is the number of parallel downloads. Default 8.
 	Concurrency int
 	// BatchFiles is how many verified files one publish command carries.
-	// Default 500.
+	// Default 2000.
 	BatchFiles int
 	// MaxIndexSize bounds an upstream repodata document. Default 1 GiB.
 	MaxIndexSize int64
@@ -81,7 +82,7 @@ func New(cfg Config, cat *catalog.Catalog, blobs Blobs, prop Proposer, up *upstr
 		cfg.Concurrency = 8
 	}
 	if cfg.BatchFiles == 0 {
-		cfg.BatchFiles = 500
+		cfg.BatchFiles = 2000
 	}
 	if cfg.MaxIndexSize == 0 {
 		cfg.MaxIndexSize = 1 << 30
@@ -329,18 +330,23 @@ func upToDate(local *v1.PackageVersion, c candidate) bool {
 }
 
 // download fetches the candidates with a worker pool and publishes them in
-// batches.
+// batches. Publishing happens outside the workers' lock, so downloads go on
+// while a batch is being replicated.
 func (s *Syncer) download(ctx context.Context, ch *v1.Channel, owner, auth string, mode Mode, cands []candidate, prog *jobs.Progress) error {
 	work := make(chan candidate)
-	var mu sync.Mutex
+	var mu sync.Mutex // guards batch, prog, firstErr
+	var pubMu sync.Mutex
 	var batch []*v1.PackageVersion
 	var firstErr error
-	flush := func() error {
-		if len(batch) == 0 {
+	publish := func(vers []*v1.PackageVersion) error {
+		if len(vers) == 0 {
 			return nil
 		}
-		vers := batch
-		batch = nil
+		pubMu.Lock()
+		defer pubMu.Unlock()
+		if err := s.blobs.Sync(ctx); err != nil { // the batch's blobs are durable before they are referenced
+			return err
+		}
 		_, err := s.prop.Propose(ctx, &v1.Command{Op: &v1.Command_PutVersions{PutVersions: &v1.PutVersionsOp{Versions: vers, Force: true, OwnerId: owner}}})
 		return err
 	}
@@ -351,21 +357,26 @@ func (s *Syncer) download(ctx context.Context, ch *v1.Channel, owner, auth strin
 			defer wg.Done()
 			for c := range work {
 				v, err := s.fetchOne(ctx, ch, auth, mode, c)
+				var full []*v1.PackageVersion
 				mu.Lock()
 				prog.FilesDone++
 				prog.BytesDone += c.size
 				prog.Current = c.subdir + "/" + c.filename
 				if err != nil {
 					prog.Errors = append(prog.Errors, fmt.Sprintf("%s/%s: %v", c.subdir, c.filename, err))
-				} else {
-					batch = append(batch, v)
-					if len(batch) >= s.cfg.BatchFiles && firstErr == nil {
-						firstErr = flush()
-					}
+				} else if batch = append(batch, v); len(batch) >= s.cfg.BatchFiles {
+					full, batch = batch, nil
 				}
 				p := *prog
 				p.Errors = append([]string(nil), prog.Errors...)
 				mu.Unlock()
+				if err := publish(full); err != nil {
+					mu.Lock()
+					if firstErr == nil {
+						firstErr = err
+					}
+					mu.Unlock()
+				}
 				jobs.Report(ctx, p)
 			}
 		}()
@@ -387,7 +398,7 @@ func (s *Syncer) download(ctx context.Context, ch *v1.Channel, owner, auth strin
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	return flush()
+	return publish(batch)
 }
 
 // fetchOne makes one verified package file available and returns its record.
@@ -405,7 +416,7 @@ func (s *Syncer) fetchOne(ctx context.Context, ch *v1.Channel, auth string, mode
 		if err != nil {
 			return nil, err
 		}
-		opt := store.PutOptions{WantSHA256: c.sha256, WantSize: c.size, WantSizeSet: c.size > 0}
+		opt := store.PutOptions{WantSHA256: c.sha256, WantSize: c.size, WantSizeSet: c.size > 0, Deferred: true}
 		_, err = s.blobs.Put(ctx, resp.Body, opt)
 		resp.Body.Close()
 		if err != nil {

@@ -263,9 +263,14 @@ func (p *Proxy) fetch(ctx context.Context, ch *v1.Channel, path string, cached *
 			opt.WantSize, opt.WantSizeSet = w.size, w.size > 0
 		}
 	}
-	info, err := p.blobs.Put(ctx, resp.Body, opt)
+	body := &readTracker{r: resp.Body}
+	info, err := p.blobs.Put(ctx, body, opt)
 	if errors.Is(err, store.ErrDigestMismatch) || errors.Is(err, store.ErrSizeMismatch) {
 		return Result{}, fmt.Errorf("%w: %s: %v", ErrCorrupt, upstream.Redact(req.URL), err)
+	}
+	if body.err != nil && !errors.Is(body.err, io.EOF) {
+		// The upstream broke off (truncated, reset): nothing was stored.
+		return Result{}, fmt.Errorf("%w: %s: %v", upstream.ErrUnavailable, upstream.Redact(req.URL), body.err)
 	}
 	if err != nil {
 		return Result{}, fmt.Errorf("store %s/%s: %w", ch.Name, path, err)
@@ -342,4 +347,19 @@ func fieldInt(v any) (int64, bool) {
 		return i, err == nil
 	}
 	return 0, false
+}
+
+// readTracker remembers the error of the upstream body, to tell an
+// upstream failure from a local one.
+type readTracker struct {
+	r   io.Reader
+	err error
+}
+
+func (t *readTracker) Read(p []byte) (int, error) {
+	n, err := t.r.Read(p)
+	if err != nil {
+		t.err = err
+	}
+	return n, err
 }

@@ -81,6 +81,18 @@ func (f *fault) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if mode == "corrupt" {
 		b = append(bytes.Clone(b[:len(b)-1]), b[len(b)-1]^0xff)
 	}
+	if mode == "truncate" {
+		// Promise the whole body, send half, then drop the connection.
+		w.Header().Set("Content-Length", fmt.Sprint(len(b)))
+		w.Header().Set("ETag", etag)
+		_, _ = w.Write(b[:len(b)/2])
+		if hj, ok := w.(http.Hijacker); ok {
+			if c, _, err := hj.Hijack(); err == nil {
+				c.Close()
+			}
+		}
+		return
+	}
 	w.Header().Set("ETag", etag)
 	_, _ = w.Write(b)
 }
@@ -185,6 +197,10 @@ func TestCorruptPackageIsRejected(t *testing.T) {
 	r.up.mode = "corrupt"
 	if _, _, err := r.get(t, "linux-64/pkg-1.0-0.tar.bz2"); !errors.Is(err, proxy.ErrCorrupt) {
 		t.Fatalf("corrupt package: %v", err)
+	}
+	r.up.mode = "truncate"
+	if _, _, err := r.get(t, "linux-64/pkg-1.0-0.tar.bz2"); !errors.Is(err, upstream.ErrUnavailable) {
+		t.Fatalf("truncated package: %v", err)
 	}
 	n := 0
 	_ = r.st.List(context.Background(), func(b store.BlobInfo) error {

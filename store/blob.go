@@ -78,6 +78,11 @@ type PutOptions struct {
 	// Tee, if set, receives every byte as it is written (to compute other
 	// digests in the same pass).
 	Tee io.Writer
+	// Deferred skips the synced write of the blob's index record; the
+	// caller makes a batch of such blobs durable with one Sync before it
+	// publishes anything referencing them. A crash before that Sync may
+	// forget the blob (never corrupt it). File contents are always fsynced.
+	Deferred bool
 }
 
 const (
@@ -126,7 +131,7 @@ func (s *Store) Put(ctx context.Context, r io.Reader, opt PutOptions) (BlobInfo,
 			return existing, nil
 		}
 		info.Inline = true
-		if err := s.db.Set(blobKey(info.CID), encodeBlobMeta(info, buf.Bytes()), pebble.Sync); err != nil {
+		if err := s.db.Set(blobKey(info.CID), encodeBlobMeta(info, buf.Bytes()), writeOpts(opt)); err != nil {
 			return BlobInfo{}, fmt.Errorf("store: index inline blob: %w", err)
 		}
 		return info, nil
@@ -187,10 +192,28 @@ func (s *Store) putFile(ctx context.Context, r io.Reader, h hash.Hash, w io.Writ
 	if err := syncDir(s.fs, dir); err != nil {
 		return BlobInfo{}, err
 	}
-	if err := s.db.Set(blobKey(info.CID), encodeBlobMeta(info, nil), pebble.Sync); err != nil {
+	if err := s.db.Set(blobKey(info.CID), encodeBlobMeta(info, nil), writeOpts(opt)); err != nil {
 		return BlobInfo{}, fmt.Errorf("store: index blob: %w", err)
 	}
 	return info, nil
+}
+
+func writeOpts(opt PutOptions) *pebble.WriteOptions {
+	if opt.Deferred {
+		return pebble.NoSync
+	}
+	return pebble.Sync
+}
+
+// Sync makes every earlier write durable (the Deferred puts among them).
+func (s *Store) Sync(ctx context.Context) error {
+	if s.closed.Load() {
+		return ErrClosed
+	}
+	if err := s.db.LogData(nil, pebble.Sync); err != nil {
+		return fmt.Errorf("store: sync: %w", err)
+	}
+	return nil
 }
 
 // refresh marks an existing blob as verified now (its bytes were just

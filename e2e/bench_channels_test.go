@@ -1,0 +1,118 @@
+package e2e
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+// BenchmarkMirrorSync mirrors a 10,000-file channel from a local nginx and
+// compares with curl fetching the same files from the same upstream with
+// the same parallelism (8): the physical limit here. It also times a
+// re-sync with nothing changed (only index requests).
+func BenchmarkMirrorSync(b *testing.B) {
+	ng := startNginxLogged(b, true)
+	up := newUpstreamChannel(b, filepath.Join(ng.root, "chan"), 6000) // 2,000 noarch + 2 x 4,000 = 10,000 files
+	var total int64
+	var urls []string
+	for p, data := range up.files {
+		total += int64(len(data))
+		urls = append(urls, ng.url+"/chan/"+p)
+	}
+	sort.Strings(urls)
+	list := filepath.Join(b.TempDir(), "urls.txt")
+	cfg := ""
+	for _, u := range urls {
+		cfg += "url = \"" + u + "\"\noutput = \"/dev/null\"\n"
+	}
+	if err := os.WriteFile(list, []byte(cfg), 0o644); err != nil {
+		b.Fatal(err)
+	}
+	b.Run("10000-files", func(b *testing.B) {
+		for range b.N {
+			start := time.Now()
+			out, err := exec.Command("curl", "--silent", "--fail", "--parallel", "--parallel-max", "8", "--config", list).CombinedOutput()
+			if err != nil {
+				b.Fatalf("curl: %v %s", err, out)
+			}
+			curlTime := time.Since(start)
+
+			s := startServer(b, b.TempDir())
+			start = time.Now()
+			s.mustDo(201, "POST", "/api/channels", fmt.Sprintf(`{"name":"m","private":false,"mirror_channel_url":"%s/chan","mirror_mode":"mirror"}`, ng.url))
+			task := s.waitJob(s.latestJob("synchronize_repodata").ID, 20*time.Minute)
+			syncTime := time.Since(start)
+			if task.Progress == nil || task.Progress.FilesDone != int64(len(up.files)) || len(task.Progress.Errors) != 0 {
+				b.Fatalf("sync: %+v", task.Progress)
+			}
+			start = time.Now()
+			var j jobJSON
+			decodeJSON(b, s.mustDo(200, "PUT", "/api/channels/m/actions", `{"action":"synchronize_repodata"}`), &j)
+			s.waitJob(j.ID, time.Minute)
+			resync := time.Since(start)
+
+			files := float64(len(up.files))
+			b.ReportMetric(files/syncTime.Seconds(), "condamesh-files/s")
+			b.ReportMetric(files/curlTime.Seconds(), "curl-files/s")
+			b.ReportMetric(float64(total)/1e6/syncTime.Seconds(), "condamesh-MB/s")
+			b.ReportMetric(curlTime.Seconds()/syncTime.Seconds(), "ratio-to-curl")
+			b.ReportMetric(float64(resync.Milliseconds()), "no-change-resync-ms")
+			s.stop()
+		}
+	})
+}
+
+// BenchmarkProxy: a hot hit (cached package) against nginx serving the
+// upstream file, and the time to first byte of cold misses against the
+// upstream's own.
+func BenchmarkProxy(b *testing.B) {
+	ng := startNginx(b)
+	up := newUpstreamChannel(b, filepath.Join(ng.root, "chan"), 400)
+	s := startServer(b, b.TempDir())
+	gs := goFileServer(b, ng.root)
+	s.mustDo(201, "POST", "/api/channels", fmt.Sprintf(`{"name":"p","private":false,"mirror_channel_url":"%s/chan","mirror_mode":"proxy"}`, ng.url))
+	var paths []string
+	for p := range up.files {
+		if strings.HasPrefix(p, "linux-64/") {
+			paths = append(paths, p)
+		}
+	}
+	sort.Strings(paths)
+	big := "linux-64/big-1.0-0.conda" // a 1 MiB package, a typical size
+	bigConda(b, filepath.Join(ng.root, "chan", big), "big", 1<<20)
+	for name, hot := range map[string]string{"hot-hit-1MiB": big, "hot-hit-small": paths[0]} {
+		download(b, s.url+"/get/p/"+hot)
+		b.Run(name, func(b *testing.B) {
+			for range b.N {
+				compare(b, s.url+"/get/p/"+hot, ng.url+"/chan/"+hot, gs+"/chan/"+hot, 32, nil, nil, nil)
+			}
+		})
+	}
+	b.Run("cold-miss-ttfb", func(b *testing.B) {
+		ttfb := func(url string) float64 {
+			out, err := exec.Command("curl", "--silent", "--fail", "-o", "/dev/null", "-w", "%{time_starttransfer}", url).Output()
+			if err != nil {
+				b.Fatalf("curl %s: %v", url, err)
+			}
+			v, _ := strconv.ParseFloat(string(out), 64)
+			return v
+		}
+		download(b, s.url+"/get/p/linux-64/repodata.json") // clients fetch the index first
+		var cold, direct []float64
+		for _, p := range paths[1:101] {
+			direct = append(direct, ttfb(ng.url+"/chan/"+p))
+			cold = append(cold, ttfb(s.url+"/get/p/"+p))
+		}
+		sort.Float64s(cold)
+		sort.Float64s(direct)
+		b.ReportMetric(cold[len(cold)/2]*1000, "median-cold-ttfb-ms")
+		b.ReportMetric(direct[len(direct)/2]*1000, "median-upstream-ttfb-ms")
+		b.ReportMetric((cold[len(cold)/2]-direct[len(direct)/2])*1000, "median-added-ms")
+	})
+}
