@@ -250,14 +250,15 @@ func TestMirrorResumesAfterKill(t *testing.T) {
 	s := startServer(t, dir)
 	s.mustDo(201, "POST", "/api/channels", fmt.Sprintf(`{"name":"resume","private":false,"mirror_channel_url":"http://%s/chan","mirror_mode":"mirror"}`, slow))
 	job := s.latestJob("synchronize_repodata")
-	waitFor(t, 60*time.Second, "sync under way", func() bool {
-		n := 0
-		for _, l := range ng.requests(t) {
-			if strings.HasSuffix(l, ".conda") || strings.HasSuffix(l, ".tar.bz2") {
-				n++
-			}
+	// Kill once the running task reports a good part of the files done
+	// (progress is written about every second, so by then the first files
+	// have long been made durable).
+	waitFor(t, 60*time.Second, "sync half done", func() bool {
+		var tasks struct {
+			Result []taskJSON `json:"result"`
 		}
-		return n >= 30
+		decodeJSON(t, s.mustDo(200, "GET", fmt.Sprintf("/api/jobs/%d/tasks?status=running", job.ID), ""), &tasks)
+		return len(tasks.Result) == 1 && tasks.Result[0].Progress != nil && tasks.Result[0].Progress.FilesDone >= 60
 	})
 	s.kill()
 	checkStoreIntegrity(t, dir)

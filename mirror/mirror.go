@@ -23,6 +23,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/condamesh/condamesh/catalog"
 	"github.com/condamesh/condamesh/conda"
@@ -53,6 +54,9 @@ type Blobs interface {
 	Open(ctx context.Context, c cid.Cid) (*store.Blob, error)
 	Sync(ctx context.Context) error
 }
+
+// syncEvery bounds how much verified download work a crash can lose.
+const syncEvery = 250 * time.Millisecond
 
 // Config configures a Syncer.
 type Config struct {
@@ -350,6 +354,27 @@ func (s *Syncer) download(ctx context.Context, ch *v1.Channel, owner, auth strin
 		_, err := s.prop.Propose(ctx, &v1.Command{Op: &v1.Command_PutVersions{PutVersions: &v1.PutVersionsOp{Versions: vers, Force: true, OwnerId: owner}}})
 		return err
 	}
+	// Downloaded blobs are written without a sync each; a WAL sync every
+	// syncEvery makes them durable, so a crash loses at most that much
+	// verified work (and the resumed sync downloads only that again).
+	stopSync := make(chan struct{})
+	syncDone := make(chan struct{})
+	go func() {
+		defer close(syncDone)
+		t := time.NewTicker(syncEvery)
+		defer t.Stop()
+		for {
+			select {
+			case <-stopSync:
+				return
+			case <-t.C:
+				if err := s.blobs.Sync(ctx); err != nil && ctx.Err() == nil {
+					s.log.Warn("sync downloaded blobs", "err", err)
+				}
+			}
+		}
+	}()
+	defer func() { close(stopSync); <-syncDone }()
 	var wg sync.WaitGroup
 	for range s.cfg.Concurrency {
 		wg.Add(1)
