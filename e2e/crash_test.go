@@ -159,6 +159,7 @@ func TestCrashDuringIndexing(t *testing.T) {
 		acked[k] = sha256Hex(v)
 	}
 	for round := range 3 {
+		base := len(acked)
 		var mu sync.Mutex
 		stop := make(chan struct{})
 		uploaderDone := make(chan struct{})
@@ -187,7 +188,13 @@ func TestCrashDuringIndexing(t *testing.T) {
 				}
 			}
 		}()
-		time.Sleep(time.Duration(300+round*250) * time.Millisecond) // let uploads and regenerations overlap
+		// Kill after a different number of acknowledged uploads each round,
+		// while uploads and regenerations of the big subdir overlap.
+		waitFor(t, 60*time.Second, "uploads under way", func() bool {
+			mu.Lock()
+			defer mu.Unlock()
+			return len(acked) >= base+2+round*3
+		})
 		s.kill()
 		close(stop)
 		<-uploaderDone
