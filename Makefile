@@ -22,8 +22,9 @@ deps: ## install what the tests need: Debian packages (cph, nginx, wrk, zstd) an
 	./scripts/install-test-deps.sh
 
 .PHONY: test
-test: deps ## run every test (unit, conformance, REST, end-to-end with rattler and cph)
+test: deps ## run every test (unit, conformance, REST, end-to-end with rattler, cph and nginx), then the in-process ones again under the race detector
 	go test $(GO_TEST_FLAGS) -count=1 -timeout 40m ./...
+	go test $(GO_TEST_FLAGS) -race -count=1 -timeout 40m $$(go list ./... | grep -v /e2e)
 
 .PHONY: fuzz-smoke
 fuzz-smoke: ## run each fuzz target for 10 s

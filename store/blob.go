@@ -158,7 +158,8 @@ func (s *Store) putFile(ctx context.Context, r io.Reader, h hash.Hash, w io.Writ
 	if opt.MaxSize > 0 {
 		src = io.LimitReader(r, opt.MaxSize+1)
 	}
-	n, err := io.CopyBuffer(io.MultiWriter(f, w), src, make([]byte, 256<<10))
+	// Hash before writing: vfs.File.Write may modify the slice it is given.
+	n, err := io.CopyBuffer(io.MultiWriter(w, f), src, make([]byte, 256<<10))
 	if err != nil {
 		return BlobInfo{}, fmt.Errorf("store: write blob: %w", err)
 	}
