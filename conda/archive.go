@@ -470,3 +470,51 @@ func asInt64(v any) (int64, bool) {
 	}
 	return 0, false
 }
+
+// Identify names a package archive from its content alone: a .conda by its
+// info-<stem>.tar.zst member, a .tar.bz2 by its info/index.json. It lets a
+// store of content-addressed blobs (which keeps no file names) rebuild
+// package records; validate the result with ReadPackage.
+func Identify(r io.ReaderAt, size int64) (string, error) {
+	var magic [4]byte
+	if n, _ := r.ReadAt(magic[:], 0); n < len(magic) {
+		return "", fmt.Errorf("%w: too short to be a package", ErrBadArchive)
+	}
+	placeholder := Filename{Name: "unknown", Version: "0", Build: "0"}
+	switch {
+	case string(magic[:]) == "PK\x03\x04":
+		zr, err := zip.NewReader(r, size)
+		if err != nil {
+			return "", badArchive(placeholder, err)
+		}
+		for _, f := range zr.File {
+			if stem, ok := strings.CutPrefix(f.Name, "info-"); ok && strings.HasSuffix(stem, ".tar.zst") {
+				name := strings.TrimSuffix(stem, ".tar.zst") + ExtConda
+				if _, err := ParseFilename(name); err != nil {
+					return "", err
+				}
+				return name, nil
+			}
+		}
+		return "", fmt.Errorf("%w: no info-*.tar.zst member", ErrBadArchive)
+	case string(magic[:3]) == "BZh":
+		placeholder.Ext = ExtTarBz2
+		files, err := readTarBz2(r, size, placeholder)
+		if err != nil {
+			return "", err
+		}
+		index, err := decodeObject(files[indexJSONPath])
+		if err != nil {
+			return "", fmt.Errorf("%w: %w", ErrBadIndex, err)
+		}
+		name, _ := index["name"].(string)
+		version, _ := index["version"].(string)
+		build, _ := index["build"].(string)
+		fn := name + "-" + version + "-" + build + ExtTarBz2
+		if _, err := ParseFilename(fn); err != nil {
+			return "", err
+		}
+		return fn, nil
+	}
+	return "", fmt.Errorf("%w: neither a .conda nor a .tar.bz2", ErrBadArchive)
+}

@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 
 	"github.com/condamesh/condamesh/catalog"
 	"github.com/condamesh/condamesh/conda"
@@ -23,6 +24,7 @@ type Reconciler interface {
 type Blobs interface {
 	Open(ctx context.Context, c cid.Cid) (*store.Blob, error)
 	Verify(ctx context.Context, c cid.Cid) error
+	List(ctx context.Context, fn func(store.BlobInfo) error) error
 }
 
 // GenerateIndexes is the generate_indexes action.
@@ -63,10 +65,13 @@ func ValidatePackages(cat *catalog.Catalog, blobs Blobs, prop Proposer, idx Reco
 	}
 }
 
-// Reindex is the reindex action: it re-reads every package file of the
+// Reindex is the reindex action. It re-reads every package file of the
 // channel from its blob and rewrites its record from the archive's info/
-// files (repairing records written by older versions or by hand), in one
-// command, then regenerates the indexes.
+// files (repairing records written by older versions or by hand); then it
+// adopts every package archive in the blob store that no channel and no
+// proxy cache references (the store outlives lost metadata: after a
+// metadata loss, reindex re-creates a channel's records from its blobs
+// with no upstream traffic); then it regenerates the indexes.
 func Reindex(cat *catalog.Catalog, blobs Blobs, prop Proposer, idx Reconciler) Action {
 	return func(ctx context.Context, j *v1.Job) error {
 		vers, err := cat.Versions(ctx, j.Channel, "")
@@ -88,8 +93,94 @@ func Reindex(cat *catalog.Catalog, blobs Blobs, prop Proposer, idx Reconciler) A
 				return err
 			}
 		}
+		if ch, err := cat.Channel(ctx, j.Channel); err == nil && ch.MirrorMode != "proxy" {
+			if err := adopt(ctx, cat, blobs, prop, j); err != nil {
+				return err
+			}
+		}
 		return idx.Reconcile(ctx, j.Channel)
 	}
+}
+
+// adopt publishes the unreferenced package archives of the store into the
+// job's channel, in batches.
+func adopt(ctx context.Context, cat *catalog.Catalog, blobs Blobs, prop Proposer, j *v1.Job) error {
+	referenced := map[string]bool{}
+	if err := cat.EachVersionSHA256(ctx, func(h string) error { referenced[h] = true; return nil }); err != nil {
+		return err
+	}
+	if err := cat.EachProxyCID(ctx, func(c string) error { referenced[c] = true; return nil }); err != nil {
+		return err
+	}
+	var orphans []store.BlobInfo
+	err := blobs.List(ctx, func(b store.BlobInfo) error {
+		if !referenced[hex.EncodeToString(b.SHA256)] && !referenced[b.CID.String()] && b.Size >= 64 {
+			orphans = append(orphans, b)
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	var batch []*v1.PackageVersion
+	var p Progress
+	for _, b := range orphans {
+		v, err := identify(ctx, blobs, b, j)
+		if err != nil || v == nil {
+			continue // not a package archive (an index file, a shard...)
+		}
+		if _, err := cat.Version(ctx, j.Channel, v.Platform, v.Filename); err == nil {
+			continue
+		}
+		batch = append(batch, v)
+		p.FilesDone++
+		p.BytesDone += v.Size
+		p.Current = v.Platform + "/" + v.Filename
+		Report(ctx, p)
+		if len(batch) == 500 {
+			if _, err := prop.Propose(ctx, &v1.Command{Op: &v1.Command_PutVersions{PutVersions: &v1.PutVersionsOp{Versions: batch, OwnerId: j.OwnerId}}}); err != nil {
+				return err
+			}
+			batch = nil
+		}
+	}
+	if len(batch) == 0 {
+		return nil
+	}
+	_, err = prop.Propose(ctx, &v1.Command{Op: &v1.Command_PutVersions{PutVersions: &v1.PutVersionsOp{Versions: batch, OwnerId: j.OwnerId}}})
+	return err
+}
+
+// identify turns a blob into a package record if it is a valid archive.
+func identify(ctx context.Context, blobs Blobs, b store.BlobInfo, j *v1.Job) (*v1.PackageVersion, error) {
+	blob, err := blobs.Open(ctx, b.CID)
+	if err != nil {
+		return nil, err
+	}
+	defer blob.Close()
+	filename, err := conda.Identify(blob, b.Size)
+	if err != nil {
+		return nil, err
+	}
+	info, err := conda.ReadPackage(blob, b.Size, filename)
+	if err != nil {
+		return nil, err
+	}
+	d, err := conda.HashReader(io.NewSectionReader(blob, 0, b.Size))
+	if err != nil {
+		return nil, err
+	}
+	rec := conda.NewRecord(info, d)
+	v := &v1.PackageVersion{
+		Channel: j.Channel, Package: info.Filename.Name, Platform: rec.Subdir, Filename: filename,
+		Version: rec.Version(), BuildString: info.Filename.Build, BuildNumber: rec.BuildNumber(),
+		RecordJson: conda.EncodeRecordFields(rec.Fields), Sha256: d.SHA256Hex(), Md5: d.MD5Hex(), Size: d.Size,
+		UploaderId: j.OwnerId,
+	}
+	if meta := conda.ChannelMeta(info); meta != nil {
+		v.AboutJson = conda.EncodeRecordFields(meta)
+	}
+	return v, nil
 }
 
 func reread(ctx context.Context, blobs Blobs, v *v1.PackageVersion) (*v1.PackageVersion, error) {

@@ -1,0 +1,27 @@
+package conda
+
+import (
+	"bytes"
+	"errors"
+	"testing"
+
+	"github.com/condamesh/condamesh/conda/condatest"
+)
+
+func TestIdentify(t *testing.T) {
+	spec := condatest.Spec{Name: "ident", Version: "1.2", Build: "py_0", Subdir: "linux-64"}
+	for ext, b := range map[string][]byte{ExtConda: condatest.Conda(t, spec), ExtTarBz2: condatest.TarBz2(t, spec)} {
+		got, err := Identify(bytes.NewReader(b), int64(len(b)))
+		if err != nil || got != "ident-1.2-py_0"+ext {
+			t.Fatalf("%s: Identify = %q, %v", ext, got, err)
+		}
+		if _, err := ReadPackage(bytes.NewReader(b), int64(len(b)), got); err != nil {
+			t.Fatalf("%s: identified name does not validate: %v", ext, err)
+		}
+	}
+	for _, junk := range [][]byte{nil, []byte("hello world"), []byte("BZh9 not really"), []byte("PK\x03\x04garbage")} {
+		if _, err := Identify(bytes.NewReader(junk), int64(len(junk))); !errors.Is(err, ErrBadArchive) && !errors.Is(err, ErrBadIndex) && !errors.Is(err, ErrMissingIndex) {
+			t.Errorf("Identify(%q) = %v", junk, err)
+		}
+	}
+}
