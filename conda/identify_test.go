@@ -25,3 +25,21 @@ func TestIdentify(t *testing.T) {
 		}
 	}
 }
+
+// FuzzIdentify feeds arbitrary bytes to Identify (blobs of unknown origin):
+// it must never panic, and a name it returns must parse.
+func FuzzIdentify(f *testing.F) {
+	spec := condatest.Spec{Name: "seed", Version: "1", Build: "0"}
+	f.Add(condatest.Conda(f, spec))
+	f.Add(condatest.TarBz2(f, spec))
+	f.Add([]byte("PK\x03\x04"))
+	f.Add([]byte("BZh91AY&SY"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		name, err := Identify(bytes.NewReader(b), int64(len(b)))
+		if err == nil {
+			if _, perr := ParseFilename(name); perr != nil {
+				t.Fatalf("Identify returned unparseable %q", name)
+			}
+		}
+	})
+}

@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"testing"
@@ -300,4 +301,26 @@ func storedBlobs(t *testing.T, dataDir string) map[string]bool {
 		t.Fatal(err)
 	}
 	return out
+}
+
+// TestPeriodicMirrorSync: with metadata.sync_interval_seconds the mirror
+// follows its upstream on its own.
+func TestPeriodicMirrorSync(t *testing.T) {
+	ng := startNginxLogged(t, true)
+	up := newUpstreamChannel(t, filepath.Join(ng.root, "chan"), 6)
+	s := startServer(t, t.TempDir())
+	s.mustDo(201, "POST", "/api/channels", fmt.Sprintf(`{"name":"follow","private":false,"mirror_channel_url":"%s/chan","mirror_mode":"mirror","metadata":{"sync_interval_seconds":1}}`, ng.url))
+	waitFor(t, 30*time.Second, "first sync", func() bool { return len(s.packageNames("follow")) == 6 })
+	up.add(t, "noarch", condatest.Spec{Name: "latecomer", Version: "1.0", Build: "0", Noarch: "generic"}, ".conda")
+	up.write(t)
+	waitFor(t, 30*time.Second, "the new upstream package to be mirrored", func() bool {
+		return slices.Contains(s.packageNames("follow"), "latecomer")
+	})
+	var j struct {
+		RepeatEverySeconds *int64 `json:"repeat_every_seconds"`
+	}
+	decodeJSON(t, s.mustDo(200, "GET", fmt.Sprintf("/api/jobs/%d", s.latestJob("synchronize_repodata").ID), ""), &j)
+	if j.RepeatEverySeconds == nil || *j.RepeatEverySeconds != 1 {
+		t.Fatalf("sync job repeat_every_seconds = %v, want 1", j.RepeatEverySeconds)
+	}
 }
