@@ -330,12 +330,6 @@ func uploadFile(ctx context.Context, hc *http.Client, base, channel, path string
 	if resp.StatusCode == http.StatusCreated {
 		return nil
 	}
-	var e struct {
-		Detail any `json:"detail"`
-	}
 	b, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<16))
-	if json.Unmarshal(b, &e) == nil && e.Detail != nil {
-		return fmt.Errorf("%s: %v", resp.Status, e.Detail)
-	}
-	return fmt.Errorf("%s", resp.Status)
+	return apiError(resp, b)
 }

@@ -145,16 +145,22 @@ func callJSON(ctx context.Context, hc *http.Client, method, u string, body []byt
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(io.LimitReader(resp.Body, 8<<20))
 	if resp.StatusCode >= 300 {
-		var e struct {
-			Detail any `json:"detail"`
-		}
-		if json.Unmarshal(b, &e) == nil && e.Detail != nil {
-			return fmt.Errorf("%s: %v", resp.Status, e.Detail)
-		}
-		return fmt.Errorf("%s", resp.Status)
+		return apiError(resp, b)
 	}
 	if out == nil {
 		return nil
 	}
 	return json.Unmarshal(b, out)
+}
+
+// apiError turns an error answer into an error naming the status and the
+// server's {"detail": ...}.
+func apiError(resp *http.Response, body []byte) error {
+	var e struct {
+		Detail any `json:"detail"`
+	}
+	if json.Unmarshal(body, &e) == nil && e.Detail != nil {
+		return fmt.Errorf("%s: %v", resp.Status, e.Detail)
+	}
+	return fmt.Errorf("%s", resp.Status)
 }
