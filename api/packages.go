@@ -77,6 +77,7 @@ func (s *Server) toVersionJSON(ctx context.Context, v *v1.PackageVersion) versio
 		ID: v.Sha256, ChannelName: v.Channel, PackageName: v.Package, Platform: v.Platform, Version: v.Version,
 		BuildString: v.BuildString, BuildNumber: v.BuildNumber, Filename: v.Filename, Info: info, TimeCreated: naive(v.CreatedUnix),
 	}
+	out.DownloadCount, _ = s.cat.DownloadTotal(ctx, v.Channel, v.Platform, v.Filename)
 	if u, err := s.cat.User(ctx, v.UploaderId); err == nil {
 		name := u.Name
 		if name == "" {

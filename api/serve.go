@@ -52,6 +52,7 @@ func (s *Server) serveGet(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if to := proxylistRedirect(ch, p); to != "" {
+		s.countDownload(r, ch, path.Dir(p), path.Base(p))
 		w.Header().Set("Cache-Control", cacheMissing)
 		http.Redirect(w, r, to, http.StatusTemporaryRedirect)
 		return
@@ -93,6 +94,7 @@ func (s *Server) servePackage(w http.ResponseWriter, r *http.Request, ch *v1.Cha
 		s.writeError(w, r, err)
 		return
 	}
+	s.countDownload(r, ch, subdir, filename)
 	s.serveBlob(ctx, w, r, ch, subdir+"/"+filename, c, time.Unix(v.ModifiedUnix, 0), cacheImmutable)
 }
 
@@ -225,6 +227,9 @@ func (s *Server) serveProxied(w http.ResponseWriter, r *http.Request, ch *v1.Cha
 	if err != nil {
 		s.writeError(w, r, err)
 		return
+	}
+	if conda.IsPackageFile(p) {
+		s.countDownload(r, ch, path.Dir(p), path.Base(p))
 	}
 	cc := fmt.Sprintf("public, max-age=%d", min(max(ch.Ttl, 0), 300))
 	if res.Immutable {

@@ -50,12 +50,13 @@ type Jobs interface {
 
 // Deps are the parts of a node the API uses.
 type Deps struct {
-	Catalog  *catalog.Catalog
-	Proposer Proposer
-	Blobs    Blobs
-	Indexes  Indexes
-	Jobs     Jobs
-	Proxies  Proxies
+	Catalog   *catalog.Catalog
+	Proposer  Proposer
+	Blobs     Blobs
+	Indexes   Indexes
+	Jobs      Jobs
+	Proxies   Proxies
+	Downloads Downloads
 	// Ready reports whether the node can serve (Raft has a leader); it
 	// backs /health/ready.
 	Ready func() bool
@@ -95,23 +96,24 @@ func (c *Config) setDefaults() {
 
 // Server serves every HTTP route of a node.
 type Server struct {
-	cfg   Config
-	log   *slog.Logger
-	cat   *catalog.Catalog
-	prop  Proposer
-	blobs Blobs
-	idx   Indexes
-	jobs  Jobs
-	proxy Proxies
-	ops   []operation
-	mux   *http.ServeMux
-	ready func() bool
+	cfg       Config
+	log       *slog.Logger
+	cat       *catalog.Catalog
+	prop      Proposer
+	blobs     Blobs
+	idx       Indexes
+	jobs      Jobs
+	proxy     Proxies
+	downloads Downloads
+	ops       []operation
+	mux       *http.ServeMux
+	ready     func() bool
 }
 
 // New returns the API server.
 func New(cfg Config, d Deps) *Server {
 	cfg.setDefaults()
-	s := &Server{cfg: cfg, log: cfg.Logger.With("component", "api"), cat: d.Catalog, prop: d.Proposer, blobs: d.Blobs, idx: d.Indexes, jobs: d.Jobs, proxy: d.Proxies, mux: http.NewServeMux(), ready: d.Ready}
+	s := &Server{cfg: cfg, log: cfg.Logger.With("component", "api"), cat: d.Catalog, prop: d.Proposer, blobs: d.Blobs, idx: d.Indexes, jobs: d.Jobs, proxy: d.Proxies, downloads: d.Downloads, mux: http.NewServeMux(), ready: d.Ready}
 	s.routes()
 	return s
 }
@@ -208,6 +210,8 @@ func (s *Server) routes() {
 		{"GET /api/jobs/{id}", "jobs", "Get a job", s.restGetJob},
 		{"PATCH /api/jobs/{id}", "jobs", "Change a job's status", s.restPatchJob},
 		{"GET /api/jobs/{id}/tasks", "jobs", "List a job's tasks", s.restListTasks},
+		{"GET /metrics/channels/{channel}", "metrics", "Download counts of a channel's files", s.restChannelMetrics},
+		{"GET /metrics/channels/{channel}/packages/{package}/versions/{platform}/{filename}", "metrics", "Download counts of one file", s.restVersionMetrics},
 		{"GET /get/{channel}", "conda", "Channel index page", s.serveGet},
 		{"HEAD /get/{channel}", "conda", "Channel index page (headers)", s.serveGet},
 		{"GET /get/{channel}/{path...}", "conda", "Conda channel files: repodata, shards, packages", s.serveGet},

@@ -97,6 +97,12 @@ func (a *applier) apply(cmd *v1.Command) (*Result, error) {
 			}
 		}
 		return nil, nil
+	case *v1.Command_PutMirror:
+		return nil, a.putMirror(op.PutMirror.GetMirror())
+	case *v1.Command_DeleteMirror:
+		return nil, a.deleteMirror(op.DeleteMirror)
+	case *v1.Command_AddDownloads:
+		return nil, a.addDownloads(op.AddDownloads)
 	default:
 		return nil, fmt.Errorf("%w: unknown operation %T", ErrInvalid, op)
 	}
@@ -179,7 +185,16 @@ func (a *applier) deleteChannel(op *v1.DeleteChannelOp) error {
 	if !a.exists(kChannel(op.GetName())) {
 		return fmt.Errorf("%w: channel %s", ErrNotFound, op.GetName())
 	}
-	for _, p := range [][]byte{kPackages(op.Name), kVersions(op.Name), kGens(op.Name), kMembers(op.Name), kPkgMembersAll(op.Name), kProxies(op.Name)} {
+	mirrors, err := scanAll[v1.ChannelMirror](a, kMirrors(op.Name))
+	if err != nil {
+		return err
+	}
+	for _, m := range mirrors {
+		if err := a.b.Delete(kMirrorURL(m.Url)); err != nil {
+			return err
+		}
+	}
+	for _, p := range [][]byte{kPackages(op.Name), kVersions(op.Name), kGens(op.Name), kMembers(op.Name), kPkgMembersAll(op.Name), kProxies(op.Name), kMirrors(op.Name), kDownloadsAll(op.Name), kDownloadTotals(op.Name)} {
 		if err := a.b.DeletePrefix(p); err != nil {
 			return err
 		}
@@ -508,6 +523,16 @@ func validate(cmd *v1.Command) error {
 				return errMissing("proxy entry")
 			}
 		}
+	case *v1.Command_PutMirror:
+		if op.PutMirror.GetMirror() == nil {
+			return errMissing("mirror")
+		}
+	case *v1.Command_AddDownloads:
+		for _, c := range op.AddDownloads.GetCounts() {
+			if c == nil {
+				return errMissing("download count")
+			}
+		}
 	case nil:
 		return errMissing("operation")
 	}
@@ -525,4 +550,120 @@ func (a *applier) putProxyEntry(e *v1.ProxyEntry) error {
 	ne := proto.Clone(e).(*v1.ProxyEntry)
 	ne.Channel = ch.Name
 	return a.put(kProxy(ch.Name, e.Path), ne)
+}
+
+// scanAll decodes every record under prefix as the batch sees it.
+func scanAll[T any, P interface {
+	*T
+	proto.Message
+}](a *applier, prefix []byte) ([]P, error) {
+	var out []P
+	err := a.b.Scan(a.ctx, prefix, func(_, v []byte) error {
+		m := P(new(T))
+		if err := proto.Unmarshal(v, m); err != nil {
+			return fmt.Errorf("catalog: corrupt record under %q: %w", prefix, err)
+		}
+		out = append(out, m)
+		return nil
+	})
+	return out, err
+}
+
+func (a *applier) putMirror(m *v1.ChannelMirror) error {
+	var ch v1.Channel
+	if err := a.get(kChannel(m.GetChannel()), &ch); err != nil {
+		return fmt.Errorf("channel %s: %w", m.GetChannel(), err)
+	}
+	if m.Id == "" || m.Url == "" {
+		return fmt.Errorf("%w: mirror without id or url", ErrInvalid)
+	}
+	if owner, err := a.b.Get(kMirrorURL(m.Url)); err == nil && string(owner) != ChannelKey(ch.Name)+"/"+m.Id {
+		return fmt.Errorf("%w: mirror %s", ErrExists, m.Url)
+	}
+	nm := proto.Clone(m).(*v1.ChannelMirror)
+	nm.Channel = ch.Name
+	if err := a.b.Set(kMirrorURL(m.Url), []byte(ChannelKey(ch.Name)+"/"+m.Id)); err != nil {
+		return err
+	}
+	return a.put(kMirror(ch.Name, m.Id), nm)
+}
+
+func (a *applier) deleteMirror(op *v1.DeleteMirrorOp) error {
+	var m v1.ChannelMirror
+	err := a.get(kMirror(op.GetChannel(), op.GetId()), &m)
+	if errors.Is(err, ErrNotFound) {
+		return nil // deleting an unknown mirror is not an error (Quetz)
+	}
+	if err != nil {
+		return err
+	}
+	if err := a.b.Delete(kMirrorURL(m.Url)); err != nil {
+		return err
+	}
+	return a.b.Delete(kMirror(op.Channel, op.Id))
+}
+
+// Period starts of the four metric periods, UTC.
+func periodStart(period string, t time.Time) time.Time {
+	t = t.UTC()
+	switch period {
+	case "H":
+		return t.Truncate(time.Hour)
+	case "D":
+		return time.Date(t.Year(), t.Month(), t.Day(), 0, 0, 0, 0, time.UTC)
+	case "M":
+		return time.Date(t.Year(), t.Month(), 1, 0, 0, 0, 0, time.UTC)
+	default:
+		return time.Date(t.Year(), 1, 1, 0, 0, 0, 0, time.UTC)
+	}
+}
+
+// Periods are the metric periods, as Quetz names them.
+var Periods = []string{"H", "D", "M", "Y"}
+
+// PeriodStart returns the start of the period bucket holding t.
+func PeriodStart(period string, t time.Time) time.Time { return periodStart(period, t) }
+
+func (a *applier) addDownloads(op *v1.AddDownloadsOp) error {
+	var mirror v1.ChannelMirror
+	if op.MirrorId != "" {
+		if err := a.get(kMirror(op.MirrorChannel, op.MirrorId), &mirror); err != nil {
+			return fmt.Errorf("mirror %s: %w", op.MirrorId, err)
+		}
+		if op.CursorUnix <= mirror.LastSynchronisedUnix {
+			return nil // these hours were counted already: exactly once
+		}
+	}
+	for _, c := range op.Counts {
+		if c.Count <= 0 || c.Platform == "" || c.Filename == "" {
+			continue
+		}
+		if !a.exists(kChannel(c.Channel)) {
+			continue // the channel went away
+		}
+		hour := time.Unix(c.HourUnix, 0)
+		for _, p := range Periods {
+			if err := a.add(kDownload(c.Channel, p, periodStart(p, hour).Unix(), c.Platform, c.Filename), c.Count); err != nil {
+				return err
+			}
+		}
+		if err := a.add(kDownloadTotal(c.Channel, c.Platform, c.Filename), c.Count); err != nil {
+			return err
+		}
+		if op.MirrorId != "" {
+			if err := a.add(kMirrorDownload(op.MirrorId, c.Channel, c.HourUnix, c.Platform, c.Filename), c.Count); err != nil {
+				return err
+			}
+		}
+	}
+	if op.MirrorId != "" {
+		mirror.LastSynchronisedUnix = op.CursorUnix
+		return a.put(kMirror(mirror.Channel, mirror.Id), &mirror)
+	}
+	return nil
+}
+
+func (a *applier) add(key []byte, n int64) error {
+	v, _ := a.b.Get(key)
+	return a.b.Set(key, putU64(u64(v)+uint64(n)))
 }

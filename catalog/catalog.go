@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 
@@ -314,5 +315,61 @@ func (c *Catalog) EachProxyCID(ctx context.Context, fn func(cidString string) er
 			return nil
 		}
 		return fn(e.Cid)
+	})
+}
+
+// Mirrors returns the mirrors registered with a channel.
+func (c *Catalog) Mirrors(ctx context.Context, ch string) ([]*v1.ChannelMirror, error) {
+	return list[v1.ChannelMirror](ctx, c.st, kMirrors(ch), nil)
+}
+
+// Mirror returns one registered mirror.
+func (c *Catalog) Mirror(ctx context.Context, ch, id string) (*v1.ChannelMirror, error) {
+	var m v1.ChannelMirror
+	if err := c.get(ctx, kMirror(ch, id), &m); err != nil {
+		return nil, err
+	}
+	return &m, nil
+}
+
+// Downloads calls fn for every non-zero download bucket of a channel in one
+// period (H, D, M or Y), ordered by bucket, platform, filename.
+func (c *Catalog) Downloads(ctx context.Context, ch, period string, fn func(bucket int64, platform, filename string, count int64) error) error {
+	prefix := kDownloads(ch, period)
+	return c.st.Scan(ctx, prefix, func(k, v []byte) error {
+		rest := strings.SplitN(string(k[len(prefix):]), "/", 3)
+		if len(rest) != 3 {
+			return nil
+		}
+		bucket, err := strconv.ParseInt(rest[0], 10, 64)
+		if err != nil {
+			return nil
+		}
+		return fn(bucket, rest[1], rest[2], int64(u64(v)))
+	})
+}
+
+// DownloadTotal returns the all-time downloads of one file.
+func (c *Catalog) DownloadTotal(ctx context.Context, ch, platform, filename string) (int64, error) {
+	v, err := c.st.Get(ctx, kDownloadTotal(ch, platform, filename))
+	if errors.Is(err, store.ErrNotFound) {
+		return 0, nil
+	}
+	return int64(u64(v)), err
+}
+
+// MirrorDownloads calls fn for every hourly count pulled from one mirror.
+func (c *Catalog) MirrorDownloads(ctx context.Context, mirrorID string, fn func(ch string, hour int64, platform, filename string, count int64) error) error {
+	prefix := kMirrorDownloads(mirrorID)
+	return c.st.Scan(ctx, prefix, func(k, v []byte) error {
+		rest := strings.SplitN(string(k[len(prefix):]), "/", 4)
+		if len(rest) != 4 {
+			return nil
+		}
+		hour, err := strconv.ParseInt(rest[1], 10, 64)
+		if err != nil {
+			return nil
+		}
+		return fn(rest[0], hour, rest[2], rest[3], int64(u64(v)))
 	})
 }

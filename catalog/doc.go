@@ -20,6 +20,12 @@
 //	m/task/<job id>/<task id>            Task (ids 20 digits)
 //	m/seq/<name>                         uint64 id sequences
 //	m/proxy/<channel>/<path>             ProxyEntry: a proxy channel's cached upstream file
+//	m/mirror/<channel>/<id>              ChannelMirror registered with a primary channel
+//	m/mirrorurl/<url>                    "<channel>/<id>": mirror URLs are unique
+//	m/dl/<channel>/<P>/<bucket>/<platform>/<filename>   uint64 downloads; P = H, D, M or Y,
+//	                                     bucket = unix seconds of the period start (12 digits)
+//	m/dlt/<channel>/<platform>/<filename>              uint64 all-time downloads
+//	m/dlm/<mirror id>/<channel>/<hour>/<platform>/<filename>  uint64 downloads pulled from a mirror
 //
 // Values are protobuf messages of gen/condamesh/v1.
 package catalog

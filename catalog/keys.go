@@ -38,6 +38,24 @@ func kTasks(job int64) []byte           { return []byte(fmt.Sprintf("m/task/%020
 func kSeq(name string) []byte           { return []byte("m/seq/" + name) }
 func kProxy(ch, path string) []byte     { return []byte("m/proxy/" + ChannelKey(ch) + "/" + path) }
 func kProxies(ch string) []byte         { return []byte("m/proxy/" + ChannelKey(ch) + "/") }
+func kMirror(ch, id string) []byte      { return []byte("m/mirror/" + ChannelKey(ch) + "/" + id) }
+func kMirrors(ch string) []byte         { return []byte("m/mirror/" + ChannelKey(ch) + "/") }
+func kMirrorURL(url string) []byte      { return []byte("m/mirrorurl/" + url) }
+func kDownloads(ch, period string) []byte {
+	return []byte("m/dl/" + ChannelKey(ch) + "/" + period + "/")
+}
+func kDownload(ch, period string, bucket int64, platform, filename string) []byte {
+	return []byte(fmt.Sprintf("m/dl/%s/%s/%012d/%s/%s", ChannelKey(ch), period, bucket, platform, filename))
+}
+func kDownloadsAll(ch string) []byte { return []byte("m/dl/" + ChannelKey(ch) + "/") }
+func kDownloadTotal(ch, platform, filename string) []byte {
+	return []byte("m/dlt/" + ChannelKey(ch) + "/" + platform + "/" + filename)
+}
+func kDownloadTotals(ch string) []byte { return []byte("m/dlt/" + ChannelKey(ch) + "/") }
+func kMirrorDownload(mirror string, ch string, hour int64, platform, filename string) []byte {
+	return []byte(fmt.Sprintf("m/dlm/%s/%s/%012d/%s/%s", mirror, ChannelKey(ch), hour, platform, filename))
+}
+func kMirrorDownloads(mirror string) []byte { return []byte("m/dlm/" + mirror + "/") }
 
 func u64(b []byte) uint64 {
 	if len(b) != 8 {

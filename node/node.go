@@ -26,6 +26,7 @@ import (
 	v1 "github.com/condamesh/condamesh/gen/condamesh/v1"
 	"github.com/condamesh/condamesh/indexer"
 	"github.com/condamesh/condamesh/jobs"
+	"github.com/condamesh/condamesh/metrics"
 	"github.com/condamesh/condamesh/mirror"
 	"github.com/condamesh/condamesh/proxy"
 	"github.com/condamesh/condamesh/store"
@@ -61,6 +62,9 @@ type Config struct {
 	// SweepInterval is how often the node deletes unreferenced blobs.
 	// Default 1 h.
 	SweepInterval time.Duration
+	// DownloadFlush is how often download counts are written (batched).
+	// Default 10 s: a crash loses at most that much counting.
+	DownloadFlush time.Duration
 	// ShutdownTimeout bounds graceful shutdown. Default 30 s.
 	ShutdownTimeout time.Duration
 	// Logger receives all logs. Default slog.Default().
@@ -112,23 +116,24 @@ func (c *Config) Validate() error {
 
 // Node is one running condamesh server.
 type Node struct {
-	cfg     Config
-	log     *slog.Logger
-	st      *store.Store
-	cat     *catalog.Catalog
-	cl      *cluster.Cluster
-	ml      *memberlist.Memberlist
-	idx     *indexer.Indexer
-	jobs    *jobs.Runner
-	up      *upstream.Client
-	proxy   *proxy.Proxy
-	mirror  *mirror.Syncer
-	api     *api.Server
-	httpLn  net.Listener
-	srv     *http.Server
-	nodeID  string
-	closeMu sync.Once
-	runDone chan struct{}
+	cfg       Config
+	log       *slog.Logger
+	st        *store.Store
+	cat       *catalog.Catalog
+	cl        *cluster.Cluster
+	ml        *memberlist.Memberlist
+	idx       *indexer.Indexer
+	jobs      *jobs.Runner
+	up        *upstream.Client
+	proxy     *proxy.Proxy
+	mirror    *mirror.Syncer
+	downloads *metrics.Downloads
+	api       *api.Server
+	httpLn    net.Listener
+	srv       *http.Server
+	nodeID    string
+	closeMu   sync.Once
+	runDone   chan struct{}
 }
 
 // New opens a node: store, Raft, gossip and the HTTP listener are bound
@@ -194,7 +199,8 @@ func New(ctx context.Context, cfg Config) (n *Node, err error) {
 	n.mirror = mirror.New(mirror.Config{Logger: n.log}, n.cat, n.st, n.cl, n.up)
 	n.jobs.Register("synchronize_repodata", n.mirror.Action(mirror.FromRepodata))
 	n.jobs.Register("synchronize", n.mirror.Action(mirror.FromArchives))
-	n.api = api.New(cfg.API, api.Deps{Catalog: n.cat, Proposer: n.cl, Blobs: n.st, Indexes: idx, Jobs: n.jobs, Proxies: n.proxy, Ready: n.cl.IsLeader})
+	n.downloads = metrics.NewDownloads(metrics.DownloadsConfig{FlushEvery: cfg.DownloadFlush, Logger: n.log}, n.cl)
+	n.api = api.New(cfg.API, api.Deps{Catalog: n.cat, Proposer: n.cl, Blobs: n.st, Indexes: idx, Jobs: n.jobs, Proxies: n.proxy, Downloads: n.downloads, Ready: n.cl.IsLeader})
 	n.httpLn, err = net.Listen("tcp", cfg.HTTPAddr)
 	if err != nil {
 		return nil, fmt.Errorf("node: listen http: %w", err)
@@ -306,8 +312,8 @@ func (n *Node) Run(ctx context.Context) error {
 	bgCtx, stopBG := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopBG()
 	var bg sync.WaitGroup
-	bgErr := make(chan error, 3)
-	for _, run := range []func(context.Context) error{n.idx.Run, n.jobs.Run, n.sweepLoop} {
+	bgErr := make(chan error, 4)
+	for _, run := range []func(context.Context) error{n.idx.Run, n.jobs.Run, n.sweepLoop, n.downloads.Run} {
 		bg.Add(1)
 		go func() {
 			defer bg.Done()
@@ -338,7 +344,8 @@ func (n *Node) Run(ctx context.Context) error {
 
 // shutdown stops, in order: the HTTP server (draining requests, so no
 // accepted write is cut), the background workers (indexer, jobs: a job cut
-// short is rescheduled on the next start), gossip (leave, so peers stop
+// short is rescheduled on the next start), then flushes the pending
+// download counts, then gossip (leave, so peers stop
 // routing here), Raft (finishing in-flight applies), then the store.
 func (n *Node) shutdown(ctx context.Context, stopWorkers func()) error {
 	var errs []error
@@ -346,6 +353,10 @@ func (n *Node) shutdown(ctx context.Context, stopWorkers func()) error {
 		errs = append(errs, fmt.Errorf("http shutdown: %w", err))
 	}
 	stopWorkers()
+	// Count what was downloaded until the HTTP server stopped.
+	if err := n.downloads.Flush(ctx); err != nil {
+		errs = append(errs, fmt.Errorf("flush download counts: %w", err))
+	}
 	n.closeRest(ctx, &errs)
 	return errors.Join(errs...)
 }

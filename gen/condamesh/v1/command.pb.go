@@ -41,6 +41,9 @@ type Command struct {
 	//	*Command_PutJob
 	//	*Command_PutTask
 	//	*Command_PutProxyEntries
+	//	*Command_PutMirror
+	//	*Command_DeleteMirror
+	//	*Command_AddDownloads
 	Op            isCommand_Op `protobuf_oneof:"op"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -207,6 +210,33 @@ func (x *Command) GetPutProxyEntries() *PutProxyEntriesOp {
 	return nil
 }
 
+func (x *Command) GetPutMirror() *PutMirrorOp {
+	if x != nil {
+		if x, ok := x.Op.(*Command_PutMirror); ok {
+			return x.PutMirror
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetDeleteMirror() *DeleteMirrorOp {
+	if x != nil {
+		if x, ok := x.Op.(*Command_DeleteMirror); ok {
+			return x.DeleteMirror
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetAddDownloads() *AddDownloadsOp {
+	if x != nil {
+		if x, ok := x.Op.(*Command_AddDownloads); ok {
+			return x.AddDownloads
+		}
+	}
+	return nil
+}
+
 type isCommand_Op interface {
 	isCommand_Op()
 }
@@ -263,6 +293,18 @@ type Command_PutProxyEntries struct {
 	PutProxyEntries *PutProxyEntriesOp `protobuf:"bytes,22,opt,name=put_proxy_entries,json=putProxyEntries,proto3,oneof"`
 }
 
+type Command_PutMirror struct {
+	PutMirror *PutMirrorOp `protobuf:"bytes,23,opt,name=put_mirror,json=putMirror,proto3,oneof"`
+}
+
+type Command_DeleteMirror struct {
+	DeleteMirror *DeleteMirrorOp `protobuf:"bytes,24,opt,name=delete_mirror,json=deleteMirror,proto3,oneof"`
+}
+
+type Command_AddDownloads struct {
+	AddDownloads *AddDownloadsOp `protobuf:"bytes,25,opt,name=add_downloads,json=addDownloads,proto3,oneof"`
+}
+
 func (*Command_CreateChannel) isCommand_Op() {}
 
 func (*Command_UpdateChannel) isCommand_Op() {}
@@ -288,6 +330,12 @@ func (*Command_PutJob) isCommand_Op() {}
 func (*Command_PutTask) isCommand_Op() {}
 
 func (*Command_PutProxyEntries) isCommand_Op() {}
+
+func (*Command_PutMirror) isCommand_Op() {}
+
+func (*Command_DeleteMirror) isCommand_Op() {}
+
+func (*Command_AddDownloads) isCommand_Op() {}
 
 // CreateChannelOp creates a channel; owner_id becomes its channel owner.
 type CreateChannelOp struct {
@@ -947,11 +995,181 @@ func (x *PutProxyEntriesOp) GetEntries() []*ProxyEntry {
 	return nil
 }
 
+// PutMirrorOp registers (or replaces) a mirror of a channel.
+type PutMirrorOp struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Mirror        *ChannelMirror         `protobuf:"bytes,1,opt,name=mirror,proto3" json:"mirror,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PutMirrorOp) Reset() {
+	*x = PutMirrorOp{}
+	mi := &file_condamesh_v1_command_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PutMirrorOp) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PutMirrorOp) ProtoMessage() {}
+
+func (x *PutMirrorOp) ProtoReflect() protoreflect.Message {
+	mi := &file_condamesh_v1_command_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PutMirrorOp.ProtoReflect.Descriptor instead.
+func (*PutMirrorOp) Descriptor() ([]byte, []int) {
+	return file_condamesh_v1_command_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *PutMirrorOp) GetMirror() *ChannelMirror {
+	if x != nil {
+		return x.Mirror
+	}
+	return nil
+}
+
+// DeleteMirrorOp unregisters a mirror.
+type DeleteMirrorOp struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Channel       string                 `protobuf:"bytes,1,opt,name=channel,proto3" json:"channel,omitempty"`
+	Id            string                 `protobuf:"bytes,2,opt,name=id,proto3" json:"id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteMirrorOp) Reset() {
+	*x = DeleteMirrorOp{}
+	mi := &file_condamesh_v1_command_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteMirrorOp) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteMirrorOp) ProtoMessage() {}
+
+func (x *DeleteMirrorOp) ProtoReflect() protoreflect.Message {
+	mi := &file_condamesh_v1_command_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteMirrorOp.ProtoReflect.Descriptor instead.
+func (*DeleteMirrorOp) Descriptor() ([]byte, []int) {
+	return file_condamesh_v1_command_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *DeleteMirrorOp) GetChannel() string {
+	if x != nil {
+		return x.Channel
+	}
+	return ""
+}
+
+func (x *DeleteMirrorOp) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+// AddDownloadsOp adds download counts (a batch of this node's downloads,
+// or the hours pulled from a mirror). With mirror_id set, the counts are
+// also kept per mirror and the mirror's cursor moves to cursor_unix in the
+// same entry, so each mirror hour is counted exactly once.
+type AddDownloadsOp struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Counts        []*DownloadCount       `protobuf:"bytes,1,rep,name=counts,proto3" json:"counts,omitempty"`
+	MirrorId      string                 `protobuf:"bytes,2,opt,name=mirror_id,json=mirrorId,proto3" json:"mirror_id,omitempty"`
+	MirrorChannel string                 `protobuf:"bytes,3,opt,name=mirror_channel,json=mirrorChannel,proto3" json:"mirror_channel,omitempty"`
+	CursorUnix    int64                  `protobuf:"varint,4,opt,name=cursor_unix,json=cursorUnix,proto3" json:"cursor_unix,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AddDownloadsOp) Reset() {
+	*x = AddDownloadsOp{}
+	mi := &file_condamesh_v1_command_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AddDownloadsOp) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AddDownloadsOp) ProtoMessage() {}
+
+func (x *AddDownloadsOp) ProtoReflect() protoreflect.Message {
+	mi := &file_condamesh_v1_command_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AddDownloadsOp.ProtoReflect.Descriptor instead.
+func (*AddDownloadsOp) Descriptor() ([]byte, []int) {
+	return file_condamesh_v1_command_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *AddDownloadsOp) GetCounts() []*DownloadCount {
+	if x != nil {
+		return x.Counts
+	}
+	return nil
+}
+
+func (x *AddDownloadsOp) GetMirrorId() string {
+	if x != nil {
+		return x.MirrorId
+	}
+	return ""
+}
+
+func (x *AddDownloadsOp) GetMirrorChannel() string {
+	if x != nil {
+		return x.MirrorChannel
+	}
+	return ""
+}
+
+func (x *AddDownloadsOp) GetCursorUnix() int64 {
+	if x != nil {
+		return x.CursorUnix
+	}
+	return 0
+}
+
 var File_condamesh_v1_command_proto protoreflect.FileDescriptor
 
 const file_condamesh_v1_command_proto_rawDesc = "" +
 	"\n" +
-	"\x1acondamesh/v1/command.proto\x12\fcondamesh.v1\x1a\x18condamesh/v1/types.proto\"\x8e\a\n" +
+	"\x1acondamesh/v1/command.proto\x12\fcondamesh.v1\x1a\x18condamesh/v1/types.proto\"\xd4\b\n" +
 	"\aCommand\x12$\n" +
 	"\x0etime_unix_nano\x18\x01 \x01(\x03R\ftimeUnixNano\x12F\n" +
 	"\x0ecreate_channel\x18\n" +
@@ -968,7 +1186,11 @@ const file_condamesh_v1_command_proto_rawDesc = "" +
 	"set_member\x18\x13 \x01(\v2\x19.condamesh.v1.SetMemberOpH\x00R\tsetMember\x121\n" +
 	"\aput_job\x18\x14 \x01(\v2\x16.condamesh.v1.PutJobOpH\x00R\x06putJob\x124\n" +
 	"\bput_task\x18\x15 \x01(\v2\x17.condamesh.v1.PutTaskOpH\x00R\aputTask\x12M\n" +
-	"\x11put_proxy_entries\x18\x16 \x01(\v2\x1f.condamesh.v1.PutProxyEntriesOpH\x00R\x0fputProxyEntriesB\x04\n" +
+	"\x11put_proxy_entries\x18\x16 \x01(\v2\x1f.condamesh.v1.PutProxyEntriesOpH\x00R\x0fputProxyEntries\x12:\n" +
+	"\n" +
+	"put_mirror\x18\x17 \x01(\v2\x19.condamesh.v1.PutMirrorOpH\x00R\tputMirror\x12C\n" +
+	"\rdelete_mirror\x18\x18 \x01(\v2\x1c.condamesh.v1.DeleteMirrorOpH\x00R\fdeleteMirror\x12C\n" +
+	"\radd_downloads\x18\x19 \x01(\v2\x1c.condamesh.v1.AddDownloadsOpH\x00R\faddDownloadsB\x04\n" +
 	"\x02op\"]\n" +
 	"\x0fCreateChannelOp\x12/\n" +
 	"\achannel\x18\x01 \x01(\v2\x15.condamesh.v1.ChannelR\achannel\x12\x19\n" +
@@ -1004,7 +1226,18 @@ const file_condamesh_v1_command_proto_rawDesc = "" +
 	"\tPutTaskOp\x12&\n" +
 	"\x04task\x18\x01 \x01(\v2\x12.condamesh.v1.TaskR\x04task\"G\n" +
 	"\x11PutProxyEntriesOp\x122\n" +
-	"\aentries\x18\x01 \x03(\v2\x18.condamesh.v1.ProxyEntryR\aentriesB\xae\x01\n" +
+	"\aentries\x18\x01 \x03(\v2\x18.condamesh.v1.ProxyEntryR\aentries\"B\n" +
+	"\vPutMirrorOp\x123\n" +
+	"\x06mirror\x18\x01 \x01(\v2\x1b.condamesh.v1.ChannelMirrorR\x06mirror\":\n" +
+	"\x0eDeleteMirrorOp\x12\x18\n" +
+	"\achannel\x18\x01 \x01(\tR\achannel\x12\x0e\n" +
+	"\x02id\x18\x02 \x01(\tR\x02id\"\xaa\x01\n" +
+	"\x0eAddDownloadsOp\x123\n" +
+	"\x06counts\x18\x01 \x03(\v2\x1b.condamesh.v1.DownloadCountR\x06counts\x12\x1b\n" +
+	"\tmirror_id\x18\x02 \x01(\tR\bmirrorId\x12%\n" +
+	"\x0emirror_channel\x18\x03 \x01(\tR\rmirrorChannel\x12\x1f\n" +
+	"\vcursor_unix\x18\x04 \x01(\x03R\n" +
+	"cursorUnixB\xae\x01\n" +
 	"\x10com.condamesh.v1B\fCommandProtoP\x01Z;github.com/condamesh/condamesh/gen/condamesh/v1;condameshv1\xa2\x02\x03CXX\xaa\x02\fCondamesh.V1\xca\x02\fCondamesh\\V1\xe2\x02\x18Condamesh\\V1\\GPBMetadata\xea\x02\rCondamesh::V1b\x06proto3"
 
 var (
@@ -1019,7 +1252,7 @@ func file_condamesh_v1_command_proto_rawDescGZIP() []byte {
 	return file_condamesh_v1_command_proto_rawDescData
 }
 
-var file_condamesh_v1_command_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
+var file_condamesh_v1_command_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
 var file_condamesh_v1_command_proto_goTypes = []any{
 	(*Command)(nil),           // 0: condamesh.v1.Command
 	(*CreateChannelOp)(nil),   // 1: condamesh.v1.CreateChannelOp
@@ -1035,15 +1268,20 @@ var file_condamesh_v1_command_proto_goTypes = []any{
 	(*PutJobOp)(nil),          // 11: condamesh.v1.PutJobOp
 	(*PutTaskOp)(nil),         // 12: condamesh.v1.PutTaskOp
 	(*PutProxyEntriesOp)(nil), // 13: condamesh.v1.PutProxyEntriesOp
-	(*Channel)(nil),           // 14: condamesh.v1.Channel
-	(*PackageVersion)(nil),    // 15: condamesh.v1.PackageVersion
-	(*Package)(nil),           // 16: condamesh.v1.Package
-	(*User)(nil),              // 17: condamesh.v1.User
-	(*ApiKey)(nil),            // 18: condamesh.v1.ApiKey
-	(*Member)(nil),            // 19: condamesh.v1.Member
-	(*Job)(nil),               // 20: condamesh.v1.Job
-	(*Task)(nil),              // 21: condamesh.v1.Task
-	(*ProxyEntry)(nil),        // 22: condamesh.v1.ProxyEntry
+	(*PutMirrorOp)(nil),       // 14: condamesh.v1.PutMirrorOp
+	(*DeleteMirrorOp)(nil),    // 15: condamesh.v1.DeleteMirrorOp
+	(*AddDownloadsOp)(nil),    // 16: condamesh.v1.AddDownloadsOp
+	(*Channel)(nil),           // 17: condamesh.v1.Channel
+	(*PackageVersion)(nil),    // 18: condamesh.v1.PackageVersion
+	(*Package)(nil),           // 19: condamesh.v1.Package
+	(*User)(nil),              // 20: condamesh.v1.User
+	(*ApiKey)(nil),            // 21: condamesh.v1.ApiKey
+	(*Member)(nil),            // 22: condamesh.v1.Member
+	(*Job)(nil),               // 23: condamesh.v1.Job
+	(*Task)(nil),              // 24: condamesh.v1.Task
+	(*ProxyEntry)(nil),        // 25: condamesh.v1.ProxyEntry
+	(*ChannelMirror)(nil),     // 26: condamesh.v1.ChannelMirror
+	(*DownloadCount)(nil),     // 27: condamesh.v1.DownloadCount
 }
 var file_condamesh_v1_command_proto_depIdxs = []int32{
 	1,  // 0: condamesh.v1.Command.create_channel:type_name -> condamesh.v1.CreateChannelOp
@@ -1059,22 +1297,27 @@ var file_condamesh_v1_command_proto_depIdxs = []int32{
 	11, // 10: condamesh.v1.Command.put_job:type_name -> condamesh.v1.PutJobOp
 	12, // 11: condamesh.v1.Command.put_task:type_name -> condamesh.v1.PutTaskOp
 	13, // 12: condamesh.v1.Command.put_proxy_entries:type_name -> condamesh.v1.PutProxyEntriesOp
-	14, // 13: condamesh.v1.CreateChannelOp.channel:type_name -> condamesh.v1.Channel
-	14, // 14: condamesh.v1.UpdateChannelOp.channel:type_name -> condamesh.v1.Channel
-	15, // 15: condamesh.v1.PutVersionsOp.versions:type_name -> condamesh.v1.PackageVersion
-	16, // 16: condamesh.v1.CreatePackageOp.package:type_name -> condamesh.v1.Package
-	17, // 17: condamesh.v1.PutUserOp.user:type_name -> condamesh.v1.User
-	18, // 18: condamesh.v1.PutApiKeyOp.key:type_name -> condamesh.v1.ApiKey
-	17, // 19: condamesh.v1.PutApiKeyOp.anonymous_user:type_name -> condamesh.v1.User
-	19, // 20: condamesh.v1.SetMemberOp.member:type_name -> condamesh.v1.Member
-	20, // 21: condamesh.v1.PutJobOp.job:type_name -> condamesh.v1.Job
-	21, // 22: condamesh.v1.PutTaskOp.task:type_name -> condamesh.v1.Task
-	22, // 23: condamesh.v1.PutProxyEntriesOp.entries:type_name -> condamesh.v1.ProxyEntry
-	24, // [24:24] is the sub-list for method output_type
-	24, // [24:24] is the sub-list for method input_type
-	24, // [24:24] is the sub-list for extension type_name
-	24, // [24:24] is the sub-list for extension extendee
-	0,  // [0:24] is the sub-list for field type_name
+	14, // 13: condamesh.v1.Command.put_mirror:type_name -> condamesh.v1.PutMirrorOp
+	15, // 14: condamesh.v1.Command.delete_mirror:type_name -> condamesh.v1.DeleteMirrorOp
+	16, // 15: condamesh.v1.Command.add_downloads:type_name -> condamesh.v1.AddDownloadsOp
+	17, // 16: condamesh.v1.CreateChannelOp.channel:type_name -> condamesh.v1.Channel
+	17, // 17: condamesh.v1.UpdateChannelOp.channel:type_name -> condamesh.v1.Channel
+	18, // 18: condamesh.v1.PutVersionsOp.versions:type_name -> condamesh.v1.PackageVersion
+	19, // 19: condamesh.v1.CreatePackageOp.package:type_name -> condamesh.v1.Package
+	20, // 20: condamesh.v1.PutUserOp.user:type_name -> condamesh.v1.User
+	21, // 21: condamesh.v1.PutApiKeyOp.key:type_name -> condamesh.v1.ApiKey
+	20, // 22: condamesh.v1.PutApiKeyOp.anonymous_user:type_name -> condamesh.v1.User
+	22, // 23: condamesh.v1.SetMemberOp.member:type_name -> condamesh.v1.Member
+	23, // 24: condamesh.v1.PutJobOp.job:type_name -> condamesh.v1.Job
+	24, // 25: condamesh.v1.PutTaskOp.task:type_name -> condamesh.v1.Task
+	25, // 26: condamesh.v1.PutProxyEntriesOp.entries:type_name -> condamesh.v1.ProxyEntry
+	26, // 27: condamesh.v1.PutMirrorOp.mirror:type_name -> condamesh.v1.ChannelMirror
+	27, // 28: condamesh.v1.AddDownloadsOp.counts:type_name -> condamesh.v1.DownloadCount
+	29, // [29:29] is the sub-list for method output_type
+	29, // [29:29] is the sub-list for method input_type
+	29, // [29:29] is the sub-list for extension type_name
+	29, // [29:29] is the sub-list for extension extendee
+	0,  // [0:29] is the sub-list for field type_name
 }
 
 func init() { file_condamesh_v1_command_proto_init() }
@@ -1097,6 +1340,9 @@ func file_condamesh_v1_command_proto_init() {
 		(*Command_PutJob)(nil),
 		(*Command_PutTask)(nil),
 		(*Command_PutProxyEntries)(nil),
+		(*Command_PutMirror)(nil),
+		(*Command_DeleteMirror)(nil),
+		(*Command_AddDownloads)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -1104,7 +1350,7 @@ func file_condamesh_v1_command_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_condamesh_v1_command_proto_rawDesc), len(file_condamesh_v1_command_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   14,
+			NumMessages:   17,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

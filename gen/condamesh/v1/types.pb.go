@@ -1191,6 +1191,168 @@ func (x *ProxyEntry) GetStatus() int32 {
 	return 0
 }
 
+// ChannelMirror is a mirror registered with a primary channel.
+type ChannelMirror struct {
+	state                protoimpl.MessageState `protogen:"open.v1"`
+	Id                   string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`           // uuid
+	Channel              string                 `protobuf:"bytes,2,opt,name=channel,proto3" json:"channel,omitempty"` // primary channel
+	Url                  string                 `protobuf:"bytes,3,opt,name=url,proto3" json:"url,omitempty"`
+	ApiEndpoint          string                 `protobuf:"bytes,4,opt,name=api_endpoint,json=apiEndpoint,proto3" json:"api_endpoint,omitempty"`
+	MetricsEndpoint      string                 `protobuf:"bytes,5,opt,name=metrics_endpoint,json=metricsEndpoint,proto3" json:"metrics_endpoint,omitempty"`
+	LastSynchronisedUnix int64                  `protobuf:"varint,6,opt,name=last_synchronised_unix,json=lastSynchronisedUnix,proto3" json:"last_synchronised_unix,omitempty"` // metrics cursor: hours before it are counted
+	unknownFields        protoimpl.UnknownFields
+	sizeCache            protoimpl.SizeCache
+}
+
+func (x *ChannelMirror) Reset() {
+	*x = ChannelMirror{}
+	mi := &file_condamesh_v1_types_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ChannelMirror) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ChannelMirror) ProtoMessage() {}
+
+func (x *ChannelMirror) ProtoReflect() protoreflect.Message {
+	mi := &file_condamesh_v1_types_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ChannelMirror.ProtoReflect.Descriptor instead.
+func (*ChannelMirror) Descriptor() ([]byte, []int) {
+	return file_condamesh_v1_types_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *ChannelMirror) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *ChannelMirror) GetChannel() string {
+	if x != nil {
+		return x.Channel
+	}
+	return ""
+}
+
+func (x *ChannelMirror) GetUrl() string {
+	if x != nil {
+		return x.Url
+	}
+	return ""
+}
+
+func (x *ChannelMirror) GetApiEndpoint() string {
+	if x != nil {
+		return x.ApiEndpoint
+	}
+	return ""
+}
+
+func (x *ChannelMirror) GetMetricsEndpoint() string {
+	if x != nil {
+		return x.MetricsEndpoint
+	}
+	return ""
+}
+
+func (x *ChannelMirror) GetLastSynchronisedUnix() int64 {
+	if x != nil {
+		return x.LastSynchronisedUnix
+	}
+	return 0
+}
+
+// DownloadCount is a number of downloads of one file in one hour.
+type DownloadCount struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Channel       string                 `protobuf:"bytes,1,opt,name=channel,proto3" json:"channel,omitempty"`
+	Platform      string                 `protobuf:"bytes,2,opt,name=platform,proto3" json:"platform,omitempty"`
+	Filename      string                 `protobuf:"bytes,3,opt,name=filename,proto3" json:"filename,omitempty"`
+	HourUnix      int64                  `protobuf:"varint,4,opt,name=hour_unix,json=hourUnix,proto3" json:"hour_unix,omitempty"` // start of the hour, UTC
+	Count         int64                  `protobuf:"varint,5,opt,name=count,proto3" json:"count,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DownloadCount) Reset() {
+	*x = DownloadCount{}
+	mi := &file_condamesh_v1_types_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DownloadCount) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DownloadCount) ProtoMessage() {}
+
+func (x *DownloadCount) ProtoReflect() protoreflect.Message {
+	mi := &file_condamesh_v1_types_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DownloadCount.ProtoReflect.Descriptor instead.
+func (*DownloadCount) Descriptor() ([]byte, []int) {
+	return file_condamesh_v1_types_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *DownloadCount) GetChannel() string {
+	if x != nil {
+		return x.Channel
+	}
+	return ""
+}
+
+func (x *DownloadCount) GetPlatform() string {
+	if x != nil {
+		return x.Platform
+	}
+	return ""
+}
+
+func (x *DownloadCount) GetFilename() string {
+	if x != nil {
+		return x.Filename
+	}
+	return ""
+}
+
+func (x *DownloadCount) GetHourUnix() int64 {
+	if x != nil {
+		return x.HourUnix
+	}
+	return 0
+}
+
+func (x *DownloadCount) GetCount() int64 {
+	if x != nil {
+		return x.Count
+	}
+	return 0
+}
+
 var File_condamesh_v1_types_proto protoreflect.FileDescriptor
 
 const file_condamesh_v1_types_proto_rawDesc = "" +
@@ -1318,7 +1480,20 @@ const file_condamesh_v1_types_proto_rawDesc = "" +
 	"\rlast_modified\x18\x05 \x01(\tR\flastModified\x12%\n" +
 	"\x0evalidated_unix\x18\x06 \x01(\x03R\rvalidatedUnix\x12\x12\n" +
 	"\x04size\x18\a \x01(\x03R\x04size\x12\x16\n" +
-	"\x06status\x18\b \x01(\x05R\x06statusB\xac\x01\n" +
+	"\x06status\x18\b \x01(\x05R\x06status\"\xcf\x01\n" +
+	"\rChannelMirror\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x18\n" +
+	"\achannel\x18\x02 \x01(\tR\achannel\x12\x10\n" +
+	"\x03url\x18\x03 \x01(\tR\x03url\x12!\n" +
+	"\fapi_endpoint\x18\x04 \x01(\tR\vapiEndpoint\x12)\n" +
+	"\x10metrics_endpoint\x18\x05 \x01(\tR\x0fmetricsEndpoint\x124\n" +
+	"\x16last_synchronised_unix\x18\x06 \x01(\x03R\x14lastSynchronisedUnix\"\x94\x01\n" +
+	"\rDownloadCount\x12\x18\n" +
+	"\achannel\x18\x01 \x01(\tR\achannel\x12\x1a\n" +
+	"\bplatform\x18\x02 \x01(\tR\bplatform\x12\x1a\n" +
+	"\bfilename\x18\x03 \x01(\tR\bfilename\x12\x1b\n" +
+	"\thour_unix\x18\x04 \x01(\x03R\bhourUnix\x12\x14\n" +
+	"\x05count\x18\x05 \x01(\x03R\x05countB\xac\x01\n" +
 	"\x10com.condamesh.v1B\n" +
 	"TypesProtoP\x01Z;github.com/condamesh/condamesh/gen/condamesh/v1;condameshv1\xa2\x02\x03CXX\xaa\x02\fCondamesh.V1\xca\x02\fCondamesh\\V1\xe2\x02\x18Condamesh\\V1\\GPBMetadata\xea\x02\rCondamesh::V1b\x06proto3"
 
@@ -1334,7 +1509,7 @@ func file_condamesh_v1_types_proto_rawDescGZIP() []byte {
 	return file_condamesh_v1_types_proto_rawDescData
 }
 
-var file_condamesh_v1_types_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
+var file_condamesh_v1_types_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
 var file_condamesh_v1_types_proto_goTypes = []any{
 	(*StringList)(nil),      // 0: condamesh.v1.StringList
 	(*ChannelMetadata)(nil), // 1: condamesh.v1.ChannelMetadata
@@ -1348,6 +1523,8 @@ var file_condamesh_v1_types_proto_goTypes = []any{
 	(*Job)(nil),             // 9: condamesh.v1.Job
 	(*Task)(nil),            // 10: condamesh.v1.Task
 	(*ProxyEntry)(nil),      // 11: condamesh.v1.ProxyEntry
+	(*ChannelMirror)(nil),   // 12: condamesh.v1.ChannelMirror
+	(*DownloadCount)(nil),   // 13: condamesh.v1.DownloadCount
 }
 var file_condamesh_v1_types_proto_depIdxs = []int32{
 	0, // 0: condamesh.v1.ChannelMetadata.includelist:type_name -> condamesh.v1.StringList
@@ -1375,7 +1552,7 @@ func file_condamesh_v1_types_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_condamesh_v1_types_proto_rawDesc), len(file_condamesh_v1_types_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   12,
+			NumMessages:   14,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
