@@ -266,8 +266,16 @@ func (s *Server) restCreateChannel(w http.ResponseWriter, r *http.Request) {
 		if err != nil {
 			return 0, nil, err
 		}
-		if _, err := s.createChannel(r.Context(), id, req); err != nil {
+		register, err := queryBool(r, "register_mirror", false)
+		if err != nil {
 			return 0, nil, err
+		}
+		ci, err := s.createChannel(r.Context(), id, req)
+		if err != nil {
+			return 0, nil, err
+		}
+		if register && channelKind(ci.Channel) == "mirror" {
+			s.registerWithPrimary(r, ci.Channel, r.URL.Query().Get("mirror_api_key"))
 		}
 		return http.StatusCreated, nil, nil
 	})

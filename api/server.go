@@ -77,6 +77,9 @@ type Config struct {
 	DefaultChannelQuota int64
 	// Now returns the current time; tests replace it.
 	Now func() time.Time
+	// HTTPClient makes the calls to other servers of the mirror registry.
+	// Default: 15 s timeout.
+	HTTPClient *http.Client
 }
 
 func (c *Config) setDefaults() {
@@ -91,6 +94,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.Now == nil {
 		c.Now = time.Now
+	}
+	if c.HTTPClient == nil {
+		c.HTTPClient = &http.Client{Timeout: 15 * time.Second}
 	}
 }
 
@@ -205,6 +211,9 @@ func (s *Server) routes() {
 		{"GET /api/users/{username}/role", "users", "Get a user's server role", s.restGetUserRole},
 		{"PUT /api/users/{username}/role", "users", "Set a user's server role", s.restSetUserRole},
 		{"PUT /api/channels/{channel}/actions", "jobs", "Run a channel action as a job", s.restChannelAction},
+		{"GET /api/channels/{channel}/mirrors", "mirrors", "List the mirrors registered with a channel", s.restListMirrors},
+		{"POST /api/channels/{channel}/mirrors", "mirrors", "Register a mirror (checked by calling its API)", s.restAddMirror},
+		{"DELETE /api/channels/{channel}/mirrors/{id}", "mirrors", "Unregister a mirror", s.restDeleteMirror},
 		{"GET /api/jobs", "jobs", "List jobs (?status= repeated)", s.restListJobs},
 		{"POST /api/jobs", "jobs", "Create a job", s.restCreateJob},
 		{"GET /api/jobs/{id}", "jobs", "Get a job", s.restGetJob},

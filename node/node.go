@@ -199,6 +199,7 @@ func New(ctx context.Context, cfg Config) (n *Node, err error) {
 	n.mirror = mirror.New(mirror.Config{Logger: n.log}, n.cat, n.st, n.cl, n.up)
 	n.jobs.Register("synchronize_repodata", n.mirror.Action(mirror.FromRepodata))
 	n.jobs.Register("synchronize", n.mirror.Action(mirror.FromArchives))
+	n.jobs.Register("synchronize_metrics", metrics.NewMirrorPuller(n.cat, n.cl, n.up, cfg.API.Now, n.log).Action())
 	n.downloads = metrics.NewDownloads(metrics.DownloadsConfig{FlushEvery: cfg.DownloadFlush, Logger: n.log}, n.cl)
 	n.api = api.New(cfg.API, api.Deps{Catalog: n.cat, Proposer: n.cl, Blobs: n.st, Indexes: idx, Jobs: n.jobs, Proxies: n.proxy, Downloads: n.downloads, Ready: n.cl.IsLeader})
 	n.httpLn, err = net.Listen("tcp", cfg.HTTPAddr)

@@ -1,0 +1,197 @@
+package api
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"regexp"
+	"strings"
+
+	"github.com/condamesh/condamesh/catalog"
+	v1 "github.com/condamesh/condamesh/gen/condamesh/v1"
+)
+
+type mirrorJSON struct {
+	URL             string `json:"url"`
+	APIEndpoint     string `json:"api_endpoint"`
+	MetricsEndpoint string `json:"metrics_endpoint"`
+	ID              string `json:"id"`
+}
+
+var uuidRe = regexp.MustCompile(`^[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}$`)
+
+// replaceGet swaps the /get/ segment of a channel URL for another route
+// (Quetz replaced every "get" in the string, mangling hosts that contain it:
+// fixed). A URL without /get/ is returned unchanged.
+func replaceGet(u, with string) string {
+	if i := strings.LastIndex(u, "/get/"); i >= 0 {
+		return u[:i] + "/" + with + "/" + u[i+len("/get/"):]
+	}
+	return u
+}
+
+func (s *Server) restListMirrors(w http.ResponseWriter, r *http.Request) {
+	s.handle(w, r, func(id *identity) (int, any, error) {
+		ch, err := s.channelFor(r.Context(), id, r.PathValue("channel"))
+		if err != nil {
+			return 0, nil, err
+		}
+		if err := guardKinds(ch, "proxy"); err != nil {
+			return 0, nil, err
+		}
+		ms, err := s.cat.Mirrors(r.Context(), ch.Name)
+		if err != nil {
+			return 0, nil, err
+		}
+		out := make([]mirrorJSON, 0, len(ms))
+		for _, m := range ms {
+			out = append(out, mirrorJSON{URL: m.Url, APIEndpoint: m.ApiEndpoint, MetricsEndpoint: m.MetricsEndpoint, ID: m.Id})
+		}
+		return http.StatusOK, out, nil
+	})
+}
+
+// restAddMirror is POST /api/channels/{c}/mirrors: it checks the URL
+// answers like a condamesh or Quetz mirror channel before registering it.
+func (s *Server) restAddMirror(w http.ResponseWriter, r *http.Request) {
+	s.handle(w, r, func(id *identity) (int, any, error) {
+		ctx := r.Context()
+		ch, err := s.channelFor(ctx, id, r.PathValue("channel"))
+		if err != nil {
+			return 0, nil, err
+		}
+		if err := guardKinds(ch, "proxy"); err != nil {
+			return 0, nil, err
+		}
+		fields, err := decodeBody(r)
+		if err != nil {
+			return 0, nil, err
+		}
+		var m mirrorJSON
+		if ok, err := field(fields, "url", &m.URL, "string"); err != nil {
+			return 0, nil, err
+		} else if !ok {
+			return 0, nil, validation([]any{"body", "url"}, "missing", "Field required", nil)
+		}
+		for name, dst := range map[string]*string{"api_endpoint": &m.APIEndpoint, "metrics_endpoint": &m.MetricsEndpoint} {
+			if _, err := field(fields, name, dst, "string"); err != nil {
+				return 0, nil, err
+			}
+		}
+		if m.APIEndpoint == "" {
+			m.APIEndpoint = replaceGet(m.URL, "api/channels")
+		}
+		if m.MetricsEndpoint == "" {
+			m.MetricsEndpoint = replaceGet(m.URL, "metrics/channels")
+		}
+		for name, v := range map[string]string{"url": m.URL, "api_endpoint": m.APIEndpoint, "metrics_endpoint": m.MetricsEndpoint} {
+			if !mirrorURLRe.MatchString(v) {
+				return 0, nil, validation([]any{"body", name}, "string_pattern_mismatch", "String should match pattern '"+mirrorURLPattern+"'", v)
+			}
+		}
+		if err := s.requireChannel(ctx, id, ch.Name, "owner", "maintainer"); err != nil {
+			return 0, nil, err
+		}
+		if err := s.verifyMirror(ctx, m); err != nil {
+			return 0, nil, err
+		}
+		_, err = s.prop.Propose(ctx, &v1.Command{Op: &v1.Command_PutMirror{PutMirror: &v1.PutMirrorOp{Mirror: &v1.ChannelMirror{
+			Id: NewUUID(), Channel: ch.Name, Url: m.URL, ApiEndpoint: m.APIEndpoint, MetricsEndpoint: m.MetricsEndpoint,
+		}}}})
+		if errors.Is(err, catalog.ErrExists) {
+			return 0, nil, apiErr(ErrConflict, "mirror %s is already registered", m.URL)
+		}
+		return http.StatusCreated, nil, err
+	})
+}
+
+// verifyMirror asks the mirror's API whether it is a mirror channel.
+func (s *Server) verifyMirror(ctx context.Context, m mirrorJSON) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, m.APIEndpoint, nil)
+	if err != nil {
+		return apiErr(ErrInvalid, "could not connect to remote repository %s", m.URL)
+	}
+	resp, err := s.cfg.HTTPClient.Do(req)
+	if err != nil {
+		return apiErr(ErrInvalid, "could not connect to remote repository %s", m.URL)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	if resp.StatusCode != http.StatusOK {
+		return apiErr(ErrInvalid, "could not connect to remote repository %s", m.URL)
+	}
+	var info map[string]any
+	if json.Unmarshal(body, &info) != nil {
+		return apiErr(ErrInvalid, "mirror server is not quetz server")
+	}
+	v, ok := info["mirror_channel_url"]
+	if !ok {
+		return apiErr(ErrInvalid, "mirror server is not quetz server")
+	}
+	if str, _ := v.(string); str == "" {
+		return apiErr(ErrNotFound, "%s is not a mirror server", m.URL)
+	}
+	return nil
+}
+
+func (s *Server) restDeleteMirror(w http.ResponseWriter, r *http.Request) {
+	s.handle(w, r, func(id *identity) (int, any, error) {
+		ctx := r.Context()
+		ch, err := s.channelFor(ctx, id, r.PathValue("channel"))
+		if err != nil {
+			return 0, nil, err
+		}
+		if err := guardKinds(ch, "proxy"); err != nil {
+			return 0, nil, err
+		}
+		mid := r.PathValue("id")
+		if !uuidRe.MatchString(mid) {
+			return 0, nil, validation([]any{"path", "mirror_id"}, "uuid_parsing", "Input should be a valid UUID", mid)
+		}
+		if err := s.requireChannel(ctx, id, ch.Name, "owner", "maintainer"); err != nil {
+			return 0, nil, err
+		}
+		_, err = s.prop.Propose(ctx, &v1.Command{Op: &v1.Command_DeleteMirror{DeleteMirror: &v1.DeleteMirrorOp{Channel: ch.Name, Id: strings.ToLower(mid)}}})
+		return http.StatusOK, nil, err
+	})
+}
+
+// registerWithPrimary is the mirror side of register_mirror=true: it tells
+// the primary (the new mirror channel's upstream) where this mirror is.
+// Failures are logged, as in Quetz; the channel exists either way.
+func (s *Server) registerWithPrimary(r *http.Request, ch *v1.Channel, apiKey string) {
+	scheme := "http"
+	if r.TLS != nil || r.Header.Get("X-Forwarded-Proto") == "https" {
+		scheme = "https"
+	}
+	base := scheme + "://" + r.Host
+	body, _ := json.Marshal(map[string]string{
+		"url":              base + "/get/" + ch.Name,
+		"api_endpoint":     base + "/api/channels/" + ch.Name,
+		"metrics_endpoint": base + "/metrics/channels/" + ch.Name,
+	})
+	target := strings.TrimSuffix(replaceGet(ch.MirrorChannelUrl, "api/channels"), "/") + "/mirrors"
+	req, err := http.NewRequestWithContext(context.WithoutCancel(r.Context()), http.MethodPost, target, bytes.NewReader(body))
+	if err != nil {
+		s.log.Warn("register mirror with its primary", "err", err)
+		return
+	}
+	req.Header.Set("Content-Type", "application/json")
+	if apiKey != "" {
+		req.Header.Set("X-API-Key", apiKey)
+	}
+	resp, err := s.cfg.HTTPClient.Do(req)
+	if err != nil {
+		s.log.Warn("register mirror with its primary", "channel", ch.Name, "err", err)
+		return
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusCreated {
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+		s.log.Warn("primary refused the mirror registration", "channel", ch.Name, "status", resp.StatusCode, "answer", fmt.Sprintf("%.300s", b))
+	}
+}
