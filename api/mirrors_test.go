@@ -175,7 +175,9 @@ func TestSynchronizeMetrics(t *testing.T) {
 	clock.Store(t1.Add(2*time.Hour + 5*time.Minute).Unix())
 	fm.set(func(f *fakeMirror) { f.metrics = `<html>oops</html>` })
 	sync()
-	fm.set(func(f *fakeMirror) { f.metrics = `{"packages":{"linux-64/` + fn + `":{"series":[{"timestamp":"yesterday","count":5}]}}}` })
+	fm.set(func(f *fakeMirror) {
+		f.metrics = `{"packages":{"linux-64/` + fn + `":{"series":[{"timestamp":"yesterday","count":5}]}}}`
+	})
 	sync()
 	if got := total(); got != 3 {
 		t.Fatalf("garbage counted: %d", got)
