@@ -17,8 +17,14 @@ type Downloads interface {
 // countDownload records a GET of a package file that is answered 2xx/3xx
 // (Quetz counted HEADs and 404s too: fixed).
 func (s *Server) countDownload(r *http.Request, ch *v1.Channel, platform, filename string) {
-	if s.downloads != nil && r.Method == http.MethodGet {
+	if r.Method != http.MethodGet {
+		return
+	}
+	if s.downloads != nil {
 		s.downloads.Count(ch.Name, platform, filename, s.cfg.Now())
+	}
+	if s.prom != nil {
+		s.prom.Downloads.WithLabelValues(ch.Name, platform).Inc()
 	}
 }
 

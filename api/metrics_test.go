@@ -3,6 +3,7 @@ package api_test
 import (
 	"fmt"
 	"net/http"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -117,4 +118,33 @@ func TestDownloadMetrics(t *testing.T) {
 	e.get(t, "/metrics/channels/secret-met", "").want(t, http.StatusUnauthorized)
 	e.get(t, "/metrics/channels/secret-met", admin).want(t, http.StatusOK)
 	e.get(t, "/metrics/channels/no-such-channel", admin).want(t, http.StatusNotFound)
+}
+
+// TestPrometheus checks the exposition at Quetz's /metricsp and at
+// /metrics: requests by route template, downloads, bytes served, store size.
+func TestPrometheus(t *testing.T) {
+	e := start(t)
+	e.newChannel(t, "prom", false, admin)
+	spec := condatest.Spec{Name: "p", Version: "1", Build: "0", Subdir: "linux-64"}
+	fn := condatest.Filename(spec, ".conda")
+	e.upload(t, admin, "prom", fn, condatest.Conda(t, spec)).want(t, 201)
+	body := e.get(t, "/get/prom/linux-64/"+fn, "").want(t, 200).body
+	for _, path := range []string{"/metricsp", "/metrics"} {
+		text := string(e.get(t, path, "").want(t, 200).body)
+		for _, want := range []string{
+			`condamesh_http_requests_total{method="GET",route="GET /get/{channel}/{path...}",status="200"}`,
+			`condamesh_http_requests_total{method="POST",route="POST /api/channels",status="201"}`,
+			`condamesh_downloads_total{channel="prom",platform="linux-64"} 1`,
+			`condamesh_http_request_duration_seconds_bucket{method="GET",route="GET /get/{channel}/{path...}"`,
+			`condamesh_store_bytes`,
+			`condamesh_served_bytes_total`,
+		} {
+			if !strings.Contains(text, want) {
+				t.Fatalf("%s lacks %q", path, want)
+			}
+		}
+		if !strings.Contains(text, fmt.Sprintf("condamesh_served_bytes_total %d\n", len(body))) {
+			t.Fatalf("%s: bytes served not reported", path)
+		}
+	}
 }

@@ -231,6 +231,16 @@ func (s *Server) serveProxied(w http.ResponseWriter, r *http.Request, ch *v1.Cha
 	if conda.IsPackageFile(p) {
 		s.countDownload(r, ch, path.Dir(p), path.Base(p))
 	}
+	if s.prom != nil {
+		result := "hit"
+		switch {
+		case res.Fetched:
+			result = "miss"
+		case res.Stale:
+			result = "stale"
+		}
+		s.prom.ProxyRequests.WithLabelValues(result).Inc()
+	}
 	cc := fmt.Sprintf("public, max-age=%d", min(max(ch.Ttl, 0), 300))
 	if res.Immutable {
 		cc = cacheImmutable

@@ -12,6 +12,7 @@ import (
 	"github.com/condamesh/condamesh/catalog"
 	v1 "github.com/condamesh/condamesh/gen/condamesh/v1"
 	"github.com/condamesh/condamesh/indexer"
+	"github.com/condamesh/condamesh/metrics"
 	"github.com/condamesh/condamesh/proxy"
 	"github.com/condamesh/condamesh/store"
 	"github.com/ipfs/go-cid"
@@ -57,6 +58,9 @@ type Deps struct {
 	Jobs      Jobs
 	Proxies   Proxies
 	Downloads Downloads
+	// Prom, if set, receives request, download and proxy metrics and is
+	// served at /metricsp and /metrics.
+	Prom *metrics.Prom
 	// Ready reports whether the node can serve (Raft has a leader); it
 	// backs /health/ready.
 	Ready func() bool
@@ -111,6 +115,7 @@ type Server struct {
 	jobs      Jobs
 	proxy     Proxies
 	downloads Downloads
+	prom      *metrics.Prom
 	ops       []operation
 	mux       *http.ServeMux
 	ready     func() bool
@@ -119,7 +124,7 @@ type Server struct {
 // New returns the API server.
 func New(cfg Config, d Deps) *Server {
 	cfg.setDefaults()
-	s := &Server{cfg: cfg, log: cfg.Logger.With("component", "api"), cat: d.Catalog, prop: d.Proposer, blobs: d.Blobs, idx: d.Indexes, jobs: d.Jobs, proxy: d.Proxies, downloads: d.Downloads, mux: http.NewServeMux(), ready: d.Ready}
+	s := &Server{cfg: cfg, log: cfg.Logger.With("component", "api"), cat: d.Catalog, prop: d.Proposer, blobs: d.Blobs, idx: d.Indexes, jobs: d.Jobs, proxy: d.Proxies, downloads: d.Downloads, prom: d.Prom, mux: http.NewServeMux(), ready: d.Ready}
 	s.routes()
 	return s
 }
@@ -138,8 +143,57 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 	}
-	s.mux.ServeHTTP(w, r)
+	if s.prom == nil {
+		s.mux.ServeHTTP(w, r)
+		return
+	}
+	start := time.Now()
+	sw := &statusWriter{ResponseWriter: w, status: http.StatusOK}
+	s.prom.InFlight.Inc()
+	s.mux.ServeHTTP(sw, r)
+	s.prom.InFlight.Dec()
+	route := r.Pattern // set by the mux on this request
+	if route == "" {
+		route = "unmatched"
+	}
+	s.prom.ObserveRequest(r.Method, route, sw.status, time.Since(start))
+	if strings.HasPrefix(route, "GET /get/") && sw.status == http.StatusOK {
+		s.prom.BytesServed.Add(float64(sw.written))
+	}
 }
+
+// statusWriter records the status and body size of a response. It keeps
+// io.ReaderFrom, so files are still sent with sendfile.
+type statusWriter struct {
+	http.ResponseWriter
+	status  int
+	written int64
+	wrote   bool
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	if !w.wrote {
+		w.status, w.wrote = code, true
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Write(b []byte) (int, error) {
+	w.wrote = true
+	n, err := w.ResponseWriter.Write(b)
+	w.written += int64(n)
+	return n, err
+}
+
+func (w *statusWriter) ReadFrom(src io.Reader) (int64, error) {
+	w.wrote = true
+	n, err := io.Copy(w.ResponseWriter, src) // the server's ReadFrom: sendfile
+	w.written += n
+	return n, err
+}
+
+// Unwrap gives http.ResponseController the underlying writer.
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
 // slashRedirect answers a path that only has a route with its trailing
 // slash removed or added with a 307 to that route, as Quetz (Starlette's
@@ -230,6 +284,10 @@ func (s *Server) routes() {
 		m.HandleFunc(op.pattern, op.handler)
 	}
 	m.HandleFunc("GET /openapi.json", s.openAPI)
+	if s.prom != nil {
+		m.Handle("GET /metricsp", s.prom.Handler()) // Quetz's path
+		m.Handle("GET /metrics", s.prom.Handler())
+	}
 	m.HandleFunc("GET /docs", s.swaggerUI)
 
 	s.connectRoutes()

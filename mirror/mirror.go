@@ -67,7 +67,9 @@ type Config struct {
 	BatchFiles int
 	// MaxIndexSize bounds an upstream repodata document. Default 1 GiB.
 	MaxIndexSize int64
-	Logger       *slog.Logger
+	// OnProgress, if set, sees every progress report of a sync.
+	OnProgress func(channel string, p jobs.Progress)
+	Logger     *slog.Logger
 }
 
 // Syncer runs mirror synchronisations.
@@ -181,7 +183,7 @@ func (s *Syncer) Sync(ctx context.Context, channel, owner string, mode Mode) err
 			prog.BytesTotal += c.size
 		}
 	}
-	jobs.Report(ctx, prog)
+	s.report(ctx, ch.Name, prog)
 	s.log.Info("mirror sync planned", "channel", ch.Name, "subdirs", len(subdirs), "files", prog.FilesTotal, "bytes", prog.BytesTotal)
 	if err := s.download(ctx, ch, owner, auth, mode, cands, &prog); err != nil {
 		return err
@@ -192,7 +194,7 @@ func (s *Syncer) Sync(ctx context.Context, channel, owner string, mode Mode) err
 		}
 	}
 	prog.Current = ""
-	jobs.Report(ctx, prog)
+	s.report(ctx, ch.Name, prog)
 	if len(prog.Errors) > 0 {
 		s.log.Warn("mirror sync finished with errors", "channel", ch.Name, "errors", len(prog.Errors))
 	}
@@ -402,7 +404,7 @@ func (s *Syncer) download(ctx context.Context, ch *v1.Channel, owner, auth strin
 					}
 					mu.Unlock()
 				}
-				jobs.Report(ctx, p)
+				s.report(ctx, ch.Name, p)
 			}
 		}()
 	}
@@ -499,4 +501,11 @@ func (s *Syncer) prune(ctx context.Context, ch *v1.Channel, upstreamFiles map[st
 		}
 	}
 	return nil
+}
+
+func (s *Syncer) report(ctx context.Context, channel string, p jobs.Progress) {
+	jobs.Report(ctx, p)
+	if s.cfg.OnProgress != nil {
+		s.cfg.OnProgress(channel, p)
+	}
 }

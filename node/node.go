@@ -62,6 +62,9 @@ type Config struct {
 	// SweepInterval is how often the node deletes unreferenced blobs.
 	// Default 1 h.
 	SweepInterval time.Duration
+	// NoDownloadCounting turns download counting off (Prometheus counters
+	// stay on). For measuring what counting costs.
+	NoDownloadCounting bool
 	// DownloadFlush is how often download counts are written (batched).
 	// Default 10 s: a crash loses at most that much counting.
 	DownloadFlush time.Duration
@@ -128,6 +131,7 @@ type Node struct {
 	proxy     *proxy.Proxy
 	mirror    *mirror.Syncer
 	downloads *metrics.Downloads
+	prom      *metrics.Prom
 	api       *api.Server
 	httpLn    net.Listener
 	srv       *http.Server
@@ -194,14 +198,23 @@ func New(ctx context.Context, cfg Config) (n *Node, err error) {
 	closers = append(closers, func() error { return n.ml.Shutdown() })
 	n.jobs = jobs.New(jobs.Config{Interval: time.Second, Logger: n.log}, n.cat, n.cl, n.cl.IsLeader)
 	n.registerActions()
-	n.up = upstream.New(upstream.Config{Logger: n.log})
+	n.prom = metrics.NewProm(n.storeSize)
+	n.up = upstream.New(upstream.Config{Logger: n.log, Observe: func(o string) { n.prom.Upstream.WithLabelValues(o).Inc() }})
 	n.proxy = proxy.New(proxy.Config{Logger: n.log}, n.cat, n.st, n.cl, n.up)
-	n.mirror = mirror.New(mirror.Config{Logger: n.log}, n.cat, n.st, n.cl, n.up)
+	n.mirror = mirror.New(mirror.Config{Logger: n.log, OnProgress: func(ch string, p jobs.Progress) {
+		n.prom.SyncFiles.WithLabelValues(ch, "done").Set(float64(p.FilesDone))
+		n.prom.SyncFiles.WithLabelValues(ch, "total").Set(float64(p.FilesTotal))
+		n.prom.SyncFiles.WithLabelValues(ch, "errors").Set(float64(len(p.Errors)))
+	}}, n.cat, n.st, n.cl, n.up)
 	n.jobs.Register("synchronize_repodata", n.mirror.Action(mirror.FromRepodata))
 	n.jobs.Register("synchronize", n.mirror.Action(mirror.FromArchives))
 	n.jobs.Register("synchronize_metrics", metrics.NewMirrorPuller(n.cat, n.cl, n.up, cfg.API.Now, n.log).Action())
 	n.downloads = metrics.NewDownloads(metrics.DownloadsConfig{FlushEvery: cfg.DownloadFlush, Logger: n.log}, n.cl)
-	n.api = api.New(cfg.API, api.Deps{Catalog: n.cat, Proposer: n.cl, Blobs: n.st, Indexes: idx, Jobs: n.jobs, Proxies: n.proxy, Downloads: n.downloads, Ready: n.cl.IsLeader})
+	var counter api.Downloads = n.downloads
+	if cfg.NoDownloadCounting {
+		counter = nil
+	}
+	n.api = api.New(cfg.API, api.Deps{Catalog: n.cat, Proposer: n.cl, Blobs: n.st, Indexes: idx, Jobs: n.jobs, Proxies: n.proxy, Downloads: counter, Prom: n.prom, Ready: n.cl.IsLeader})
 	n.httpLn, err = net.Listen("tcp", cfg.HTTPAddr)
 	if err != nil {
 		return nil, fmt.Errorf("node: listen http: %w", err)
@@ -491,4 +504,14 @@ func (n *Node) sweepLoop(ctx context.Context) error {
 			}
 		}
 	}
+}
+
+// storeSize counts the store's blobs and their bytes (for metrics).
+func (n *Node) storeSize(ctx context.Context) (blobs, bytes int64, err error) {
+	err = n.st.List(ctx, func(b store.BlobInfo) error {
+		blobs++
+		bytes += b.Size
+		return nil
+	})
+	return blobs, bytes, err
 }

@@ -119,6 +119,8 @@ type Result struct {
 	Stale bool
 	// Immutable files (packages, shards) may be cached forever by clients.
 	Immutable bool
+	// Fetched is set when this request had to wait for the upstream (a miss).
+	Fetched bool
 }
 
 func key(ch, path string) string { return catalog.ChannelKey(ch) + "/" + path }
@@ -165,7 +167,9 @@ func (p *Proxy) Get(ctx context.Context, ch *v1.Channel, path string) (Result, e
 	if err != nil {
 		return Result{}, err
 	}
-	return v.(Result), nil
+	res := v.(Result)
+	res.Fetched = true
+	return res, nil
 }
 
 // sourceChanged reports a derived entry whose source repodata.json has

@@ -47,6 +47,9 @@ type Config struct {
 	Transport http.RoundTripper
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger
+	// Observe, if set, is told the outcome of every Get: "ok",
+	// "not_modified", "not_found" or "error".
+	Observe func(outcome string)
 }
 
 // Client fetches from upstream channels. Safe for concurrent use.
@@ -105,6 +108,23 @@ type Response struct {
 // exponential backoff and jitter, and maps the outcome onto the package's
 // errors; every error names the URL with its secrets redacted.
 func (c *Client) Get(ctx context.Context, r Request) (*Response, error) {
+	resp, err := c.get(ctx, r)
+	if c.cfg.Observe != nil {
+		switch {
+		case err == nil && resp.NotModified:
+			c.cfg.Observe("not_modified")
+		case err == nil:
+			c.cfg.Observe("ok")
+		case errors.Is(err, ErrNotFound):
+			c.cfg.Observe("not_found")
+		default:
+			c.cfg.Observe("error")
+		}
+	}
+	return resp, err
+}
+
+func (c *Client) get(ctx context.Context, r Request) (*Response, error) {
 	u, err := url.Parse(r.URL)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") {
 		return nil, fmt.Errorf("%w: bad upstream URL %s", ErrRefused, Redact(r.URL))

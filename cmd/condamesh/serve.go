@@ -50,6 +50,9 @@ func newServe() *cobra.Command {
 	f.StringVar(&cfg.RaftAddr, "raft-addr", cfg.RaftAddr, "Raft listen address")
 	f.StringVar(&cfg.GossipAddr, "gossip-addr", cfg.GossipAddr, "gossip (memberlist) listen address")
 	f.Int64Var(&quota, "channel-quota", 0, "default size limit in bytes of new channels (0: none)")
+	var countDownloads bool
+	f.BoolVar(&countDownloads, "count-downloads", true, "count package downloads for the metrics API")
+	cmd.PreRun = func(*cobra.Command, []string) { cfg.NoDownloadCounting = !countDownloads }
 	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	f.StringVar(&logFormat, "log-format", "text", "log format: text or json")
 	return cmd

@@ -1,0 +1,89 @@
+package metrics
+
+import (
+	"context"
+	"net/http"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// Prom holds one node's Prometheus metrics (its own registry: no globals).
+type Prom struct {
+	reg            *prometheus.Registry
+	Requests       *prometheus.CounterVec   // method, route, status
+	Latency        *prometheus.HistogramVec // method, route
+	InFlight       prometheus.Gauge
+	Downloads      *prometheus.CounterVec // channel, platform
+	BytesServed    prometheus.Counter
+	ProxyRequests  *prometheus.CounterVec // result: hit, miss, stale
+	Upstream       *prometheus.CounterVec // outcome: ok, not_modified, not_found, error
+	SyncFiles      *prometheus.GaugeVec   // channel, state: done, total, errors
+	storeMu        sync.Mutex
+	storeBytes     float64
+	storeBlobs     float64
+	storeMeasured  time.Time
+	storeSizeEvery time.Duration
+}
+
+// StoreSizer reports the store's size (blobs and bytes).
+type StoreSizer func(ctx context.Context) (blobs, bytes int64, err error)
+
+// NewProm registers the node's metrics. size is sampled at most every
+// minute, on scrape.
+func NewProm(size StoreSizer) *Prom {
+	p := &Prom{
+		reg: prometheus.NewRegistry(),
+		Requests: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "condamesh_http_requests_total",
+			Help: "HTTP requests by method, route template and status."}, []string{"method", "route", "status"}),
+		Latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "condamesh_http_request_duration_seconds",
+			Help: "HTTP request latency by method and route template.", Buckets: prometheus.ExponentialBuckets(0.0005, 4, 10)}, []string{"method", "route"}),
+		InFlight: prometheus.NewGauge(prometheus.GaugeOpts{Name: "condamesh_http_requests_in_flight", Help: "HTTP requests being served."}),
+		Downloads: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "condamesh_downloads_total",
+			Help: "Package downloads (GETs answered 2xx/3xx) by channel and platform."}, []string{"channel", "platform"}),
+		BytesServed: prometheus.NewCounter(prometheus.CounterOpts{Name: "condamesh_served_bytes_total", Help: "Bytes of files served under /get (full responses)."}),
+		ProxyRequests: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "condamesh_proxy_requests_total",
+			Help: "Proxy channel requests by cache result."}, []string{"result"}),
+		Upstream: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "condamesh_upstream_requests_total",
+			Help: "Requests to upstream channels by outcome."}, []string{"outcome"}),
+		SyncFiles: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "condamesh_mirror_sync_files",
+			Help: "Progress of the running or last mirror synchronisation by channel."}, []string{"channel", "state"}),
+		storeSizeEvery: time.Minute,
+	}
+	sample := func() (float64, float64) {
+		p.storeMu.Lock()
+		defer p.storeMu.Unlock()
+		if size != nil && time.Since(p.storeMeasured) > p.storeSizeEvery {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			if b, n, err := size(ctx); err == nil {
+				p.storeBlobs, p.storeBytes, p.storeMeasured = float64(b), float64(n), time.Now()
+			}
+			cancel()
+		}
+		return p.storeBlobs, p.storeBytes
+	}
+	p.reg.MustRegister(p.Requests, p.Latency, p.InFlight, p.Downloads, p.BytesServed, p.ProxyRequests, p.Upstream, p.SyncFiles,
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "condamesh_store_blobs", Help: "Blobs in the store (sampled at most every minute)."},
+			func() float64 { b, _ := sample(); return b }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "condamesh_store_bytes", Help: "Bytes of blobs in the store (sampled at most every minute)."},
+			func() float64 { _, n := sample(); return n }),
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+	)
+	return p
+}
+
+// Handler serves the text exposition.
+func (p *Prom) Handler() http.Handler {
+	return promhttp.HandlerFor(p.reg, promhttp.HandlerOpts{})
+}
+
+// ObserveRequest records one finished HTTP request.
+func (p *Prom) ObserveRequest(method, route string, status int, took time.Duration) {
+	p.Requests.WithLabelValues(method, route, strconv.Itoa(status)).Inc()
+	p.Latency.WithLabelValues(method, route).Observe(took.Seconds())
+}
