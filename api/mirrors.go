@@ -195,3 +195,106 @@ func (s *Server) registerWithPrimary(r *http.Request, ch *v1.Channel, apiKey str
 		s.log.Warn("primary refused the mirror registration", "channel", ch.Name, "status", resp.StatusCode, "answer", fmt.Sprintf("%.300s", b))
 	}
 }
+
+// restMirrorConfig is GET /api/channels/{c}/mirrors/config?client=...: a
+// ready-to-use client configuration listing the channel's mirrors first and
+// this server (the primary) last, since no conda client re-ranks mirrors.
+// client: pixi (config.toml [mirrors]), mamba (.mambarc mirrored_channels),
+// conda (.condarc custom_channels: conda takes one URL, the first), or json.
+func (s *Server) restMirrorConfig(w http.ResponseWriter, r *http.Request) {
+	id, err := s.identify(r.Context(), r.Header)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	ch, err := s.channelFor(r.Context(), id, r.PathValue("channel"))
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	ms, err := s.cat.Mirrors(r.Context(), ch.Name)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	scheme := "http"
+	if r.TLS != nil || r.Header.Get("X-Forwarded-Proto") == "https" {
+		scheme = "https"
+	}
+	primary := scheme + "://" + r.Host + "/get/" + ch.Name
+	urls := make([]string, 0, len(ms)+1)
+	for _, m := range ms {
+		urls = append(urls, m.Url)
+	}
+	urls = append(urls, primary)
+	var b strings.Builder
+	switch client := r.URL.Query().Get("client"); client {
+	case "pixi":
+		fmt.Fprintf(&b, "# pixi: add to ~/.config/pixi/config.toml\n[mirrors]\n%q = [\n", primary)
+		for _, u := range urls {
+			fmt.Fprintf(&b, "  %q,\n", u)
+		}
+		b.WriteString("]\n")
+		w.Header().Set("Content-Type", "application/toml")
+	case "mamba":
+		fmt.Fprintf(&b, "# mamba / micromamba: add to ~/.mambarc\nmirrored_channels:\n  %s:\n", ch.Name)
+		for _, u := range urls {
+			fmt.Fprintf(&b, "    - %s\n", u)
+		}
+		w.Header().Set("Content-Type", "application/yaml")
+	case "conda":
+		fmt.Fprintf(&b, "# conda: add to ~/.condarc (conda uses one URL per channel: the first)\ncustom_channels:\n  %s: %s\n", ch.Name, strings.TrimSuffix(urls[0], "/"+ch.Name))
+		w.Header().Set("Content-Type", "application/yaml")
+	case "", "json":
+		writeJSON(w, http.StatusOK, map[string]any{"channel": ch.Name, "primary": primary, "urls": urls})
+		return
+	default:
+		s.writeError(w, r, validation([]any{"query", "client"}, "enum", "Input should be 'pixi', 'mamba', 'conda' or 'json'", client))
+		return
+	}
+	_, _ = w.Write([]byte(b.String()))
+}
+
+// restMirrorMetrics is GET /metrics/channels/{c}/mirrors: all-time
+// downloads per registered mirror and on this server, so an operator sees
+// where downloads happen.
+func (s *Server) restMirrorMetrics(w http.ResponseWriter, r *http.Request) {
+	s.handle(w, r, func(id *identity) (int, any, error) {
+		ctx := r.Context()
+		ch, err := s.channelFor(ctx, id, r.PathValue("channel"))
+		if err != nil {
+			return 0, nil, err
+		}
+		ms, err := s.cat.Mirrors(ctx, ch.Name)
+		if err != nil {
+			return 0, nil, err
+		}
+		var all int64
+		err = s.cat.Downloads(ctx, ch.Name, "Y", func(_ int64, _, _ string, n int64) error { all += n; return nil })
+		if err != nil {
+			return 0, nil, err
+		}
+		type row struct {
+			ID    string `json:"id"`
+			URL   string `json:"url"`
+			Total int64  `json:"total"`
+		}
+		rows := []row{}
+		var fromMirrors int64
+		for _, m := range ms {
+			var n int64
+			err := s.cat.MirrorDownloads(ctx, m.Id, func(c string, _ int64, _, _ string, count int64) error {
+				if strings.EqualFold(c, ch.Name) {
+					n += count
+				}
+				return nil
+			})
+			if err != nil {
+				return 0, nil, err
+			}
+			fromMirrors += n
+			rows = append(rows, row{ID: m.Id, URL: m.Url, Total: n})
+		}
+		return http.StatusOK, map[string]any{"channel": ch.Name, "total": all, "local": all - fromMirrors, "mirrors": rows}, nil
+	})
+}

@@ -266,4 +266,26 @@ func TestRegisterMirrorBetweenNodes(t *testing.T) {
 	if pm.Total != 3 || fmt.Sprint(pm.Series) != "[{2026-01-01T10:00:00 3}]" {
 		t.Fatalf("primary's metrics after two pulls: %+v", pm)
 	}
+	var by struct {
+		Total   int64 `json:"total"`
+		Local   int64 `json:"local"`
+		Mirrors []struct {
+			URL   string `json:"url"`
+			Total int64  `json:"total"`
+		} `json:"mirrors"`
+	}
+	p.get(t, "/metrics/channels/my-channel/mirrors", "").want(t, 200).decode(t, &by)
+	if len(by.Mirrors) != 1 || by.Mirrors[0].Total != 3 || by.Mirrors[0].URL != m.url+"/get/mirror-channel" || by.Local != by.Total-3 {
+		t.Fatalf("per-mirror downloads: %+v", by)
+	}
+	pixi := string(p.get(t, "/api/channels/my-channel/mirrors/config?client=pixi", "").want(t, 200).body)
+	mi, pi := strings.Index(pixi, m.url+"/get/mirror-channel"), strings.LastIndex(pixi, p.url+"/get/my-channel")
+	if mi < 0 || pi < 0 || mi > pi || !strings.Contains(pixi, "[mirrors]") {
+		t.Fatalf("pixi config does not list the mirror first and the primary last:\n%s", pixi)
+	}
+	mamba := string(p.get(t, "/api/channels/my-channel/mirrors/config?client=mamba", "").want(t, 200).body)
+	if !strings.Contains(mamba, "mirrored_channels:") || !strings.Contains(mamba, "- "+m.url+"/get/mirror-channel") {
+		t.Fatalf("mamba config:\n%s", mamba)
+	}
+	p.get(t, "/api/channels/my-channel/mirrors/config?client=emacs", "").want(t, 422)
 }

@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/condamesh/condamesh/conda/condatest"
 )
 
 // BenchmarkMirrorSync mirrors a 10,000-file channel from a local nginx and
@@ -115,4 +117,38 @@ func BenchmarkProxy(b *testing.B) {
 		b.ReportMetric(direct[len(direct)/2]*1000, "median-upstream-ttfb-ms")
 		b.ReportMetric((cold[len(cold)/2]-direct[len(direct)/2])*1000, "median-added-ms")
 	})
+}
+
+// BenchmarkDownloadCounting: package download rate with download counting
+// on and off (two servers, same files, same run; target >= 0.95x).
+func BenchmarkDownloadCounting(b *testing.B) {
+	on := startServer(b, b.TempDir())
+	off := startServerArgs(b, b.TempDir(), "--count-downloads=false")
+	path := filepath.Join(b.TempDir(), "pkg1mib-1.0-0.conda")
+	bigConda(b, path, "pkg1mib", 1<<20)
+	data, err := os.ReadFile(path)
+	if err != nil {
+		b.Fatal(err)
+	}
+	small := condatest.Conda(b, condatest.Spec{Name: "small", Version: "1", Build: "0"})
+	for _, s := range []*server{on, off} {
+		s.mustDo(201, "POST", "/api/channels", `{"name":"c","private":false}`)
+		if code, body := s.uploadMultipart("c", map[string][]byte{filepath.Base(path): data, "small-1-0.conda": small}); code != 201 {
+			b.Fatalf("upload: %d %s", code, body)
+		}
+	}
+	for size, file := range map[string]string{"1MiB": filepath.Base(path), "small": "small-1-0.conda"} {
+		b.Run(size, func(b *testing.B) {
+			for range b.N {
+				var onRate, offRate float64
+				for range 2 {
+					offRate += wrk(b, off.url+"/get/c/noarch/"+file, 32) / 2
+					onRate += wrk(b, on.url+"/get/c/noarch/"+file, 32) / 2
+				}
+				b.ReportMetric(onRate, "counting-on-req/s")
+				b.ReportMetric(offRate, "counting-off-req/s")
+				b.ReportMetric(onRate/offRate, "ratio")
+			}
+		})
+	}
 }

@@ -93,7 +93,14 @@ var servingRe = regexp.MustCompile(`condamesh serving on (http://\S+)`)
 // test cleanup if still running.
 func startServer(t testing.TB, dataDir string) *server {
 	t.Helper()
-	cmd := exec.Command(binPath, "serve", "--data-dir", dataDir, "--http-addr", "127.0.0.1:0", "--raft-addr", "127.0.0.1:0", "--gossip-addr", "127.0.0.1:0", "--log-level", "info")
+	return startServerArgs(t, dataDir)
+}
+
+// startServerArgs is startServer with extra serve flags.
+func startServerArgs(t testing.TB, dataDir string, extra ...string) *server {
+	t.Helper()
+	args := append([]string{"serve", "--data-dir", dataDir, "--http-addr", "127.0.0.1:0", "--raft-addr", "127.0.0.1:0", "--gossip-addr", "127.0.0.1:0", "--log-level", "info"}, extra...)
+	cmd := exec.Command(binPath, args...)
 	cmd.Env = append(os.Environ(), "CONDAMESH_ADMIN_KEY="+adminKey)
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {

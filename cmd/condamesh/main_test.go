@@ -3,12 +3,15 @@ package main
 import (
 	"bytes"
 	"context"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/condamesh/condamesh/conda/condatest"
+	"github.com/condamesh/condamesh/node"
 	"github.com/condamesh/condamesh/node/nodetest"
 )
 
@@ -71,5 +74,44 @@ func TestServeRejectsBadConfig(t *testing.T) {
 	code = run(context.Background(), []string{"serve", "--data-dir", t.TempDir()}, &out, &errb)
 	if code != 2 || !strings.Contains(errb.String(), "--log-level") {
 		t.Fatalf("env twin not applied or not reported: exit %d, stderr %q", code, errb.String())
+	}
+}
+
+func TestMetricsCommand(t *testing.T) {
+	n := nodetest.Start(t, func(c *node.Config) { c.DownloadFlush = 10 * time.Millisecond })
+	if _, errOut, code := cli(t, n, "channel", "create", "m-chan"); code != 0 {
+		t.Fatal(errOut)
+	}
+	dir := t.TempDir()
+	spec := condatest.Spec{Name: "mpkg", Version: "1.0", Build: "0", Subdir: "linux-64"}
+	pkg := filepath.Join(dir, condatest.Filename(spec, ".conda"))
+	if err := os.WriteFile(pkg, condatest.Conda(t, spec), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, errOut, code := cli(t, n, "upload", "--quiet", "m-chan", pkg); code != 0 {
+		t.Fatal(errOut)
+	}
+	resp, err := http.Get(n.URL() + "/get/m-chan/linux-64/" + filepath.Base(pkg))
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("download: %v %v", err, resp)
+	}
+	resp.Body.Close()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		out, errOut, code := cli(t, n, "metrics", "m-chan")
+		if code != 0 {
+			t.Fatal(errOut)
+		}
+		if strings.Contains(out, "linux-64/"+filepath.Base(pkg)) && strings.Contains(out, "  1") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("metrics output never showed the download:\n%s", out)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	out, _, code := cli(t, n, "metrics", "--by-mirror", "m-chan")
+	if code != 0 || !strings.Contains(out, "this server") || !strings.Contains(out, "total") {
+		t.Fatalf("--by-mirror:\n%s", out)
 	}
 }
