@@ -205,7 +205,11 @@ func proxylistRedirect(ch *v1.Channel, p string) string {
 	}
 	for _, name := range ch.GetMetadata().GetProxylist().GetItems() {
 		if name == fn.Name {
-			return upstream.Join(ch.MirrorChannelUrl, p)
+			to := upstream.Join(ch.MirrorChannelUrl, p)
+			if upstream.Redact(to) != to {
+				return "" // never hand a client the upstream's credentials
+			}
+			return to
 		}
 	}
 	return ""

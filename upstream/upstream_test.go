@@ -103,3 +103,11 @@ func TestGet(t *testing.T) {
 		t.Fatalf("logs leak credentials:\n%s", logs.String())
 	}
 }
+
+func TestRedactLeavesPlainURLs(t *testing.T) {
+	for _, u := range []string{"https://conda.anaconda.org/btel/linux-64/nrnpython-0.1-0.tar.bz2", "http://127.0.0.1:8080/chan/noarch/x-1-0.conda"} {
+		if got := upstream.Redact(u); got != u {
+			t.Errorf("Redact(%q) = %q: a URL without credentials must stay as it is", u, got)
+		}
+	}
+}
