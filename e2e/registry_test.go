@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"fmt"
+	"net"
 	"strings"
 	"testing"
 	"time"
@@ -10,12 +11,21 @@ import (
 // TestMirrorRegistryTwoProcesses: two real condamesh processes on loopback.
 // The second creates a mirror channel of the first with register_mirror=true
 // (Quetz's guide), the primary lists it, clients install from the mirror,
-// and the primary's synchronize_metrics reaches the mirror's metrics
-// endpoint. (Counting of closed hours with a controlled clock is tested on
-// two in-process nodes: api.TestRegisterMirrorBetweenNodes.)
+// and the primary's synchronize_metrics brings those downloads into its
+// metrics exactly once: with the mirror down for one run, and when run
+// twice. The mirror runs two hours behind (--clock-offset) so that its
+// downloads fall in hours the primary considers closed.
 func TestMirrorRegistryTwoProcesses(t *testing.T) {
 	primary := startServer(t, t.TempDir())
-	mirror := startServer(t, t.TempDir())
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	mirrorAddr := l.Addr().String()
+	l.Close()
+	mirrorDir := t.TempDir()
+	mirrorArgs := []string{"--http-addr", mirrorAddr, "--clock-offset", "-2h"}
+	mirror := startServerArgs(t, mirrorDir, mirrorArgs...)
 	primary.mustDo(201, "POST", "/api/channels", `{"name":"my-channel","private":false}`)
 	pkgs := testPackages(t)
 	multi := map[string][]byte{}
@@ -46,14 +56,51 @@ func TestMirrorRegistryTwoProcesses(t *testing.T) {
 			t.Fatalf("%s: mirror serves different bytes", p.Filename)
 		}
 	}
-	var j jobJSON
-	decodeJSON(t, primary.mustDo(200, "PUT", "/api/channels/my-channel/actions", `{"action":"synchronize_metrics"}`), &j)
-	task := primary.waitJob(j.ID, 60*time.Second)
-	if task.Progress == nil || task.Progress.FilesDone != 1 || len(task.Progress.Errors) != 0 {
-		t.Fatalf("synchronize_metrics: %+v", task.Progress)
-	}
 	// The mirror itself refuses to pull metrics (only local channels do).
 	if code, _ := mirror.do("PUT", "/api/channels/mirror-channel/actions", adminKey, strings.NewReader(`{"action":"synchronize_metrics"}`)); code != 405 {
 		t.Fatalf("synchronize_metrics on a mirror: %d", code)
+	}
+	hour := time.Now().UTC().Add(-2 * time.Hour).Truncate(time.Hour).Format("2006-01-02T15:04")
+	window := "?period=H&start=" + hour + "&end=" + time.Now().UTC().Add(-time.Hour).Truncate(time.Hour).Format("2006-01-02T15:04")
+	mirrored := func(s *server, channel string) int64 {
+		var m struct {
+			Packages map[string]struct {
+				Series []struct {
+					Count int64 `json:"count"`
+				} `json:"series"`
+			} `json:"packages"`
+		}
+		decodeJSON(t, s.mustDo(200, "GET", "/metrics/channels/"+channel+window, ""), &m)
+		var n int64
+		for _, p := range m.Packages {
+			for _, pt := range p.Series {
+				n += pt.Count
+			}
+		}
+		return n
+	}
+	mirror.stop() // flushes the mirror's counts; the mirror is down for the next pull
+	sync := func() taskJSON {
+		var j jobJSON
+		decodeJSON(t, primary.mustDo(200, "PUT", "/api/channels/my-channel/actions", `{"action":"synchronize_metrics"}`), &j)
+		return primary.waitJob(j.ID, 60*time.Second)
+	}
+	if task := sync(); task.Progress == nil || len(task.Progress.Errors) != 1 {
+		t.Fatalf("pull with the mirror down: %+v, want one error", task.Progress)
+	}
+	if n := mirrored(primary, "my-channel"); n != 0 {
+		t.Fatalf("counted %d with the mirror down", n)
+	}
+	mirror = startServerArgs(t, mirrorDir, mirrorArgs...)
+	if n := mirrored(mirror, "mirror-channel"); n != int64(len(sol)) {
+		t.Fatalf("the mirror counted %d downloads, want %d", n, len(sol))
+	}
+	for range 2 {
+		if task := sync(); task.Progress == nil || len(task.Progress.Errors) != 0 {
+			t.Fatalf("pull: %+v", task.Progress)
+		}
+		if n := mirrored(primary, "my-channel"); n != int64(len(sol)) {
+			t.Fatalf("primary counted %d of the mirror's downloads, want exactly %d", n, len(sol))
+		}
 	}
 }

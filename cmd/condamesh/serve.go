@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"time"
 
 	"github.com/condamesh/condamesh/node"
 	"github.com/spf13/cobra"
@@ -50,9 +51,16 @@ func newServe() *cobra.Command {
 	f.StringVar(&cfg.RaftAddr, "raft-addr", cfg.RaftAddr, "Raft listen address")
 	f.StringVar(&cfg.GossipAddr, "gossip-addr", cfg.GossipAddr, "gossip (memberlist) listen address")
 	f.Int64Var(&quota, "channel-quota", 0, "default size limit in bytes of new channels (0: none)")
+	var clockOffset time.Duration
+	f.DurationVar(&clockOffset, "clock-offset", 0, "shift this node's clock for download timestamps and metrics windows (testing, replays)")
 	var countDownloads bool
 	f.BoolVar(&countDownloads, "count-downloads", true, "count package downloads for the metrics API")
-	cmd.PreRun = func(*cobra.Command, []string) { cfg.NoDownloadCounting = !countDownloads }
+	cmd.PreRun = func(*cobra.Command, []string) {
+		cfg.NoDownloadCounting = !countDownloads
+		if clockOffset != 0 {
+			cfg.API.Now = func() time.Time { return time.Now().Add(clockOffset) }
+		}
+	}
 	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	f.StringVar(&logFormat, "log-format", "text", "log format: text or json")
 	return cmd
