@@ -179,8 +179,13 @@ func TestSynchronizeMetrics(t *testing.T) {
 		f.metrics = `{"packages":{"linux-64/` + fn + `":{"series":[{"timestamp":"yesterday","count":5}]}}}`
 	})
 	sync()
+	// A huge answer (more than 64 MiB) is refused, not buffered.
+	fm.set(func(f *fakeMirror) {
+		f.metrics = `{"packages":{"linux-64/` + fn + `":{"series":[` + strings.Repeat(`{"timestamp":"2020-10-01T07:00:00","count":1},`, 1<<20+1<<19) + `{"timestamp":"2020-10-01T07:00:00","count":1}]}}}`
+	})
+	sync()
 	if got := total(); got != 3 {
-		t.Fatalf("garbage counted: %d", got)
+		t.Fatalf("garbage or huge answers counted: %d", got)
 	}
 	want := []string{
 		"/metrics/channels/my-mirror?period=H&end=2020-09-30T05:00:00",
