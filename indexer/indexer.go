@@ -442,11 +442,18 @@ func (ix *Indexer) publishChannel(ctx context.Context, ch *v1.Channel, gen uint6
 func (ix *Indexer) putFiles(ctx context.Context, ch string, files []file, mod int64) ([]store.LocalWrite, error) {
 	writes := make([]store.LocalWrite, 0, len(files)+1)
 	for _, f := range files {
-		info, err := ix.st.Put(ctx, bytes.NewReader(f.data), store.PutOptions{})
+		// Deferred: one WAL sync below for the whole rebuild instead of one
+		// per blob, before any pointer names them. (A Put of bytes that are
+		// already stored only re-verifies them, which also shields them
+		// from a concurrent sweep.)
+		info, err := ix.st.Put(ctx, bytes.NewReader(f.data), store.PutOptions{Deferred: true})
 		if err != nil {
 			return nil, fmt.Errorf("store %s: %w", f.path, err)
 		}
 		writes = append(writes, store.LocalWrite{Key: pointerKey(ch, f.path), Value: []byte(info.CID.String() + "\n" + strconv.FormatInt(mod, 10))})
+	}
+	if err := ix.st.Sync(ctx); err != nil {
+		return nil, err
 	}
 	return writes, nil
 }
