@@ -187,12 +187,12 @@ func (ix *Indexer) File(ctx context.Context, ch, path string) (Published, error)
 	if err != nil {
 		return Published{}, err
 	}
-	c, mod, ok := strings.Cut(string(v), "\n")
-	id, err := cid.Decode(c)
-	if err != nil || !ok {
+	fields := strings.Split(string(v), "\n")
+	id, err := cid.Decode(fields[0])
+	if err != nil || len(fields) < 2 {
 		return Published{}, fmt.Errorf("indexer: corrupt pointer for %s/%s", ch, path)
 	}
-	secs, _ := strconv.ParseInt(mod, 10, 64)
+	secs, _ := strconv.ParseInt(fields[1], 10, 64)
 	p = Published{CID: id, ModTime: time.Unix(secs, 0).UTC()}
 	ix.cacheMu.Lock()
 	if ix.cacheV == version { // no commit since the read: the value is current
@@ -416,8 +416,46 @@ func (ix *Indexer) publishSubdir(ctx context.Context, ch *v1.Channel, sd string,
 	if err != nil {
 		return err
 	}
+	retired, err := ix.retireShards(ctx, ch.Name, sd, shardFiles)
+	if err != nil {
+		return err
+	}
+	writes = append(writes, retired...)
 	writes = append(writes, store.LocalWrite{Key: igenKey(ch.Name, sd), Value: []byte(strconv.FormatUint(gen, 10))})
 	return ix.commit(ctx, writes)
+}
+
+// ShardKeep is how long a shard stays served after a rebuild stopped
+// naming it, for clients holding an older shard index (CEP-16 suggests
+// about a week). Then its pointer goes and the sweep reclaims the blob.
+const ShardKeep = 7 * 24 * time.Hour
+
+// retireShards marks the subdir's shards that the new index no longer
+// names with the time they were superseded (a third pointer field), and
+// drops those superseded more than ShardKeep ago.
+func (ix *Indexer) retireShards(ctx context.Context, ch, sd string, current []file) ([]store.LocalWrite, error) {
+	keep := make(map[string]bool, len(current))
+	for _, f := range current {
+		keep[string(pointerKey(ch, f.path))] = true
+	}
+	now := time.Now().Unix()
+	var writes []store.LocalWrite
+	err := ix.st.Scan(ctx, pointerKey(ch, sd+"/shards/"), func(k, v []byte) error {
+		if keep[string(k)] {
+			return nil
+		}
+		fields := strings.Split(string(v), "\n")
+		switch {
+		case len(fields) == 2:
+			writes = append(writes, store.LocalWrite{Key: bytes.Clone(k), Value: []byte(string(v) + "\n" + strconv.FormatInt(now, 10))})
+		case len(fields) == 3:
+			if at, _ := strconv.ParseInt(fields[2], 10, 64); now-at > int64(ShardKeep/time.Second) {
+				writes = append(writes, store.LocalWrite{Key: bytes.Clone(k)})
+			}
+		}
+		return nil
+	})
+	return writes, err
 }
 
 func (ix *Indexer) publishChannel(ctx context.Context, ch *v1.Channel, gen uint64, subdirs []string, byDir map[string][]conda.Record, about map[string]map[string]any) error {

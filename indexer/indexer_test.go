@@ -170,3 +170,47 @@ func TestWaitFreshSeesEveryWrite(t *testing.T) {
 		}
 	}
 }
+
+// TestSupersededShardsStayServed: after a rebuild changes a package's
+// shard, the previous shard stays published (clients holding the previous
+// shard index still resolve, CEP-16), marked as superseded.
+func TestSupersededShardsStayServed(t *testing.T) {
+	ctx := context.Background()
+	r := newRig(t)
+	r.apply(t, &v1.Command{Op: &v1.Command_CreateChannel{CreateChannel: &v1.CreateChannelOp{Channel: &v1.Channel{Name: "c"}}}})
+	r.apply(t, put(version("zlib", "linux-64")))
+	if err := r.ix.Reconcile(ctx, "c"); err != nil {
+		t.Fatal(err)
+	}
+	shards := func() map[string]bool {
+		out := map[string]bool{}
+		_ = r.st.Scan(ctx, []byte("l/idx/c/linux-64/shards/"), func(k, v []byte) error {
+			out[string(k)] = strings.Count(string(v), "\n") == 2
+			return nil
+		})
+		return out
+	}
+	before := shards()
+	if len(before) != 1 {
+		t.Fatalf("shards after the first build: %v", before)
+	}
+	v2 := version("zlib", "linux-64")
+	v2.Filename = "zlib-2.0-0.conda"
+	r.apply(t, put(v2))
+	if err := r.ix.Reconcile(ctx, "c"); err != nil {
+		t.Fatal(err)
+	}
+	after := shards()
+	if len(after) != 2 {
+		t.Fatalf("shards after the rebuild: %v, want the old one kept", after)
+	}
+	for k := range before {
+		if !after[k] {
+			t.Fatalf("superseded shard %s not marked", k)
+		}
+		path := strings.TrimPrefix(k, "l/idx/c/")
+		if _, err := r.ix.File(ctx, "c", path); err != nil {
+			t.Fatalf("superseded shard no longer served: %v", err)
+		}
+	}
+}
