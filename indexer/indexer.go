@@ -11,7 +11,8 @@
 //
 // Local keys:
 //
-//	l/idx/<channel>/<path>     pointer: CID string + "\n" + last-modified unix seconds
+//	l/idx/<channel>/<path>     pointer: CID, "\n", last-modified unix seconds, and for a
+//	                           shard no longer in the index, "\n" + when it was superseded
 //	l/igen/<channel>/<subdir>  generation of the subdir that the pointers reflect
 //	l/igen/<channel>//         channel generation reflected by channeldata.json and index.html
 package indexer
