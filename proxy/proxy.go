@@ -79,10 +79,20 @@ type Proxy struct {
 	log   *slog.Logger
 	sf    singleflight.Group
 
-	mu       sync.Mutex
-	failures map[string]error // key -> last failed revalidation
-	parsed   map[cid.Cid]map[string]want
+	mu         sync.Mutex
+	failures   map[string]failure // key -> last failed revalidation
+	refreshing map[string]bool    // keys with a revalidation in flight
+	parsed     map[cid.Cid]map[string]want
 }
+
+// failure is a failed revalidation; the next attempt waits retryAfter.
+type failure struct {
+	err error
+	at  time.Time
+}
+
+// retryAfter spaces revalidation attempts while the upstream fails.
+const retryAfter = 10 * time.Second
 
 // want is what the upstream repodata says a package file is.
 type want struct {
@@ -105,7 +115,7 @@ func New(cfg Config, cat *catalog.Catalog, blobs Blobs, prop Proposer, up *upstr
 		cfg.Logger = slog.Default()
 	}
 	return &Proxy{cfg: cfg, cat: cat, blobs: blobs, prop: prop, up: up, log: cfg.Logger.With("component", "proxy"),
-		failures: map[string]error{}, parsed: map[cid.Cid]map[string]want{}}
+		failures: map[string]failure{}, refreshing: map[string]bool{}, parsed: map[cid.Cid]map[string]want{}}
 }
 
 // Result is a file to serve.
@@ -156,7 +166,7 @@ func (p *Proxy) Get(ctx context.Context, ch *v1.Channel, path string) (Result, e
 			// Past the TTL: answer now, revalidate in the background.
 			p.refreshAsync(ch, path)
 			p.mu.Lock()
-			res.Stale = p.failures[key(ch.Name, path)] != nil
+			_, res.Stale = p.failures[key(ch.Name, path)]
 			p.mu.Unlock()
 			return res, nil
 		}
@@ -198,29 +208,40 @@ func modTime(e *v1.ProxyEntry) time.Time {
 	return time.Unix(e.ValidatedUnix, 0)
 }
 
-// refreshAsync revalidates one file once, in the background.
+// refreshAsync revalidates one file in the background: at most one
+// revalidation per file at a time, and while the upstream fails, at most
+// one attempt per retryAfter.
 func (p *Proxy) refreshAsync(ch *v1.Channel, path string) {
+	k := key(ch.Name, path)
+	p.mu.Lock()
+	f, failed := p.failures[k]
+	if p.refreshing[k] || (failed && p.cfg.Now().Sub(f.at) < retryAfter) {
+		p.mu.Unlock()
+		return
+	}
+	p.refreshing[k] = true
+	p.mu.Unlock()
 	go func() {
 		ctx, cancel := context.WithTimeout(context.Background(), p.cfg.RefreshTimeout)
 		defer cancel()
-		_, _, _ = p.sf.Do(key(ch.Name, path), func() (any, error) {
+		_, err, _ := p.sf.Do(k, func() (any, error) {
 			e, _ := p.cat.ProxyEntry(ctx, ch.Name, path)
 			if e != nil && p.cfg.Now().Sub(time.Unix(e.ValidatedUnix, 0)) < ttl(ch) {
 				return nil, nil // someone refreshed it meanwhile
 			}
-			res, err := p.fetch(ctx, ch, path, e)
-			p.mu.Lock()
-			if err != nil && !errors.Is(err, ErrNotFound) {
-				p.failures[key(ch.Name, path)] = err
-			} else {
-				delete(p.failures, key(ch.Name, path))
-			}
-			p.mu.Unlock()
-			if err != nil {
-				p.log.Warn("revalidate proxied file", "channel", ch.Name, "path", path, "err", err)
-			}
-			return res, err
+			return p.fetch(ctx, ch, path, e)
 		})
+		p.mu.Lock()
+		delete(p.refreshing, k)
+		if err != nil && !errors.Is(err, ErrNotFound) {
+			p.failures[k] = failure{err: err, at: p.cfg.Now()}
+		} else {
+			delete(p.failures, k)
+		}
+		p.mu.Unlock()
+		if err != nil {
+			p.log.Warn("revalidate proxied file", "channel", ch.Name, "path", path, "err", err)
+		}
 	}()
 }
 
