@@ -246,7 +246,7 @@ func delayProxy(t testing.TB, target string, delay time.Duration) string {
 func TestMirrorResumesAfterKill(t *testing.T) {
 	ng := startNginxLogged(t, true)
 	up := newUpstreamChannel(t, filepath.Join(ng.root, "chan"), 90)
-	slow := delayProxy(t, strings.TrimPrefix(ng.url, "http://"), 60*time.Millisecond)
+	slow := delayProxy(t, strings.TrimPrefix(ng.url, "http://"), 150*time.Millisecond)
 	dir := t.TempDir()
 	s := startServer(t, dir)
 	s.mustDo(201, "POST", "/api/channels", fmt.Sprintf(`{"name":"resume","private":false,"mirror_channel_url":"http://%s/chan","mirror_mode":"mirror"}`, slow))
@@ -259,7 +259,7 @@ func TestMirrorResumesAfterKill(t *testing.T) {
 			Result []taskJSON `json:"result"`
 		}
 		decodeJSON(t, s.mustDo(200, "GET", fmt.Sprintf("/api/jobs/%d/tasks?status=running", job.ID), ""), &tasks)
-		return len(tasks.Result) == 1 && tasks.Result[0].Progress != nil && tasks.Result[0].Progress.FilesDone >= 60
+		return len(tasks.Result) == 1 && tasks.Result[0].Progress != nil && tasks.Result[0].Progress.FilesDone >= 40
 	})
 	s.kill()
 	checkStoreIntegrity(t, dir)

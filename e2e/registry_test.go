@@ -47,6 +47,7 @@ func TestMirrorRegistryTwoProcesses(t *testing.T) {
 		t.Fatalf("primary's mirrors: %v", mirrors)
 	}
 	mirror.waitJob(mirror.latestJob("synchronize_repodata").ID, 60*time.Second)
+	t0 := time.Now().UTC()
 	sol, err := solve(t, []string{"foo"}, []string{mirror.url + "/get/mirror-channel"}, []string{"linux-64", "noarch"})
 	if err != nil {
 		t.Fatal(err)
@@ -60,8 +61,11 @@ func TestMirrorRegistryTwoProcesses(t *testing.T) {
 	if code, _ := mirror.do("PUT", "/api/channels/mirror-channel/actions", adminKey, strings.NewReader(`{"action":"synchronize_metrics"}`)); code != 405 {
 		t.Fatalf("synchronize_metrics on a mirror: %d", code)
 	}
-	hour := time.Now().UTC().Add(-2 * time.Hour).Truncate(time.Hour).Format("2006-01-02T15:04")
-	window := "?period=H&start=" + hour + "&end=" + time.Now().UTC().Add(-time.Hour).Truncate(time.Hour).Format("2006-01-02T15:04")
+	// The mirror's hours of these downloads (two hours behind), even if an
+	// hour ended while the test ran.
+	t1 := time.Now().UTC()
+	window := "?period=H&start=" + t0.Add(-2*time.Hour).Truncate(time.Hour).Format("2006-01-02T15:04") +
+		"&end=" + t1.Add(-time.Hour).Truncate(time.Hour).Format("2006-01-02T15:04")
 	mirrored := func(s *server, channel string) int64 {
 		var m struct {
 			Packages map[string]struct {
