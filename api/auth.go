@@ -186,6 +186,19 @@ func channelKind(ch *v1.Channel) string {
 	return "mirror"
 }
 
+// channelRefusing is channelFor followed by Quetz's 405 for the channel
+// kinds an endpoint does not serve.
+func (s *Server) channelRefusing(ctx context.Context, id *identity, name string, refused ...string) (*v1.Channel, error) {
+	ch, err := s.channelFor(ctx, id, name)
+	if err != nil {
+		return nil, err
+	}
+	if err := guardKinds(ch, refused...); err != nil {
+		return nil, err
+	}
+	return ch, nil
+}
+
 // guardKinds refuses a channel kind with Quetz's 405.
 func guardKinds(ch *v1.Channel, refused ...string) error {
 	k := channelKind(ch)

@@ -48,11 +48,8 @@ func parseMemberBody(r *http.Request) (username, role string, err error) {
 func (s *Server) restListMembers(w http.ResponseWriter, r *http.Request) {
 	s.handle(w, r, func(id *identity) (int, any, error) {
 		ctx := r.Context()
-		ch, err := s.channelFor(ctx, id, r.PathValue("channel"))
+		ch, err := s.channelRefusing(ctx, id, r.PathValue("channel"), "proxy")
 		if err != nil {
-			return 0, nil, err
-		}
-		if err := guardKinds(ch, "proxy"); err != nil {
 			return 0, nil, err
 		}
 		if err := s.requireChannel(ctx, id, ch.Name, "owner", "maintainer"); err != nil {
@@ -66,11 +63,8 @@ func (s *Server) restListMembers(w http.ResponseWriter, r *http.Request) {
 func (s *Server) restAddMember(w http.ResponseWriter, r *http.Request) {
 	s.handle(w, r, func(id *identity) (int, any, error) {
 		ctx := r.Context()
-		ch, err := s.channelFor(ctx, id, r.PathValue("channel"))
+		ch, err := s.channelRefusing(ctx, id, r.PathValue("channel"), "proxy")
 		if err != nil {
-			return 0, nil, err
-		}
-		if err := guardKinds(ch, "proxy"); err != nil {
 			return 0, nil, err
 		}
 		username, role, err := parseMemberBody(r)
@@ -92,11 +86,8 @@ func (s *Server) restAddMember(w http.ResponseWriter, r *http.Request) {
 func (s *Server) restRemoveMember(w http.ResponseWriter, r *http.Request) {
 	s.handle(w, r, func(id *identity) (int, any, error) {
 		ctx := r.Context()
-		ch, err := s.channelFor(ctx, id, r.PathValue("channel"))
+		ch, err := s.channelRefusing(ctx, id, r.PathValue("channel"), "proxy")
 		if err != nil {
-			return 0, nil, err
-		}
-		if err := guardKinds(ch, "proxy"); err != nil {
 			return 0, nil, err
 		}
 		username := r.URL.Query().Get("username")

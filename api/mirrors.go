@@ -36,11 +36,8 @@ func replaceGet(u, with string) string {
 
 func (s *Server) restListMirrors(w http.ResponseWriter, r *http.Request) {
 	s.handle(w, r, func(id *identity) (int, any, error) {
-		ch, err := s.channelFor(r.Context(), id, r.PathValue("channel"))
+		ch, err := s.channelRefusing(r.Context(), id, r.PathValue("channel"), "proxy")
 		if err != nil {
-			return 0, nil, err
-		}
-		if err := guardKinds(ch, "proxy"); err != nil {
 			return 0, nil, err
 		}
 		ms, err := s.cat.Mirrors(r.Context(), ch.Name)
@@ -60,11 +57,8 @@ func (s *Server) restListMirrors(w http.ResponseWriter, r *http.Request) {
 func (s *Server) restAddMirror(w http.ResponseWriter, r *http.Request) {
 	s.handle(w, r, func(id *identity) (int, any, error) {
 		ctx := r.Context()
-		ch, err := s.channelFor(ctx, id, r.PathValue("channel"))
+		ch, err := s.channelRefusing(ctx, id, r.PathValue("channel"), "proxy")
 		if err != nil {
-			return 0, nil, err
-		}
-		if err := guardKinds(ch, "proxy"); err != nil {
 			return 0, nil, err
 		}
 		fields, err := decodeBody(r)
@@ -141,11 +135,8 @@ func (s *Server) verifyMirror(ctx context.Context, m mirrorJSON) error {
 func (s *Server) restDeleteMirror(w http.ResponseWriter, r *http.Request) {
 	s.handle(w, r, func(id *identity) (int, any, error) {
 		ctx := r.Context()
-		ch, err := s.channelFor(ctx, id, r.PathValue("channel"))
+		ch, err := s.channelRefusing(ctx, id, r.PathValue("channel"), "proxy")
 		if err != nil {
-			return 0, nil, err
-		}
-		if err := guardKinds(ch, "proxy"); err != nil {
 			return 0, nil, err
 		}
 		mid := r.PathValue("id")
@@ -164,11 +155,7 @@ func (s *Server) restDeleteMirror(w http.ResponseWriter, r *http.Request) {
 // the primary (the new mirror channel's upstream) where this mirror is.
 // Failures are logged, as in Quetz; the channel exists either way.
 func (s *Server) registerWithPrimary(r *http.Request, ch *v1.Channel, apiKey string) {
-	scheme := "http"
-	if r.TLS != nil || r.Header.Get("X-Forwarded-Proto") == "https" {
-		scheme = "https"
-	}
-	base := scheme + "://" + r.Host
+	base := requestBase(r)
 	body, _ := json.Marshal(map[string]string{
 		"url":              base + "/get/" + ch.Name,
 		"api_endpoint":     base + "/api/channels/" + ch.Name,
@@ -217,11 +204,7 @@ func (s *Server) restMirrorConfig(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
-	scheme := "http"
-	if r.TLS != nil || r.Header.Get("X-Forwarded-Proto") == "https" {
-		scheme = "https"
-	}
-	primary := scheme + "://" + r.Host + "/get/" + ch.Name
+	primary := requestBase(r) + "/get/" + ch.Name
 	urls := make([]string, 0, len(ms)+1)
 	for _, m := range ms {
 		urls = append(urls, m.Url)
@@ -297,4 +280,13 @@ func (s *Server) restMirrorMetrics(w http.ResponseWriter, r *http.Request) {
 		}
 		return http.StatusOK, map[string]any{"channel": ch.Name, "total": all, "local": all - fromMirrors, "mirrors": rows}, nil
 	})
+}
+
+// requestBase is this server's base URL as the client reached it.
+func requestBase(r *http.Request) string {
+	scheme := "http"
+	if r.TLS != nil || r.Header.Get("X-Forwarded-Proto") == "https" {
+		scheme = "https"
+	}
+	return scheme + "://" + r.Host
 }

@@ -111,11 +111,8 @@ func (s *Server) packageFor(ctx context.Context, id *identity, chName, pkg strin
 }
 
 func (s *Server) listPackages(ctx context.Context, id *identity, chName string) ([]*v1.Package, error) {
-	ch, err := s.channelFor(ctx, id, chName)
+	ch, err := s.channelRefusing(ctx, id, chName, "proxy")
 	if err != nil {
-		return nil, err
-	}
-	if err := guardKinds(ch, "proxy"); err != nil {
 		return nil, err
 	}
 	return s.cat.Packages(ctx, ch.Name)
@@ -154,11 +151,8 @@ func (s *Server) restListPackagesPaginated(w http.ResponseWriter, r *http.Reques
 func (s *Server) restCreatePackage(w http.ResponseWriter, r *http.Request) {
 	s.handle(w, r, func(id *identity) (int, any, error) {
 		ctx := r.Context()
-		ch, err := s.channelFor(ctx, id, r.PathValue("channel"))
+		ch, err := s.channelRefusing(ctx, id, r.PathValue("channel"), "proxy", "mirror")
 		if err != nil {
-			return 0, nil, err
-		}
-		if err := guardKinds(ch, "proxy", "mirror"); err != nil {
 			return 0, nil, err
 		}
 		fields, err := decodeBody(r)

@@ -86,15 +86,7 @@ func (s *Server) stage(ctx context.Context, id *identity, ch *v1.Channel, filena
 	if !conda.ValidSubdir(subdir) {
 		return fail(apiErr(ErrBadRequest, "invalid subdir %q in info/index.json of %s", subdir, filename))
 	}
-	v := &v1.PackageVersion{
-		Channel: ch.Name, Package: fn.Name, Platform: subdir, Filename: filename,
-		Version: rec.Version(), BuildString: fn.Build, BuildNumber: rec.BuildNumber(),
-		RecordJson: conda.EncodeRecordFields(rec.Fields), Sha256: d.SHA256Hex(), Md5: d.MD5Hex(), Size: d.Size,
-		UploaderId: id.owner.Id,
-	}
-	if meta := conda.ChannelMeta(pkg); meta != nil {
-		v.AboutJson = conda.EncodeRecordFields(meta)
-	}
+	v := catalog.NewPackageVersion(ch.Name, rec, conda.ChannelMeta(pkg), id.owner.Id)
 	st.version = v
 	return st, nil
 }
@@ -282,11 +274,8 @@ func (s *Server) restUploadRaw(w http.ResponseWriter, r *http.Request) {
 		if err != nil {
 			return 0, nil, err
 		}
-		ch, err := s.channelFor(ctx, id, r.PathValue("channel"))
+		ch, err := s.channelRefusing(ctx, id, r.PathValue("channel"), "proxy", "mirror")
 		if err != nil {
-			return 0, nil, err
-		}
-		if err := guardKinds(ch, "proxy", "mirror"); err != nil {
 			return 0, nil, err
 		}
 		// The role comes before the duplicate check: no answer about the

@@ -603,8 +603,8 @@ func (a *applier) deleteMirror(op *v1.DeleteMirrorOp) error {
 	return a.b.Delete(kMirror(op.Channel, op.Id))
 }
 
-// Period starts of the four metric periods, UTC.
-func periodStart(period string, t time.Time) time.Time {
+// PeriodStart returns the start (UTC) of the metric period bucket holding t.
+func PeriodStart(period string, t time.Time) time.Time {
 	t = t.UTC()
 	switch period {
 	case "H":
@@ -620,9 +620,6 @@ func periodStart(period string, t time.Time) time.Time {
 
 // Periods are the metric periods, as Quetz names them.
 var Periods = []string{"H", "D", "M", "Y"}
-
-// PeriodStart returns the start of the period bucket holding t.
-func PeriodStart(period string, t time.Time) time.Time { return periodStart(period, t) }
 
 func (a *applier) addDownloads(op *v1.AddDownloadsOp) error {
 	var mirror v1.ChannelMirror
@@ -643,7 +640,7 @@ func (a *applier) addDownloads(op *v1.AddDownloadsOp) error {
 		}
 		hour := time.Unix(c.HourUnix, 0)
 		for _, p := range Periods {
-			if err := a.add(kDownload(c.Channel, p, periodStart(p, hour).Unix(), c.Platform, c.Filename), c.Count); err != nil {
+			if err := a.add(kDownload(c.Channel, p, PeriodStart(p, hour).Unix(), c.Platform, c.Filename), c.Count); err != nil {
 				return err
 			}
 		}

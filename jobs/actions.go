@@ -170,16 +170,7 @@ func identify(ctx context.Context, blobs Blobs, b store.BlobInfo, j *v1.Job) (*v
 	if err != nil {
 		return nil, err
 	}
-	rec := conda.NewRecord(info, d)
-	v := &v1.PackageVersion{
-		Channel: j.Channel, Package: info.Filename.Name, Platform: rec.Subdir, Filename: filename,
-		Version: rec.Version(), BuildString: info.Filename.Build, BuildNumber: rec.BuildNumber(),
-		RecordJson: conda.EncodeRecordFields(rec.Fields), Sha256: d.SHA256Hex(), Md5: d.MD5Hex(), Size: d.Size,
-		UploaderId: j.OwnerId,
-	}
-	if meta := conda.ChannelMeta(info); meta != nil {
-		v.AboutJson = conda.EncodeRecordFields(meta)
-	}
+	v := catalog.NewPackageVersion(j.Channel, conda.NewRecord(info, d), conda.ChannelMeta(info), j.OwnerId)
 	return v, nil
 }
 

@@ -11,7 +11,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"sort"
 	"sync"
 	"time"
 
@@ -87,18 +86,6 @@ func (r *Runner) Known(manifest string) bool {
 	defer r.mu.Unlock()
 	_, ok := r.actions[manifest]
 	return ok
-}
-
-// Manifests lists the registered manifests, sorted.
-func (r *Runner) Manifests() []string {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	out := make([]string, 0, len(r.actions))
-	for m := range r.actions {
-		out = append(out, m)
-	}
-	sort.Strings(out)
-	return out
 }
 
 // Wake asks for a scheduling pass now.

@@ -439,8 +439,7 @@ func (s *Syncer) download(ctx context.Context, ch *v1.Channel, owner, auth strin
 
 // fetchOne makes one verified package file available and returns its record.
 func (s *Syncer) fetchOne(ctx context.Context, ch *v1.Channel, auth string, mode Mode, c candidate) (*v1.PackageVersion, error) {
-	fn, err := conda.ParseFilename(c.filename)
-	if err != nil {
+	if _, err := conda.ParseFilename(c.filename); err != nil {
 		return nil, err
 	}
 	id, err := store.CIDFromSHA256(c.sha256)
@@ -459,8 +458,8 @@ func (s *Syncer) fetchOne(ctx context.Context, ch *v1.Channel, auth string, mode
 			return nil, fmt.Errorf("verify download: %w", err)
 		}
 	}
-	fields := c.fields
-	var about []byte
+	rec := conda.Record{Filename: c.filename, Subdir: c.subdir, Fields: c.fields}
+	var about map[string]any
 	if mode == FromArchives {
 		b, err := s.blobs.Open(ctx, id)
 		if err != nil {
@@ -477,18 +476,11 @@ func (s *Syncer) fetchOne(ctx context.Context, ch *v1.Channel, auth string, mode
 		if m, err := hex.DecodeString(c.md5); err == nil && len(m) == len(d.MD5) {
 			copy(d.MD5[:], m)
 		}
-		fields = conda.NewRecord(info, d).Fields
-		if meta := conda.ChannelMeta(info); meta != nil {
-			about = conda.EncodeRecordFields(meta)
-		}
+		rec = conda.NewRecord(info, d)
+		rec.Subdir = c.subdir // where the upstream serves it
+		about = conda.ChannelMeta(info)
 	}
-	rec := conda.Record{Filename: c.filename, Subdir: c.subdir, Fields: fields}
-	return &v1.PackageVersion{
-		Channel: ch.Name, Package: fn.Name, Platform: c.subdir, Filename: c.filename,
-		Version: rec.Version(), BuildString: fn.Build, BuildNumber: rec.BuildNumber(),
-		RecordJson: conda.EncodeRecordFields(fields), AboutJson: about,
-		Sha256: hex.EncodeToString(c.sha256), Md5: c.md5, Size: c.size,
-	}, nil
+	return catalog.NewPackageVersion(ch.Name, rec, about, ""), nil
 }
 
 // prune deletes local files of synced subdirs that the upstream no longer

@@ -297,27 +297,6 @@ func (s *Store) appliedIndex() (uint64, error) {
 	return binary.BigEndian.Uint64(v), nil
 }
 
-// SetLocal writes local, non-replicated state (key must start with LocalPrefix).
-// Pass value nil to delete.
-func (s *Store) SetLocal(ctx context.Context, key, value []byte) error {
-	if s.closed.Load() {
-		return ErrClosed
-	}
-	if !bytes.HasPrefix(key, []byte(LocalPrefix)) {
-		return fmt.Errorf("%w: %q is not local", ErrBadKey, key)
-	}
-	var err error
-	if value == nil {
-		err = s.db.Delete(key, pebble.Sync)
-	} else {
-		err = s.db.Set(key, value, pebble.Sync)
-	}
-	if err != nil {
-		return fmt.Errorf("store: set local: %w", err)
-	}
-	return nil
-}
-
 type pebbleLogger struct{ l *slog.Logger }
 
 func (p pebbleLogger) Infof(format string, args ...any) {

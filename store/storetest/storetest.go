@@ -241,7 +241,7 @@ func Run(t *testing.T, threshold int64, open Opener) {
 		if err := src.ApplyBatch(ctx, 42, b); err != nil {
 			t.Fatal(err)
 		}
-		_ = src.SetLocal(ctx, []byte("l/local"), []byte("not replicated"))
+		_ = src.WriteLocal(ctx, []store.LocalWrite{{Key: []byte("l/local"), Value: []byte("not replicated")}})
 		snap, err := src.Snapshot(ctx)
 		if err != nil {
 			t.Fatal(err)
