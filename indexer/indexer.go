@@ -253,21 +253,28 @@ func (ix *Indexer) freshStored(ctx context.Context, ch, subdir string) (bool, er
 	return string(have) == strconv.FormatUint(want, 10), nil
 }
 
-// WaitFresh waits until Fresh is true or ctx ends; clients that just
-// uploaded a package then see it in the next repodata they fetch.
+// WaitFresh returns once the published files of the channel reflect the
+// catalog, reconciling the channel itself if needed (under the channel's
+// lock, so concurrent waiters and Run share one rebuild), or when ctx ends.
+// A client that just uploaded a package then sees it in the next repodata
+// it fetches, however long Run's queue of other channels is.
 func (ix *Indexer) WaitFresh(ctx context.Context, ch, subdir string) error {
-	t := time.NewTicker(5 * time.Millisecond)
-	defer t.Stop()
-	for {
+	for attempt := 0; ; attempt++ {
 		ok, err := ix.Fresh(ctx, ch, subdir)
 		if err != nil || ok {
 			return err
 		}
-		ix.Notify(ch)
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-t.C:
+		if attempt > 0 {
+			// Still not fresh: a change landed meanwhile. Let it settle a
+			// moment rather than spin.
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(2 * time.Millisecond):
+			}
+		}
+		if err := ix.Reconcile(ctx, ch); err != nil {
+			return err
 		}
 	}
 }
