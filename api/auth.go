@@ -29,10 +29,10 @@ func HashKey(key string) string {
 // keyFrom reads the API key of a request: X-API-Key (also set from a
 // /t/<token>/ prefix) or Authorization: Bearer.
 func keyFrom(h http.Header) string {
-	if k := h.Get("X-API-Key"); k != "" {
+	if k := headerValue(h, "X-Api-Key"); k != "" {
 		return k
 	}
-	if a, ok := strings.CutPrefix(h.Get("Authorization"), "Bearer "); ok {
+	if a, ok := strings.CutPrefix(headerValue(h, "Authorization"), "Bearer "); ok {
 		return strings.TrimSpace(a)
 	}
 	return ""
@@ -152,7 +152,17 @@ func (s *Server) requirePackage(ctx context.Context, id *identity, ch, pkg strin
 // channelFor resolves a channel and checks read permission: 404, then for
 // private channels 401 (anonymous) or 403 (no role).
 func (s *Server) channelFor(ctx context.Context, id *identity, name string) (*v1.Channel, error) {
-	ch, err := s.cat.Channel(ctx, name)
+	return s.readable(ctx, id, name, s.cat.Channel)
+}
+
+// channelView is channelFor returning the catalog's shared record, which
+// the caller must not modify (the read path).
+func (s *Server) channelView(ctx context.Context, id *identity, name string) (*v1.Channel, error) {
+	return s.readable(ctx, id, name, s.cat.ChannelView)
+}
+
+func (s *Server) readable(ctx context.Context, id *identity, name string, get func(context.Context, string) (*v1.Channel, error)) (*v1.Channel, error) {
+	ch, err := get(ctx, name)
 	if errors.Is(err, catalog.ErrNotFound) {
 		return nil, apiErr(ErrNotFound, "Channel %s not found", name)
 	}
@@ -208,4 +218,13 @@ func guardKinds(ch *v1.Channel, refused ...string) error {
 		}
 	}
 	return nil
+}
+
+// headerValue is h.Get for a key already in canonical form, without
+// canonicalising it again on every request.
+func headerValue(h http.Header, canonicalKey string) string {
+	if v := h[canonicalKey]; len(v) > 0 {
+		return v[0]
+	}
+	return ""
 }

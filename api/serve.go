@@ -8,6 +8,7 @@ import (
 	"path"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/condamesh/condamesh/catalog"
@@ -31,18 +32,23 @@ const (
 // blob store, index files from the indexer, with strong content ETags,
 // conditional requests (304), ranges (206) and zero-copy file serving.
 func (s *Server) serveGet(w http.ResponseWriter, r *http.Request) {
+	s.serveChannelFile(w, r, r.PathValue("channel"), r.PathValue("path"))
+}
+
+// serveChannelFile answers the file at p (relative, possibly empty) of
+// channel.
+func (s *Server) serveChannelFile(w http.ResponseWriter, r *http.Request, channel, p string) {
 	ctx := r.Context()
 	id, err := s.identify(ctx, r.Header)
 	if err != nil {
 		s.writeError(w, r, err)
 		return
 	}
-	ch, err := s.channelFor(ctx, id, r.PathValue("channel"))
+	ch, err := s.channelView(ctx, id, channel)
 	if err != nil {
 		s.writeError(w, r, err)
 		return
 	}
-	p := r.PathValue("path")
 	if p == "" || strings.HasSuffix(p, "/") {
 		p += "index.html"
 	}
@@ -130,15 +136,15 @@ func (s *Server) serveIndex(w http.ResponseWriter, r *http.Request, ch *v1.Chann
 }
 
 func (s *Server) serveBlob(ctx context.Context, w http.ResponseWriter, r *http.Request, ch *v1.Channel, p string, c cid.Cid, mod time.Time, cacheControl string) {
-	etag := `"` + c.String() + `"`
-	if inm := r.Header.Get("If-None-Match"); inm != "" && etagMatch(inm, etag) {
+	etag := s.etags.get(c, quotedCID)
+	if inm := headerValue(r.Header, "If-None-Match"); inm != "" && etagMatch(inm, etag) {
 		// The ETag is the content's CID: a match is decided without
 		// touching the blob.
 		h := w.Header()
-		h.Set("ETag", etag)
-		h.Set("Cache-Control", cacheControl)
+		h["Etag"] = []string{etag}
+		h["Cache-Control"] = []string{cacheControl}
 		if !mod.IsZero() {
-			h.Set("Last-Modified", mod.UTC().Format(http.TimeFormat))
+			h["Last-Modified"] = []string{s.dates.get(mod.Unix(), httpDate)}
 		}
 		w.WriteHeader(http.StatusNotModified)
 		return
@@ -154,12 +160,43 @@ func (s *Server) serveBlob(ctx context.Context, w http.ResponseWriter, r *http.R
 	}
 	defer blob.Close()
 	h := w.Header()
-	h.Set("ETag", etag)
-	h.Set("Cache-Control", cacheControl)
-	h.Set("Content-Type", contentType(p))
-	h.Set("Content-Size", strconv.FormatInt(blob.Info.Size, 10))
-	h.Set("Accept-Ranges", "bytes")
+	h["Etag"] = []string{etag}
+	h["Cache-Control"] = []string{cacheControl}
+	h["Content-Type"] = []string{contentType(p)}
+	h["Content-Size"] = []string{strconv.FormatInt(blob.Info.Size, 10)}
+	h["Accept-Ranges"] = []string{"bytes"}
 	http.ServeContent(w, r, "", mod, blob.Content())
+}
+
+func quotedCID(c cid.Cid) string { return `"` + c.String() + `"` }
+
+func httpDate(unix int64) string { return time.Unix(unix, 0).UTC().Format(http.TimeFormat) }
+
+// textCache memoises strings the read path formats again and again (the
+// ETag of a CID, the HTTP date of a modification time). It holds at most
+// textCacheMax entries and starts over when full.
+type textCache[K comparable] struct {
+	mu sync.RWMutex
+	m  map[K]string
+}
+
+const textCacheMax = 1 << 14
+
+func (c *textCache[K]) get(k K, format func(K) string) string {
+	c.mu.RLock()
+	v, ok := c.m[k]
+	c.mu.RUnlock()
+	if ok {
+		return v
+	}
+	v = format(k)
+	c.mu.Lock()
+	if c.m == nil || len(c.m) >= textCacheMax {
+		c.m = make(map[K]string)
+	}
+	c.m[k] = v
+	c.mu.Unlock()
+	return v
 }
 
 // contentType names the media type of a served path. Compressed files are
@@ -183,7 +220,9 @@ func contentType(p string) string {
 // etagMatch implements If-None-Match's weak comparison against one strong
 // ETag: "*" or any listed tag (with or without W/) equal to etag.
 func etagMatch(header, etag string) bool {
-	for _, t := range strings.Split(header, ",") {
+	for rest := header; rest != ""; {
+		var t string
+		t, rest, _ = strings.Cut(rest, ",")
 		t = strings.TrimSpace(t)
 		if t == "*" || strings.TrimPrefix(t, "W/") == etag {
 			return true
@@ -255,4 +294,15 @@ func (s *Server) serveProxied(w http.ResponseWriter, r *http.Request, ch *v1.Cha
 		w.Header().Add("Warning", `111 condamesh "Revalidation Failed"`)
 	}
 	s.serveBlob(r.Context(), w, r, ch, p, res.CID, res.ModTime, cc)
+}
+
+// HotPath reports whether a GET or HEAD of the request target is a conda
+// client's channel-file request (/get/... or /t/<token>/get/...), which the
+// node answers on its lean HTTP/1.1 path (package hotpath).
+func HotPath(target string) bool {
+	if rest, ok := strings.CutPrefix(target, "/t/"); ok {
+		_, target, _ = strings.Cut(rest, "/")
+		target = "/" + target
+	}
+	return strings.HasPrefix(target, "/get/")
 }

@@ -119,6 +119,8 @@ type Server struct {
 	ops       []operation
 	mux       *http.ServeMux
 	ready     func() bool
+	etags     textCache[cid.Cid]
+	dates     textCache[int64]
 }
 
 // New returns the API server.
@@ -144,15 +146,15 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	if s.prom == nil {
-		s.mux.ServeHTTP(w, r)
+		s.dispatch(w, r)
 		return
 	}
 	start := time.Now()
 	sw := &statusWriter{ResponseWriter: w, status: http.StatusOK}
 	s.prom.InFlight.Inc()
-	s.mux.ServeHTTP(sw, r)
+	s.dispatch(sw, r)
 	s.prom.InFlight.Dec()
-	route := r.Pattern // set by the mux on this request
+	route := r.Pattern // set by dispatch or the mux on this request
 	if route == "" {
 		route = "unmatched"
 	}
@@ -160,6 +162,47 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if strings.HasPrefix(route, "GET /get/") && sw.status == http.StatusOK {
 		s.prom.BytesServed.Add(float64(sw.written))
 	}
+}
+
+// dispatch routes conda file requests (most of the traffic, their route
+// known from the path alone) straight to their handler, and the rest
+// through the mux. A path the mux would redirect or decode differently
+// (unclean, or with escaped slashes) goes through the mux too.
+func (s *Server) dispatch(w http.ResponseWriter, r *http.Request) {
+	if channel, p, pattern, ok := getRoute(r); ok {
+		r.Pattern = pattern
+		s.serveChannelFile(w, r, channel, p)
+		return
+	}
+	s.mux.ServeHTTP(w, r)
+}
+
+// getRoute matches r against the /get routes as the mux would.
+func getRoute(r *http.Request) (channel, p, pattern string, ok bool) {
+	head := r.Method == http.MethodHead
+	if (!head && r.Method != http.MethodGet) || r.URL.RawPath != "" {
+		return "", "", "", false
+	}
+	rest, ok := strings.CutPrefix(r.URL.Path, "/get/")
+	if !ok || strings.Contains(rest, "//") || strings.Contains(rest, "/./") || strings.Contains(rest, "/../") ||
+		strings.HasSuffix(rest, "/.") || strings.HasSuffix(rest, "/..") {
+		return "", "", "", false
+	}
+	channel, p, sub := strings.Cut(rest, "/")
+	if channel == "" || channel == "." || channel == ".." {
+		return "", "", "", false
+	}
+	switch {
+	case sub && head:
+		pattern = "HEAD /get/{channel}/{path...}"
+	case sub:
+		pattern = "GET /get/{channel}/{path...}"
+	case head:
+		pattern = "HEAD /get/{channel}"
+	default:
+		pattern = "GET /get/{channel}"
+	}
+	return channel, p, pattern, true
 }
 
 // statusWriter records the status and body size of a response. It keeps

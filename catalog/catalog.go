@@ -84,16 +84,26 @@ func list[T any, P interface {
 // Channel returns a channel by case-insensitive name. The result is the
 // caller's to modify.
 func (c *Catalog) Channel(ctx context.Context, name string) (*v1.Channel, error) {
+	ch, err := c.ChannelView(ctx, name)
+	if err != nil {
+		return nil, err
+	}
+	return proto.Clone(ch).(*v1.Channel), nil
+}
+
+// ChannelView is Channel without the copy, for the read path: the record
+// is shared with every other reader and must not be modified.
+func (c *Catalog) ChannelView(ctx context.Context, name string) (*v1.Channel, error) {
 	key := ChannelKey(name)
 	c.cacheMu.RLock()
 	cached, ok := c.chCache[key]
 	epoch := c.epoch
 	c.cacheMu.RUnlock()
 	if ok {
-		return proto.Clone(cached).(*v1.Channel), nil
+		return cached, nil
 	}
-	var ch v1.Channel
-	if err := c.get(ctx, kChannel(name), &ch); err != nil {
+	ch := &v1.Channel{}
+	if err := c.get(ctx, kChannel(name), ch); err != nil {
 		return nil, err
 	}
 	c.cacheMu.Lock()
@@ -101,10 +111,10 @@ func (c *Catalog) Channel(ctx context.Context, name string) (*v1.Channel, error)
 		if c.chCache == nil {
 			c.chCache = map[string]*v1.Channel{}
 		}
-		c.chCache[key] = proto.Clone(&ch).(*v1.Channel)
+		c.chCache[key] = ch
 	}
 	c.cacheMu.Unlock()
-	return &ch, nil
+	return ch, nil
 }
 
 // Channels returns every channel in key order.

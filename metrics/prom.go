@@ -28,6 +28,21 @@ type Prom struct {
 	storeBlobs     float64
 	storeMeasured  time.Time
 	storeSizeEvery time.Duration
+	// observers caches the labelled children of Requests and Latency per
+	// (method, route, status): looking them up hashes the label values,
+	// which costs more than a 304 itself. The key set is bounded by the
+	// route table.
+	observers sync.Map // requestKey -> requestObservers
+}
+
+type requestKey struct {
+	method, route string
+	status        int
+}
+
+type requestObservers struct {
+	count   prometheus.Counter
+	latency prometheus.Observer
 }
 
 // StoreSizer reports the store's size (blobs and bytes).
@@ -84,6 +99,20 @@ func (p *Prom) Handler() http.Handler {
 
 // ObserveRequest records one finished HTTP request.
 func (p *Prom) ObserveRequest(method, route string, status int, took time.Duration) {
-	p.Requests.WithLabelValues(method, route, strconv.Itoa(status)).Inc()
-	p.Latency.WithLabelValues(method, route).Observe(took.Seconds())
+	switch method {
+	case http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodPatch, http.MethodDelete, http.MethodOptions:
+	default:
+		method = "other" // clients choose methods: keep the label set bounded
+	}
+	k := requestKey{method, route, status}
+	o, ok := p.observers.Load(k)
+	if !ok {
+		o, _ = p.observers.LoadOrStore(k, requestObservers{
+			count:   p.Requests.WithLabelValues(method, route, strconv.Itoa(status)),
+			latency: p.Latency.WithLabelValues(method, route),
+		})
+	}
+	ro := o.(requestObservers)
+	ro.count.Inc()
+	ro.latency.Observe(took.Seconds())
 }

@@ -24,6 +24,7 @@ import (
 	"github.com/condamesh/condamesh/catalog"
 	"github.com/condamesh/condamesh/cluster"
 	v1 "github.com/condamesh/condamesh/gen/condamesh/v1"
+	"github.com/condamesh/condamesh/hotpath"
 	"github.com/condamesh/condamesh/indexer"
 	"github.com/condamesh/condamesh/jobs"
 	"github.com/condamesh/condamesh/metrics"
@@ -134,7 +135,8 @@ type Node struct {
 	prom      *metrics.Prom
 	api       *api.Server
 	httpLn    net.Listener
-	srv       *http.Server
+	srv       *http.Server // every connection outside the hot path
+	hot       *hotpath.Server
 	nodeID    string
 	closeMu   sync.Once
 	runDone   chan struct{}
@@ -230,6 +232,14 @@ func New(ctx context.Context, cfg Config) (n *Node, err error) {
 		IdleTimeout:       120 * time.Second,
 		ErrorLog:          slog.NewLogLogger(n.log.Handler(), slog.LevelDebug),
 	}
+	n.hot = hotpath.New(hotpath.Config{
+		Handler:           n.api,
+		Fallback:          n.srv,
+		Eligible:          api.HotPath,
+		ReadHeaderTimeout: n.srv.ReadHeaderTimeout,
+		IdleTimeout:       n.srv.IdleTimeout,
+		Logger:            n.log,
+	})
 	return n, nil
 }
 
@@ -337,7 +347,7 @@ func (n *Node) Run(ctx context.Context) error {
 		}()
 	}
 	g.Go(func() error {
-		if err := n.srv.Serve(n.httpLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		if err := n.hot.Serve(n.httpLn); err != nil && !errors.Is(err, hotpath.ErrServerClosed) {
 			return fmt.Errorf("node: serve http: %w", err)
 		}
 		return nil
@@ -363,7 +373,7 @@ func (n *Node) Run(ctx context.Context) error {
 // routing here), Raft (finishing in-flight applies), then the store.
 func (n *Node) shutdown(ctx context.Context, stopWorkers func()) error {
 	var errs []error
-	if err := n.srv.Shutdown(ctx); err != nil {
+	if err := n.hot.Shutdown(ctx); err != nil {
 		errs = append(errs, fmt.Errorf("http shutdown: %w", err))
 	}
 	stopWorkers()

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 
@@ -48,6 +49,21 @@ func BenchmarkServeIndex(b *testing.B) {
 			}
 		}
 	})
+	// The handler alone, as an anonymous client (conda) revalidates: what
+	// the node adds to the HTTP layer's cost.
+	b.Run("304-handler-only", func(b *testing.B) {
+		req := httptest.NewRequest("GET", "/get/b/linux-64/repodata.json.zst", nil)
+		req.Header.Set("If-None-Match", etag)
+		h := n.Handler()
+		b.ReportAllocs()
+		for range b.N {
+			w := &headerOnly{h: http.Header{}}
+			h.ServeHTTP(w, req)
+			if w.status != 304 {
+				b.Fatal(w.status)
+			}
+		}
+	})
 	b.Run("304", func(b *testing.B) {
 		for range b.N {
 			if r := do("GET", "/get/b/linux-64/repodata.json.zst", nil, "If-None-Match", etag); r.StatusCode != 304 {
@@ -55,4 +71,21 @@ func BenchmarkServeIndex(b *testing.B) {
 			}
 		}
 	})
+}
+
+// headerOnly is a ResponseWriter that keeps the status only.
+type headerOnly struct {
+	h      http.Header
+	status int
+}
+
+func (w *headerOnly) Header() http.Header { return w.h }
+func (w *headerOnly) WriteHeader(code int) {
+	if w.status == 0 {
+		w.status = code
+	}
+}
+func (w *headerOnly) Write(p []byte) (int, error) {
+	w.WriteHeader(200)
+	return len(p), nil
 }

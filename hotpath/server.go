@@ -1,0 +1,391 @@
+package hotpath
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"log/slog"
+	"net"
+	"net/http"
+	"runtime/debug"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Config configures a Server. Handler and Fallback are required.
+type Config struct {
+	// Handler answers the requests the lean loop accepts. It is the same
+	// handler the Fallback server runs, so both paths answer alike.
+	Handler http.Handler
+	// Fallback serves every connection from its first request the lean
+	// loop does not take (see Eligible) to its end: uploads, API calls,
+	// h2c, anything unusual. Its Handler is normally Handler.
+	Fallback *http.Server
+	// Eligible reports whether a GET or HEAD of target (the raw request
+	// target, origin-form) may be served by the lean loop. Nil means every
+	// bodiless GET and HEAD.
+	Eligible func(target string) bool
+	// ReadHeaderTimeout bounds reading one request head. Default 10 s.
+	ReadHeaderTimeout time.Duration
+	// IdleTimeout bounds the wait for the next request on a kept-alive
+	// connection. Default 120 s.
+	IdleTimeout time.Duration
+	// Logger receives handler panics. Default slog.Default().
+	Logger *slog.Logger
+}
+
+// Validate reports a missing required field.
+func (c *Config) Validate() error {
+	if c.Handler == nil {
+		return errors.New("hotpath: Config.Handler is required")
+	}
+	if c.Fallback == nil {
+		return errors.New("hotpath: Config.Fallback is required")
+	}
+	return nil
+}
+
+func (c *Config) setDefaults() {
+	if c.ReadHeaderTimeout <= 0 {
+		c.ReadHeaderTimeout = 10 * time.Second
+	}
+	if c.IdleTimeout <= 0 {
+		c.IdleTimeout = 120 * time.Second
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+}
+
+// ErrServerClosed is returned by Serve after Shutdown or Close.
+var ErrServerClosed = errors.New("hotpath: server closed")
+
+// Server accepts connections, serves their eligible requests itself and
+// hands each connection to Fallback at its first other request.
+type Server struct {
+	cfg      Config
+	handoff  *connListener
+	closing  atomic.Bool
+	mu       sync.Mutex
+	ln       net.Listener
+	conns    map[*conn]struct{}
+	active   sync.WaitGroup
+	fallback chan error
+}
+
+// New returns a Server; it panics on an invalid Config (a wiring bug).
+func New(cfg Config) *Server {
+	if err := cfg.Validate(); err != nil {
+		panic(err)
+	}
+	cfg.setDefaults()
+	return &Server{cfg: cfg, conns: map[*conn]struct{}{}}
+}
+
+// Serve accepts connections on ln until Shutdown or Close, and runs the
+// Fallback server on the connections handed to it.
+func (s *Server) Serve(ln net.Listener) error {
+	s.mu.Lock()
+	if s.closing.Load() {
+		s.mu.Unlock()
+		return ErrServerClosed
+	}
+	s.ln = ln
+	s.handoff = newConnListener(ln.Addr())
+	s.fallback = make(chan error, 1)
+	s.mu.Unlock()
+	go func() { s.fallback <- s.cfg.Fallback.Serve(s.handoff) }()
+	var delay time.Duration
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			if s.closing.Load() {
+				return ErrServerClosed
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				delay = min(max(2*delay, 5*time.Millisecond), time.Second)
+				time.Sleep(delay) // accept backoff, as net/http does
+				continue
+			}
+			return err
+		}
+		delay = 0
+		hc := newConn(s, c)
+		if !s.track(hc) {
+			_ = c.Close()
+			return ErrServerClosed
+		}
+		go hc.serve()
+	}
+}
+
+func (s *Server) track(c *conn) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closing.Load() {
+		return false
+	}
+	s.conns[c] = struct{}{}
+	return true
+}
+
+func (s *Server) untrack(c *conn) {
+	s.mu.Lock()
+	delete(s.conns, c)
+	s.mu.Unlock()
+}
+
+// Shutdown stops accepting, closes idle connections, waits for requests
+// being answered to finish (closing their connections afterwards), then
+// shuts the Fallback server down the same way. ctx bounds the wait.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.beginClose()
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		if s.closeIdle() {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			s.closeAll()
+			return errors.Join(ctx.Err(), s.cfg.Fallback.Close())
+		case <-tick.C:
+		}
+	}
+	return s.cfg.Fallback.Shutdown(ctx)
+}
+
+// Close closes the listener and every connection at once.
+func (s *Server) Close() error {
+	s.beginClose()
+	s.closeAll()
+	return s.cfg.Fallback.Close()
+}
+
+func (s *Server) beginClose() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closing.Swap(true) {
+		return
+	}
+	if s.ln != nil {
+		_ = s.ln.Close()
+	}
+}
+
+// closeIdle closes connections waiting for a request and reports whether
+// none is left.
+func (s *Server) closeIdle() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for c := range s.conns {
+		if c.state.Load() == stateIdle {
+			c.close()
+		}
+	}
+	return len(s.conns) == 0
+}
+
+func (s *Server) closeAll() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for c := range s.conns {
+		c.close()
+	}
+}
+
+// Connection states: idle between requests (closable on shutdown), active
+// while a request is read or answered.
+const (
+	stateIdle int32 = iota
+	stateActive
+)
+
+type conn struct {
+	srv    *Server
+	rwc    net.Conn
+	br     *bufio.Reader
+	bw     *bufio.Writer
+	state  atomic.Int32
+	ctx    context.Context
+	cancel context.CancelFunc
+	closed sync.Once
+	remote string
+}
+
+var (
+	readerPool = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, headMax) }}
+	writerPool = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, 4<<10) }}
+)
+
+func newConn(s *Server, c net.Conn) *conn {
+	br := readerPool.Get().(*bufio.Reader)
+	br.Reset(c)
+	bw := writerPool.Get().(*bufio.Writer)
+	bw.Reset(c)
+	hc := &conn{srv: s, rwc: c, br: br, bw: bw, remote: c.RemoteAddr().String()}
+	hc.ctx, hc.cancel = context.WithCancel(context.WithValue(context.Background(), http.LocalAddrContextKey, c.LocalAddr()))
+	return hc
+}
+
+func (c *conn) close() {
+	c.closed.Do(func() {
+		c.cancel()
+		_ = c.rwc.Close()
+	})
+}
+
+// release returns the buffers to their pools once nothing reads them.
+func (c *conn) release() {
+	c.br.Reset(nil)
+	readerPool.Put(c.br)
+	c.bw.Reset(nil)
+	writerPool.Put(c.bw)
+}
+
+// serve runs the request loop of one connection.
+func (c *conn) serve() {
+	handedOff := false
+	defer func() {
+		if !handedOff {
+			c.close()
+			c.release()
+		}
+		c.srv.untrack(c)
+	}()
+	defer func() {
+		if v := recover(); v != nil && v != http.ErrAbortHandler {
+			c.srv.cfg.Logger.Error("hotpath: handler panic", "remote", c.remote, "panic", v, "stack", string(debug.Stack()))
+		}
+	}()
+	for {
+		if c.srv.closing.Load() {
+			return
+		}
+		_ = c.rwc.SetReadDeadline(time.Now().Add(c.srv.cfg.IdleTimeout))
+		if _, err := c.br.Peek(1); err != nil {
+			return // closed, idle timeout or shutdown
+		}
+		c.state.Store(stateActive)
+		if c.srv.closing.Load() && c.br.Buffered() == 0 {
+			return
+		}
+		_ = c.rwc.SetReadDeadline(time.Now().Add(c.srv.cfg.ReadHeaderTimeout))
+		head, err := c.peekHead()
+		if err != nil {
+			return
+		}
+		req, ok := parseRequest(head)
+		if !ok || !c.srv.eligible(req) {
+			handedOff = c.handOff()
+			return
+		}
+		_, _ = c.br.Discard(len(head))
+		_ = c.rwc.SetReadDeadline(time.Time{})
+		keep := c.answer(req)
+		if !keep {
+			return
+		}
+		c.state.Store(stateIdle)
+	}
+}
+
+// peekHead returns the buffered bytes of the next request head, through
+// its blank line, without consuming them. A head longer than the buffer
+// yields errHeadTooLong (the Fallback server answers it).
+func (c *conn) peekHead() ([]byte, error) {
+	for {
+		buf, _ := c.br.Peek(c.br.Buffered())
+		if n := headEnd(buf); n > 0 {
+			return buf[:n], nil
+		}
+		if c.br.Buffered() >= headMax {
+			return nil, nil // parseRequest refuses nil: hand off
+		}
+		if _, err := c.br.Peek(c.br.Buffered() + 1); err != nil {
+			if errors.Is(err, bufio.ErrBufferFull) {
+				continue
+			}
+			return nil, err
+		}
+	}
+}
+
+// handOff flushes what was answered and gives the connection, with the
+// bytes already buffered, to the Fallback server.
+func (c *conn) handOff() bool {
+	if err := c.bw.Flush(); err != nil {
+		return false
+	}
+	_ = c.rwc.SetReadDeadline(time.Time{})
+	c.bw.Reset(nil)
+	writerPool.Put(c.bw)
+	c.bw = nil
+	return c.srv.handoff.give(&bufferedConn{Conn: c.rwc, br: c.br})
+}
+
+func (s *Server) eligible(r *request) bool {
+	return s.cfg.Eligible == nil || s.cfg.Eligible(r.target)
+}
+
+// bufferedConn is a connection whose first bytes were already read into
+// br; reads drain br first (bufio reads large buffers straight from the
+// connection once br is empty).
+type bufferedConn struct {
+	net.Conn
+	br   *bufio.Reader
+	once sync.Once
+}
+
+func (b *bufferedConn) Read(p []byte) (int, error) { return b.br.Read(p) }
+
+func (b *bufferedConn) Close() error {
+	err := b.Conn.Close()
+	b.once.Do(func() {
+		b.br.Reset(nil)
+		readerPool.Put(b.br)
+	})
+	return err
+}
+
+// connListener is the net.Listener the Fallback server accepts handed-off
+// connections from.
+type connListener struct {
+	addr   net.Addr
+	ch     chan net.Conn
+	done   chan struct{}
+	closed sync.Once
+}
+
+func newConnListener(addr net.Addr) *connListener {
+	return &connListener{addr: addr, ch: make(chan net.Conn), done: make(chan struct{})}
+}
+
+func (l *connListener) give(c net.Conn) bool {
+	select {
+	case l.ch <- c:
+		return true
+	case <-l.done:
+		_ = c.Close()
+		return true // closed: nothing left for the caller to release
+	}
+}
+
+func (l *connListener) Accept() (net.Conn, error) {
+	select {
+	case c := <-l.ch:
+		return c, nil
+	case <-l.done:
+		return nil, net.ErrClosed
+	}
+}
+
+func (l *connListener) Close() error {
+	l.closed.Do(func() { close(l.done) })
+	return nil
+}
+
+func (l *connListener) Addr() net.Addr { return l.addr }
