@@ -24,7 +24,7 @@ func (s *Server) countDownload(r *http.Request, ch *v1.Channel, platform, filena
 		s.downloads.Count(ch.Name, platform, filename, s.cfg.Now())
 	}
 	if s.prom != nil {
-		s.prom.Downloads.WithLabelValues(ch.Name, platform).Inc()
+		s.prom.Download(ch.Name, platform)
 	}
 }
 

@@ -121,6 +121,7 @@ type Server struct {
 	ready     func() bool
 	etags     textCache[cid.Cid]
 	dates     textCache[int64]
+	maxAges   textCache[int64]
 }
 
 // New returns the API server.

@@ -20,20 +20,49 @@ type Catalog struct {
 	st       *store.Store
 	onChange func(channel string)
 
-	// Channels are read on every /get request: they are cached, and the
-	// cache is dropped after every applied command or restore (epoch).
+	// Channels and proxy entries are read on every /get request: they
+	// are cached (by store key, at most cacheMax records), and the cache is
+	// dropped after every applied command or restore (epoch).
 	cacheMu sync.RWMutex
 	epoch   uint64
-	chCache map[string]*v1.Channel
+	cache   map[string]proto.Message
 }
+
+const cacheMax = 1 << 16
 
 // Invalidate drops cached reads; call it after the store changed under the
 // catalog (snapshot restore). Apply calls it itself.
 func (c *Catalog) Invalidate() {
 	c.cacheMu.Lock()
 	c.epoch++
-	c.chCache = nil
+	c.cache = nil
 	c.cacheMu.Unlock()
+}
+
+// cachedGet reads the record at key into a new message (from newMsg), or
+// returns the cached one. The result is shared: callers must not modify it.
+func cachedGet[M proto.Message](ctx context.Context, c *Catalog, key []byte, newMsg func() M) (M, error) {
+	c.cacheMu.RLock()
+	cached, ok := c.cache[string(key)]
+	epoch := c.epoch
+	c.cacheMu.RUnlock()
+	if ok {
+		return cached.(M), nil
+	}
+	m := newMsg()
+	if err := c.get(ctx, key, m); err != nil {
+		var zero M
+		return zero, err
+	}
+	c.cacheMu.Lock()
+	if c.epoch == epoch { // nothing applied since the read: m is current
+		if c.cache == nil || len(c.cache) >= cacheMax {
+			c.cache = map[string]proto.Message{}
+		}
+		c.cache[string(key)] = m
+	}
+	c.cacheMu.Unlock()
+	return m, nil
 }
 
 // New returns a catalog on st. onChange, if set, is called after each applied
@@ -94,27 +123,7 @@ func (c *Catalog) Channel(ctx context.Context, name string) (*v1.Channel, error)
 // ChannelView is Channel without the copy, for the read path: the record
 // is shared with every other reader and must not be modified.
 func (c *Catalog) ChannelView(ctx context.Context, name string) (*v1.Channel, error) {
-	key := ChannelKey(name)
-	c.cacheMu.RLock()
-	cached, ok := c.chCache[key]
-	epoch := c.epoch
-	c.cacheMu.RUnlock()
-	if ok {
-		return cached, nil
-	}
-	ch := &v1.Channel{}
-	if err := c.get(ctx, kChannel(name), ch); err != nil {
-		return nil, err
-	}
-	c.cacheMu.Lock()
-	if c.epoch == epoch {
-		if c.chCache == nil {
-			c.chCache = map[string]*v1.Channel{}
-		}
-		c.chCache[key] = ch
-	}
-	c.cacheMu.Unlock()
-	return ch, nil
+	return cachedGet(ctx, c, kChannel(name), func() *v1.Channel { return &v1.Channel{} })
 }
 
 // Channels returns every channel in key order.
@@ -306,12 +315,9 @@ func (c *Catalog) EachVersionSHA256(ctx context.Context, fn func(sha256Hex strin
 }
 
 // ProxyEntry returns a proxy channel's cached upstream file.
+// The record is shared with every other reader and must not be modified.
 func (c *Catalog) ProxyEntry(ctx context.Context, ch, path string) (*v1.ProxyEntry, error) {
-	var e v1.ProxyEntry
-	if err := c.get(ctx, kProxy(ch, path), &e); err != nil {
-		return nil, err
-	}
-	return &e, nil
+	return cachedGet(ctx, c, kProxy(ch, path), func() *v1.ProxyEntry { return &v1.ProxyEntry{} })
 }
 
 // EachProxyCID calls fn with the CID of every cached proxy file.

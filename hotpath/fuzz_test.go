@@ -24,12 +24,14 @@ func FuzzParseRequest(f *testing.F) {
 		"GET http://h/get/a HTTP/1.1\r\nHost: h\r\n\r\n",
 		"POST /get/a HTTP/1.1\r\nHost: h\r\nContent-Length: 1\r\n\r\n",
 		"GET /%zz HTTP/1.1\r\nHost: h\r\n\r\n",
+		"GET /get/c/a%2Fb?x HTTP/1.1\r\nhost: h\r\nx-api-key: k\r\n\r\n",
+		"GET /get/c/{x}+1? HTTP/1.1\r\nHOST: h\r\n\r\n",
 	} {
 		f.Add([]byte(seed))
 	}
 	f.Fuzz(func(t *testing.T, head []byte) {
-		r, ok := parseRequest(head)
-		if !ok {
+		r := newRequest()
+		if !parseRequest(head, r) {
 			return
 		}
 		std, err := http.ReadRequest(bufio.NewReader(bytes.NewReader(head)))
@@ -37,6 +39,7 @@ func FuzzParseRequest(f *testing.F) {
 			t.Fatalf("lean parser accepted what net/http refuses (%v): %q", err, head)
 		}
 		if std.Method != r.method || std.RequestURI != r.target || std.URL.String() != r.url.String() ||
+			std.URL.Path != r.url.Path || std.URL.RawPath != r.url.RawPath || std.URL.RawQuery != r.url.RawQuery || std.URL.ForceQuery != r.url.ForceQuery ||
 			std.Host != r.host || std.ProtoMinor != r.minor || std.Close != r.close || std.ContentLength != 0 {
 			t.Fatalf("requests differ for %q:\nnet/http %s %q %q minor=%d close=%v len=%d\nlean     %s %q %q minor=%d close=%v",
 				head, std.Method, std.URL, std.Host, std.ProtoMinor, std.Close, std.ContentLength, r.method, r.url, r.host, r.minor, r.close)

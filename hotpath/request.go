@@ -5,14 +5,15 @@ import (
 	"net/http"
 	"net/textproto"
 	"net/url"
+	"strings"
 )
 
 // headMax is the longest request head the lean loop reads; longer heads
 // go to the Fallback server, which allows up to 1 MB.
 const headMax = 8 << 10
 
-// request is one parsed request head. Strings alias nothing: they are
-// copies, safe after the head's bytes are discarded.
+// request is one parsed request head. Its strings share one copy of the
+// head, safe after the head's bytes are discarded.
 type request struct {
 	method string
 	target string
@@ -21,6 +22,13 @@ type request struct {
 	host   string
 	header http.Header
 	close  bool // the client asked to close after this response
+	vals   []string
+}
+
+// newRequest returns a request whose header map and value array are
+// reused by every parse (one request at a time per connection).
+func newRequest() *request {
+	return &request{header: make(http.Header, 8), vals: make([]string, 0, 16)}
 }
 
 // headEnd returns the length of the request head at the start of buf
@@ -39,96 +47,148 @@ func headEnd(buf []byte) int {
 // and no expectation. Anything else, valid or not, reports false and is
 // left to the Fallback server, which answers (or refuses) it as net/http
 // does; so this parser only ever has to be right about what it accepts.
-func parseRequest(head []byte) (*request, bool) {
+func parseRequest(head []byte, r *request) bool {
 	if len(head) < 4 || !bytes.HasSuffix(head, []byte("\r\n\r\n")) {
-		return nil, false
+		return false
 	}
-	lines := head[:len(head)-4]
-	line, rest, _ := bytes.Cut(lines, []byte("\r\n"))
-	method, rl, ok := bytes.Cut(line, []byte(" "))
+	// One string for the whole head: the target and the header values
+	// are substrings of it, so parsing allocates no string per field.
+	lines := string(head[:len(head)-4])
+	line, rest, _ := strings.Cut(lines, "\r\n")
+	method, rl, ok := strings.Cut(line, " ")
 	if !ok {
-		return nil, false
+		return false
 	}
-	target, proto, ok := bytes.Cut(rl, []byte(" "))
+	target, proto, ok := strings.Cut(rl, " ")
 	if !ok {
-		return nil, false
+		return false
 	}
-	r := &request{}
-	switch string(method) {
+	*r = request{header: r.header, vals: r.vals[:0]}
+	clear(r.header)
+	switch method {
 	case http.MethodGet:
 		r.method = http.MethodGet
 	case http.MethodHead:
 		r.method = http.MethodHead
 	default:
-		return nil, false
+		return false
 	}
-	switch string(proto) {
+	switch proto {
 	case "HTTP/1.1":
 		r.minor = 1
 	case "HTTP/1.0":
 		r.minor = 0
 	default:
-		return nil, false
+		return false
 	}
 	if len(target) == 0 || target[0] != '/' || !validTarget(target) {
-		return nil, false
+		return false
 	}
-	r.target = string(target)
-	u, err := url.ParseRequestURI(r.target)
-	if err != nil {
-		return nil, false
+	r.target = target
+	if r.url = parseTarget(target); r.url == nil {
+		return false
 	}
-	r.url = u
-	r.header = make(http.Header, 8)
 	hosts := 0
 	for len(rest) > 0 {
-		var l []byte
-		l, rest, _ = bytes.Cut(rest, []byte("\r\n"))
-		name, value, ok := bytes.Cut(l, []byte(":"))
+		var l string
+		l, rest, _ = strings.Cut(rest, "\r\n")
+		name, value, ok := strings.Cut(l, ":")
 		if !ok || len(name) == 0 || !validToken(name) {
-			return nil, false // also refuses obs-fold (a leading space)
+			return false // also refuses obs-fold (a leading space)
 		}
-		value = bytes.Trim(value, " \t")
+		value = strings.Trim(value, " \t")
 		if !validValue(value) {
-			return nil, false
+			return false
 		}
-		key := textproto.CanonicalMIMEHeaderKey(string(name))
+		key, known := commonHeaders[name]
+		if !known {
+			key = textproto.CanonicalMIMEHeaderKey(name)
+		}
 		switch key {
 		case "Host":
 			hosts++
-			r.host = string(value)
+			r.host = value
 		case "Content-Length":
-			if string(value) != "0" {
-				return nil, false
+			if value != "0" {
+				return false
 			}
 		case "Transfer-Encoding", "Upgrade", "Expect", "Http2-Settings", "Te":
-			return nil, false
+			return false
 		case "Connection":
-			for _, opt := range bytes.Split(value, []byte(",")) {
-				switch o := bytes.TrimSpace(opt); {
-				case bytes.EqualFold(o, []byte("close")):
+			for opt := range strings.SplitSeq(value, ",") {
+				switch o := strings.TrimSpace(opt); {
+				case strings.EqualFold(o, "close"):
 					r.close = true
-				case bytes.EqualFold(o, []byte("keep-alive")), len(o) == 0:
+				case strings.EqualFold(o, "keep-alive"), len(o) == 0:
 				default:
-					return nil, false // upgrade or hop-by-hop lists
+					return false // upgrade or hop-by-hop lists
 				}
 			}
 		}
-		r.header[key] = append(r.header[key], string(value))
+		if vs := r.header[key]; vs != nil {
+			r.header[key] = append(vs, value)
+		} else if len(r.vals) < cap(r.vals) {
+			r.vals = append(r.vals, value) // one backing array for all fields
+			n := len(r.vals)
+			r.header[key] = r.vals[n-1 : n : n]
+		} else {
+			r.header[key] = []string{value}
+		}
 	}
 	if hosts > 1 || (r.minor == 1 && hosts == 0) {
-		return nil, false
+		return false
 	}
 	if r.minor == 0 && !hasToken(r.header["Connection"], "keep-alive") {
 		r.close = true
 	}
-	return r, true
+	return true
+}
+
+// commonHeaders maps the spellings clients send of frequent header names
+// to their canonical form without building a new string per request.
+var commonHeaders = func() map[string]string {
+	m := map[string]string{}
+	for _, k := range []string{"Host", "User-Agent", "Accept", "Accept-Encoding", "Accept-Language",
+		"Connection", "If-None-Match", "If-Modified-Since", "Range", "If-Range", "Authorization",
+		"X-Api-Key", "Cache-Control", "Pragma", "Content-Length", "Referer", "Cookie"} {
+		m[k] = k
+		m[strings.ToLower(k)] = k
+	}
+	m["X-API-Key"] = "X-Api-Key"
+	return m
+}()
+
+// parseTarget parses an origin-form target as url.ParseRequestURI does;
+// for the plain paths conda clients send (no escapes, no characters a
+// path would need escaped) it builds the URL directly.
+func parseTarget(target string) *url.URL {
+	p, q, hasQuery := strings.Cut(target, "?")
+	if plainPath(p) && (!hasQuery || q != "") {
+		return &url.URL{Path: p, RawQuery: q}
+	}
+	u, err := url.ParseRequestURI(target)
+	if err != nil {
+		return nil
+	}
+	return u
+}
+
+// plainPath reports a path made only of characters url.URL keeps as they
+// are: letters, digits and -._~/+
+func plainPath(p string) bool {
+	for i := 0; i < len(p); i++ {
+		c := p[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || strings.IndexByte("-._~/+", c) >= 0) {
+			return false
+		}
+	}
+	return true
 }
 
 func hasToken(values []string, token string) bool {
 	for _, v := range values {
-		for _, opt := range bytes.Split([]byte(v), []byte(",")) {
-			if bytes.EqualFold(bytes.TrimSpace(opt), []byte(token)) {
+		for opt := range strings.SplitSeq(v, ",") {
+			if strings.EqualFold(strings.TrimSpace(opt), token) {
 				return true
 			}
 		}
@@ -138,8 +198,9 @@ func hasToken(values []string, token string) bool {
 
 // validTarget accepts the visible ASCII a request target may hold
 // (no spaces, controls or bytes >= 0x80: those need the Fallback's rules).
-func validTarget(b []byte) bool {
-	for _, c := range b {
+func validTarget(b string) bool {
+	for i := 0; i < len(b); i++ {
+		c := b[i]
 		if c <= ' ' || c >= 0x7f || c == '#' {
 			return false
 		}
@@ -148,8 +209,9 @@ func validTarget(b []byte) bool {
 }
 
 // validToken accepts an RFC 9110 token (a header field name).
-func validToken(b []byte) bool {
-	for _, c := range b {
+func validToken(b string) bool {
+	for i := 0; i < len(b); i++ {
+		c := b[i]
 		if c >= 0x80 || !tokenChar[c] {
 			return false
 		}
@@ -158,8 +220,9 @@ func validToken(b []byte) bool {
 }
 
 // validValue accepts field content: visible characters, spaces and tabs.
-func validValue(b []byte) bool {
-	for _, c := range b {
+func validValue(b string) bool {
+	for i := 0; i < len(b); i++ {
+		c := b[i]
 		if (c < ' ' && c != '\t') || c == 0x7f {
 			return false
 		}
@@ -181,25 +244,26 @@ var tokenChar = func() (t [128]bool) {
 	return t
 }()
 
-// httpRequest builds the *http.Request the handler sees, as net/http
-// would for the same head.
+// httpRequest fills c's reusable *http.Request for r, as net/http would
+// build it for the same head. The handler may not keep it after it
+// returns (the http.Handler contract).
 func (r *request) httpRequest(c *conn) *http.Request {
 	proto := "HTTP/1.1"
 	if r.minor == 0 {
 		proto = "HTTP/1.0"
 	}
-	hr := &http.Request{
-		Method:     r.method,
-		URL:        r.url,
-		Proto:      proto,
-		ProtoMajor: 1,
-		ProtoMinor: r.minor,
-		Header:     r.header,
-		Body:       http.NoBody,
-		Host:       r.host,
-		Close:      r.close,
-		RemoteAddr: c.remote,
-		RequestURI: r.target,
-	}
-	return hr.WithContext(c.ctx)
+	hr := &c.hreq
+	*hr = *c.base // fields cleared, the connection's context kept
+	hr.Method = r.method
+	hr.URL = r.url
+	hr.Proto = proto
+	hr.ProtoMajor = 1
+	hr.ProtoMinor = r.minor
+	hr.Header = r.header
+	hr.Body = http.NoBody
+	hr.Host = r.host
+	hr.Close = r.close
+	hr.RemoteAddr = c.remote
+	hr.RequestURI = r.target
+	return hr
 }

@@ -3,6 +3,7 @@ package hotpath
 import (
 	"io"
 	"net/http"
+	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -18,7 +19,9 @@ const pendingMax = 2 << 10
 // open for the next request.
 func (c *conn) answer(r *request) bool {
 	hr := r.httpRequest(c)
-	w := &response{c: c, req: r, header: make(http.Header, 8), cl: -1, keep: !r.close}
+	clear(c.rhead)
+	w := &c.resp
+	*w = response{c: c, req: r, header: c.rhead, cl: -1, keep: !r.close, pending: w.pending[:0]}
 	c.srv.cfg.Handler.ServeHTTP(w, hr)
 	if err := w.finish(); err != nil {
 		return false
@@ -134,8 +137,13 @@ func (w *response) writeBody(p []byte) (int, error) {
 	return len(p), nil
 }
 
+// sendfileMin is the smallest file body sent with sendfile; smaller ones
+// are copied behind the head so that head and body leave in one write.
+const sendfileMin = 32 << 10
+
 // ReadFrom sends a file with sendfile when the length is declared (what
-// http.ServeContent does for a full or single-range response).
+// http.ServeContent does for a full or single-range response) and the body
+// is large enough to be worth a second system call.
 func (w *response) ReadFrom(src io.Reader) (int64, error) {
 	if !w.wroteHeader {
 		w.WriteHeader(http.StatusOK)
@@ -143,7 +151,7 @@ func (w *response) ReadFrom(src io.Reader) (int64, error) {
 	rf, isTCP := w.c.rwc.(io.ReaderFrom)
 	lr, limited := src.(*io.LimitedReader)
 	_, typed := w.header["Content-Type"]
-	if !isTCP || w.cl < 0 || w.isHead() || !w.bodyAllowed() || !limited || lr.N > w.cl-w.written || (!typed && !w.sentHeader) {
+	if !isTCP || w.cl < 0 || w.isHead() || !w.bodyAllowed() || !limited || lr.N > w.cl-w.written || lr.N < sendfileMin || !isFile(lr.R) || (!typed && !w.sentHeader) {
 		return io.Copy(writerOnly{w}, src) // Write sniffs a missing type
 	}
 	if !w.sentHeader {
@@ -161,6 +169,11 @@ func (w *response) ReadFrom(src io.Reader) (int64, error) {
 		w.err, w.keep = err, false
 	}
 	return n, err
+}
+
+func isFile(r io.Reader) bool {
+	_, ok := r.(*os.File)
+	return ok
 }
 
 // writerOnly hides ReadFrom, for the generic copy.
@@ -235,9 +248,7 @@ func (w *response) sendHeader(final bool, first []byte) {
 	case w.req.minor == 0 && !set:
 		h.Set("Connection", "keep-alive")
 	}
-	if _, set := h["Date"]; !set {
-		h.Set("Date", httpDate())
-	}
+
 	bw := w.c.bw
 	if w.req.minor == 0 {
 		_, _ = bw.WriteString("HTTP/1.0 ") // as net/http answers an HTTP/1.0 request
@@ -262,10 +273,15 @@ func (w *response) sendHeader(final bool, first []byte) {
 			_, _ = bw.WriteString("\r\n")
 		}
 	}
+	if _, set := h["Date"]; !set {
+		_, _ = bw.WriteString("Date: ")
+		_, _ = bw.WriteString(httpDate())
+		_, _ = bw.WriteString("\r\n")
+	}
 	_, w.err = bw.WriteString("\r\n")
 	if len(w.pending) > 0 && w.err == nil {
 		p := w.pending
-		w.pending = nil
+		w.pending = w.pending[:0]
 		w.written -= int64(len(p))
 		_, _ = w.writeBody(p)
 	}

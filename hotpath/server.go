@@ -214,6 +214,13 @@ type conn struct {
 	cancel context.CancelFunc
 	closed sync.Once
 	remote string
+
+	// Reused by every request of the connection, one at a time.
+	req   *request
+	base  *http.Request // carries ctx; copied into hreq per request
+	hreq  http.Request
+	resp  response
+	rhead http.Header
 }
 
 var (
@@ -228,6 +235,9 @@ func newConn(s *Server, c net.Conn) *conn {
 	bw.Reset(c)
 	hc := &conn{srv: s, rwc: c, br: br, bw: bw, remote: c.RemoteAddr().String()}
 	hc.ctx, hc.cancel = context.WithCancel(context.WithValue(context.Background(), http.LocalAddrContextKey, c.LocalAddr()))
+	hc.req = newRequest()
+	hc.base = (&http.Request{}).WithContext(hc.ctx)
+	hc.rhead = make(http.Header, 8)
 	return hc
 }
 
@@ -278,14 +288,13 @@ func (c *conn) serve() {
 		if err != nil {
 			return
 		}
-		req, ok := parseRequest(head)
-		if !ok || !c.srv.eligible(req) {
+		if !parseRequest(head, c.req) || !c.srv.eligible(c.req) {
 			handedOff = c.handOff()
 			return
 		}
 		_, _ = c.br.Discard(len(head))
 		_ = c.rwc.SetReadDeadline(time.Time{})
-		keep := c.answer(req)
+		keep := c.answer(c.req)
 		if !keep {
 			return
 		}

@@ -28,11 +28,10 @@ type Prom struct {
 	storeBlobs     float64
 	storeMeasured  time.Time
 	storeSizeEvery time.Duration
-	// observers caches the labelled children of Requests and Latency per
-	// (method, route, status): looking them up hashes the label values,
-	// which costs more than a 304 itself. The key set is bounded by the
-	// route table.
-	observers sync.Map // requestKey -> requestObservers
+	// Labelled children, cached (see child).
+	observers    sync.Map // requestKey -> requestObservers
+	proxyResults sync.Map // result -> prometheus.Counter
+	downloads    sync.Map // [channel, platform] -> prometheus.Counter
 }
 
 type requestKey struct {
@@ -97,6 +96,27 @@ func (p *Prom) Handler() http.Handler {
 	return promhttp.HandlerFor(p.reg, promhttp.HandlerOpts{})
 }
 
+// ProxyRequest counts one proxy answer: hit, miss or stale.
+func (p *Prom) ProxyRequest(result string) {
+	child(&p.proxyResults, result, func() prometheus.Counter { return p.ProxyRequests.WithLabelValues(result) }).Inc()
+}
+
+// Download counts one package download.
+func (p *Prom) Download(channel, platform string) {
+	child(&p.downloads, [2]string{channel, platform}, func() prometheus.Counter { return p.Downloads.WithLabelValues(channel, platform) }).Inc()
+}
+
+// child returns the labelled metric cached under k, creating it once.
+// Looking a child up by label values hashes them on every call, which
+// costs more than serving a 304; the caches are bounded by the label sets.
+func child[K comparable, M any](cache *sync.Map, k K, create func() M) M {
+	if m, ok := cache.Load(k); ok {
+		return m.(M)
+	}
+	m, _ := cache.LoadOrStore(k, create())
+	return m.(M)
+}
+
 // ObserveRequest records one finished HTTP request.
 func (p *Prom) ObserveRequest(method, route string, status int, took time.Duration) {
 	switch method {
@@ -104,15 +124,12 @@ func (p *Prom) ObserveRequest(method, route string, status int, took time.Durati
 	default:
 		method = "other" // clients choose methods: keep the label set bounded
 	}
-	k := requestKey{method, route, status}
-	o, ok := p.observers.Load(k)
-	if !ok {
-		o, _ = p.observers.LoadOrStore(k, requestObservers{
+	ro := child(&p.observers, requestKey{method, route, status}, func() requestObservers {
+		return requestObservers{
 			count:   p.Requests.WithLabelValues(method, route, strconv.Itoa(status)),
 			latency: p.Latency.WithLabelValues(method, route),
-		})
-	}
-	ro := o.(requestObservers)
+		}
+	})
 	ro.count.Inc()
 	ro.latency.Observe(took.Seconds())
 }

@@ -14,6 +14,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"path/filepath"
 	"strings"
@@ -71,6 +72,9 @@ type Config struct {
 	DownloadFlush time.Duration
 	// ShutdownTimeout bounds graceful shutdown. Default 30 s.
 	ShutdownTimeout time.Duration
+	// DebugAddr, if set, serves Go's profiler (/debug/pprof/) there. Keep
+	// it on loopback: it has no authentication.
+	DebugAddr string
 	// Logger receives all logs. Default slog.Default().
 	Logger *slog.Logger
 }
@@ -137,6 +141,8 @@ type Node struct {
 	httpLn    net.Listener
 	srv       *http.Server // every connection outside the hot path
 	hot       *hotpath.Server
+	debugLn   net.Listener
+	debug     *http.Server
 	nodeID    string
 	closeMu   sync.Once
 	runDone   chan struct{}
@@ -231,6 +237,19 @@ func New(ctx context.Context, cfg Config) (n *Node, err error) {
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       120 * time.Second,
 		ErrorLog:          slog.NewLogLogger(n.log.Handler(), slog.LevelDebug),
+	}
+	if cfg.DebugAddr != "" {
+		if n.debugLn, err = net.Listen("tcp", cfg.DebugAddr); err != nil {
+			return nil, fmt.Errorf("node: listen debug: %w", err)
+		}
+		closers = append(closers, n.debugLn.Close)
+		dm := http.NewServeMux()
+		dm.HandleFunc("/debug/pprof/", pprof.Index)
+		dm.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+		dm.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		dm.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		dm.HandleFunc("/debug/pprof/trace", pprof.Trace)
+		n.debug = &http.Server{Handler: dm, ReadHeaderTimeout: 10 * time.Second}
 	}
 	n.hot = hotpath.New(hotpath.Config{
 		Handler:           n.api,
@@ -345,6 +364,10 @@ func (n *Node) Run(ctx context.Context) error {
 				bgErr <- err
 			}
 		}()
+	}
+	if n.debug != nil {
+		go func() { _ = n.debug.Serve(n.debugLn) }()
+		defer n.debug.Close()
 	}
 	g.Go(func() error {
 		if err := n.hot.Serve(n.httpLn); err != nil && !errors.Is(err, hotpath.ErrServerClosed) {

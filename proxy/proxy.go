@@ -83,7 +83,21 @@ type Proxy struct {
 	failures   map[string]failure // key -> last failed revalidation
 	refreshing map[string]bool    // keys with a revalidation in flight
 	parsed     map[cid.Cid]map[string]want
+
+	// hits keeps, per file, what a cache hit derives from its entry (the
+	// decoded CID, that the blob is stored, the modification time), for as
+	// long as the catalog hands out the same shared entry record.
+	hitsMu sync.RWMutex
+	hits   map[string]hit
 }
+
+type hit struct {
+	entry *v1.ProxyEntry
+	cid   cid.Cid
+	mod   time.Time
+}
+
+const hitsMax = 1 << 16
 
 // failure is a failed revalidation; the next attempt waits retryAfter.
 type failure struct {
@@ -158,8 +172,8 @@ func (p *Proxy) Get(ctx context.Context, ch *v1.Channel, path string) (Result, e
 			if age < min(negativeTTL, ttl(ch)) {
 				return Result{}, fmt.Errorf("%w: %s/%s", ErrNotFound, ch.Name, path)
 			}
-		} else if c, err := cid.Decode(e.Cid); err == nil && p.blobs.Has(ctx, c) {
-			res := Result{CID: c, ModTime: modTime(e), Age: age, Immutable: isImmutable(path)}
+		} else if h, ok := p.stored(ctx, ch.Name, path, e); ok {
+			res := Result{CID: h.cid, ModTime: h.mod, Age: age, Immutable: isImmutable(path)}
 			if res.Immutable || age < ttl(ch) {
 				return res, nil
 			}
@@ -180,6 +194,29 @@ func (p *Proxy) Get(ctx context.Context, ch *v1.Channel, path string) (Result, e
 	res := v.(Result)
 	res.Fetched = true
 	return res, nil
+}
+
+// stored returns the decoded entry if its blob is in the store.
+func (p *Proxy) stored(ctx context.Context, channel, path string, e *v1.ProxyEntry) (hit, bool) {
+	k := key(channel, path)
+	p.hitsMu.RLock()
+	h, ok := p.hits[k]
+	p.hitsMu.RUnlock()
+	if ok && h.entry == e {
+		return h, true
+	}
+	c, err := cid.Decode(e.Cid)
+	if err != nil || !p.blobs.Has(ctx, c) {
+		return hit{}, false
+	}
+	h = hit{entry: e, cid: c, mod: modTime(e)}
+	p.hitsMu.Lock()
+	if p.hits == nil || len(p.hits) >= hitsMax {
+		p.hits = map[string]hit{}
+	}
+	p.hits[k] = h
+	p.hitsMu.Unlock()
+	return h, true
 }
 
 // sourceChanged reports a derived entry whose source repodata.json has
