@@ -342,23 +342,14 @@ func (s *Server) eligible(r *request) bool {
 
 // bufferedConn is a connection whose first bytes were already read into
 // br; reads drain br first (bufio reads large buffers straight from the
-// connection once br is empty).
+// connection once br is empty). br is not returned to the pool: the
+// fallback server may still be reading when it closes the connection.
 type bufferedConn struct {
 	net.Conn
-	br   *bufio.Reader
-	once sync.Once
+	br *bufio.Reader
 }
 
 func (b *bufferedConn) Read(p []byte) (int, error) { return b.br.Read(p) }
-
-func (b *bufferedConn) Close() error {
-	err := b.Conn.Close()
-	b.once.Do(func() {
-		b.br.Reset(nil)
-		readerPool.Put(b.br)
-	})
-	return err
-}
 
 // connListener is the net.Listener the Fallback server accepts handed-off
 // connections from.
