@@ -123,25 +123,62 @@ func (ix *Indexer) Run(ctx context.Context) error {
 		return err
 	}
 	first := true
+	// A channel that keeps changing (a long mirror sync publishing batch
+	// after batch) is rebuilt at most once per cooldown after its last
+	// rebuild, so rebuilding takes at most a fifth of the time and leaves
+	// the CPU to the work producing the changes. Readers never wait for the
+	// cooldown: WaitFresh reconciles a stale channel itself.
+	notBefore := map[string]time.Time{} // channel -> earliest next rebuild
+	deferred := map[string]bool{}
+	timer := time.NewTimer(time.Hour)
+	timer.Stop()
+	defer timer.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-ix.wake:
+		case <-timer.C:
 		}
 		ix.mu.Lock()
 		batch := ix.dirty
 		ix.dirty = map[string]bool{}
 		ix.mu.Unlock()
+		for ch := range deferred {
+			batch[ch] = true
+		}
+		clear(deferred)
 		names := make([]string, 0, len(batch))
 		for ch := range batch {
 			names = append(names, ch)
 		}
 		sort.Strings(names)
+		now := time.Now()
 		for _, ch := range names {
+			if nb, ok := notBefore[ch]; ok && now.Before(nb) {
+				deferred[ch] = true
+				continue
+			}
+			start := time.Now()
 			if err := ix.Reconcile(ctx, ch); err != nil && ctx.Err() == nil {
 				ix.log.Error("regenerate channel indexes", "channel", ch, "err", err)
 			}
+			end := time.Now()
+			notBefore[ch] = end.Add(min(4*end.Sub(start), maxCooldown))
+		}
+		for ch, nb := range notBefore {
+			if now.After(nb) && !deferred[ch] {
+				delete(notBefore, ch) // keep the map to the channels still changing
+			}
+		}
+		var next time.Time
+		for ch := range deferred {
+			if nb := notBefore[ch]; next.IsZero() || nb.Before(next) {
+				next = nb
+			}
+		}
+		if !next.IsZero() {
+			timer.Reset(time.Until(next))
 		}
 		if first {
 			first = false
@@ -149,6 +186,9 @@ func (ix *Indexer) Run(ctx context.Context) error {
 		}
 	}
 }
+
+// maxCooldown bounds how long a changing channel's rebuild is put off.
+const maxCooldown = 30 * time.Second
 
 func (ix *Indexer) lock(ch string) func() {
 	m, _ := ix.chLocks.LoadOrStore(catalog.ChannelKey(ch), &sync.Mutex{})

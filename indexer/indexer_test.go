@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/condamesh/condamesh/catalog"
@@ -212,5 +213,75 @@ func TestSupersededShardsStayServed(t *testing.T) {
 		if _, err := r.ix.File(ctx, "c", path); err != nil {
 			t.Fatalf("superseded shard no longer served: %v", err)
 		}
+	}
+}
+
+// TestBusyChannelRebuildsAreSpaced: while a channel changes continuously
+// (a long mirror sync publishing batch after batch), the background loop
+// rebuilds it at most about once per four build times, not back to back,
+// and publishes the last change once the changes stop.
+func TestBusyChannelRebuildsAreSpaced(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	r := newRig(t)
+	r.cat = catalog.New(r.st, func(ch string) { r.ix.Notify(ch) })
+	r.ix = indexer.New(r.cat, r.st, testlog.New(t, slog.LevelWarn))
+	r.apply(t, &v1.Command{Op: &v1.Command_CreateChannel{CreateChannel: &v1.CreateChannelOp{Channel: &v1.Channel{Name: "c"}}}})
+	var vs []*v1.PackageVersion
+	for i := range 1500 {
+		vs = append(vs, version(fmt.Sprintf("pkg%04d", i), "linux-64"))
+	}
+	r.apply(t, put(vs...))
+	if err := r.ix.Reconcile(ctx, "c"); err != nil {
+		t.Fatal(err)
+	}
+	// What one incremental rebuild costs here.
+	r.apply(t, put(version("first", "linux-64")))
+	start := time.Now()
+	if err := r.ix.Reconcile(ctx, "c"); err != nil {
+		t.Fatal(err)
+	}
+	build := time.Since(start)
+	done := make(chan error, 1)
+	go func() { done <- r.ix.Run(ctx) }()
+	before := r.ix.SubdirBuilds()
+	begin := time.Now()
+	tick := time.NewTicker(build / 10)
+	n := 0
+	for time.Since(begin) < 40*build {
+		<-tick.C
+		n++
+		r.apply(t, put(version(fmt.Sprintf("new%04d", n), "linux-64")))
+	}
+	tick.Stop()
+	busy := time.Since(begin)
+	builds := r.ix.SubdirBuilds() - before
+	// Back to back would be about busy/build (40) rebuilds; spaced, one
+	// per five build times (eight), with slack for builds that vary.
+	if limit := uint64(busy/(3*build)) + 2; builds > limit {
+		t.Errorf("%d rebuilds during %v of continuous changes (one build takes %v), want at most %d", builds, busy, build, limit)
+	}
+	last := fmt.Sprintf("new%04d-1.0-0.conda", n)
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if ok, _ := r.ix.Fresh(ctx, "c", "linux-64"); ok {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("not republished within 30 s of the last change")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	p, err := r.ix.File(ctx, "c", "linux-64/repodata.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, err := r.st.ReadAll(ctx, p.CID)
+	if err != nil || !strings.Contains(string(data), last) {
+		t.Fatalf("published repodata lacks the last change %s (%v)", last, err)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
 	}
 }

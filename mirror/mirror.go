@@ -143,6 +143,7 @@ func (s *Syncer) Sync(ctx context.Context, channel, owner string, mode Mode) err
 	if ch.MirrorChannelUrl == "" || ch.MirrorMode != "mirror" {
 		return fmt.Errorf("%w: %s", ErrNotMirror, channel)
 	}
+	start := time.Now()
 	auth := ch.GetMetadata().GetUpstreamAuthorization()
 	subdirs, err := s.subdirs(ctx, ch, auth)
 	if err != nil {
@@ -191,10 +192,12 @@ func (s *Syncer) Sync(ctx context.Context, channel, owner string, mode Mode) err
 		}
 	}
 	s.report(ctx, ch.Name, prog)
-	s.log.Info("mirror sync planned", "channel", ch.Name, "subdirs", len(subdirs), "files", prog.FilesTotal, "bytes", prog.BytesTotal)
+	s.log.Info("mirror sync planned", "channel", ch.Name, "subdirs", len(subdirs), "files", prog.FilesTotal, "bytes", prog.BytesTotal, "took", time.Since(start))
+	dlStart := time.Now()
 	if err := s.download(ctx, ch, owner, auth, mode, cands, &prog); err != nil {
 		return err
 	}
+	s.log.Info("mirror sync downloaded", "channel", ch.Name, "files", prog.FilesDone, "errors", len(prog.Errors), "took", time.Since(dlStart))
 	if ch.GetMetadata().GetPrune() {
 		if err := s.prune(ctx, ch, upstreamFiles); err != nil {
 			return err

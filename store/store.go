@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 
 	"github.com/cockroachdb/pebble/v2"
+	"github.com/cockroachdb/pebble/v2/bloom"
 	"github.com/cockroachdb/pebble/v2/vfs"
 )
 
@@ -36,6 +37,10 @@ type Config struct {
 	// are files. Default 8 KiB, chosen by BenchmarkServe and BenchmarkPut
 	// (docs/BENCHMARKS.md): the read-side crossover lies between 4 and 16 KiB.
 	InlineThreshold int64
+	// CacheSize is Pebble's block cache. Default 64 MiB: inline blobs and
+	// the metadata of a large channel stay in memory, and the process stays
+	// well under the memory target.
+	CacheSize int64
 	// Logger receives the store's logs; nil means slog.Default().
 	Logger *slog.Logger
 }
@@ -48,6 +53,9 @@ func (c *Config) Validate() error {
 	if c.InlineThreshold < 0 {
 		return errors.New("store: config: InlineThreshold must be >= 0")
 	}
+	if c.CacheSize < 0 {
+		return errors.New("store: config: CacheSize must be >= 0")
+	}
 	return nil
 }
 
@@ -57,6 +65,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.InlineThreshold == 0 {
 		c.InlineThreshold = defaultInline
+	}
+	if c.CacheSize == 0 {
+		c.CacheSize = 64 << 20
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
@@ -89,7 +100,14 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 			return nil, fmt.Errorf("store: create %s: %w", d, err)
 		}
 	}
-	opts := &pebble.Options{FS: s.fs, Logger: pebbleLogger{s.log}}
+	opts := &pebble.Options{FS: s.fs, Logger: pebbleLogger{s.log}, CacheSize: cfg.CacheSize}
+	// Bloom filters on every level: most lookups of blob keys (CIDs, random
+	// by nature) are for keys that are absent ("do we have it yet?"), and
+	// without filters each one reads index and data blocks of every
+	// overlapping table.
+	for i := range opts.Levels {
+		opts.Levels[i].FilterPolicy = bloom.FilterPolicy(10)
+	}
 	db, err := pebble.Open(s.path("pebble"), opts)
 	if err != nil {
 		return nil, fmt.Errorf("store: open pebble: %w", err)
