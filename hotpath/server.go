@@ -10,6 +10,7 @@ import (
 	"runtime/debug"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 )
 
@@ -103,8 +104,7 @@ func (s *Server) Serve(ln net.Listener) error {
 			if s.closing.Load() {
 				return ErrServerClosed
 			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
+			if retryable(err) {
 				delay = min(max(2*delay, 5*time.Millisecond), time.Second)
 				time.Sleep(delay) // accept backoff, as net/http does
 				continue
@@ -119,6 +119,14 @@ func (s *Server) Serve(ln net.Listener) error {
 		}
 		go hc.serve()
 	}
+}
+
+// retryable reports an accept error that passes (out of file descriptors,
+// an aborted connection): net/http retries these too.
+func retryable(err error) bool {
+	var ne interface{ Temporary() bool }
+	return errors.As(err, &ne) && ne.Temporary() ||
+		errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE) || errors.Is(err, syscall.ECONNABORTED)
 }
 
 func (s *Server) track(c *conn) bool {
@@ -280,9 +288,6 @@ func (c *conn) serve() {
 			return // closed, idle timeout or shutdown
 		}
 		c.state.Store(stateActive)
-		if c.srv.closing.Load() && c.br.Buffered() == 0 {
-			return
-		}
 		_ = c.rwc.SetReadDeadline(time.Now().Add(c.srv.cfg.ReadHeaderTimeout))
 		head, err := c.peekHead()
 		if err != nil {
