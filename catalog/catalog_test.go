@@ -1,0 +1,112 @@
+package catalog_test
+
+import (
+	"context"
+	"errors"
+	"testing"
+
+	"github.com/cockroachdb/pebble/v2/vfs"
+	"github.com/condamesh/condamesh/catalog"
+	v1 "github.com/condamesh/condamesh/gen/condamesh/v1"
+	"github.com/condamesh/condamesh/store"
+)
+
+type rig struct {
+	st  *store.Store
+	cat *catalog.Catalog
+	idx uint64
+}
+
+func newRig(t *testing.T) *rig {
+	t.Helper()
+	st, err := store.Open(context.Background(), store.Config{Dir: "/d", FS: vfs.NewMem()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = st.Close() })
+	return &rig{st: st, cat: catalog.New(st, nil)}
+}
+
+func (r *rig) apply(t *testing.T, cmd *v1.Command) {
+	t.Helper()
+	r.idx++
+	cmd.TimeUnixNano = 1_700_000_000_000_000_000 + int64(r.idx)
+	if _, err := r.cat.Apply(context.Background(), r.idx, cmd); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func proxyEntry(cid string) *v1.Command {
+	return &v1.Command{Op: &v1.Command_PutProxyEntries{PutProxyEntries: &v1.PutProxyEntriesOp{Entries: []*v1.ProxyEntry{
+		{Channel: "c", Path: "linux-64/repodata.json", Cid: cid, Status: 200},
+	}}}}
+}
+
+// TestReadCacheFollowsApply: the cached reads of the /get path (channels,
+// proxy entries) are shared between readers, never stale after an applied
+// command, never cache a miss, and Channel still hands out private copies.
+func TestReadCacheFollowsApply(t *testing.T) {
+	ctx := context.Background()
+	r := newRig(t)
+	if _, err := r.cat.ChannelView(ctx, "c"); !errors.Is(err, catalog.ErrNotFound) {
+		t.Fatalf("missing channel: %v", err)
+	}
+	r.apply(t, &v1.Command{Op: &v1.Command_CreateChannel{CreateChannel: &v1.CreateChannelOp{Channel: &v1.Channel{Name: "c", Ttl: 10}}}})
+	a, err := r.cat.ChannelView(ctx, "C") // names are case-insensitive
+	if err != nil {
+		t.Fatalf("a miss was cached: %v", err)
+	}
+	b, _ := r.cat.ChannelView(ctx, "c")
+	if a != b {
+		t.Error("two reads with nothing applied in between did not share the record")
+	}
+	cp, _ := r.cat.Channel(ctx, "c")
+	cp.Ttl = 999
+	if again, _ := r.cat.ChannelView(ctx, "c"); again.Ttl != 10 {
+		t.Fatalf("modifying Channel's copy changed the cached record (ttl %d)", again.Ttl)
+	}
+	r.apply(t, &v1.Command{Op: &v1.Command_UpdateChannel{UpdateChannel: &v1.UpdateChannelOp{Channel: &v1.Channel{Name: "c", Ttl: 20, Private: true}}}})
+	if after, _ := r.cat.ChannelView(ctx, "c"); after.Ttl != 20 || !after.Private {
+		t.Fatalf("after an update the cache still answers ttl=%d private=%v", after.Ttl, after.Private)
+	}
+	if a.Ttl != 10 {
+		t.Fatal("a record handed out before the update was modified in place")
+	}
+
+	if _, err := r.cat.ProxyEntry(ctx, "c", "linux-64/repodata.json"); !errors.Is(err, catalog.ErrNotFound) {
+		t.Fatalf("missing proxy entry: %v", err)
+	}
+	r.apply(t, proxyEntry("cid-1"))
+	e1, err := r.cat.ProxyEntry(ctx, "c", "linux-64/repodata.json")
+	if err != nil || e1.Cid != "cid-1" {
+		t.Fatalf("proxy entry after put: %v %v", e1, err)
+	}
+	r.apply(t, proxyEntry("cid-2"))
+	e2, _ := r.cat.ProxyEntry(ctx, "c", "linux-64/repodata.json")
+	if e2.Cid != "cid-2" || e1.Cid != "cid-1" {
+		t.Fatalf("replaced entry read %q (old record now %q)", e2.Cid, e1.Cid)
+	}
+}
+
+// TestInvalidateAfterRestore: a store changed under the catalog (a Raft
+// snapshot restore) is seen once Invalidate is called.
+func TestInvalidateAfterRestore(t *testing.T) {
+	ctx := context.Background()
+	r := newRig(t)
+	r.apply(t, &v1.Command{Op: &v1.Command_CreateChannel{CreateChannel: &v1.CreateChannelOp{Channel: &v1.Channel{Name: "c", Ttl: 10}}}})
+	if ch, _ := r.cat.ChannelView(ctx, "c"); ch.Ttl != 10 {
+		t.Fatal("setup")
+	}
+	// A second catalog on the same store plays the snapshot's writer.
+	other := catalog.New(r.st, nil)
+	if _, err := other.Apply(ctx, r.idx+1, &v1.Command{TimeUnixNano: 1, Op: &v1.Command_UpdateChannel{UpdateChannel: &v1.UpdateChannelOp{Channel: &v1.Channel{Name: "c", Ttl: 30}}}}); err != nil {
+		t.Fatal(err)
+	}
+	if ch, _ := r.cat.ChannelView(ctx, "c"); ch.Ttl != 10 {
+		t.Fatalf("the cache was bypassed before Invalidate (ttl %d)", ch.Ttl)
+	}
+	r.cat.Invalidate()
+	if ch, _ := r.cat.ChannelView(ctx, "c"); ch.Ttl != 30 {
+		t.Fatalf("after Invalidate: ttl %d, want 30", ch.Ttl)
+	}
+}
