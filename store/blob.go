@@ -353,6 +353,13 @@ func (b *Blob) Content() io.ReadSeeker {
 
 // Open opens a stored blob for reading, or returns ErrNotFound.
 func (s *Store) Open(ctx context.Context, c cid.Cid) (*Blob, error) {
+	if s.closed.Load() {
+		return nil, ErrClosed
+	}
+	if hb, ok := s.hot.get(c); ok {
+		r := bytes.NewReader(hb.data)
+		return &Blob{Info: hb.info, ReadSeeker: r, ReaderAt: r}, nil
+	}
 	v, err := s.Get(ctx, blobKey(c))
 	if err != nil {
 		return nil, err
@@ -362,6 +369,7 @@ func (s *Store) Open(ctx context.Context, c cid.Cid) (*Blob, error) {
 		return nil, err
 	}
 	if info.Inline {
+		s.hot.add(c, hotBlob{info: info, data: data})
 		r := bytes.NewReader(data)
 		return &Blob{Info: info, ReadSeeker: r, ReaderAt: r}, nil
 	}
@@ -402,6 +410,7 @@ func (s *Store) Delete(ctx context.Context, c cid.Cid) error {
 	if err != nil {
 		return err
 	}
+	s.hot.remove(c)
 	if err := s.db.Delete(blobKey(c), pebble.Sync); err != nil {
 		return fmt.Errorf("store: unindex blob: %w", err)
 	}

@@ -74,6 +74,9 @@ func (c *Config) setDefaults() {
 	}
 }
 
+// hotBlobBytes is the memory given to recently opened inline blobs.
+const hotBlobBytes = 32 << 20
+
 // Store is the local persistence of one node. It is safe for concurrent use.
 type Store struct {
 	cfg    Config
@@ -82,6 +85,7 @@ type Store struct {
 	db     *pebble.DB
 	log    *slog.Logger
 	closed atomic.Bool
+	hot    *hotBlobs
 
 	applyMu sync.Mutex // serialises ApplyBatch and Restore
 }
@@ -94,7 +98,7 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		return nil, err
 	}
 	cfg.setDefaults()
-	s := &Store{cfg: cfg, fs: cfg.FS, osFS: cfg.FS == vfs.Default, log: cfg.Logger.With("component", "store")}
+	s := &Store{cfg: cfg, fs: cfg.FS, osFS: cfg.FS == vfs.Default, log: cfg.Logger.With("component", "store"), hot: newHotBlobs(hotBlobBytes)}
 	for _, d := range []string{cfg.Dir, s.path("blobs"), s.path("tmp")} {
 		if err := s.fs.MkdirAll(d, 0o755); err != nil {
 			return nil, fmt.Errorf("store: create %s: %w", d, err)
