@@ -230,6 +230,32 @@ func (c *textCache[K]) get(k K, format func(K) string) string {
 	return v
 }
 
+// proxySink answers a cold proxy miss of a package while the proxy
+// downloads it (proxy.Sink): the head as serveBlob would send it, then the
+// bytes as they arrive.
+type proxySink struct {
+	s     *Server
+	w     http.ResponseWriter
+	p     string
+	began bool
+}
+
+func (k *proxySink) Begin(res proxy.Result, size int64) io.Writer {
+	k.began = true
+	n := strconv.FormatInt(size, 10)
+	h := k.w.Header()
+	h["Etag"] = []string{k.s.etags.get(res.CID, quotedCID)}
+	h["Cache-Control"] = []string{cacheImmutable}
+	h["Content-Type"] = []string{contentType(k.p)}
+	h["Content-Size"] = []string{n}
+	h["Content-Length"] = []string{n}
+	h["Accept-Ranges"] = []string{"bytes"}
+	h["Age"] = []string{"0"}
+	h["Last-Modified"] = []string{k.s.dates.get(res.ModTime.Unix(), httpDate)}
+	k.w.WriteHeader(http.StatusOK)
+	return k.w
+}
+
 // contentType names the media type of a served path. Compressed files are
 // served as themselves, never with a Content-Encoding.
 func contentType(p string) string {
@@ -293,7 +319,27 @@ func (s *Server) serveProxied(w http.ResponseWriter, r *http.Request, ch *v1.Cha
 		s.notFound(w, r, ch, p)
 		return
 	}
-	res, err := s.proxy.Get(r.Context(), ch, p)
+	var res proxy.Result
+	var err error
+	if conda.IsPackageFile(p) && r.Method == http.MethodGet && plainGet(r.Header) && headerValue(r.Header, "If-None-Match") == "" {
+		sink := &proxySink{s: s, w: w, p: p}
+		res, err = s.proxy.GetStreaming(r.Context(), ch, p, sink)
+		if sink.began {
+			if err != nil {
+				// The head is sent: cutting the connection is the only way
+				// left to tell the client its download failed.
+				s.log.Warn("proxy download failed while streaming", "channel", ch.Name, "path", p, "err", err)
+				panic(http.ErrAbortHandler)
+			}
+			s.countDownload(r, ch, path.Dir(p), path.Base(p))
+			if s.prom != nil {
+				s.prom.ProxyRequest("miss")
+			}
+			return
+		}
+	} else {
+		res, err = s.proxy.Get(r.Context(), ch, p)
+	}
 	if errors.Is(err, proxy.ErrNotFound) {
 		s.notFound(w, r, ch, p)
 		return

@@ -41,6 +41,7 @@ type Indexes interface {
 // Proxies serves the files of proxy channels.
 type Proxies interface {
 	Get(ctx context.Context, ch *v1.Channel, path string) (proxy.Result, error)
+	GetStreaming(ctx context.Context, ch *v1.Channel, path string, sink proxy.Sink) (proxy.Result, error)
 }
 
 // Jobs schedules the jobs the API creates.
@@ -153,8 +154,8 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	sw := &statusWriter{ResponseWriter: w, status: http.StatusOK}
 	s.prom.InFlight.Inc()
+	defer s.prom.InFlight.Dec() // also when a handler aborts (panics)
 	s.dispatch(sw, r)
-	s.prom.InFlight.Dec()
 	route := r.Pattern // set by dispatch or the mux on this request
 	if route == "" {
 		route = "unmatched"

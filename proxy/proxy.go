@@ -15,6 +15,7 @@ package proxy
 
 import (
 	"context"
+	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -158,6 +159,29 @@ func isImmutable(path string) bool {
 // upstream on a miss (blocking) or revalidating it in the background when
 // its TTL has passed.
 func (p *Proxy) Get(ctx context.Context, ch *v1.Channel, path string) (Result, error) {
+	return p.get(ctx, ch, path, nil)
+}
+
+// Sink receives a package file while a cold fetch stores it, so that the
+// client whose request caused the fetch gets its first bytes at once
+// instead of after the whole download (clients time out waiting for large
+// packages otherwise). Begin is called at most once, after the upstream
+// answered, and only when the file's size and sha256 are known from the
+// upstream's repodata; it returns the writer for the body. All but the last
+// byte are written while the file downloads, the last byte only once the
+// file is verified and stored, so a client never receives a whole file that
+// turns out to be corrupt: it sees the response cut short.
+type Sink interface {
+	Begin(res Result, size int64) io.Writer
+}
+
+// GetStreaming is Get with a cold fetch of a package file streamed to sink.
+// If sink's Begin was called, an error means the response was cut short.
+func (p *Proxy) GetStreaming(ctx context.Context, ch *v1.Channel, path string, sink Sink) (Result, error) {
+	return p.get(ctx, ch, path, sink)
+}
+
+func (p *Proxy) get(ctx context.Context, ch *v1.Channel, path string, sink Sink) (Result, error) {
 	e, err := p.cat.ProxyEntry(ctx, ch.Name, path)
 	if err != nil && !errors.Is(err, catalog.ErrNotFound) {
 		return Result{}, err
@@ -185,8 +209,10 @@ func (p *Proxy) Get(ctx context.Context, ch *v1.Channel, path string) (Result, e
 			return res, nil
 		}
 	}
+	// The function runs in the first caller's goroutine: only that
+	// caller's sink can stream; the others wait for the stored file.
 	v, err, _ := p.sf.Do(key(ch.Name, path), func() (any, error) {
-		return p.fetch(context.WithoutCancel(ctx), ch, path, nil)
+		return p.fetch(context.WithoutCancel(ctx), ch, path, nil, sink)
 	})
 	if err != nil {
 		return Result{}, err
@@ -266,7 +292,7 @@ func (p *Proxy) refreshAsync(ch *v1.Channel, path string) {
 			if e != nil && p.cfg.Now().Sub(time.Unix(e.ValidatedUnix, 0)) < ttl(ch) {
 				return nil, nil // someone refreshed it meanwhile
 			}
-			return p.fetch(ctx, ch, path, e)
+			return p.fetch(ctx, ch, path, e, nil)
 		})
 		p.mu.Lock()
 		delete(p.refreshing, k)
@@ -285,7 +311,7 @@ func (p *Proxy) refreshAsync(ch *v1.Channel, path string) {
 // fetch gets path from the upstream (conditionally when cached is set),
 // stores it and records the entry. Missing derivable index variants are
 // built from the subdir's repodata.json.
-func (p *Proxy) fetch(ctx context.Context, ch *v1.Channel, path string, cached *v1.ProxyEntry) (Result, error) {
+func (p *Proxy) fetch(ctx context.Context, ch *v1.Channel, path string, cached *v1.ProxyEntry, sink Sink) (Result, error) {
 	req := upstream.Request{URL: upstream.Join(ch.MirrorChannelUrl, path), Authorization: ch.GetMetadata().GetUpstreamAuthorization()}
 	if cached != nil && cached.Status == 200 && !strings.HasPrefix(cached.Etag, derivedPrefix) {
 		req.IfNoneMatch, req.IfModifiedSince = cached.Etag, cached.LastModified
@@ -326,6 +352,20 @@ func (p *Proxy) fetch(ctx context.Context, ch *v1.Channel, path string, cached *
 		}
 	}
 	body := &readTracker{r: resp.Body}
+	var tee *holdback
+	if sink != nil && opt.WantSizeSet && len(opt.WantSHA256) == sha256.Size {
+		c, err := store.CIDFromSHA256(opt.WantSHA256)
+		if err == nil {
+			mod := p.cfg.Now()
+			if t, err := time.Parse(time.RFC1123, resp.LastModified); err == nil {
+				mod = t
+			}
+			if w := sink.Begin(Result{CID: c, ModTime: mod, Immutable: true, Fetched: true}, opt.WantSize); w != nil {
+				tee = &holdback{w: w, size: opt.WantSize}
+				body.r = io.TeeReader(resp.Body, tee)
+			}
+		}
+	}
 	info, err := p.blobs.Put(ctx, body, opt)
 	if errors.Is(err, store.ErrDigestMismatch) || errors.Is(err, store.ErrSizeMismatch) {
 		return Result{}, fmt.Errorf("%w: %s: %v", ErrCorrupt, upstream.Redact(req.URL), err)
@@ -340,6 +380,9 @@ func (p *Proxy) fetch(ctx context.Context, ch *v1.Channel, path string, cached *
 	e := &v1.ProxyEntry{Channel: ch.Name, Path: path, Cid: info.CID.String(), Etag: resp.ETag, LastModified: resp.LastModified, ValidatedUnix: p.cfg.Now().Unix(), Size: info.Size, Status: 200}
 	if err := p.record(ctx, e); err != nil {
 		return Result{}, err
+	}
+	if tee != nil {
+		tee.finish() // verified and stored: the last byte may go
 	}
 	return Result{CID: info.CID, ModTime: modTime(e), Immutable: isImmutable(path)}, nil
 }
@@ -413,6 +456,44 @@ func fieldInt(v any) (int64, bool) {
 
 // readTracker remembers the error of the upstream body, to tell an
 // upstream failure from a local one.
+// holdback passes a body of known size through to a client, all but its
+// last byte, which finish sends. It never fails the copy it is teed into: a
+// client that went away stops receiving, the download goes on.
+type holdback struct {
+	w       io.Writer
+	size    int64
+	written int64
+	last    []byte
+	failed  bool
+}
+
+func (h *holdback) Write(p []byte) (int, error) {
+	n := len(p)
+	if room := h.size - 1 - h.written; int64(len(p)) > room {
+		if room < 0 {
+			room = 0
+		}
+		if len(h.last) == 0 && int64(len(p)) > room {
+			h.last = append(h.last, p[room]) // the final byte (more means a size mismatch)
+		}
+		p = p[:room]
+	}
+	h.send(p)
+	return n, nil
+}
+
+func (h *holdback) send(p []byte) {
+	if h.failed || len(p) == 0 {
+		return
+	}
+	if _, err := h.w.Write(p); err != nil {
+		h.failed = true
+	}
+	h.written += int64(len(p))
+}
+
+func (h *holdback) finish() { h.send(h.last) }
+
 type readTracker struct {
 	r   io.Reader
 	err error

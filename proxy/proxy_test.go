@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -50,6 +51,7 @@ type fault struct {
 	inm     atomic.Int64 // conditional requests seen
 	delay   time.Duration
 	lastMod string
+	gate    chan struct{} // mode "gated": half of each body, then wait for it
 }
 
 func (f *fault) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -94,6 +96,14 @@ func (f *fault) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	w.Header().Set("ETag", etag)
+	if mode == "gated" {
+		w.Header().Set("Content-Length", fmt.Sprint(len(b)))
+		_, _ = w.Write(b[:len(b)/2])
+		w.(http.Flusher).Flush()
+		<-f.gate
+		_, _ = w.Write(b[len(b)/2:])
+		return
+	}
 	_, _ = w.Write(b)
 }
 
@@ -244,4 +254,111 @@ func waitUntil(t *testing.T, ok func() bool) {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
+}
+
+// recorder is a proxy.Sink that keeps what it is sent.
+type recorder struct {
+	mu    sync.Mutex
+	buf   bytes.Buffer
+	began int
+	res   proxy.Result
+	size  int64
+}
+
+func (r *recorder) Begin(res proxy.Result, size int64) io.Writer {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.began++
+	r.res, r.size = res, size
+	return r
+}
+
+func (r *recorder) Write(p []byte) (int, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.buf.Write(p)
+}
+
+func (r *recorder) bytes() []byte {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return bytes.Clone(r.buf.Bytes())
+}
+
+// TestColdPackageStreams: a cold package fetch sends the client its bytes
+// while the upstream is still sending, holds the last byte back until the
+// file is verified and stored, and cuts a corrupt file short; a package
+// whose size and digest are unknown is not streamed.
+func TestColdPackageStreams(t *testing.T) {
+	ctx := context.Background()
+	const pkg = "linux-64/pkg-1.0-0.tar.bz2"
+
+	t.Run("streamed while downloading", func(t *testing.T) {
+		r := newRig(t)
+		if _, _, err := r.get(t, "linux-64/repodata.json"); err != nil {
+			t.Fatal(err)
+		}
+		r.up.gate, r.up.mode = make(chan struct{}), "gated"
+		rec := &recorder{}
+		done := make(chan error, 1)
+		go func() {
+			_, err := r.p.GetStreaming(ctx, r.ch, pkg, rec)
+			done <- err
+		}()
+		waitUntil(t, func() bool { return len(rec.bytes()) >= len(r.pkg)/2 })
+		select {
+		case err := <-done:
+			t.Fatalf("returned (%v) before the upstream sent the second half", err)
+		default:
+		}
+		close(r.up.gate)
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+		want := sha256.Sum256(r.pkg)
+		if rec.began != 1 || rec.size != int64(len(r.pkg)) || !bytes.Equal(rec.bytes(), r.pkg) || rec.res.CID.String() != mustCID(t, want[:]) {
+			t.Fatalf("streamed %d bytes of %d (began %d, size %d)", len(rec.bytes()), len(r.pkg), rec.began, rec.size)
+		}
+		again := &recorder{}
+		if _, err := r.p.GetStreaming(ctx, r.ch, pkg, again); err != nil || again.began != 0 || r.up.hitsOf("/c/"+pkg) != 1 {
+			t.Fatalf("second request: %v, began %d, upstream hits %d (want served from the store)", err, again.began, r.up.hitsOf("/c/"+pkg))
+		}
+	})
+
+	t.Run("corrupt file cut short", func(t *testing.T) {
+		r := newRig(t)
+		if _, _, err := r.get(t, "linux-64/repodata.json"); err != nil {
+			t.Fatal(err)
+		}
+		r.up.mode = "corrupt"
+		rec := &recorder{}
+		if _, err := r.p.GetStreaming(ctx, r.ch, pkg, rec); !errors.Is(err, proxy.ErrCorrupt) {
+			t.Fatalf("corrupt package: %v", err)
+		}
+		if rec.began != 1 || len(rec.bytes()) != len(r.pkg)-1 {
+			t.Fatalf("client got %d bytes of a corrupt %d-byte file (began %d), want all but the last", len(rec.bytes()), len(r.pkg), rec.began)
+		}
+		r.up.mode = ""
+		if _, b, err := r.get(t, pkg); err != nil || !bytes.Equal(b, r.pkg) || r.up.hitsOf("/c/"+pkg) != 2 {
+			t.Fatalf("after healing: %v, upstream hits %d (the corrupt copy must not be kept)", err, r.up.hitsOf("/c/"+pkg))
+		}
+	})
+
+	t.Run("unknown digest not streamed", func(t *testing.T) {
+		r := newRig(t) // the subdir's repodata was never fetched
+		rec := &recorder{}
+		res, err := r.p.GetStreaming(ctx, r.ch, pkg, rec)
+		if err != nil || rec.began != 0 || !res.Fetched {
+			t.Fatalf("%v, began %d", err, rec.began)
+		}
+	})
+}
+
+func mustCID(t *testing.T, sum []byte) string {
+	t.Helper()
+	c, err := store.CIDFromSHA256(sum)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c.String()
 }
