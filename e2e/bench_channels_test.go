@@ -117,6 +117,40 @@ func BenchmarkProxy(b *testing.B) {
 		b.ReportMetric(direct[len(direct)/2]*1000, "median-upstream-ttfb-ms")
 		b.ReportMetric((cold[len(cold)/2]-direct[len(direct)/2])*1000, "median-added-ms")
 	})
+	// A large package is streamed to the client that missed it while the
+	// proxy downloads and verifies it: the first byte does not wait for the
+	// whole file.
+	b.Run("cold-miss-ttfb-100MiB", func(b *testing.B) {
+		huge := filepath.Join(b.TempDir(), "huge-1.0-0.conda")
+		bigConda(b, huge, "huge", 100<<20)
+		data, err := os.ReadFile(huge)
+		if err != nil {
+			b.Fatal(err)
+		}
+		up.put(b, "linux-64", "huge-1.0-0.conda", data)
+		up.write(b)
+		for i := range b.N {
+			name := fmt.Sprintf("big%d", i) // a fresh proxy channel: a cold cache every time
+			s.mustDo(201, "POST", "/api/channels", fmt.Sprintf(`{"name":"%s","private":false,"mirror_channel_url":"%s/chan","mirror_mode":"proxy"}`, name, ng.url))
+			download(b, s.url+"/get/"+name+"/linux-64/repodata.json")
+			timing := func(url string) (ttfb, total float64) {
+				out, err := exec.Command("curl", "--silent", "--fail", "-o", "/dev/null", "-w", "%{time_starttransfer} %{time_total}", url).Output()
+				if err != nil {
+					b.Fatalf("curl %s: %v", url, err)
+				}
+				if _, err := fmt.Sscan(string(out), &ttfb, &total); err != nil {
+					b.Fatalf("curl timing %q: %v", out, err)
+				}
+				return ttfb, total
+			}
+			upTTFB, upTotal := timing(ng.url + "/chan/linux-64/huge-1.0-0.conda")
+			ttfb, total := timing(s.url + "/get/" + name + "/linux-64/huge-1.0-0.conda")
+			b.ReportMetric(ttfb*1000, "cold-ttfb-ms")
+			b.ReportMetric(total*1000, "cold-total-ms")
+			b.ReportMetric(upTTFB*1000, "upstream-ttfb-ms")
+			b.ReportMetric(upTotal*1000, "upstream-total-ms")
+		}
+	})
 }
 
 // BenchmarkDownloadCounting: package download rate with download counting
