@@ -159,30 +159,39 @@ func (s *Server) serveBlob(ctx context.Context, w http.ResponseWriter, r *http.R
 		return
 	}
 	defer blob.Close()
-	size := strconv.FormatInt(blob.Info.Size, 10)
-	// One backing array for the field values (each slice capped, so an
-	// Add by anyone copies instead of overwriting a neighbour).
-	v := [...]string{etag, cacheControl, contentType(p), size, "bytes", size, ""}
-	h := w.Header()
-	h["Etag"] = v[0:1:1]
-	h["Cache-Control"] = v[1:2:2]
-	h["Content-Type"] = v[2:3:3]
-	h["Content-Size"] = v[3:4:4]
-	h["Accept-Ranges"] = v[4:5:5]
 	if !plainGet(r.Header) {
+		s.blobHeader(w.Header(), etag, cacheControl, p, blob.Info.Size, false, mod)
 		http.ServeContent(w, r, "", mod, blob.Content()) // ranges and date preconditions
 		return
 	}
 	// What ServeContent answers to a request with no range and no
 	// precondition left to evaluate, without its parsing.
+	s.blobHeader(w.Header(), etag, cacheControl, p, blob.Info.Size, true, mod)
+	w.WriteHeader(http.StatusOK)
+	if r.Method != http.MethodHead {
+		_, _ = io.CopyN(w, blob.Content(), blob.Info.Size)
+	}
+}
+
+// blobHeader sets the fields of a 200 answer with a blob's bytes; for a
+// complete answer also Content-Length and Last-Modified (ServeContent sets
+// them itself). One backing array holds the values (each slice capped, so
+// an Add by anyone copies instead of overwriting a neighbour).
+func (s *Server) blobHeader(h http.Header, etag, cacheControl, p string, size int64, complete bool, mod time.Time) {
+	n := strconv.FormatInt(size, 10)
+	v := [...]string{etag, cacheControl, contentType(p), n, "bytes", n, ""}
+	h["Etag"] = v[0:1:1]
+	h["Cache-Control"] = v[1:2:2]
+	h["Content-Type"] = v[2:3:3]
+	h["Content-Size"] = v[3:4:4]
+	h["Accept-Ranges"] = v[4:5:5]
+	if !complete {
+		return
+	}
 	h["Content-Length"] = v[5:6:6]
 	if !mod.IsZero() && !mod.Equal(time.Unix(0, 0)) {
 		v[6] = s.dates.get(mod.Unix(), httpDate)
 		h["Last-Modified"] = v[6:7:7]
-	}
-	w.WriteHeader(http.StatusOK)
-	if r.Method != http.MethodHead {
-		_, _ = io.CopyN(w, blob.Content(), blob.Info.Size)
 	}
 }
 
@@ -242,16 +251,9 @@ type proxySink struct {
 
 func (k *proxySink) Begin(res proxy.Result, size int64) io.Writer {
 	k.began = true
-	n := strconv.FormatInt(size, 10)
 	h := k.w.Header()
-	h["Etag"] = []string{k.s.etags.get(res.CID, quotedCID)}
-	h["Cache-Control"] = []string{cacheImmutable}
-	h["Content-Type"] = []string{contentType(k.p)}
-	h["Content-Size"] = []string{n}
-	h["Content-Length"] = []string{n}
-	h["Accept-Ranges"] = []string{"bytes"}
+	k.s.blobHeader(h, k.s.etags.get(res.CID, quotedCID), cacheImmutable, k.p, size, true, res.ModTime)
 	h["Age"] = []string{"0"}
-	h["Last-Modified"] = []string{k.s.dates.get(res.ModTime.Unix(), httpDate)}
 	k.w.WriteHeader(http.StatusOK)
 	return k.w
 }
