@@ -113,6 +113,9 @@ func (c *Config) Validate() error {
 			errs = append(errs, fmt.Errorf("%s address %q: %w", name, addr, err))
 		}
 	}
+	if _, _, err := net.SplitHostPort(c.DebugAddr); c.DebugAddr != "" && err != nil {
+		errs = append(errs, fmt.Errorf("debug address %q: %w", c.DebugAddr, err))
+	}
 	if c.AdminKey != "" && (len(c.AdminKey) < 16 || strings.ContainsAny(c.AdminKey, "/ \t\n")) {
 		errs = append(errs, errors.New("admin key must be at least 16 characters without '/' or spaces"))
 	}
