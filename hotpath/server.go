@@ -65,14 +65,12 @@ var ErrServerClosed = errors.New("hotpath: server closed")
 // Server accepts connections, serves their eligible requests itself and
 // hands each connection to Fallback at its first other request.
 type Server struct {
-	cfg      Config
-	handoff  *connListener
-	closing  atomic.Bool
-	mu       sync.Mutex
-	ln       net.Listener
-	conns    map[*conn]struct{}
-	active   sync.WaitGroup
-	fallback chan error
+	cfg     Config
+	handoff *connListener
+	closing atomic.Bool
+	mu      sync.Mutex
+	ln      net.Listener
+	conns   map[*conn]struct{}
 }
 
 // New returns a Server; it panics on an invalid Config (a wiring bug).
@@ -94,9 +92,8 @@ func (s *Server) Serve(ln net.Listener) error {
 	}
 	s.ln = ln
 	s.handoff = newConnListener(ln.Addr())
-	s.fallback = make(chan error, 1)
 	s.mu.Unlock()
-	go func() { s.fallback <- s.cfg.Fallback.Serve(s.handoff) }()
+	go func() { _ = s.cfg.Fallback.Serve(s.handoff) }() // ends when Shutdown or Close closes handoff
 	var delay time.Duration
 	for {
 		c, err := ln.Accept()

@@ -265,10 +265,15 @@ func ttl(ch *v1.Channel) time.Duration {
 }
 
 func modTime(e *v1.ProxyEntry) time.Time {
-	if t, err := time.Parse(time.RFC1123, e.LastModified); err == nil {
+	return lastModified(e.LastModified, time.Unix(e.ValidatedUnix, 0))
+}
+
+// lastModified parses an upstream Last-Modified value, or returns fallback.
+func lastModified(v string, fallback time.Time) time.Time {
+	if t, err := time.Parse(time.RFC1123, v); err == nil {
 		return t
 	}
-	return time.Unix(e.ValidatedUnix, 0)
+	return fallback
 }
 
 // refreshAsync revalidates one file in the background: at most one
@@ -356,10 +361,7 @@ func (p *Proxy) fetch(ctx context.Context, ch *v1.Channel, path string, cached *
 	if sink != nil && opt.WantSizeSet && len(opt.WantSHA256) == sha256.Size {
 		c, err := store.CIDFromSHA256(opt.WantSHA256)
 		if err == nil {
-			mod := p.cfg.Now()
-			if t, err := time.Parse(time.RFC1123, resp.LastModified); err == nil {
-				mod = t
-			}
+			mod := lastModified(resp.LastModified, p.cfg.Now())
 			if w := sink.Begin(Result{CID: c, ModTime: mod, Immutable: true, Fetched: true}, opt.WantSize); w != nil {
 				tee = &holdback{w: w, size: opt.WantSize}
 				body.r = io.TeeReader(resp.Body, tee)
@@ -454,30 +456,26 @@ func fieldInt(v any) (int64, bool) {
 	return 0, false
 }
 
-// readTracker remembers the error of the upstream body, to tell an
-// upstream failure from a local one.
 // holdback passes a body of known size through to a client, all but its
 // last byte, which finish sends. It never fails the copy it is teed into: a
 // client that went away stops receiving, the download goes on.
 type holdback struct {
-	w       io.Writer
-	size    int64
-	written int64
-	last    []byte
-	failed  bool
+	w      io.Writer
+	size   int64
+	seen   int64 // bytes passed on (or meant to be), the held-back one excluded
+	last   []byte
+	failed bool
 }
 
 func (h *holdback) Write(p []byte) (int, error) {
 	n := len(p)
-	if room := h.size - 1 - h.written; int64(len(p)) > room {
-		if room < 0 {
-			room = 0
-		}
-		if len(h.last) == 0 && int64(len(p)) > room {
-			h.last = append(h.last, p[room]) // the final byte (more means a size mismatch)
+	if room := max(h.size-1-h.seen, 0); int64(len(p)) > room {
+		if h.last == nil {
+			h.last = []byte{p[room]} // the final byte (any more is a size mismatch)
 		}
 		p = p[:room]
 	}
+	h.seen += int64(len(p))
 	h.send(p)
 	return n, nil
 }
@@ -489,11 +487,12 @@ func (h *holdback) send(p []byte) {
 	if _, err := h.w.Write(p); err != nil {
 		h.failed = true
 	}
-	h.written += int64(len(p))
 }
 
 func (h *holdback) finish() { h.send(h.last) }
 
+// readTracker remembers the error of the upstream body, to tell an
+// upstream failure from a local one.
 type readTracker struct {
 	r   io.Reader
 	err error
