@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -198,8 +199,10 @@ func TestMirrorFaults(t *testing.T) {
 	}
 }
 
-// delayProxy forwards TCP connections to target after delaying each read
-// from the upstream side: a slow WAN link for tests (no tc netem here).
+// delayProxy forwards TCP connections to target and holds back each HTTP
+// response from the upstream for delay: a slow upstream for tests. The
+// delay is per response, not per read, so that pipelined responses, which
+// arrive together, are slow too.
 func delayProxy(t testing.TB, target string, delay time.Duration) string {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -223,11 +226,21 @@ func delayProxy(t testing.TB, target string, delay time.Duration) string {
 				buf := make([]byte, 32<<10)
 				for {
 					n, err := u.Read(buf)
-					if n > 0 {
-						time.Sleep(delay)
-						if _, werr := c.Write(buf[:n]); werr != nil {
+					for rest := buf[:n]; len(rest) > 0; {
+						// One response at a time: the piece up to the
+						// next status line.
+						next := bytes.Index(rest[1:], []byte("HTTP/1.1 "))
+						piece := rest
+						if next >= 0 {
+							piece = rest[:next+1]
+						}
+						if bytes.HasPrefix(piece, []byte("HTTP/1.1 ")) {
+							time.Sleep(delay)
+						}
+						if _, werr := c.Write(piece); werr != nil {
 							return
 						}
+						rest = rest[len(piece):]
 					}
 					if err != nil {
 						return

@@ -345,122 +345,189 @@ func upToDate(local *v1.PackageVersion, c candidate) bool {
 	return false
 }
 
-// download fetches the candidates with a worker pool and publishes them in
-// batches. Publishing happens outside the workers' lock, so downloads go on
-// while a batch is being replicated.
+// download fetches the candidates and publishes them in batches.
+// Candidates go out pipelined on a few keep-alive connections
+// (upstream.GetMany); what that fast path cannot complete goes to a pool
+// of workers fetching one file at a time with retries, which records the
+// errors. One goroutine publishes, so downloads never wait for a batch to
+// be replicated.
 func (s *Syncer) download(ctx context.Context, ch *v1.Channel, owner, auth string, mode Mode, cands []candidate, prog *jobs.Progress) error {
-	work := make(chan candidate)
-	var mu sync.Mutex // guards batch, prog, firstErr
-	var pubMu sync.Mutex
+	var mu sync.Mutex // guards batch, lastPublish, prog
 	var batch []*v1.PackageVersion
-	var firstErr error
 	lastPublish := time.Now()
-	publish := func(vers []*v1.PackageVersion) error {
-		if len(vers) == 0 {
-			return nil
+	ready := make(chan struct{}, 1) // a batch is full or old
+	// done accounts for one candidate, fetched (v) or failed (err).
+	done := func(c *candidate, v *v1.PackageVersion, err error) {
+		mu.Lock()
+		prog.FilesDone++
+		prog.BytesDone += c.size
+		prog.Current = c.subdir + "/" + c.filename
+		if err != nil {
+			prog.Errors = append(prog.Errors, fmt.Sprintf("%s/%s: %v", c.subdir, c.filename, err))
+		} else if batch = append(batch, v); len(batch) >= s.cfg.BatchFiles || time.Since(lastPublish) > s.cfg.BatchInterval {
+			select {
+			case ready <- struct{}{}:
+			default:
+			}
 		}
-		pubMu.Lock()
-		defer pubMu.Unlock()
-		if err := s.blobs.Sync(ctx); err != nil { // the batch's blobs are durable before they are referenced
-			return err
-		}
-		_, err := s.prop.Propose(ctx, &v1.Command{Op: &v1.Command_PutVersions{PutVersions: &v1.PutVersionsOp{Versions: vers, Force: true, OwnerId: owner}}})
-		return err
+		p := *prog
+		p.Errors = append([]string(nil), prog.Errors...)
+		mu.Unlock()
+		s.report(ctx, ch.Name, p)
 	}
-	// Downloaded blobs are written without a sync each; a WAL sync every
-	// syncEvery makes them durable, so a crash loses at most that much
-	// verified work (and the resumed sync downloads only that again).
-	stopSync := make(chan struct{})
-	syncDone := make(chan struct{})
+	// The publisher takes the batch when it is full or old, and the rest
+	// at the end. Between batches it makes downloaded blobs durable every
+	// syncEvery (they are written without a sync each), so a crash loses at
+	// most that much verified work, and the resumed sync downloads only
+	// that again. A batch's blobs are durable before it is proposed.
+	finish := make(chan struct{})
+	published := make(chan error, 1)
 	go func() {
-		defer close(syncDone)
 		t := time.NewTicker(syncEvery)
 		defer t.Stop()
+		var err error
 		for {
+			last := false
 			select {
-			case <-stopSync:
-				return
 			case <-t.C:
 				if err := s.blobs.Sync(ctx); err != nil && ctx.Err() == nil {
 					s.log.Warn("sync downloaded blobs", "err", err)
 				}
+				continue
+			case <-ready:
+			case <-finish:
+				last = true
+			}
+			mu.Lock()
+			vers := batch
+			batch, lastPublish = nil, time.Now()
+			mu.Unlock()
+			if err == nil && len(vers) > 0 && ctx.Err() == nil {
+				if err = s.blobs.Sync(ctx); err == nil {
+					_, err = s.prop.Propose(ctx, &v1.Command{Op: &v1.Command_PutVersions{PutVersions: &v1.PutVersionsOp{Versions: vers, Force: true, OwnerId: owner}}})
+				}
+			}
+			if last {
+				published <- err
+				return
 			}
 		}
 	}()
-	defer func() { close(stopSync); <-syncDone }()
+
+	slow := make(chan *candidate)
 	var wg sync.WaitGroup
 	for range s.cfg.Concurrency {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			for c := range work {
+			for c := range slow {
 				v, err := s.fetchOne(ctx, ch, auth, mode, c)
-				var full []*v1.PackageVersion
-				mu.Lock()
-				prog.FilesDone++
-				prog.BytesDone += c.size
-				prog.Current = c.subdir + "/" + c.filename
-				if err != nil {
-					prog.Errors = append(prog.Errors, fmt.Sprintf("%s/%s: %v", c.subdir, c.filename, err))
-				} else if batch = append(batch, v); len(batch) >= s.cfg.BatchFiles || time.Since(lastPublish) > s.cfg.BatchInterval {
-					full, batch = batch, nil
-					lastPublish = time.Now()
-				}
-				p := *prog
-				p.Errors = append([]string(nil), prog.Errors...)
-				mu.Unlock()
-				if err := publish(full); err != nil {
-					mu.Lock()
-					if firstErr == nil {
-						firstErr = err
-					}
-					mu.Unlock()
-				}
-				s.report(ctx, ch.Name, p)
+				done(c, v, err)
 			}
 		}()
 	}
-	for _, c := range cands {
-		select {
-		case work <- c:
-		case <-ctx.Done():
+	in := make(chan *upstream.Item, 256)
+	fed := make(chan struct{})
+	go func() {
+		defer close(fed)
+		defer close(in)
+		for i := range cands {
+			c := &cands[i]
+			id, err := c.cid()
+			if err == nil && s.blobs.Has(ctx, id) { // already verified and stored: resume without downloading
+				v, err := s.record(ctx, ch, mode, c, id)
+				done(c, v, err)
+				continue
+			}
+			if err != nil {
+				done(c, nil, err)
+				continue
+			}
+			select {
+			case in <- &upstream.Item{Request: upstream.Request{URL: c.url(ch), Authorization: auth}, Tag: c}:
+			case <-ctx.Done():
+				return
+			}
 		}
-		if ctx.Err() != nil {
-			break
-		}
-	}
-	close(work)
+	}()
+	err := s.up.GetMany(ctx, in, upstream.Many{
+		Base:  ch.MirrorChannelUrl,
+		Conns: s.cfg.Concurrency,
+		Handle: func(ctx context.Context, it *upstream.Item, body io.Reader) error {
+			c := it.Tag.(*candidate)
+			if err := s.put(ctx, c, body); err != nil {
+				return err // the slow path tries again and names the error
+			}
+			id, _ := c.cid()
+			v, err := s.record(ctx, ch, mode, c, id)
+			done(c, v, err)
+			return nil
+		},
+		Fallback: func(it *upstream.Item) {
+			select {
+			case slow <- it.Tag.(*candidate):
+			case <-ctx.Done():
+			}
+		},
+	})
+	<-fed
+	close(slow)
 	wg.Wait()
-	if firstErr != nil {
-		return firstErr
+	close(finish)
+	if perr := <-published; perr != nil {
+		return perr
 	}
-	if err := ctx.Err(); err != nil {
+	if err != nil {
 		return err
 	}
-	return publish(batch)
+	return ctx.Err()
 }
 
-// fetchOne makes one verified package file available and returns its record.
-func (s *Syncer) fetchOne(ctx context.Context, ch *v1.Channel, auth string, mode Mode, c candidate) (*v1.PackageVersion, error) {
+// cid checks the candidate's filename and returns its content ID.
+func (c *candidate) cid() (cid.Cid, error) {
 	if _, err := conda.ParseFilename(c.filename); err != nil {
-		return nil, err
+		return cid.Undef, err
 	}
-	id, err := store.CIDFromSHA256(c.sha256)
+	return store.CIDFromSHA256(c.sha256)
+}
+
+func (c *candidate) url(ch *v1.Channel) string {
+	return upstream.Join(ch.MirrorChannelUrl, c.subdir+"/"+c.filename)
+}
+
+// put stores a download, verified against the upstream sha256 and size.
+func (s *Syncer) put(ctx context.Context, c *candidate, body io.Reader) error {
+	opt := store.PutOptions{WantSHA256: c.sha256, WantSize: c.size, WantSizeSet: c.size > 0, Deferred: true}
+	if _, err := s.blobs.Put(ctx, body, opt); err != nil {
+		return fmt.Errorf("verify download: %w", err)
+	}
+	return nil
+}
+
+// fetchOne makes one verified package file available, one request at a
+// time with the upstream client's retries, and returns its record.
+func (s *Syncer) fetchOne(ctx context.Context, ch *v1.Channel, auth string, mode Mode, c *candidate) (*v1.PackageVersion, error) {
+	id, err := c.cid()
 	if err != nil {
 		return nil, err
 	}
-	if !s.blobs.Has(ctx, id) { // already verified and stored: resume without downloading
-		resp, err := s.up.Get(ctx, upstream.Request{URL: upstream.Join(ch.MirrorChannelUrl, c.subdir+"/"+c.filename), Authorization: auth})
+	if !s.blobs.Has(ctx, id) {
+		resp, err := s.up.Get(ctx, upstream.Request{URL: c.url(ch), Authorization: auth})
 		if err != nil {
 			return nil, err
 		}
-		opt := store.PutOptions{WantSHA256: c.sha256, WantSize: c.size, WantSizeSet: c.size > 0, Deferred: true}
-		_, err = s.blobs.Put(ctx, resp.Body, opt)
+		err = s.put(ctx, c, resp.Body)
 		resp.Body.Close()
 		if err != nil {
-			return nil, fmt.Errorf("verify download: %w", err)
+			return nil, err
 		}
 	}
+	return s.record(ctx, ch, mode, c, id)
+}
+
+// record returns the package record of a stored candidate: the upstream's
+// (FromRepodata) or one made from the archive's info/ files (FromArchives).
+func (s *Syncer) record(ctx context.Context, ch *v1.Channel, mode Mode, c *candidate, id cid.Cid) (*v1.PackageVersion, error) {
 	rec := conda.Record{Filename: c.filename, Subdir: c.subdir, Fields: c.fields}
 	var about map[string]any
 	if mode == FromArchives {
