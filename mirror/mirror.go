@@ -403,8 +403,11 @@ func (s *Syncer) download(ctx context.Context, ch *v1.Channel, owner, auth strin
 			batch, lastPublish = nil, time.Now()
 			mu.Unlock()
 			if err == nil && len(vers) > 0 && ctx.Err() == nil {
+				start := time.Now()
 				if err = s.blobs.Sync(ctx); err == nil {
+					synced := time.Since(start)
 					_, err = s.prop.Propose(ctx, &v1.Command{Op: &v1.Command_PutVersions{PutVersions: &v1.PutVersionsOp{Versions: vers, Force: true, OwnerId: owner}}})
+					s.log.Info("mirror batch published", "channel", ch.Name, "files", len(vers), "blob_sync", synced, "took", time.Since(start), "err", err)
 				}
 			}
 			if last {
@@ -496,8 +499,9 @@ func (c *candidate) url(ch *v1.Channel) string {
 }
 
 // put stores a download, verified against the upstream sha256 and size.
+// Both callers have just found the blob missing.
 func (s *Syncer) put(ctx context.Context, c *candidate, body io.Reader) error {
-	opt := store.PutOptions{WantSHA256: c.sha256, WantSize: c.size, WantSizeSet: c.size > 0, Deferred: true}
+	opt := store.PutOptions{WantSHA256: c.sha256, WantSize: c.size, WantSizeSet: c.size > 0, Deferred: true, Absent: true}
 	if _, err := s.blobs.Put(ctx, body, opt); err != nil {
 		return fmt.Errorf("verify download: %w", err)
 	}

@@ -13,6 +13,7 @@ import (
 	"io"
 	"os"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/cockroachdb/pebble/v2"
@@ -83,6 +84,11 @@ type PutOptions struct {
 	// publishes anything referencing them. A crash before that Sync may
 	// forget the blob (never corrupt it). File contents are always fsynced.
 	Deferred bool
+	// Absent says the caller has just found the blob missing (Has): a small
+	// blob is then written without looking for it again. Should it have
+	// appeared meanwhile, the bytes written are the same ones. Existed is
+	// never set then.
+	Absent bool
 }
 
 const (
@@ -112,32 +118,51 @@ func (s *Store) Put(ctx context.Context, r io.Reader, opt PutOptions) (BlobInfo,
 	}
 	r = &ctxReader{ctx: ctx, r: r}
 	limit := s.cfg.InlineThreshold
-	head := make([]byte, 0, min(limit+1, 64<<10))
-	buf := bytes.NewBuffer(head)
-	n, err := io.CopyN(buf, r, limit+1)
-	if err != nil && !errors.Is(err, io.EOF) {
+	// Read up to limit+1 bytes into a buffer that leaves room in front for
+	// the record's header, so an inline blob's record is built in place.
+	want := limit + 1
+	if opt.WantSizeSet && opt.WantSize >= 0 && opt.WantSize < limit {
+		want = opt.WantSize + 1 // one more, to see a longer body
+	}
+	bp := inlineBufs.Get().(*[]byte)
+	defer inlineBufs.Put(bp)
+	if int64(cap(*bp)) < metaMax+want {
+		*bp = make([]byte, metaMax+want)
+	}
+	buf := (*bp)[:metaMax+want]
+	n, err := io.ReadFull(r, buf[metaMax:])
+	if err != nil && !errors.Is(err, io.EOF) && !errors.Is(err, io.ErrUnexpectedEOF) {
 		return BlobInfo{}, fmt.Errorf("store: read blob: %w", err)
 	}
-	if opt.MaxSize > 0 && n > opt.MaxSize {
+	data := buf[metaMax : metaMax+n]
+	if opt.MaxSize > 0 && int64(n) > opt.MaxSize {
 		return BlobInfo{}, ErrTooLarge
 	}
-	if n <= limit {
-		_, _ = w.Write(buf.Bytes())
-		info, err := s.finish(h, n, opt)
+	if int64(n) <= limit && err != nil { // the whole blob, and small
+		_, _ = w.Write(data)
+		info, err := s.finish(h, int64(n), opt)
 		if err != nil {
 			return BlobInfo{}, err
 		}
-		if existing, ok := s.refresh(ctx, info.CID); ok {
-			return existing, nil
+		if !opt.Absent {
+			if existing, ok := s.refresh(ctx, info.CID); ok {
+				return existing, nil
+			}
 		}
 		info.Inline = true
-		if err := s.db.Set(blobKey(info.CID), encodeBlobMeta(info, buf.Bytes()), writeOpts(opt)); err != nil {
+		hdr := appendBlobMetaHeader(make([]byte, 0, metaMax), info)
+		rec := buf[metaMax-len(hdr) : metaMax+n]
+		copy(rec, hdr)
+		if err := s.db.Set(blobKey(info.CID), rec, writeOpts(opt)); err != nil { // Set copies rec
 			return BlobInfo{}, fmt.Errorf("store: index inline blob: %w", err)
 		}
 		return info, nil
 	}
-	return s.putFile(ctx, io.MultiReader(buf, r), h, w, opt)
+	return s.putFile(ctx, io.MultiReader(bytes.NewReader(data), r), h, w, opt)
 }
+
+// inlineBufs recycles Put's read buffers.
+var inlineBufs = sync.Pool{New: func() any { return new([]byte) }}
 
 func (s *Store) putFile(ctx context.Context, r io.Reader, h hash.Hash, w io.Writer, opt PutOptions) (BlobInfo, error) {
 	var rnd [12]byte
@@ -266,16 +291,24 @@ func syncDir(fs vfs.FS, dir string) error {
 
 // encodeBlobMeta lays out a blob index record: kind (1 byte), size (uvarint),
 // verified-at unix seconds (uvarint), then the inline bytes if any.
+// metaMax is the longest header of a blob record.
+const metaMax = 1 + 2*binary.MaxVarintLen64
+
 func encodeBlobMeta(info BlobInfo, data []byte) []byte {
-	out := make([]byte, 0, 1+2*binary.MaxVarintLen64+len(data))
+	out := appendBlobMetaHeader(make([]byte, 0, metaMax+len(data)), info)
+	return append(out, data...)
+}
+
+// appendBlobMetaHeader appends a blob record's header: kind, size and
+// verification time; an inline blob's bytes follow it.
+func appendBlobMetaHeader(out []byte, info BlobInfo) []byte {
 	kind := kindFile
 	if info.Inline {
 		kind = kindInline
 	}
 	out = append(out, kind)
 	out = binary.AppendUvarint(out, uint64(info.Size))
-	out = binary.AppendUvarint(out, uint64(info.Verified.Unix()))
-	return append(out, data...)
+	return binary.AppendUvarint(out, uint64(info.Verified.Unix()))
 }
 
 func decodeBlobMeta(c cid.Cid, v []byte) (BlobInfo, []byte, error) {

@@ -24,7 +24,7 @@ type Opener func(t *testing.T) *store.Store
 // so the suite can exercise blobs on both sides of it.
 func Run(t *testing.T, threshold int64, open Opener) {
 	ctx := context.Background()
-	sizes := []int{0, 1, int(threshold), int(threshold) + 1, 3 << 20}
+	sizes := []int{0, 1, 700, int(threshold), int(threshold) + 1, 3 << 20}
 
 	t.Run("PutOpenRoundTrip", func(t *testing.T) {
 		s := open(t)
@@ -99,9 +99,14 @@ func Run(t *testing.T, threshold int64, open Opener) {
 			if !errors.Is(err, store.ErrDigestMismatch) || !errors.As(err, &dm) {
 				t.Fatalf("put %d with wrong digest: err=%v", n, err)
 			}
-			_, err = s.Put(ctx, bytes.NewReader(data), store.PutOptions{WantSize: int64(n) + 1, WantSizeSet: true})
-			if !errors.Is(err, store.ErrSizeMismatch) {
-				t.Fatalf("put %d with wrong size: err=%v", n, err)
+			for _, want := range []int64{int64(n) + 1, int64(n) - 1} {
+				if want < 0 {
+					continue
+				}
+				_, err = s.Put(ctx, bytes.NewReader(data), store.PutOptions{WantSize: want, WantSizeSet: true, Absent: true})
+				if !errors.Is(err, store.ErrSizeMismatch) {
+					t.Fatalf("put %d bytes said to be %d: err=%v", n, want, err)
+				}
 			}
 			if n > 1 {
 				_, err = s.Put(ctx, bytes.NewReader(data), store.PutOptions{MaxSize: int64(n) - 1})
@@ -112,6 +117,42 @@ func Run(t *testing.T, threshold int64, open Opener) {
 		}
 		if c := count(t, s); c != 0 {
 			t.Fatalf("%d blobs visible after failed puts", c)
+		}
+	})
+
+	t.Run("AbsentPutsOfStoredBytes", func(t *testing.T) {
+		// Absent only spares a lookup: putting stored bytes again with it
+		// keeps one blob with those bytes, and blobs put one after another
+		// (through recycled buffers) keep their own bytes.
+		s := open(t)
+		defer s.Close()
+		var all [][]byte
+		for _, n := range sizes {
+			data := randBytes(n)
+			all = append(all, data)
+			for range 2 {
+				sum := sha256.Sum256(data)
+				info, err := s.Put(ctx, bytes.NewReader(data), store.PutOptions{WantSHA256: sum[:], WantSize: int64(n), WantSizeSet: true, Absent: true, Deferred: true})
+				if err != nil || info.Size != int64(n) {
+					t.Fatalf("put %d: %+v %v", n, info, err)
+				}
+			}
+		}
+		if c := count(t, s); c != len(sizes) {
+			t.Fatalf("%d blobs after putting %d twice each", c, len(sizes))
+		}
+		for _, data := range all {
+			sum := sha256.Sum256(data)
+			c, _ := store.CIDFromSHA256(sum[:])
+			b, err := s.Open(ctx, c)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, _ := io.ReadAll(b.Content())
+			_ = b.Close()
+			if !bytes.Equal(got, data) {
+				t.Fatalf("blob of %d bytes reads back different bytes", len(data))
+			}
 		}
 	})
 
