@@ -33,3 +33,15 @@ func BenchmarkReadPackage(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkParseRepodata10k measures reading an upstream's repodata.json
+// of 10,000 records (a mirror sync plans from it).
+func BenchmarkParseRepodata10k(b *testing.B) {
+	js := Repodata("linux-64", synthRecords(10000, "linux-64"))
+	b.SetBytes(int64(len(js)))
+	for b.Loop() {
+		if _, err := ParseRepodata(js); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

@@ -1,11 +1,9 @@
 package conda
 
 import (
-	"bytes"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
-	"io"
 	"math"
 	"slices"
 	"strconv"
@@ -15,14 +13,9 @@ import (
 // decodeObject decodes b as exactly one JSON object, keeping numbers as
 // json.Number.
 func decodeObject(b []byte) (map[string]any, error) {
-	dec := json.NewDecoder(bytes.NewReader(b))
-	dec.UseNumber()
-	var v any
-	if err := dec.Decode(&v); err != nil {
+	v, err := parseJSON(b)
+	if err != nil {
 		return nil, err
-	}
-	if _, err := dec.Token(); err != io.EOF {
-		return nil, errors.New("trailing data after JSON value")
 	}
 	m, ok := v.(map[string]any)
 	if !ok {

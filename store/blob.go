@@ -130,15 +130,15 @@ func (s *Store) Put(ctx context.Context, r io.Reader, opt PutOptions) (BlobInfo,
 		*bp = make([]byte, metaMax+want)
 	}
 	buf := (*bp)[:metaMax+want]
-	n, err := io.ReadFull(r, buf[metaMax:])
-	if err != nil && !errors.Is(err, io.EOF) && !errors.Is(err, io.ErrUnexpectedEOF) {
+	n, whole, err := readFull(r, buf[metaMax:])
+	if err != nil {
 		return BlobInfo{}, fmt.Errorf("store: read blob: %w", err)
 	}
 	data := buf[metaMax : metaMax+n]
 	if opt.MaxSize > 0 && int64(n) > opt.MaxSize {
 		return BlobInfo{}, ErrTooLarge
 	}
-	if int64(n) <= limit && err != nil { // the whole blob, and small
+	if whole && int64(n) <= limit {
 		_, _ = w.Write(data)
 		info, err := s.finish(h, int64(n), opt)
 		if err != nil {
@@ -159,6 +159,24 @@ func (s *Store) Put(ctx context.Context, r io.Reader, opt PutOptions) (BlobInfo,
 		return info, nil
 	}
 	return s.putFile(ctx, io.MultiReader(bytes.NewReader(data), r), h, w, opt)
+}
+
+// readFull reads into b until it is full (whole is false: there may be
+// more) or r ends (whole is true). Unlike io.ReadFull it tells a reader's
+// own error, such as a truncated HTTP body's io.ErrUnexpectedEOF, from
+// the end of the bytes.
+func readFull(r io.Reader, b []byte) (n int, whole bool, err error) {
+	for n < len(b) {
+		m, err := r.Read(b[n:])
+		n += m
+		if errors.Is(err, io.EOF) {
+			return n, true, nil
+		}
+		if err != nil {
+			return n, false, err
+		}
+	}
+	return n, false, nil
 }
 
 // inlineBufs recycles Put's read buffers.

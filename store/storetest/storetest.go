@@ -12,6 +12,7 @@ import (
 	"math/rand/v2"
 	"sync"
 	"testing"
+	"testing/iotest"
 
 	"github.com/condamesh/condamesh/store"
 )
@@ -153,6 +154,22 @@ func Run(t *testing.T, threshold int64, open Opener) {
 			if !bytes.Equal(got, data) {
 				t.Fatalf("blob of %d bytes reads back different bytes", len(data))
 			}
+		}
+	})
+
+	t.Run("ReaderErrorStoresNothing", func(t *testing.T) {
+		// A body that breaks off (a truncated HTTP response reports
+		// io.ErrUnexpectedEOF) is an error, not the end of the blob.
+		s := open(t)
+		defer s.Close()
+		for _, n := range sizes {
+			r := io.MultiReader(bytes.NewReader(randBytes(n)), iotest.ErrReader(io.ErrUnexpectedEOF))
+			if _, err := s.Put(ctx, r, store.PutOptions{Absent: true}); !errors.Is(err, io.ErrUnexpectedEOF) {
+				t.Fatalf("put of %d bytes then a read error: err=%v", n, err)
+			}
+		}
+		if c := count(t, s); c != 0 {
+			t.Fatalf("%d blobs visible after broken bodies", c)
 		}
 	})
 
