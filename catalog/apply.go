@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	v1 "github.com/condamesh/condamesh/gen/condamesh/v1"
@@ -30,7 +31,7 @@ func (c *Catalog) Apply(ctx context.Context, index uint64, cmd *v1.Command) (*Re
 		return &Result{}, nil
 	}
 	b := c.st.NewBatch()
-	a := &applier{ctx: ctx, b: b, now: time.Unix(0, cmd.GetTimeUnixNano()).UTC(), changed: map[string]bool{}}
+	a := &applier{ctx: ctx, b: b, now: time.Unix(0, cmd.GetTimeUnixNano()).UTC(), changed: map[string]bool{}, bumped: map[string]bool{}}
 	res, opErr := a.apply(cmd)
 	if opErr != nil {
 		// Record the index alone, so a replay skips this entry too.
@@ -56,6 +57,7 @@ type applier struct {
 	b       *store.Batch
 	now     time.Time
 	changed map[string]bool // channels whose published indexes may change
+	bumped  map[string]bool // generation keys already bumped by this command
 }
 
 // errMissing reports a command without the message its operation needs.
@@ -131,14 +133,25 @@ func (a *applier) bump(key []byte) error {
 	return a.b.Set(key, putU64(u64(v)+1))
 }
 
+// touch records a change to a channel (and one of its subdirs): the
+// generations are bumped once per command, however many versions it
+// changes, since readers only compare them.
 func (a *applier) touch(ch, subdir string) error {
 	a.changed[ChannelKey(ch)] = true
+	keys := [2][]byte{kChGen(ch)}
 	if subdir != "" {
-		if err := a.bump(kGen(ch, subdir)); err != nil {
+		keys[1] = kGen(ch, subdir)
+	}
+	for _, k := range keys {
+		if k == nil || a.bumped[string(k)] {
+			continue
+		}
+		a.bumped[string(k)] = true
+		if err := a.bump(k); err != nil {
 			return err
 		}
 	}
-	return a.bump(kChGen(ch))
+	return nil
 }
 
 func (a *applier) createChannel(op *v1.CreateChannelOp) error {
@@ -208,6 +221,8 @@ func (a *applier) deleteChannel(op *v1.DeleteChannelOp) error {
 func (a *applier) putVersions(op *v1.PutVersionsOp) error {
 	sizes := map[string]int64{} // channel -> delta
 	chans := map[string]*v1.Channel{}
+	pkgs := map[string]*v1.Package{} // package key -> record, written once at the end
+	var pkgOrder []string
 	for _, v := range op.GetVersions() {
 		if v.GetChannel() == "" || v.GetPlatform() == "" || v.GetFilename() == "" || v.GetPackage() == "" {
 			return fmt.Errorf("%w: package version lacks channel, platform, filename or package", ErrInvalid)
@@ -242,10 +257,22 @@ func (a *applier) putVersions(op *v1.PutVersionsOp) error {
 		if err := a.put(kVersion(ch.Name, v.Platform, v.Filename), nv); err != nil {
 			return err
 		}
-		if err := a.ensurePackage(ch.Name, v, op.GetOwnerId()); err != nil {
+		pk := string(kPackage(ch.Name, v.Package))
+		p := pkgs[pk]
+		if p == nil {
+			if p, err = a.loadPackage(ch.Name, v.Package, op.GetOwnerId()); err != nil {
+				return err
+			}
+			pkgs[pk] = p
+			pkgOrder = append(pkgOrder, pk)
+		}
+		addToPackage(p, v)
+		if err := a.touch(ch.Name, v.Platform); err != nil {
 			return err
 		}
-		if err := a.touch(ch.Name, v.Platform); err != nil {
+	}
+	for _, pk := range pkgOrder {
+		if err := a.put([]byte(pk), pkgs[pk]); err != nil {
 			return err
 		}
 	}
@@ -261,30 +288,32 @@ func (a *applier) putVersions(op *v1.PutVersionsOp) error {
 	return nil
 }
 
-func (a *applier) ensurePackage(ch string, v *v1.PackageVersion, owner string) error {
+// loadPackage returns a channel's package record, a new one (with the
+// uploader as its owner) if the channel has none.
+func (a *applier) loadPackage(ch, name, owner string) (*v1.Package, error) {
 	var p v1.Package
-	err := a.get(kPackage(ch, v.Package), &p)
+	err := a.get(kPackage(ch, name), &p)
 	if errors.Is(err, ErrNotFound) {
-		p = v1.Package{Channel: ch, Name: v.Package, CreatedUnix: a.now.Unix()}
+		p = v1.Package{Channel: ch, Name: name, CreatedUnix: a.now.Unix()}
 		if owner != "" {
-			if err := a.put(kPkgMember(ch, v.Package, owner), &v1.Member{Channel: ch, Package: v.Package, UserId: owner, Role: "owner"}); err != nil {
-				return err
+			if err := a.put(kPkgMember(ch, name, owner), &v1.Member{Channel: ch, Package: name, UserId: owner, Role: "owner"}); err != nil {
+				return nil, err
 			}
 		}
 	} else if err != nil {
-		return err
+		return nil, err
 	}
-	found := false
-	for _, pl := range p.Platforms {
-		found = found || pl == v.Platform
-	}
-	if !found {
+	return &p, nil
+}
+
+// addToPackage records a version's platform and about data on its package.
+func addToPackage(p *v1.Package, v *v1.PackageVersion) {
+	if !slices.Contains(p.Platforms, v.Platform) {
 		p.Platforms = append(p.Platforms, v.Platform)
 	}
 	if len(v.AboutJson) > 0 {
 		p.Summary, p.Description, p.Url = aboutFields(v.AboutJson)
 	}
-	return a.put(kPackage(ch, v.Package), &p)
 }
 
 func (a *applier) deleteVersion(op *v1.DeleteVersionOp) error {

@@ -110,3 +110,55 @@ func TestInvalidateAfterRestore(t *testing.T) {
 		t.Fatalf("after Invalidate: ttl %d, want 30", ch.Ttl)
 	}
 }
+
+// TestPutVersionsPackages: one command publishing several versions of a
+// package over two platforms leaves one package record with both
+// platforms and the last about data, one owner, and new generations for
+// the channel and each subdir it touched (and only those).
+func TestPutVersionsPackages(t *testing.T) {
+	ctx := context.Background()
+	r := newRig(t)
+	r.apply(t, &v1.Command{Op: &v1.Command_CreateChannel{CreateChannel: &v1.CreateChannelOp{Channel: &v1.Channel{Name: "c"}}}})
+	gen := func(sd string) uint64 {
+		var g uint64
+		var err error
+		if sd == "" {
+			g, err = r.cat.ChannelGeneration(ctx, "c")
+		} else {
+			g, err = r.cat.Generation(ctx, "c", sd)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		return g
+	}
+	before := map[string]uint64{"": gen(""), "linux-64": gen("linux-64"), "osx-64": gen("osx-64"), "noarch": gen("noarch")}
+	ver := func(platform, fn, about string) *v1.PackageVersion {
+		v := &v1.PackageVersion{Channel: "c", Package: "pkg", Platform: platform, Filename: fn, Sha256: "00", Size: 10}
+		if about != "" {
+			v.AboutJson = []byte(`{"summary":"` + about + `"}`)
+		}
+		return v
+	}
+	r.apply(t, &v1.Command{Op: &v1.Command_PutVersions{PutVersions: &v1.PutVersionsOp{OwnerId: "u1", Versions: []*v1.PackageVersion{
+		ver("linux-64", "pkg-1-0.conda", "first"), ver("osx-64", "pkg-1-0.conda", ""), ver("linux-64", "pkg-2-0.conda", "last"),
+	}}}})
+	p, err := r.cat.Package(ctx, "c", "pkg")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(p.Platforms) != 2 || p.Platforms[0] != "linux-64" || p.Platforms[1] != "osx-64" || p.Summary != "last" {
+		t.Fatalf("package record: %+v", p)
+	}
+	if ms, err := r.cat.Members(ctx, "c", "pkg"); err != nil || len(ms) != 1 || ms[0].UserId != "u1" || ms[0].Role != "owner" {
+		t.Fatalf("members: %v %+v", err, ms)
+	}
+	for sd, was := range before {
+		if changed := gen(sd) != was; changed != (sd != "noarch") {
+			t.Errorf("generation of %q: %d -> %d", sd, was, gen(sd))
+		}
+	}
+	if ch, err := r.cat.Channel(ctx, "c"); err != nil || ch.Size != 30 {
+		t.Fatalf("channel size: %v %+v", err, ch)
+	}
+}
