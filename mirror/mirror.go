@@ -32,6 +32,7 @@ import (
 	"github.com/condamesh/condamesh/store"
 	"github.com/condamesh/condamesh/upstream"
 	"github.com/ipfs/go-cid"
+	"golang.org/x/sync/errgroup"
 )
 
 // ErrNotMirror is returned for a channel that is not a mirror channel.
@@ -149,47 +150,33 @@ func (s *Syncer) Sync(ctx context.Context, channel, owner string, mode Mode) err
 	if err != nil {
 		return err
 	}
+	// The subdirs are planned side by side (fetching and parsing their
+	// repodata is most of planning), and merged in order.
+	plans := make([]subdirPlan, len(subdirs))
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(4)
+	for i, sd := range subdirs {
+		g.Go(func() (err error) {
+			plans[i], err = s.planSubdir(gctx, ch, sd, auth)
+			return err
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return err
+	}
 	var cands []candidate
 	var prog jobs.Progress
 	upstreamFiles := map[string]map[string]bool{}
-	for _, sd := range subdirs {
-		doc, err := s.repodata(ctx, ch, sd, auth)
-		if errors.Is(err, upstream.ErrNotFound) {
-			continue
+	for i, pl := range plans {
+		prog.Errors = append(prog.Errors, pl.errors...)
+		if pl.files != nil {
+			upstreamFiles[subdirs[i]] = pl.files
 		}
-		if err != nil {
-			if errors.Is(err, conda.ErrBadRepodata) || errors.Is(err, store.ErrTooLarge) {
-				prog.Errors = append(prog.Errors, fmt.Sprintf("%s: %v", sd, err))
-				continue
-			}
-			return err
-		}
-		upstreamFiles[sd] = map[string]bool{}
-		local, err := s.cat.SubdirVersions(ctx, ch.Name, sd)
-		if err != nil {
-			return err
-		}
-		have := map[string]*v1.PackageVersion{}
-		for _, v := range local {
-			have[v.Filename] = v
-		}
-		for _, r := range doc.Records() {
-			if !selected(ch.GetMetadata(), r.Filename) {
-				continue
-			}
-			upstreamFiles[sd][r.Filename] = true
-			c, err := newCandidate(sd, r)
-			if err != nil {
-				prog.Errors = append(prog.Errors, fmt.Sprintf("%s/%s: %v", sd, r.Filename, err))
-				continue
-			}
-			if upToDate(have[r.Filename], c) {
-				continue
-			}
-			cands = append(cands, c)
+		for _, c := range pl.cands {
 			prog.FilesTotal++
 			prog.BytesTotal += c.size
 		}
+		cands = append(cands, pl.cands...)
 	}
 	s.report(ctx, ch.Name, prog)
 	s.log.Info("mirror sync planned", "channel", ch.Name, "subdirs", len(subdirs), "files", prog.FilesTotal, "bytes", prog.BytesTotal, "took", time.Since(start))
@@ -209,6 +196,54 @@ func (s *Syncer) Sync(ctx context.Context, channel, owner string, mode Mode) err
 		s.log.Warn("mirror sync finished with errors", "channel", ch.Name, "errors", len(prog.Errors))
 	}
 	return nil
+}
+
+// subdirPlan is what one subdir of the upstream asks a sync to do.
+type subdirPlan struct {
+	cands  []candidate     // files to fetch: new or changed
+	files  map[string]bool // the selected upstream files; nil if the subdir was not read
+	errors []string        // what could not be planned (the sync goes on)
+}
+
+// planSubdir reads one upstream subdir's repodata and compares it with the
+// local one. A subdir the upstream does not have plans nothing.
+func (s *Syncer) planSubdir(ctx context.Context, ch *v1.Channel, sd, auth string) (subdirPlan, error) {
+	var pl subdirPlan
+	doc, err := s.repodata(ctx, ch, sd, auth)
+	if errors.Is(err, upstream.ErrNotFound) {
+		return pl, nil
+	}
+	if err != nil {
+		if errors.Is(err, conda.ErrBadRepodata) || errors.Is(err, store.ErrTooLarge) {
+			pl.errors = append(pl.errors, fmt.Sprintf("%s: %v", sd, err))
+			return pl, nil
+		}
+		return pl, err
+	}
+	local, err := s.cat.SubdirVersions(ctx, ch.Name, sd)
+	if err != nil {
+		return pl, err
+	}
+	have := make(map[string]*v1.PackageVersion, len(local))
+	for _, v := range local {
+		have[v.Filename] = v
+	}
+	pl.files = map[string]bool{}
+	for _, r := range doc.Records() {
+		if !selected(ch.GetMetadata(), r.Filename) {
+			continue
+		}
+		pl.files[r.Filename] = true
+		c, err := newCandidate(sd, r)
+		if err != nil {
+			pl.errors = append(pl.errors, fmt.Sprintf("%s/%s: %v", sd, r.Filename, err))
+			continue
+		}
+		if !upToDate(have[r.Filename], c) {
+			pl.cands = append(pl.cands, c)
+		}
+	}
+	return pl, nil
 }
 
 // subdirs reads the upstream channeldata.json; a missing or invalid one
