@@ -150,14 +150,24 @@ func (s *Syncer) Sync(ctx context.Context, channel, owner string, mode Mode) err
 	if err != nil {
 		return err
 	}
-	// The subdirs are planned side by side (fetching and parsing their
-	// repodata is most of planning), and merged in order.
+	// The repodata documents are fetched one after another, in subdir
+	// order as Quetz does, and each is parsed and compared (most of the
+	// work of planning) while the next ones are fetched. Should one not
+	// parse, the next document of that subdir is fetched after the others.
 	plans := make([]subdirPlan, len(subdirs))
+	names := repodataNames(ch)
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(4)
 	for i, sd := range subdirs {
+		body, rest, ferr := s.fetchRepodata(gctx, ch, sd, auth, names)
+		if ferr != nil && !errors.Is(ferr, upstream.ErrNotFound) && !errors.Is(ferr, store.ErrTooLarge) {
+			if werr := g.Wait(); werr != nil {
+				return werr // what stopped the fetches
+			}
+			return ferr
+		}
 		g.Go(func() (err error) {
-			plans[i], err = s.planSubdir(gctx, ch, sd, auth)
+			plans[i], err = s.planSubdir(gctx, ch, sd, auth, body, rest, ferr)
 			return err
 		})
 	}
@@ -205,11 +215,15 @@ type subdirPlan struct {
 	errors []string        // what could not be planned (the sync goes on)
 }
 
-// planSubdir reads one upstream subdir's repodata and compares it with the
-// local one. A subdir the upstream does not have plans nothing.
-func (s *Syncer) planSubdir(ctx context.Context, ch *v1.Channel, sd, auth string) (subdirPlan, error) {
+// planSubdir parses one upstream subdir's fetched repodata (body, or the
+// error fetching it) and compares it with the local one. A subdir the
+// upstream does not have plans nothing.
+func (s *Syncer) planSubdir(ctx context.Context, ch *v1.Channel, sd, auth string, body []byte, rest []string, err error) (subdirPlan, error) {
 	var pl subdirPlan
-	doc, err := s.repodata(ctx, ch, sd, auth)
+	var doc *conda.RepodataDoc
+	if err == nil {
+		doc, err = s.parseRepodata(ctx, ch, sd, auth, body, rest)
+	}
 	if errors.Is(err, upstream.ErrNotFound) {
 		return pl, nil
 	}
@@ -271,30 +285,47 @@ func (s *Syncer) subdirs(ctx context.Context, ch *v1.Channel, auth string) ([]st
 	return out, nil
 }
 
-// repodata fetches and parses one subdir's repodata.
-func (s *Syncer) repodata(ctx context.Context, ch *v1.Channel, sd, auth string) (*conda.RepodataDoc, error) {
-	names := []string{"repodata.json"}
+// repodataNames lists the documents a subdir's records may come from, in
+// the order they are tried.
+func repodataNames(ch *v1.Channel) []string {
 	if ch.GetMetadata().GetPreferRepodataFromPackages() {
-		names = []string{"repodata_from_packages.json", "repodata.json"}
+		return []string{"repodata_from_packages.json", "repodata.json"}
 	}
+	return []string{"repodata.json"}
+}
+
+// fetchRepodata fetches the first of names the upstream has for subdir
+// sd, and returns it with the names after it.
+func (s *Syncer) fetchRepodata(ctx context.Context, ch *v1.Channel, sd, auth string, names []string) ([]byte, []string, error) {
 	var lastErr error
-	for _, name := range names {
+	for i, name := range names {
 		body, err := s.get(ctx, upstream.Join(ch.MirrorChannelUrl, sd+"/"+name), auth, s.cfg.MaxIndexSize)
-		if err != nil {
-			lastErr = err
-			if errors.Is(err, upstream.ErrNotFound) {
-				continue
-			}
-			return nil, err
-		}
-		doc, err := conda.ParseRepodata(body)
-		if err != nil {
+		if errors.Is(err, upstream.ErrNotFound) {
 			lastErr = err
 			continue
 		}
-		return doc, nil
+		return body, names[i+1:], err
 	}
-	return nil, lastErr
+	return nil, nil, lastErr
+}
+
+// parseRepodata parses a fetched repodata document; one that does not
+// parse gives way to the next of rest the upstream has.
+func (s *Syncer) parseRepodata(ctx context.Context, ch *v1.Channel, sd, auth string, body []byte, rest []string) (*conda.RepodataDoc, error) {
+	for {
+		doc, err := conda.ParseRepodata(body)
+		if err == nil || len(rest) == 0 {
+			return doc, err
+		}
+		next, more, ferr := s.fetchRepodata(ctx, ch, sd, auth, rest)
+		if ferr != nil {
+			if errors.Is(ferr, upstream.ErrNotFound) {
+				return nil, err
+			}
+			return nil, ferr
+		}
+		body, rest = next, more
+	}
 }
 
 func (s *Syncer) get(ctx context.Context, url, auth string, limit int64) ([]byte, error) {
