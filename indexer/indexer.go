@@ -49,6 +49,7 @@ type Indexer struct {
 
 	mu      sync.Mutex
 	dirty   map[string]bool
+	held    map[string]int // channel key -> holders (see Hold)
 	wake    chan struct{}
 	chLocks sync.Map // channel key -> *sync.Mutex
 	builds  atomic.Uint64
@@ -77,9 +78,38 @@ func New(cat *catalog.Catalog, st *store.Store, logger *slog.Logger) *Indexer {
 		logger = slog.Default()
 	}
 	return &Indexer{
-		cat: cat, st: st, log: logger.With("component", "indexer"), dirty: map[string]bool{}, wake: make(chan struct{}, 1),
+		cat: cat, st: st, log: logger.With("component", "indexer"), dirty: map[string]bool{}, held: map[string]int{}, wake: make(chan struct{}, 1),
 		seq: map[string]uint64{}, done: map[string]uint64{}, cache: map[string]Published{},
 	}
+}
+
+// Hold spaces the background rebuilds of a channel by maxCooldown until
+// release is called, which asks for one rebuild at once. A mirror sync
+// holds its channel, so that the batches it publishes do not each rebuild
+// large indexes while its downloads need the CPU. Readers are never held:
+// WaitFresh reconciles a stale channel itself.
+func (ix *Indexer) Hold(channel string) (release func()) {
+	key := catalog.ChannelKey(channel)
+	ix.mu.Lock()
+	ix.held[key]++
+	ix.mu.Unlock()
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			ix.mu.Lock()
+			if ix.held[key]--; ix.held[key] <= 0 {
+				delete(ix.held, key)
+			}
+			ix.mu.Unlock()
+			ix.Notify(channel)
+		})
+	}
+}
+
+func (ix *Indexer) isHeld(key string) bool {
+	ix.mu.Lock()
+	defer ix.mu.Unlock()
+	return ix.held[key] > 0
 }
 
 // Notify marks a channel for regeneration. It never blocks.
@@ -129,6 +159,16 @@ func (ix *Indexer) Run(ctx context.Context) error {
 	// the CPU to the work producing the changes. Readers never wait for the
 	// cooldown: WaitFresh reconciles a stale channel itself.
 	notBefore := map[string]time.Time{} // channel -> earliest next rebuild
+	builtAt := map[string]time.Time{}   // channel -> end of its last rebuild here
+	// due is when a channel may be rebuilt: after its cooldown, and a
+	// held channel maxCooldown after its last rebuild.
+	due := func(ch string) time.Time {
+		nb := notBefore[ch]
+		if at, ok := builtAt[ch]; ok && ix.isHeld(ch) && at.Add(maxCooldown).After(nb) {
+			nb = at.Add(maxCooldown)
+		}
+		return nb
+	}
 	deferred := map[string]bool{}
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
@@ -155,7 +195,7 @@ func (ix *Indexer) Run(ctx context.Context) error {
 		sort.Strings(names)
 		now := time.Now()
 		for _, ch := range names {
-			if nb, ok := notBefore[ch]; ok && now.Before(nb) {
+			if now.Before(due(ch)) {
 				deferred[ch] = true
 				continue
 			}
@@ -165,15 +205,21 @@ func (ix *Indexer) Run(ctx context.Context) error {
 			}
 			end := time.Now()
 			notBefore[ch] = end.Add(min(4*end.Sub(start), maxCooldown))
+			builtAt[ch] = end
 		}
 		for ch, nb := range notBefore {
 			if now.After(nb) && !deferred[ch] {
-				delete(notBefore, ch) // keep the map to the channels still changing
+				delete(notBefore, ch) // keep the maps to the channels still changing
+			}
+		}
+		for ch, at := range builtAt {
+			if now.Sub(at) > maxCooldown && !deferred[ch] {
+				delete(builtAt, ch)
 			}
 		}
 		var next time.Time
 		for ch := range deferred {
-			if nb := notBefore[ch]; next.IsZero() || nb.Before(next) {
+			if nb := due(ch); next.IsZero() || nb.Before(next) {
 				next = nb
 			}
 		}

@@ -285,3 +285,79 @@ func TestBusyChannelRebuildsAreSpaced(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestHeldChannelWaitsForRelease: the background loop leaves a held
+// channel's changes to its release (while it keeps rebuilding other
+// channels), a reader still gets fresh indexes at once, and release
+// rebuilds the channel.
+func TestHeldChannelWaitsForRelease(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	r := newRig(t)
+	r.cat = catalog.New(r.st, func(ch string) { r.ix.Notify(ch) })
+	r.ix = indexer.New(r.cat, r.st, testlog.New(t, slog.LevelWarn))
+	for _, ch := range []string{"c", "d"} {
+		r.apply(t, &v1.Command{Op: &v1.Command_CreateChannel{CreateChannel: &v1.CreateChannelOp{Channel: &v1.Channel{Name: ch}}}})
+	}
+	done := make(chan error, 1)
+	go func() { done <- r.ix.Run(ctx) }()
+	fresh := func(ch string) bool {
+		ok, err := r.ix.Fresh(ctx, ch, "linux-64")
+		return err == nil && ok
+	}
+	waitTrue := func(what string, cond func() bool) {
+		t.Helper()
+		deadline := time.Now().Add(30 * time.Second)
+		for !cond() {
+			if time.Now().After(deadline) {
+				t.Fatalf("timed out waiting for %s", what)
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+	repodata := func() string {
+		t.Helper()
+		p, err := r.ix.File(ctx, "c", "linux-64/repodata.json")
+		if err != nil {
+			t.Fatal(err)
+		}
+		data, err := r.st.ReadAll(ctx, p.CID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(data)
+	}
+	r.apply(t, put(version("early", "linux-64")))
+	waitTrue("c built before the hold", func() bool { return fresh("c") })
+
+	release := r.ix.Hold("C") // channel names are case-insensitive
+	start := time.Now()
+	r.apply(t, put(version("held", "linux-64")))
+	// Keep the loop busy with d well past c's ordinary cooldown (four
+	// build times; a build of these channels is a few milliseconds): d's
+	// changes come after c's, so the loop has seen c's change each time d
+	// is rebuilt, and left it.
+	for i := 0; i < 5 || time.Since(start) < 300*time.Millisecond; i++ {
+		other := version(fmt.Sprintf("other%d", i), "linux-64")
+		other.Channel = "d"
+		r.apply(t, put(other))
+		waitTrue("d rebuilt", func() bool { return fresh("d") })
+	}
+	if fresh("c") {
+		t.Fatal("a held channel was rebuilt in the background")
+	}
+	if err := r.ix.WaitFresh(ctx, "c", "linux-64"); err != nil || !strings.Contains(repodata(), "held-1.0-0.conda") {
+		t.Fatalf("a reader of a held channel got stale indexes: %v", err)
+	}
+	r.apply(t, put(version("last", "linux-64")))
+	release()
+	release() // a second call changes nothing
+	waitTrue("c rebuilt on release", func() bool { return fresh("c") })
+	if !strings.Contains(repodata(), "last-1.0-0.conda") {
+		t.Fatal("the rebuild on release lacks the last change")
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+}

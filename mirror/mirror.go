@@ -74,7 +74,11 @@ type Config struct {
 	MaxIndexSize int64
 	// OnProgress, if set, sees every progress report of a sync.
 	OnProgress func(channel string, p jobs.Progress)
-	Logger     *slog.Logger
+	// Hold, if set, is called when a sync starts, and what it returns when
+	// the sync ends: the indexer spaces the rebuilds of a channel being
+	// synchronised (indexer.Indexer.Hold).
+	Hold   func(channel string) (release func())
+	Logger *slog.Logger
 }
 
 // Syncer runs mirror synchronisations.
@@ -143,6 +147,9 @@ func (s *Syncer) Sync(ctx context.Context, channel, owner string, mode Mode) err
 	}
 	if ch.MirrorChannelUrl == "" || ch.MirrorMode != "mirror" {
 		return fmt.Errorf("%w: %s", ErrNotMirror, channel)
+	}
+	if s.cfg.Hold != nil {
+		defer s.cfg.Hold(ch.Name)()
 	}
 	start := time.Now()
 	auth := ch.GetMetadata().GetUpstreamAuthorization()

@@ -212,7 +212,7 @@ func New(ctx context.Context, cfg Config) (n *Node, err error) {
 	n.prom = metrics.NewProm(n.storeSize)
 	n.up = upstream.New(upstream.Config{Logger: n.log, Observe: func(o string) { n.prom.Upstream.WithLabelValues(o).Inc() }})
 	n.proxy = proxy.New(proxy.Config{Logger: n.log}, n.cat, n.st, n.cl, n.up)
-	n.mirror = mirror.New(mirror.Config{Logger: n.log, OnProgress: func(ch string, p jobs.Progress) {
+	n.mirror = mirror.New(mirror.Config{Logger: n.log, Hold: n.idx.Hold, OnProgress: func(ch string, p jobs.Progress) {
 		n.prom.SyncFiles.WithLabelValues(ch, "done").Set(float64(p.FilesDone))
 		n.prom.SyncFiles.WithLabelValues(ch, "total").Set(float64(p.FilesTotal))
 		n.prom.SyncFiles.WithLabelValues(ch, "errors").Set(float64(len(p.Errors)))
