@@ -478,9 +478,10 @@ func (s *Syncer) download(ctx context.Context, ch *v1.Channel, owner, auth strin
 			if err == nil && len(vers) > 0 && ctx.Err() == nil {
 				start := time.Now()
 				if err = s.blobs.Sync(ctx); err == nil {
-					synced := time.Since(start)
 					_, err = s.prop.Propose(ctx, &v1.Command{Op: &v1.Command_PutVersions{PutVersions: &v1.PutVersionsOp{Versions: vers, Force: true, OwnerId: owner}}})
-					s.log.Info("mirror batch published", "channel", ch.Name, "files", len(vers), "blob_sync", synced, "took", time.Since(start), "err", err)
+				}
+				if err == nil {
+					s.log.Info("mirror batch published", "channel", ch.Name, "files", len(vers), "took", time.Since(start))
 				}
 			}
 			if last {
