@@ -40,6 +40,7 @@ func BenchmarkMirrorSync(b *testing.B) {
 		// Figures are over all b.N rounds (sums, so a ratio is of total
 		// times); each round is logged too, since one round is noisy here.
 		var curlSum, syncSum, resyncSum time.Duration
+		var rssMax float64
 		for i := range b.N {
 			start := time.Now()
 			out, err := exec.Command("curl", "--silent", "--fail", "--parallel", "--parallel-max", "8", "--config", list).CombinedOutput()
@@ -72,9 +73,11 @@ func BenchmarkMirrorSync(b *testing.B) {
 			decodeJSON(b, s.mustDo(200, "PUT", "/api/channels/m/actions", `{"action":"synchronize_repodata"}`), &j)
 			s.waitJob(j.ID, time.Minute)
 			resync := time.Since(start)
+			rss := rssPeak(b, s.cmd.Process.Pid)
 			s.stop()
-			b.Logf("round %d: curl %v, sync %v (%.2fx), no-change re-sync %v", i+1, curlTime.Round(time.Millisecond), syncTime.Round(time.Millisecond),
-				curlTime.Seconds()/syncTime.Seconds(), resync.Round(time.Millisecond))
+			b.Logf("round %d: curl %v, sync %v (%.2fx), no-change re-sync %v, server peak RSS %.0f MiB", i+1, curlTime.Round(time.Millisecond), syncTime.Round(time.Millisecond),
+				curlTime.Seconds()/syncTime.Seconds(), resync.Round(time.Millisecond), rss)
+			rssMax = max(rssMax, rss)
 			curlSum += curlTime
 			syncSum += syncTime
 			resyncSum += resync
@@ -85,6 +88,7 @@ func BenchmarkMirrorSync(b *testing.B) {
 		b.ReportMetric(float64(total)*n/1e6/syncSum.Seconds(), "condamesh-MB/s")
 		b.ReportMetric(curlSum.Seconds()/syncSum.Seconds(), "ratio-to-curl")
 		b.ReportMetric(float64(resyncSum.Milliseconds())/n, "no-change-resync-ms")
+		b.ReportMetric(rssMax, "peak-RSS-MiB")
 	})
 }
 

@@ -41,6 +41,12 @@ type Config struct {
 	// the metadata of a large channel stay in memory, and the process stays
 	// well under the memory target.
 	CacheSize int64
+	// MemTableSize is Pebble's memtable. Default 32 MiB: a mirror sync
+	// writes thousands of small blobs and their records in a burst, and
+	// Pebble's 4 MiB default flushed and compacted several times during
+	// one (BenchmarkMirrorSync: 0.71x -> 0.82x curl), with no change to
+	// the server's peak memory there (its Go heap is the peak).
+	MemTableSize int64
 	// Logger receives the store's logs; nil means slog.Default().
 	Logger *slog.Logger
 }
@@ -56,6 +62,9 @@ func (c *Config) Validate() error {
 	if c.CacheSize < 0 {
 		return errors.New("store: config: CacheSize must be >= 0")
 	}
+	if c.MemTableSize < 0 || c.MemTableSize >= 4<<30 {
+		return errors.New("store: config: MemTableSize must be >= 0 and below 4 GiB")
+	}
 	return nil
 }
 
@@ -68,6 +77,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.CacheSize == 0 {
 		c.CacheSize = 64 << 20
+	}
+	if c.MemTableSize == 0 {
+		c.MemTableSize = 32 << 20
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
@@ -104,7 +116,7 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 			return nil, fmt.Errorf("store: create %s: %w", d, err)
 		}
 	}
-	opts := &pebble.Options{FS: s.fs, Logger: pebbleLogger{s.log}, CacheSize: cfg.CacheSize}
+	opts := &pebble.Options{FS: s.fs, Logger: pebbleLogger{s.log}, CacheSize: cfg.CacheSize, MemTableSize: uint64(cfg.MemTableSize)}
 	// Bloom filters on every level: most lookups of blob keys (CIDs, random
 	// by nature) are for keys that are absent ("do we have it yet?"), and
 	// without filters each one reads index and data blocks of every

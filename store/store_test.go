@@ -95,3 +95,25 @@ func TestRecoverAfterCrash(t *testing.T) {
 		t.Fatalf("temp files left: %d", len(left))
 	}
 }
+
+// TestOpenRefusesBadConfig: a configuration that cannot work is refused
+// before anything is created.
+func TestOpenRefusesBadConfig(t *testing.T) {
+	for name, cfg := range map[string]store.Config{
+		"no dir":             {},
+		"negative inline":    {Dir: "/d", InlineThreshold: -1},
+		"negative cache":     {Dir: "/d", CacheSize: -1},
+		"negative memtable":  {Dir: "/d", MemTableSize: -1},
+		"memtable too large": {Dir: "/d", MemTableSize: 4 << 30},
+	} {
+		fs := vfs.NewMem()
+		cfg.FS = fs
+		if s, err := store.Open(context.Background(), cfg); err == nil {
+			s.Close()
+			t.Errorf("%s: opened", name)
+		}
+		if ls, _ := fs.List("/"); len(ls) != 0 {
+			t.Errorf("%s: created %v", name, ls)
+		}
+	}
+}
