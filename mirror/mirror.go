@@ -478,7 +478,7 @@ func (s *Syncer) download(ctx context.Context, ch *v1.Channel, owner, auth strin
 			if err == nil && len(vers) > 0 && ctx.Err() == nil {
 				start := time.Now()
 				if err = s.blobs.Sync(ctx); err == nil {
-					_, err = s.prop.Propose(ctx, &v1.Command{Op: &v1.Command_PutVersions{PutVersions: &v1.PutVersionsOp{Versions: vers, Force: true, OwnerId: owner}}})
+					err = s.propose(ctx, vers, owner)
 				}
 				if err == nil {
 					s.log.Info("mirror batch published", "channel", ch.Name, "files", len(vers), "took", time.Since(start))
@@ -558,6 +558,26 @@ func (s *Syncer) download(ctx context.Context, ch *v1.Channel, owner, auth strin
 		return err
 	}
 	return ctx.Err()
+}
+
+// proposeChunk is the most versions one PutVersions command carries.
+const proposeChunk = 2500
+
+// propose publishes versions in commands of at most proposeChunk versions,
+// proposed together: Raft then writes one to its log while its state
+// machine applies the one before.
+func (s *Syncer) propose(ctx context.Context, vers []*v1.PackageVersion, owner string) error {
+	var g errgroup.Group
+	for len(vers) > 0 {
+		n := min(len(vers), proposeChunk)
+		chunk := vers[:n]
+		vers = vers[n:]
+		g.Go(func() error {
+			_, err := s.prop.Propose(ctx, &v1.Command{Op: &v1.Command_PutVersions{PutVersions: &v1.PutVersionsOp{Versions: chunk, Force: true, OwnerId: owner}}})
+			return err
+		})
+	}
+	return g.Wait()
 }
 
 // cid checks the candidate's filename and returns its content ID.
