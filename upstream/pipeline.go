@@ -60,7 +60,8 @@ const (
 // §9.3.2; apt fetches the same way). Per file this saves a round trip and
 // a system call on both ends, which is most of the cost of a small file.
 //
-// Responses are read in order with net/http's parser; a connection that
+// Responses are read in order (plain ones by a lean reader, the rest with
+// net/http's parser); a connection that
 // closes with requests unanswered (keepalive_requests reached, a reset)
 // is replaced and the unanswered requests are sent again. An upstream
 // that answers at most one request per connection turns pipelining off
@@ -246,15 +247,15 @@ func (p *pipeline) serve(ctx context.Context, conn net.Conn, retry []*Item) (lef
 		}
 		it := pending[0]
 		dc.headLeft = maxResponseHead
-		resp, err := http.ReadResponse(br, nil)
+		resp, err := readResponse(br)
 		dc.headLeft = -1
-		if err != nil || resp.StatusCode < 200 {
+		if err != nil || resp.status < 200 {
 			return broken()
 		}
 		pending = pending[1:]
 		answered++
-		if resp.StatusCode == http.StatusOK {
-			if err := p.m.Handle(ctx, it, resp.Body); err != nil {
+		if resp.status == http.StatusOK {
+			if err := p.m.Handle(ctx, it, resp.body); err != nil {
 				p.m.Fallback(it)
 			} else if p.c.cfg.Observe != nil {
 				p.c.cfg.Observe("ok")
@@ -262,10 +263,10 @@ func (p *pipeline) serve(ctx context.Context, conn net.Conn, retry []*Item) (lef
 		} else {
 			p.m.Fallback(it)
 		}
-		if n, err := io.Copy(io.Discard, io.LimitReader(resp.Body, maxDrain+1)); err != nil || n > maxDrain {
+		if n, err := io.Copy(io.Discard, io.LimitReader(resp.body, maxDrain+1)); err != nil || n > maxDrain {
 			return broken()
 		}
-		if resp.Close { // the upstream ends the connection: send the rest again
+		if resp.close { // the upstream ends the connection: send the rest again
 			return append(retry, pending...), answered, sent, true
 		}
 	}
