@@ -2,6 +2,7 @@ package hotpath
 
 import (
 	"bytes"
+	"github.com/condamesh/condamesh/internal/httpsyntax"
 	"net/http"
 	"net/textproto"
 	"net/url"
@@ -93,11 +94,11 @@ func parseRequest(head []byte, r *request) bool {
 		var l string
 		l, rest, _ = strings.Cut(rest, "\r\n")
 		name, value, ok := strings.Cut(l, ":")
-		if !ok || len(name) == 0 || !validToken(name) {
+		if !ok || !httpsyntax.Token(name) {
 			return false // also refuses obs-fold (a leading space)
 		}
 		value = strings.Trim(value, " \t")
-		if !validValue(value) {
+		if !httpsyntax.FieldValue(value) {
 			return false
 		}
 		key, known := commonHeaders[name]
@@ -207,42 +208,6 @@ func validTarget(b string) bool {
 	}
 	return true
 }
-
-// validToken accepts an RFC 9110 token (a header field name).
-func validToken(b string) bool {
-	for i := 0; i < len(b); i++ {
-		c := b[i]
-		if c >= 0x80 || !tokenChar[c] {
-			return false
-		}
-	}
-	return true
-}
-
-// validValue accepts field content: visible characters, spaces and tabs.
-func validValue(b string) bool {
-	for i := 0; i < len(b); i++ {
-		c := b[i]
-		if (c < ' ' && c != '\t') || c == 0x7f {
-			return false
-		}
-	}
-	return true
-}
-
-var tokenChar = func() (t [128]bool) {
-	for c := '0'; c <= '9'; c++ {
-		t[c] = true
-	}
-	for c := 'a'; c <= 'z'; c++ {
-		t[c] = true
-		t[c-'a'+'A'] = true
-	}
-	for _, c := range "!#$%&'*+-.^_`|~" {
-		t[c] = true
-	}
-	return t
-}()
 
 // httpRequest fills c's reusable *http.Request for r, as net/http would
 // build it for the same head. The handler may not keep it after it

@@ -3,6 +3,7 @@ package upstream
 import (
 	"bufio"
 	"bytes"
+	"github.com/condamesh/condamesh/internal/httpsyntax"
 	"io"
 	"net/http"
 )
@@ -65,7 +66,7 @@ func readPlainHead(br *bufio.Reader) (status int, length int64, closeConn, ok bo
 		}
 		status = status*10 + int(c-'0')
 	}
-	if status < 200 || status > 599 || status == http.StatusNoContent || status == http.StatusNotModified || !plainValue(line[12:]) {
+	if status < 200 || status > 599 || status == http.StatusNoContent || status == http.StatusNotModified || !httpsyntax.FieldValue(line[12:]) {
 		return 0, 0, false, false
 	}
 	length = -1
@@ -73,11 +74,11 @@ func readPlainHead(br *bufio.Reader) (status int, length int64, closeConn, ok bo
 		e := bytes.Index(rest, []byte("\r\n"))
 		line, rest = rest[:e], rest[e+2:]
 		colon := bytes.IndexByte(line, ':')
-		if colon <= 0 || !token(line[:colon]) {
+		if colon <= 0 || !httpsyntax.Token(line[:colon]) {
 			return 0, 0, false, false
 		}
 		name, value := line[:colon], bytes.Trim(line[colon+1:], " \t")
-		if !plainValue(value) {
+		if !httpsyntax.FieldValue(value) {
 			return 0, 0, false, false
 		}
 		switch {
@@ -108,42 +109,6 @@ func readPlainHead(br *bufio.Reader) (status int, length int64, closeConn, ok bo
 	}
 	_, _ = br.Discard(len(head))
 	return status, length, closeConn, true
-}
-
-// token says whether b is a non-empty RFC 9110 token (a field name).
-func token(b []byte) bool {
-	if len(b) == 0 {
-		return false
-	}
-	for _, c := range b {
-		if c >= 0x80 || !tokenChar[c] {
-			return false
-		}
-	}
-	return true
-}
-
-var tokenChar = func() (t [128]bool) {
-	for c := '0'; c <= '9'; c++ {
-		t[c] = true
-	}
-	for c := 'a'; c <= 'z'; c++ {
-		t[c], t[c-'a'+'A'] = true, true
-	}
-	for _, c := range "!#$%&'*+-.^_`|~" {
-		t[c] = true
-	}
-	return t
-}()
-
-// plainValue says whether b holds only visible ASCII, spaces and tabs.
-func plainValue(b []byte) bool {
-	for _, c := range b {
-		if (c < ' ' && c != '\t') || c >= 0x7f {
-			return false
-		}
-	}
-	return true
 }
 
 // fixedBody reads the length bytes of a body; a connection that ends
