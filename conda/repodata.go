@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
 
 	"github.com/dsnet/compress/bzip2"
 	"github.com/klauspost/compress/zstd"
@@ -111,6 +112,12 @@ func uniqueRecords(recs []Record) []Record {
 
 func isConda(fn string) bool { return strings.HasSuffix(fn, ExtConda) }
 
+// zstdEncoders recycles encoders: one at the best level holds tens of
+// megabytes of match tables, and an index rebuild compresses several
+// documents and every shard. EncodeAll starts each frame afresh, so a
+// reused encoder gives the same bytes as a new one.
+var zstdEncoders = sync.Pool{New: func() any { return newZstdEncoder() }}
+
 // newZstdEncoder returns an encoder with the fixed settings used for all
 // output. The options are constant, so construction cannot fail.
 func newZstdEncoder() *zstd.Encoder {
@@ -128,8 +135,8 @@ func newZstdEncoder() *zstd.Encoder {
 // Zstd compresses b as a single zstd frame (with content size and
 // checksum) at a fixed level. The same input always gives the same bytes.
 func Zstd(b []byte) []byte {
-	enc := newZstdEncoder()
-	defer enc.Close()
+	enc := zstdEncoders.Get().(*zstd.Encoder)
+	defer zstdEncoders.Put(enc)
 	return enc.EncodeAll(b, nil)
 }
 
@@ -171,8 +178,8 @@ func Shards(subdir string, recs []Record) (index []byte, shards map[string][]byt
 	for _, r := range uniqueRecords(recs) {
 		byName[r.Name()] = append(byName[r.Name()], r)
 	}
-	enc := newZstdEncoder()
-	defer enc.Close()
+	enc := zstdEncoders.Get().(*zstd.Encoder)
+	defer zstdEncoders.Put(enc)
 	shards = make(map[string][]byte, len(byName))
 	digests := make(map[string]any, len(byName))
 	var raw []byte

@@ -538,3 +538,24 @@ func TestCompression(t *testing.T) {
 		t.Errorf("poor compression: %d -> zst %d, bz2 %d", len(in), len(z), len(bz))
 	}
 }
+
+// TestZstdEncoderReuse: a recycled encoder gives the bytes of a new one,
+// whatever it compressed before, and the frames decode to the input.
+func TestZstdEncoderReuse(t *testing.T) {
+	small := Repodata("noarch", synthRecords(20, "noarch"))
+	big := Repodata("linux-64", synthRecords(3000, "linux-64"))
+	fresh := newZstdEncoder()
+	defer fresh.Close()
+	want := fresh.EncodeAll(small, nil)
+	for range 3 {
+		_ = Zstd(big)
+		if got := Zstd(small); !bytes.Equal(got, want) {
+			t.Fatal("a recycled encoder gave other bytes than a new one")
+		}
+	}
+	dec, _ := zstd.NewReader(nil)
+	defer dec.Close()
+	if out, err := dec.DecodeAll(Zstd(big), nil); err != nil || !bytes.Equal(out, big) {
+		t.Fatalf("round trip: %v", err)
+	}
+}
