@@ -3,12 +3,15 @@
 // reads each subdir's repodata (the patched repodata.json, or Quetz's
 // preference repodata_from_packages.json when the channel asks), filters it
 // (includelist / excludelist), decides what is new or changed (sha256, then
-// md5, as Quetz), downloads concurrently with retries, verifies every file
-// against the upstream sha256 and size before it is published, and publishes
-// in batches of one Raft command each. A file that keeps failing is
-// recorded on the task and skipped; the sync goes on. Files already in the
-// blob store are never downloaded again, which makes an interrupted sync
-// resume where it stopped.
+// md5, as Quetz), downloads (pipelined on a few connections, with a
+// one-at-a-time fallback that retries), verifies every file against the
+// upstream sha256 and size before it is published, and publishes in
+// batches (every 10,000 files or 30 s, each as Raft commands of at most
+// 2,500 versions). A file that keeps failing is recorded on the task and
+// skipped; the sync goes on. Files already in the blob store are never
+// downloaded again, which makes an interrupted sync resume where it
+// stopped. While a sync runs, the indexer holds back rebuilding the
+// channel's indexes (readers still get fresh ones).
 package mirror
 
 import (

@@ -2,7 +2,10 @@
 // mirror channels: conditional requests, per-attempt timeouts, retries with
 // exponential backoff on transport errors and 429/5xx, credentials sent as
 // a header, and URLs redacted (tokens and passwords) wherever they are
-// logged or returned in an error.
+// logged or returned in an error. GetMany fetches the many files of a
+// mirror sync over pipelined HTTP/1.1 connections (pipeline.go), reading
+// plain answers with a lean head reader (head.go) and handing anything
+// unusual back to Get.
 package upstream
 
 import (
