@@ -57,6 +57,7 @@ type Blobs interface {
 	Put(ctx context.Context, r io.Reader, opt store.PutOptions) (store.BlobInfo, error)
 	Has(ctx context.Context, c cid.Cid) bool
 	ReadAll(ctx context.Context, c cid.Cid) ([]byte, error)
+	Open(ctx context.Context, c cid.Cid) (*store.Blob, error)
 }
 
 // Config configures a Proxy.
@@ -210,10 +211,18 @@ func (p *Proxy) get(ctx context.Context, ch *v1.Channel, path string, sink Sink)
 		}
 	}
 	// The function runs in the first caller's goroutine: only that
-	// caller's sink can stream; the others wait for the stored file.
+	// caller's sink can stream; the others wait for the stored file, which
+	// the download never holds back for the streaming client.
+	var st *stream
+	if sink != nil {
+		st = &stream{sink: sink}
+	}
 	v, err, _ := p.sf.Do(key(ch.Name, path), func() (any, error) {
-		return p.fetch(context.WithoutCancel(ctx), ch, path, nil, sink)
+		return p.fetch(context.WithoutCancel(ctx), ch, path, nil, st)
 	})
+	if st != nil && st.f != nil {
+		st.f.wait() // the sink's writer is the caller's until it returns
+	}
 	if err != nil {
 		return Result{}, err
 	}
@@ -316,7 +325,13 @@ func (p *Proxy) refreshAsync(ch *v1.Channel, path string) {
 // fetch gets path from the upstream (conditionally when cached is set),
 // stores it and records the entry. Missing derivable index variants are
 // built from the subdir's repodata.json.
-func (p *Proxy) fetch(ctx context.Context, ch *v1.Channel, path string, cached *v1.ProxyEntry, sink Sink) (Result, error) {
+// stream is a cold fetch's way to the client that caused it.
+type stream struct {
+	sink Sink
+	f    *follower // set once the sink began
+}
+
+func (p *Proxy) fetch(ctx context.Context, ch *v1.Channel, path string, cached *v1.ProxyEntry, st *stream) (Result, error) {
 	req := upstream.Request{URL: upstream.Join(ch.MirrorChannelUrl, path), Authorization: ch.GetMetadata().GetUpstreamAuthorization()}
 	if cached != nil && cached.Status == 200 && !strings.HasPrefix(cached.Etag, derivedPrefix) {
 		req.IfNoneMatch, req.IfModifiedSince = cached.Etag, cached.LastModified
@@ -357,14 +372,16 @@ func (p *Proxy) fetch(ctx context.Context, ch *v1.Channel, path string, cached *
 		}
 	}
 	body := &readTracker{r: resp.Body}
-	var tee *holdback
-	if sink != nil && opt.WantSizeSet && len(opt.WantSHA256) == sha256.Size {
+	var fol *follower
+	if st != nil && opt.WantSizeSet && len(opt.WantSHA256) == sha256.Size {
 		c, err := store.CIDFromSHA256(opt.WantSHA256)
 		if err == nil {
 			mod := lastModified(resp.LastModified, p.cfg.Now())
-			if w := sink.Begin(Result{CID: c, ModTime: mod, Immutable: true, Fetched: true}, opt.WantSize); w != nil {
-				tee = &holdback{w: w, size: opt.WantSize}
-				body.r = io.TeeReader(resp.Body, tee)
+			if w := st.sink.Begin(Result{CID: c, ModTime: mod, Immutable: true, Fetched: true}, opt.WantSize); w != nil {
+				fol = newFollower(w, opt.WantSize)
+				st.f = fol
+				defer fol.abort() // unless finished first
+				body.r = io.TeeReader(resp.Body, fol)
 			}
 		}
 	}
@@ -383,8 +400,21 @@ func (p *Proxy) fetch(ctx context.Context, ch *v1.Channel, path string, cached *
 	if err := p.record(ctx, e); err != nil {
 		return Result{}, err
 	}
-	if tee != nil {
-		tee.finish() // verified and stored: the last byte may go
+	if fol != nil {
+		fol.finish(func(off int64) (io.ReadCloser, error) { // verified and stored: the rest may go
+			b, err := p.blobs.Open(ctx, info.CID)
+			if err != nil {
+				return nil, err
+			}
+			if _, err := b.Content().Seek(off, io.SeekStart); err != nil {
+				b.Close()
+				return nil, err
+			}
+			return struct {
+				io.Reader
+				io.Closer
+			}{b.Content(), b}, nil
+		})
 	}
 	return Result{CID: info.CID, ModTime: modTime(e), Immutable: isImmutable(path)}, nil
 }
@@ -455,41 +485,6 @@ func fieldInt(v any) (int64, bool) {
 	}
 	return 0, false
 }
-
-// holdback passes a body of known size through to a client, all but its
-// last byte, which finish sends. It never fails the copy it is teed into: a
-// client that went away stops receiving, the download goes on.
-type holdback struct {
-	w      io.Writer
-	size   int64
-	seen   int64 // bytes passed on (or meant to be), the held-back one excluded
-	last   []byte
-	failed bool
-}
-
-func (h *holdback) Write(p []byte) (int, error) {
-	n := len(p)
-	if room := max(h.size-1-h.seen, 0); int64(len(p)) > room {
-		if h.last == nil {
-			h.last = []byte{p[room]} // the final byte (any more is a size mismatch)
-		}
-		p = p[:room]
-	}
-	h.seen += int64(len(p))
-	h.send(p)
-	return n, nil
-}
-
-func (h *holdback) send(p []byte) {
-	if h.failed || len(p) == 0 {
-		return
-	}
-	if _, err := h.w.Write(p); err != nil {
-		h.failed = true
-	}
-}
-
-func (h *holdback) finish() { h.send(h.last) }
 
 // readTracker remembers the error of the upstream body, to tell an
 // upstream failure from a local one.

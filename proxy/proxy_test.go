@@ -3,7 +3,9 @@ package proxy_test
 import (
 	"bytes"
 	"context"
+	"crypto/md5"
 	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -344,6 +346,71 @@ func TestColdPackageStreams(t *testing.T) {
 		}
 	})
 
+	t.Run("a slow client holds no one back", func(t *testing.T) {
+		// A client that takes nothing while a 6 MiB package downloads:
+		// the download and another client do not wait for it, and it gets
+		// every byte once it reads (the part beyond the follower's buffer
+		// from the stored file).
+		r := newRig(t)
+		const bigPath = "linux-64/big-1.0-0.tar.bz2"
+		big := make([]byte, 6<<20)
+		for i := range big {
+			big[i] = byte(i * 7919 >> 8)
+		}
+		sum, md := sha256.Sum256(big), md5.Sum(big)
+		info, _ := conda.ReadPackage(bytes.NewReader(r.pkg), int64(len(r.pkg)), "pkg-1.0-0.tar.bz2")
+		d, _ := conda.HashReader(bytes.NewReader(r.pkg))
+		recs := []conda.Record{conda.NewRecord(info, d), {Filename: "big-1.0-0.tar.bz2", Subdir: "linux-64", Fields: map[string]any{
+			"name": "big", "version": "1.0", "build": "0", "build_number": int64(0), "depends": []any{}, "subdir": "linux-64",
+			"sha256": hex.EncodeToString(sum[:]), "md5": hex.EncodeToString(md[:]), "size": int64(len(big))}}}
+		r.up.files["/c/linux-64/repodata.json"] = conda.Repodata("linux-64", recs)
+		r.up.files["/c/"+bigPath] = big
+		if _, _, err := r.get(t, "linux-64/repodata.json"); err != nil {
+			t.Fatal(err)
+		}
+		pr, pw := io.Pipe() // writes block until the client reads
+		slow := &pipeSink{w: pw}
+		done := make(chan error, 1)
+		go func() {
+			_, err := r.p.GetStreaming(ctx, r.ch, bigPath, slow)
+			pw.Close()
+			done <- err
+		}()
+		waitUntil(t, func() bool { return slow.began.Load() })
+		other := make(chan error, 1)
+		go func() {
+			_, b, err := r.get(t, bigPath)
+			if err == nil && !bytes.Equal(b, big) {
+				err = errors.New("other client got other bytes")
+			}
+			other <- err
+		}()
+		select {
+		case err := <-other:
+			if err != nil {
+				t.Fatal(err)
+			}
+		case <-time.After(20 * time.Second):
+			pr.CloseWithError(errors.New("test failed")) // let the stuck download end
+			t.Fatal("another client waited for the slow one")
+		}
+		select {
+		case err := <-done:
+			t.Fatalf("the streaming request returned (%v) before its client took its bytes", err)
+		default:
+		}
+		got, err := io.ReadAll(pr)
+		if err != nil || !bytes.Equal(got, big) {
+			t.Fatalf("slow client got %d bytes of %d (%v)", len(got), len(big), err)
+		}
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+		if n := r.up.hitsOf("/c/" + bigPath); n != 1 {
+			t.Fatalf("%d upstream requests", n)
+		}
+	})
+
 	t.Run("unknown digest not streamed", func(t *testing.T) {
 		r := newRig(t) // the subdir's repodata was never fetched
 		rec := &recorder{}
@@ -352,6 +419,17 @@ func TestColdPackageStreams(t *testing.T) {
 			t.Fatalf("%v, began %d", err, rec.began)
 		}
 	})
+}
+
+// pipeSink streams into a pipe: its client reads when the test says so.
+type pipeSink struct {
+	w     io.Writer
+	began atomic.Bool
+}
+
+func (s *pipeSink) Begin(proxy.Result, int64) io.Writer {
+	s.began.Store(true)
+	return s.w
 }
 
 func mustCID(t *testing.T, sum []byte) string {
