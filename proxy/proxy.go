@@ -171,7 +171,9 @@ func (p *Proxy) Get(ctx context.Context, ch *v1.Channel, path string) (Result, e
 // upstream's repodata; it returns the writer for the body. All but the last
 // byte are written while the file downloads, the last byte only once the
 // file is verified and stored, so a client never receives a whole file that
-// turns out to be corrupt: it sees the response cut short.
+// turns out to be corrupt: it sees the response cut short. The writer is
+// written from a goroutine of its own (see follower), never after
+// GetStreaming returned.
 type Sink interface {
 	Begin(res Result, size int64) io.Writer
 }
