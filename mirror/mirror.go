@@ -129,7 +129,7 @@ const (
 type candidate struct {
 	subdir   string
 	filename string
-	fields   map[string]any
+	version  *v1.PackageVersion // the upstream's record, made at planning (FromRepodata)
 	sha256   []byte
 	md5      string
 	size     int64
@@ -177,7 +177,7 @@ func (s *Syncer) Sync(ctx context.Context, channel, owner string, mode Mode) err
 			return ferr
 		}
 		g.Go(func() (err error) {
-			plans[i], err = s.planSubdir(gctx, ch, sd, auth, body, rest, ferr)
+			plans[i], err = s.planSubdir(gctx, ch, sd, auth, mode, body, rest, ferr)
 			return err
 		})
 	}
@@ -228,7 +228,7 @@ type subdirPlan struct {
 // planSubdir parses one upstream subdir's fetched repodata (body, or the
 // error fetching it) and compares it with the local one. A subdir the
 // upstream does not have plans nothing.
-func (s *Syncer) planSubdir(ctx context.Context, ch *v1.Channel, sd, auth string, body []byte, rest []string, err error) (subdirPlan, error) {
+func (s *Syncer) planSubdir(ctx context.Context, ch *v1.Channel, sd, auth string, mode Mode, body []byte, rest []string, err error) (subdirPlan, error) {
 	var pl subdirPlan
 	var doc *conda.RepodataDoc
 	if err == nil {
@@ -264,6 +264,11 @@ func (s *Syncer) planSubdir(ctx context.Context, ch *v1.Channel, sd, auth string
 			continue
 		}
 		if !upToDate(have[r.Filename], c) {
+			if mode == FromRepodata {
+				// Made now, so that the parsed document can go once the
+				// subdir is planned.
+				c.version = catalog.NewPackageVersion(ch.Name, conda.Record{Filename: r.Filename, Subdir: sd, Fields: r.Fields}, nil, "")
+			}
 			pl.cands = append(pl.cands, c)
 		}
 	}
@@ -386,8 +391,9 @@ func selected(md *v1.ChannelMetadata, filename string) bool {
 	return true
 }
 
+// newCandidate reads the digests and size of an upstream record.
 func newCandidate(sd string, r conda.Record) (candidate, error) {
-	c := candidate{subdir: sd, filename: r.Filename, fields: r.Fields}
+	c := candidate{subdir: sd, filename: r.Filename}
 	h, _ := r.Fields["sha256"].(string)
 	sum, err := hex.DecodeString(h)
 	if err != nil || len(sum) != 32 {
@@ -629,9 +635,10 @@ func (s *Syncer) fetchOne(ctx context.Context, ch *v1.Channel, auth string, mode
 // record returns the package record of a stored candidate: the upstream's
 // (FromRepodata) or one made from the archive's info/ files (FromArchives).
 func (s *Syncer) record(ctx context.Context, ch *v1.Channel, mode Mode, c *candidate, id cid.Cid) (*v1.PackageVersion, error) {
-	rec := conda.Record{Filename: c.filename, Subdir: c.subdir, Fields: c.fields}
-	var about map[string]any
-	if mode == FromArchives {
+	if mode == FromRepodata {
+		return c.version, nil
+	}
+	{
 		b, err := s.blobs.Open(ctx, id)
 		if err != nil {
 			return nil, err
@@ -647,11 +654,10 @@ func (s *Syncer) record(ctx context.Context, ch *v1.Channel, mode Mode, c *candi
 		if m, err := hex.DecodeString(c.md5); err == nil && len(m) == len(d.MD5) {
 			copy(d.MD5[:], m)
 		}
-		rec = conda.NewRecord(info, d)
+		rec := conda.NewRecord(info, d)
 		rec.Subdir = c.subdir // where the upstream serves it
-		about = conda.ChannelMeta(info)
+		return catalog.NewPackageVersion(ch.Name, rec, conda.ChannelMeta(info), ""), nil
 	}
-	return catalog.NewPackageVersion(ch.Name, rec, about, ""), nil
 }
 
 // prune deletes local files of synced subdirs that the upstream no longer
