@@ -2,6 +2,9 @@ package conda
 
 import (
 	"bytes"
+	"errors"
+	"reflect"
+	"slices"
 	"testing"
 
 	"github.com/condamesh/condamesh/conda/condatest"
@@ -107,4 +110,72 @@ func checkShardable(t *testing.T, recs []Record) {
 			t.Fatalf("appendMsgpack: %v", err)
 		}
 	}
+}
+
+// FuzzScanRepodata holds the record-at-a-time scan behind ParseRepodata to
+// the whole JSON tree: a document it accepts is valid JSON whose sections
+// and header are exactly what it passed on, and invalid JSON is refused.
+func FuzzScanRepodata(f *testing.F) {
+	f.Add(Repodata("noarch", synthRecords(5, "noarch")))
+	f.Add([]byte(`{"packages.conda":{},"info":{"subdir":"linux-64","base_url":"b"},"packages":{"a-1-0.tar.bz2":{"name":"a","depends":["x"],"size":3}},"x":[1,{"y":null}],"removed":["r"],"repodata_version":2} `))
+	f.Add([]byte(`{"packages":{"a-1-0.tar.bz2":{},"a-1-0.tar.bz2":{}}}`))
+	f.Add([]byte(`{"packages":{},"packages":{}}`))
+	f.Add([]byte(`{"packages":{"a-1-0.tar.bz2":{"name":"b"}}}`))
+	f.Add([]byte(`{"packages":{"a-1-0.tar.bz2":{}}`))
+	f.Add([]byte(`{"packages":[]}`))
+	f.Add([]byte(`{"packages":{"a-1-0.tar.bz2":{}}} x`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		var passed []Record
+		doc, err := ScanRepodata(b, func(r Record) error { passed = append(passed, r); return nil })
+		tree, jerr := parseJSON(b)
+		if jerr != nil {
+			if err == nil {
+				t.Fatalf("accepted invalid JSON (%v)", jerr)
+			}
+			return
+		}
+		if err != nil {
+			if !errors.Is(err, ErrBadRepodata) {
+				t.Fatalf("refused without ErrBadRepodata: %v", err)
+			}
+			return
+		}
+		top := tree.(map[string]any)
+		got := map[string]any{}
+		for _, r := range passed {
+			sec := "packages"
+			if isConda(r.Filename) {
+				sec = "packages.conda"
+			}
+			m, _ := got[sec].(map[string]any)
+			if m == nil {
+				m = map[string]any{}
+				got[sec] = m
+			}
+			m[r.Filename] = r.Fields
+			if s, _ := r.Fields["subdir"].(string); s != r.Subdir {
+				t.Fatalf("%s: Subdir %q, field %v", r.Filename, r.Subdir, r.Fields["subdir"])
+			}
+		}
+		for _, sec := range []string{"packages", "packages.conda"} {
+			want, _ := top[sec].(map[string]any)
+			have, _ := got[sec].(map[string]any)
+			if len(want) != len(have) || (len(want) > 0 && !reflect.DeepEqual(want, have)) {
+				t.Fatalf("%s: passed %d records, the document has %d (or they differ)", sec, len(have), len(want))
+			}
+		}
+		info, _ := top["info"].(map[string]any)
+		if s, _ := info["subdir"].(string); s != doc.Subdir {
+			t.Fatalf("subdir %q, document %q", doc.Subdir, s)
+		}
+		if s, _ := info["base_url"].(string); s != doc.BaseURL {
+			t.Fatalf("base_url %q, document %q", doc.BaseURL, s)
+		}
+		if n, _ := asInt64(top["repodata_version"]); n != doc.RepodataVersion {
+			t.Fatalf("repodata_version %d, document %d", doc.RepodataVersion, n)
+		}
+		if l, _ := stringList(top["removed"]); !slices.Equal(l, doc.Removed) {
+			t.Fatalf("removed %v, document %v", doc.Removed, l)
+		}
+	})
 }

@@ -42,24 +42,196 @@ func (d *RepodataDoc) Records() []Record {
 // document is a JSON object; that info, if present, is an object whose
 // subdir is a valid subdir; that packages and packages.conda, if present,
 // are objects of objects keyed by file names that pass ParseFilename with
-// the extension matching the section; and that in each record name (if
-// present) matches the file name, version, build and subdir are strings,
-// build_number and size are non-negative integers, md5 and sha256 are hex
-// digests of the right length, and depends and constrains are lists of
-// strings. Numbers are kept as json.Number. Errors wrap ErrBadRepodata.
+// the extension matching the section, each listed once; and that in each
+// record name (if present) matches the file name, version, build and subdir
+// are strings, build_number and size are non-negative integers, md5 and
+// sha256 are hex digests of the right length, and depends and constrains
+// are lists of strings. A document naming one of these top-level keys twice
+// is refused. Numbers are kept as json.Number. Errors wrap ErrBadRepodata.
 func ParseRepodata(b []byte) (*RepodataDoc, error) {
-	top, err := decodeObject(b)
+	packages, condas := map[string]map[string]any{}, map[string]map[string]any{}
+	doc, err := ScanRepodata(b, func(r Record) error {
+		if isConda(r.Filename) {
+			condas[r.Filename] = r.Fields
+		} else {
+			packages[r.Filename] = r.Fields
+		}
+		return nil
+	})
 	if err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrBadRepodata, err)
+		return nil, err
 	}
+	doc.Packages, doc.PackagesConda = packages, condas
+	return doc, nil
+}
+
+// ScanRepodata checks an untrusted repodata.json as ParseRepodata does,
+// without holding the document's tree: it parses one record at a time and
+// passes it to each, in document order (Subdir is the record's own subdir
+// field, or ""). It returns the document's other fields; Packages and
+// PackagesConda stay nil. On an error, records already passed on belong to
+// a document that is refused. each's error ends the scan and is returned.
+func ScanRepodata(b []byte, each func(Record) error) (*RepodataDoc, error) {
 	bad := func(format string, args ...any) (*RepodataDoc, error) {
 		return nil, fmt.Errorf("%w: %s", ErrBadRepodata, fmt.Sprintf(format, args...))
 	}
-	doc := &RepodataDoc{
-		Packages:      map[string]map[string]any{},
-		PackagesConda: map[string]map[string]any{},
+	badJSON := func(err error) (*RepodataDoc, error) {
+		return nil, fmt.Errorf("%w: %w", ErrBadRepodata, err)
 	}
-	if v, ok := top["info"]; ok {
+	p := jsonParser{b: b, keys: map[string]string{}}
+	p.space()
+	if p.i >= len(b) || b[p.i] != '{' {
+		if _, err := parseJSON(b); err != nil {
+			return badJSON(err)
+		}
+		return badJSON(errors.New("not a JSON object"))
+	}
+	p.i++
+	doc := &RepodataDoc{}
+	seen := map[string]bool{}
+	for first := true; ; first = false {
+		p.space()
+		if first && p.i < len(b) && b[p.i] == '}' {
+			p.i++
+			break
+		}
+		if p.i >= len(b) || b[p.i] != '"' {
+			return badJSON(p.fail("looking for beginning of object key string"))
+		}
+		key, err := p.str(true)
+		if err != nil {
+			return badJSON(err)
+		}
+		p.space()
+		if p.i >= len(b) || b[p.i] != ':' {
+			return badJSON(p.fail("after object key"))
+		}
+		p.i++
+		p.space()
+		switch key {
+		case "info", "repodata_version", "removed", "packages", "packages.conda":
+			if seen[key] {
+				return bad("%s is given twice", key)
+			}
+			seen[key] = true
+		}
+		if ext := map[string]string{"packages": ExtTarBz2, "packages.conda": ExtConda}[key]; ext != "" {
+			if err := p.scanSection(key, ext, each); err != nil {
+				if errors.Is(err, ErrBadRepodata) || !errors.Is(err, errJSONSyntax) {
+					return nil, err
+				}
+				return badJSON(err)
+			}
+		} else {
+			v, err := p.value(1)
+			if err != nil {
+				return badJSON(err)
+			}
+			if err := doc.header(key, v); err != nil {
+				return nil, err
+			}
+		}
+		p.space()
+		if p.i >= len(b) {
+			return badJSON(p.fail("after object key:value pair"))
+		}
+		if b[p.i] == '}' {
+			p.i++
+			break
+		}
+		if b[p.i] != ',' {
+			return badJSON(p.fail("after object key:value pair"))
+		}
+		p.i++
+	}
+	p.space()
+	if p.i != len(b) {
+		return badJSON(p.fail("after top-level value"))
+	}
+	return doc, nil
+}
+
+// errJSONSyntax marks scanSection's errors that are the JSON's.
+var errJSONSyntax = errors.New("JSON")
+
+// scanSection reads one packages section, checking each record.
+func (p *jsonParser) scanSection(key, ext string, each func(Record) error) error {
+	syntax := func(err error) error { return fmt.Errorf("%w: %w", errJSONSyntax, err) }
+	bad := func(format string, args ...any) error {
+		return fmt.Errorf("%w: %s: %s", ErrBadRepodata, key, fmt.Sprintf(format, args...))
+	}
+	if p.i >= len(p.b) || p.b[p.i] != '{' {
+		if _, err := p.value(1); err != nil {
+			return syntax(err)
+		}
+		return fmt.Errorf("%w: %s is not an object", ErrBadRepodata, key)
+	}
+	p.i++
+	seen := map[string]bool{}
+	for first := true; ; first = false {
+		p.space()
+		if first && p.i < len(p.b) && p.b[p.i] == '}' {
+			p.i++
+			return nil
+		}
+		if p.i >= len(p.b) || p.b[p.i] != '"' {
+			return syntax(p.fail("looking for beginning of object key string"))
+		}
+		fn, err := p.str(false)
+		if err != nil {
+			return syntax(err)
+		}
+		p.space()
+		if p.i >= len(p.b) || p.b[p.i] != ':' {
+			return syntax(p.fail("after object key"))
+		}
+		p.i++
+		p.space()
+		v, err := p.value(2)
+		if err != nil {
+			return syntax(err)
+		}
+		parsed, err := ParseFilename(fn)
+		switch {
+		case err != nil:
+			return bad("%v", err)
+		case parsed.Ext != ext:
+			return bad("%q does not end in %s", fn, ext)
+		case seen[fn]:
+			return bad("%q is listed twice", fn)
+		}
+		seen[fn] = true
+		rec, ok := v.(map[string]any)
+		if !ok {
+			return bad("%q is not an object", fn)
+		}
+		if err := checkRepodataRecord(parsed, rec); err != nil {
+			return bad("%q: %v", fn, err)
+		}
+		subdir, _ := rec["subdir"].(string)
+		if err := each(Record{Filename: fn, Subdir: subdir, Fields: rec}); err != nil {
+			return err
+		}
+		p.space()
+		if p.i >= len(p.b) {
+			return syntax(p.fail("after object key:value pair"))
+		}
+		if p.b[p.i] == '}' {
+			p.i++
+			return nil
+		}
+		if p.b[p.i] != ',' {
+			return syntax(p.fail("after object key:value pair"))
+		}
+		p.i++
+	}
+}
+
+// header checks and keeps one of the document's other top-level fields.
+func (d *RepodataDoc) header(key string, v any) error {
+	bad := func(msg string) error { return fmt.Errorf("%w: %s", ErrBadRepodata, msg) }
+	switch key {
+	case "info":
 		info, ok := v.(map[string]any)
 		if !ok {
 			return bad("info is not an object")
@@ -69,63 +241,27 @@ func ParseRepodata(b []byte) (*RepodataDoc, error) {
 			if !ok || !ValidSubdir(s) {
 				return bad("info.subdir is not a valid subdir")
 			}
-			doc.Subdir = s
+			d.Subdir = s
 		}
 		if v, ok := info["base_url"]; ok {
-			if doc.BaseURL, ok = v.(string); !ok {
+			if d.BaseURL, ok = v.(string); !ok {
 				return bad("info.base_url is not a string")
 			}
 		}
-	}
-	if v, ok := top["repodata_version"]; ok {
+	case "repodata_version":
 		n, ok := asInt64(v)
 		if !ok || n < 0 {
 			return bad("repodata_version is not a non-negative integer")
 		}
-		doc.RepodataVersion = n
-	}
-	sections := []struct {
-		key, ext string
-		dst      map[string]map[string]any
-	}{
-		{"packages", ExtTarBz2, doc.Packages},
-		{"packages.conda", ExtConda, doc.PackagesConda},
-	}
-	for _, sec := range sections {
-		v, ok := top[sec.key]
-		if !ok {
-			continue
-		}
-		m, ok := v.(map[string]any)
-		if !ok {
-			return bad("%s is not an object", sec.key)
-		}
-		for fn, rv := range m {
-			parsed, err := ParseFilename(fn)
-			if err != nil {
-				return bad("%s: %v", sec.key, err)
-			}
-			if parsed.Ext != sec.ext {
-				return bad("%s: %q does not end in %s", sec.key, fn, sec.ext)
-			}
-			rec, ok := rv.(map[string]any)
-			if !ok {
-				return bad("%s: %q is not an object", sec.key, fn)
-			}
-			if err := checkRepodataRecord(parsed, rec); err != nil {
-				return bad("%s: %q: %v", sec.key, fn, err)
-			}
-			sec.dst[fn] = rec
-		}
-	}
-	if v, ok := top["removed"]; ok {
+		d.RepodataVersion = n
+	case "removed":
 		list, ok := stringList(v)
 		if !ok {
 			return bad("removed is not a list of strings")
 		}
-		doc.Removed = list
+		d.Removed = list
 	}
-	return doc, nil
+	return nil
 }
 
 // checkRepodataRecord validates the record fields consumers rely on.

@@ -230,49 +230,65 @@ type subdirPlan struct {
 // upstream does not have plans nothing.
 func (s *Syncer) planSubdir(ctx context.Context, ch *v1.Channel, sd, auth string, mode Mode, body []byte, rest []string, err error) (subdirPlan, error) {
 	var pl subdirPlan
-	var doc *conda.RepodataDoc
 	if err == nil {
-		doc, err = s.parseRepodata(ctx, ch, sd, auth, body, rest)
+		pl, err = s.scanSubdir(ctx, ch, sd, auth, mode, body, rest)
 	}
 	if errors.Is(err, upstream.ErrNotFound) {
-		return pl, nil
+		return subdirPlan{}, nil
 	}
 	if err != nil {
 		if errors.Is(err, conda.ErrBadRepodata) || errors.Is(err, store.ErrTooLarge) {
-			pl.errors = append(pl.errors, fmt.Sprintf("%s: %v", sd, err))
-			return pl, nil
+			return subdirPlan{errors: []string{fmt.Sprintf("%s: %v", sd, err)}}, nil
 		}
-		return pl, err
+		return subdirPlan{}, err
 	}
+	return pl, nil
+}
+
+// scanSubdir plans from a fetched repodata document, one record at a
+// time (the document's tree is never held whole); one that does not parse
+// gives way to the next of rest the upstream has.
+func (s *Syncer) scanSubdir(ctx context.Context, ch *v1.Channel, sd, auth string, mode Mode, body []byte, rest []string) (subdirPlan, error) {
 	local, err := s.cat.SubdirVersions(ctx, ch.Name, sd)
 	if err != nil {
-		return pl, err
+		return subdirPlan{}, err
 	}
 	have := make(map[string]*v1.PackageVersion, len(local))
 	for _, v := range local {
 		have[v.Filename] = v
 	}
-	pl.files = map[string]bool{}
-	for _, r := range doc.Records() {
-		if !selected(ch.GetMetadata(), r.Filename) {
-			continue
-		}
-		pl.files[r.Filename] = true
-		c, err := newCandidate(sd, r)
-		if err != nil {
-			pl.errors = append(pl.errors, fmt.Sprintf("%s/%s: %v", sd, r.Filename, err))
-			continue
-		}
-		if !upToDate(have[r.Filename], c) {
-			if mode == FromRepodata {
-				// Made now, so that the parsed document can go once the
-				// subdir is planned.
-				c.version = catalog.NewPackageVersion(ch.Name, conda.Record{Filename: r.Filename, Subdir: sd, Fields: r.Fields}, nil, "")
+	for {
+		pl := subdirPlan{files: map[string]bool{}}
+		_, err := conda.ScanRepodata(body, func(r conda.Record) error {
+			if !selected(ch.GetMetadata(), r.Filename) {
+				return nil
 			}
-			pl.cands = append(pl.cands, c)
+			pl.files[r.Filename] = true
+			c, err := newCandidate(sd, r)
+			if err != nil {
+				pl.errors = append(pl.errors, fmt.Sprintf("%s/%s: %v", sd, r.Filename, err))
+				return nil
+			}
+			if !upToDate(have[r.Filename], c) {
+				if mode == FromRepodata {
+					c.version = catalog.NewPackageVersion(ch.Name, conda.Record{Filename: r.Filename, Subdir: sd, Fields: r.Fields}, nil, "")
+				}
+				pl.cands = append(pl.cands, c)
+			}
+			return nil
+		})
+		if err == nil || len(rest) == 0 {
+			return pl, err
 		}
+		next, more, ferr := s.fetchRepodata(ctx, ch, sd, auth, rest)
+		if ferr != nil {
+			if errors.Is(ferr, upstream.ErrNotFound) {
+				return subdirPlan{}, err
+			}
+			return subdirPlan{}, ferr
+		}
+		body, rest = next, more
 	}
-	return pl, nil
 }
 
 // subdirs reads the upstream channeldata.json; a missing or invalid one
@@ -322,25 +338,6 @@ func (s *Syncer) fetchRepodata(ctx context.Context, ch *v1.Channel, sd, auth str
 		return body, names[i+1:], err
 	}
 	return nil, nil, lastErr
-}
-
-// parseRepodata parses a fetched repodata document; one that does not
-// parse gives way to the next of rest the upstream has.
-func (s *Syncer) parseRepodata(ctx context.Context, ch *v1.Channel, sd, auth string, body []byte, rest []string) (*conda.RepodataDoc, error) {
-	for {
-		doc, err := conda.ParseRepodata(body)
-		if err == nil || len(rest) == 0 {
-			return doc, err
-		}
-		next, more, ferr := s.fetchRepodata(ctx, ch, sd, auth, rest)
-		if ferr != nil {
-			if errors.Is(ferr, upstream.ErrNotFound) {
-				return nil, err
-			}
-			return nil, ferr
-		}
-		body, rest = next, more
-	}
 }
 
 func (s *Syncer) get(ctx context.Context, url, auth string, limit int64) ([]byte, error) {
