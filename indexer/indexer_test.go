@@ -51,6 +51,15 @@ func version(name, subdir string) *v1.PackageVersion {
 	return &v1.PackageVersion{Channel: "c", Package: name, Platform: subdir, Filename: fn, Version: "1.0", Size: 10, RecordJson: conda.EncodeRecordFields(rec)}
 }
 
+// newNotifyingRig is a rig whose catalog tells the indexer about changes,
+// as a node's does, for tests of the background loop.
+func newNotifyingRig(t *testing.T) *rig {
+	r := newRig(t)
+	r.cat = catalog.New(r.st, func(ch string) { r.ix.Notify(ch) })
+	r.ix = indexer.New(r.cat, r.st, testlog.New(t, slog.LevelWarn))
+	return r
+}
+
 func put(vs ...*v1.PackageVersion) *v1.Command {
 	return &v1.Command{Op: &v1.Command_PutVersions{PutVersions: &v1.PutVersionsOp{Versions: vs}}}
 }
@@ -223,9 +232,7 @@ func TestSupersededShardsStayServed(t *testing.T) {
 func TestBusyChannelRebuildsAreSpaced(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	r := newRig(t)
-	r.cat = catalog.New(r.st, func(ch string) { r.ix.Notify(ch) })
-	r.ix = indexer.New(r.cat, r.st, testlog.New(t, slog.LevelWarn))
+	r := newNotifyingRig(t)
 	r.apply(t, &v1.Command{Op: &v1.Command_CreateChannel{CreateChannel: &v1.CreateChannelOp{Channel: &v1.Channel{Name: "c"}}}})
 	var vs []*v1.PackageVersion
 	for i := range 1000 {
@@ -293,9 +300,7 @@ func TestBusyChannelRebuildsAreSpaced(t *testing.T) {
 func TestHeldChannelWaitsForRelease(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	r := newRig(t)
-	r.cat = catalog.New(r.st, func(ch string) { r.ix.Notify(ch) })
-	r.ix = indexer.New(r.cat, r.st, testlog.New(t, slog.LevelWarn))
+	r := newNotifyingRig(t)
 	for _, ch := range []string{"c", "d"} {
 		r.apply(t, &v1.Command{Op: &v1.Command_CreateChannel{CreateChannel: &v1.CreateChannelOp{Channel: &v1.Channel{Name: ch}}}})
 	}
