@@ -72,124 +72,67 @@ func ParseRepodata(b []byte) (*RepodataDoc, error) {
 // PackagesConda stay nil. On an error, records already passed on belong to
 // a document that is refused. each's error ends the scan and is returned.
 func ScanRepodata(b []byte, each func(Record) error) (*RepodataDoc, error) {
-	bad := func(format string, args ...any) (*RepodataDoc, error) {
-		return nil, fmt.Errorf("%w: %s", ErrBadRepodata, fmt.Sprintf(format, args...))
-	}
-	badJSON := func(err error) (*RepodataDoc, error) {
-		return nil, fmt.Errorf("%w: %w", ErrBadRepodata, err)
-	}
 	p := jsonParser{b: b, keys: map[string]string{}}
 	p.space()
 	if p.i >= len(b) || b[p.i] != '{' {
 		if _, err := parseJSON(b); err != nil {
-			return badJSON(err)
+			return nil, fmt.Errorf("%w: %w", ErrBadRepodata, err)
 		}
-		return badJSON(errors.New("not a JSON object"))
+		return nil, fmt.Errorf("%w: not a JSON object", ErrBadRepodata)
 	}
-	p.i++
 	doc := &RepodataDoc{}
 	seen := map[string]bool{}
-	for first := true; ; first = false {
-		p.space()
-		if first && p.i < len(b) && b[p.i] == '}' {
-			p.i++
-			break
-		}
-		if p.i >= len(b) || b[p.i] != '"' {
-			return badJSON(p.fail("looking for beginning of object key string"))
-		}
-		key, err := p.str(true)
-		if err != nil {
-			return badJSON(err)
-		}
-		p.space()
-		if p.i >= len(b) || b[p.i] != ':' {
-			return badJSON(p.fail("after object key"))
-		}
-		p.i++
-		p.space()
+	err := p.members(true, func(key string) error {
 		switch key {
 		case "info", "repodata_version", "removed", "packages", "packages.conda":
 			if seen[key] {
-				return bad("%s is given twice", key)
+				return fmt.Errorf("%w: %s is given twice", ErrBadRepodata, key)
 			}
 			seen[key] = true
 		}
-		if ext := map[string]string{"packages": ExtTarBz2, "packages.conda": ExtConda}[key]; ext != "" {
-			if err := p.scanSection(key, ext, each); err != nil {
-				if errors.Is(err, ErrBadRepodata) || !errors.Is(err, errJSONSyntax) {
-					return nil, err
-				}
-				return badJSON(err)
-			}
-		} else {
-			v, err := p.value(1)
-			if err != nil {
-				return badJSON(err)
-			}
-			if err := doc.header(key, v); err != nil {
-				return nil, err
-			}
+		switch key {
+		case "packages":
+			return p.scanSection(key, ExtTarBz2, each)
+		case "packages.conda":
+			return p.scanSection(key, ExtConda, each)
 		}
-		p.space()
-		if p.i >= len(b) {
-			return badJSON(p.fail("after object key:value pair"))
+		v, err := p.value(1)
+		if err != nil {
+			return err
 		}
-		if b[p.i] == '}' {
-			p.i++
-			break
+		return doc.header(key, v)
+	})
+	if err == nil {
+		if p.space(); p.i != len(b) {
+			err = p.fail("after top-level value")
 		}
-		if b[p.i] != ',' {
-			return badJSON(p.fail("after object key:value pair"))
-		}
-		p.i++
 	}
-	p.space()
-	if p.i != len(b) {
-		return badJSON(p.fail("after top-level value"))
+	var syntax *syntaxError
+	if errors.As(err, &syntax) {
+		return nil, fmt.Errorf("%w: %w", ErrBadRepodata, err)
+	}
+	if err != nil {
+		return nil, err
 	}
 	return doc, nil
 }
 
-// errJSONSyntax marks scanSection's errors that are the JSON's.
-var errJSONSyntax = errors.New("JSON")
-
 // scanSection reads one packages section, checking each record.
 func (p *jsonParser) scanSection(key, ext string, each func(Record) error) error {
-	syntax := func(err error) error { return fmt.Errorf("%w: %w", errJSONSyntax, err) }
 	bad := func(format string, args ...any) error {
 		return fmt.Errorf("%w: %s: %s", ErrBadRepodata, key, fmt.Sprintf(format, args...))
 	}
 	if p.i >= len(p.b) || p.b[p.i] != '{' {
 		if _, err := p.value(1); err != nil {
-			return syntax(err)
+			return err
 		}
 		return fmt.Errorf("%w: %s is not an object", ErrBadRepodata, key)
 	}
-	p.i++
 	seen := map[string]bool{}
-	for first := true; ; first = false {
-		p.space()
-		if first && p.i < len(p.b) && p.b[p.i] == '}' {
-			p.i++
-			return nil
-		}
-		if p.i >= len(p.b) || p.b[p.i] != '"' {
-			return syntax(p.fail("looking for beginning of object key string"))
-		}
-		fn, err := p.str(false)
-		if err != nil {
-			return syntax(err)
-		}
-		p.space()
-		if p.i >= len(p.b) || p.b[p.i] != ':' {
-			return syntax(p.fail("after object key"))
-		}
-		p.i++
-		p.space()
+	return p.members(false, func(fn string) error {
 		v, err := p.value(2)
 		if err != nil {
-			return syntax(err)
+			return err
 		}
 		parsed, err := ParseFilename(fn)
 		switch {
@@ -209,22 +152,8 @@ func (p *jsonParser) scanSection(key, ext string, each func(Record) error) error
 			return bad("%q: %v", fn, err)
 		}
 		subdir, _ := rec["subdir"].(string)
-		if err := each(Record{Filename: fn, Subdir: subdir, Fields: rec}); err != nil {
-			return err
-		}
-		p.space()
-		if p.i >= len(p.b) {
-			return syntax(p.fail("after object key:value pair"))
-		}
-		if p.b[p.i] == '}' {
-			p.i++
-			return nil
-		}
-		if p.b[p.i] != ',' {
-			return syntax(p.fail("after object key:value pair"))
-		}
-		p.i++
-	}
+		return each(Record{Filename: fn, Subdir: subdir, Fields: rec})
+	})
 }
 
 // header checks and keeps one of the document's other top-level fields.
