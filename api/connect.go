@@ -20,18 +20,23 @@ var (
 
 func (s *Server) connectRoutes() {
 	r := rpc{s}
+	opts := connectOptions()
 	for _, reg := range []func() (string, http.Handler){
-		func() (string, http.Handler) { return condameshv1connect.NewChannelServiceHandler(r) },
-		func() (string, http.Handler) { return condameshv1connect.NewPackageServiceHandler(r) },
-		func() (string, http.Handler) { return condameshv1connect.NewKeyServiceHandler(r) },
+		func() (string, http.Handler) { return condameshv1connect.NewChannelServiceHandler(r, opts...) },
+		func() (string, http.Handler) { return condameshv1connect.NewPackageServiceHandler(r, opts...) },
+		func() (string, http.Handler) { return condameshv1connect.NewKeyServiceHandler(r, opts...) },
 	} {
 		path, h := reg()
-		s.mux.Handle(path, h)
+		s.mux.Handle(path, s.authenticateFirst(h))
 	}
 }
 
-// who resolves the caller of a Connect call from its headers.
+// who returns the caller of a Connect call, resolved from its headers
+// before the body was read (authenticateFirst).
 func (r rpc) who(ctx context.Context) (*identity, error) {
+	if id, ok := ctx.Value(callerKey{}).(*identity); ok {
+		return id, nil
+	}
 	var h http.Header
 	if ci, ok := connect.CallInfoForHandlerContext(ctx); ok {
 		h = ci.RequestHeader()
