@@ -82,6 +82,8 @@ func classify(err error) (status int, code connect.Code, detail any) {
 		return http.StatusBadGateway, connect.CodeUnavailable, "upstream channel failed: " + err.Error()
 	case errors.Is(err, proxy.ErrNotFound), errors.Is(err, upstream.ErrNotFound):
 		return http.StatusNotFound, connect.CodeNotFound, err.Error()
+	case errors.Is(err, errSlowBody):
+		return http.StatusRequestTimeout, connect.CodeDeadlineExceeded, "request body arrived too slowly"
 	case errors.Is(err, cluster.ErrNotLeader):
 		return http.StatusServiceUnavailable, connect.CodeUnavailable, "not the leader, retry"
 	case errors.Is(err, context.DeadlineExceeded):

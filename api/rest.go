@@ -2,6 +2,7 @@ package api
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -28,6 +29,9 @@ func validation(loc []any, typ, msg string, input any) *Error {
 // handlers can tell "absent" from "null".
 func decodeBody(r *http.Request) (map[string]json.RawMessage, error) {
 	body, err := io.ReadAll(io.LimitReader(r.Body, maxJSONBody+1))
+	if errors.Is(err, errSlowBody) {
+		return nil, err
+	}
 	if err != nil {
 		return nil, apiErr(ErrBadRequest, "could not read request body")
 	}

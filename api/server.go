@@ -82,6 +82,12 @@ type Config struct {
 	DefaultChannelQuota int64
 	// Now returns the current time; tests replace it.
 	Now func() time.Time
+	// BodyMinRate is the slowest average rate, in bytes per second, at
+	// which a request body may arrive (after BodyGrace); a body that falls
+	// behind is cut and answered 408. Default 4 KiB/s; negative: no bound.
+	BodyMinRate int64
+	// BodyGrace is the time a body has before the rate counts. Default 30 s.
+	BodyGrace time.Duration
 	// HTTPClient makes the calls to other servers of the mirror registry.
 	// Default: 15 s timeout.
 	HTTPClient *http.Client
@@ -99,6 +105,12 @@ func (c *Config) setDefaults() {
 	}
 	if c.Now == nil {
 		c.Now = time.Now
+	}
+	if c.BodyMinRate == 0 {
+		c.BodyMinRate = 4 << 10
+	}
+	if c.BodyGrace == 0 {
+		c.BodyGrace = 30 * time.Second
 	}
 	if c.HTTPClient == nil {
 		c.HTTPClient = &http.Client{Timeout: 15 * time.Second}
@@ -147,6 +159,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 	}
+	s.paceBody(w, r)
 	if s.prom == nil {
 		s.dispatch(w, r)
 		return

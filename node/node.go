@@ -75,6 +75,9 @@ type Config struct {
 	// DebugAddr, if set, serves Go's profiler (/debug/pprof/) there. Keep
 	// it on loopback: it has no authentication.
 	DebugAddr string
+	// MaxConns caps the HTTP connections open at once (every protocol);
+	// connections over it are closed at accept. Default 8192.
+	MaxConns int
 	// Logger receives all logs. Default slog.Default().
 	Logger *slog.Logger
 }
@@ -88,6 +91,7 @@ func DefaultConfig() Config {
 		RaftAddr:        "127.0.0.1:8300",
 		GossipAddr:      "127.0.0.1:8301",
 		ShutdownTimeout: 30 * time.Second,
+		MaxConns:        8192,
 	}
 }
 
@@ -115,6 +119,12 @@ func (c *Config) Validate() error {
 	}
 	if _, _, err := net.SplitHostPort(c.DebugAddr); c.DebugAddr != "" && err != nil {
 		errs = append(errs, fmt.Errorf("debug address %q: %w", c.DebugAddr, err))
+	}
+	if c.MaxConns < 0 {
+		errs = append(errs, fmt.Errorf("max conns %d: must be positive (0: the default)", c.MaxConns))
+	}
+	if c.API.BodyMinRate < 0 && c.API.BodyMinRate != -1 {
+		errs = append(errs, fmt.Errorf("body min rate %d: must be positive, or -1 for no bound", c.API.BodyMinRate))
 	}
 	if c.AdminKey != "" && (len(c.AdminKey) < 16 || strings.ContainsAny(c.AdminKey, "/ \t\n")) {
 		errs = append(errs, errors.New("admin key must be at least 16 characters without '/' or spaces"))
@@ -231,6 +241,11 @@ func New(ctx context.Context, cfg Config) (n *Node, err error) {
 		return nil, fmt.Errorf("node: listen http: %w", err)
 	}
 	closers = append(closers, n.httpLn.Close)
+	maxConns := cfg.MaxConns
+	if maxConns == 0 {
+		maxConns = DefaultConfig().MaxConns
+	}
+	n.httpLn = newCapListener(n.httpLn, maxConns, n.log)
 	var protos http.Protocols
 	protos.SetHTTP1(true)
 	protos.SetUnencryptedHTTP2(true)

@@ -51,6 +51,9 @@ func newServe() *cobra.Command {
 	f.StringVar(&cfg.RaftAddr, "raft-addr", cfg.RaftAddr, "Raft listen address")
 	f.StringVar(&cfg.GossipAddr, "gossip-addr", cfg.GossipAddr, "gossip (memberlist) listen address")
 	f.StringVar(&cfg.DebugAddr, "debug-addr", "", "serve Go's profiler (/debug/pprof/) on this address (loopback only: no authentication)")
+	f.IntVar(&cfg.MaxConns, "max-conns", cfg.MaxConns, "most HTTP connections open at once (more are closed at accept)")
+	f.Int64Var(&cfg.API.BodyMinRate, "body-min-rate", 4<<10, "slowest average rate of a request body in bytes/s after --body-grace (-1: no bound)")
+	f.DurationVar(&cfg.API.BodyGrace, "body-grace", 30*time.Second, "time a request body has before --body-min-rate counts")
 	f.Int64Var(&quota, "channel-quota", 0, "default size limit in bytes of new channels (0: none)")
 	var clockOffset time.Duration
 	f.DurationVar(&clockOffset, "clock-offset", 0, "shift this node's clock for download timestamps and metrics windows (testing, replays)")
