@@ -32,13 +32,13 @@ func (l *capListener) Accept() (net.Conn, error) {
 		}
 		select {
 		case l.slots <- struct{}{}:
-			release := func() { <-l.slots }
+			s := &slot{release: func() { <-l.slots }}
 			if tc, ok := c.(*net.TCPConn); ok {
 				// Keep *net.TCPConn's methods (ReadFrom for sendfile,
 				// CloseWrite for a graceful close) visible.
-				return &cappedTCPConn{TCPConn: tc, release: release}, nil
+				return &cappedTCPConn{TCPConn: tc, slot: s}, nil
 			}
-			return &cappedConn{Conn: c, release: release}, nil
+			return &cappedConn{Conn: c, slot: s}, nil
 		default:
 			_ = c.Close()
 			n := l.refused.Add(1)
@@ -49,28 +49,29 @@ func (l *capListener) Accept() (net.Conn, error) {
 	}
 }
 
-// cappedConn frees its slot once, on its first Close.
-type cappedConn struct {
-	net.Conn
+// slot is a connection's place under the cap, freed once.
+type slot struct {
 	once    sync.Once
 	release func()
 }
 
-func (c *cappedConn) Close() error {
-	err := c.Conn.Close()
-	c.once.Do(c.release)
+func (s *slot) free(err error) error {
+	s.once.Do(s.release)
 	return err
 }
+
+// cappedConn frees its slot on its first Close.
+type cappedConn struct {
+	net.Conn
+	slot *slot
+}
+
+func (c *cappedConn) Close() error { return c.slot.free(c.Conn.Close()) }
 
 // cappedTCPConn is cappedConn for TCP, keeping every *net.TCPConn method.
 type cappedTCPConn struct {
 	*net.TCPConn
-	once    sync.Once
-	release func()
+	slot *slot
 }
 
-func (c *cappedTCPConn) Close() error {
-	err := c.TCPConn.Close()
-	c.once.Do(c.release)
-	return err
-}
+func (c *cappedTCPConn) Close() error { return c.slot.free(c.TCPConn.Close()) }
