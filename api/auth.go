@@ -70,6 +70,9 @@ func (s *Server) identify(ctx context.Context, h http.Header) (*identity, error)
 
 func (id *identity) anonymous() bool { return id.user == nil }
 
+// serverOwner reports a caller whose server role is owner.
+func (id *identity) serverOwner() bool { return id.user != nil && id.user.Role == "owner" }
+
 func (id *identity) elevated() bool {
 	return id.user != nil && (id.user.Role == "owner" || id.user.Role == "maintainer")
 }

@@ -116,7 +116,7 @@ func (s *Server) restChannelAction(w http.ResponseWriter, r *http.Request) {
 		if !channelActions[action] {
 			return 0, nil, validation([]any{"body", "action"}, "enum", "Input should be a valid channel action", action)
 		}
-		startAt, repeat, err := scheduleFields(fields)
+		startAt, repeat, err := scheduleFields(fields, id)
 		if err != nil {
 			return 0, nil, err
 		}
@@ -129,7 +129,7 @@ func (s *Server) restChannelAction(w http.ResponseWriter, r *http.Request) {
 	})
 }
 
-func scheduleFields(fields map[string]json.RawMessage) (*time.Time, *int64, error) {
+func scheduleFields(fields map[string]json.RawMessage, id *identity) (*time.Time, *int64, error) {
 	var startAt *time.Time
 	var raw string
 	if ok, err := field(fields, "start_at", &raw, "datetime"); err != nil {
@@ -150,10 +150,18 @@ func scheduleFields(fields map[string]json.RawMessage) (*time.Time, *int64, erro
 		if every <= 0 {
 			return nil, nil, validation([]any{"body", "repeat_every_seconds"}, "greater_than", "Input should be greater than 0", every)
 		}
+		if every < minRepeatSeconds && !id.serverOwner() {
+			return nil, nil, validation([]any{"body", "repeat_every_seconds"}, "greater_than_equal", fmt.Sprintf("Input should be greater than or equal to %d", minRepeatSeconds), every)
+		}
 		return startAt, &every, nil
 	}
 	return startAt, nil, nil
 }
+
+// minRepeatSeconds is the shortest repeat_every_seconds a caller who is
+// not a server owner may set: a repeated job makes server-side requests
+// (synchronize_metrics calls every registered mirror).
+const minRepeatSeconds = 60
 
 var jobStatuses = map[string]bool{"pending": true, "queued": true, "running": true, "success": true, "failed": true, "timeout": true, "cancelled": true}
 var taskStatuses = map[string]bool{"created": true, "pending": true, "running": true, "success": true, "failed": true, "skipped": true}
@@ -222,7 +230,7 @@ func (s *Server) restCreateJob(w http.ResponseWriter, r *http.Request) {
 		if s.jobs == nil || !s.jobs.Known(manifest) {
 			return 0, nil, validation([]any{"body", "manifest"}, "value_error", fmt.Sprintf("Value error, invalid function %s: not a built-in job", manifest), manifest)
 		}
-		startAt, repeat, err := scheduleFields(fields)
+		startAt, repeat, err := scheduleFields(fields, id)
 		if err != nil {
 			return 0, nil, err
 		}

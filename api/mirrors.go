@@ -90,7 +90,7 @@ func (s *Server) restAddMirror(w http.ResponseWriter, r *http.Request) {
 		if err := s.requireChannel(ctx, id, ch.Name, "owner", "maintainer"); err != nil {
 			return 0, nil, err
 		}
-		if err := s.verifyMirror(ctx, m); err != nil {
+		if err := s.verifyMirror(ctx, id, m); err != nil {
 			return 0, nil, err
 		}
 		_, err = s.prop.Propose(ctx, &v1.Command{Op: &v1.Command_PutMirror{PutMirror: &v1.PutMirrorOp{Mirror: &v1.ChannelMirror{
@@ -103,13 +103,19 @@ func (s *Server) restAddMirror(w http.ResponseWriter, r *http.Request) {
 	})
 }
 
-// verifyMirror asks the mirror's API whether it is a mirror channel.
-func (s *Server) verifyMirror(ctx context.Context, m mirrorJSON) error {
+// verifyMirror asks the mirror's API whether it is a mirror channel. For a
+// caller who is not a server owner the call is confined to the networks
+// such callers may reach, and every failure reads the same.
+func (s *Server) verifyMirror(ctx context.Context, id *identity, m mirrorJSON) error {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, m.APIEndpoint, nil)
 	if err != nil {
 		return apiErr(ErrInvalid, "could not connect to remote repository %s", m.URL)
 	}
-	resp, err := s.cfg.HTTPClient.Do(req)
+	hc := s.cfg.HTTPClient
+	if !id.serverOwner() {
+		hc = s.cfg.RestrictedHTTPClient
+	}
+	resp, err := hc.Do(req)
 	if err != nil {
 		return apiErr(ErrInvalid, "could not connect to remote repository %s", m.URL)
 	}

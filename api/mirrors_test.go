@@ -294,3 +294,50 @@ func TestRegisterMirrorBetweenNodes(t *testing.T) {
 	}
 	p.get(t, "/api/channels/my-channel/mirrors/config?client=emacs", "").want(t, 422)
 }
+
+// TestRegistryFetchesOfNonOwnersAreConfined: a channel owner who is not a
+// server owner cannot make the node call loopback (or any denied network)
+// through the mirror registry's check, nor through synchronize_metrics,
+// and the answers say nothing of what is there; a server owner still can.
+func TestRegistryFetchesOfNonOwnersAreConfined(t *testing.T) {
+	e := start(t)
+	fm := &fakeMirror{channel: map[string]any{"name": "my-mirror", "mirror_channel_url": "http://primary/get/c"}, metrics: `{"packages": {}}`}
+	srv := httptest.NewServer(fm)
+	defer srv.Close()
+	member := e.newUser(t, "chowner", "member")
+	e.newChannel(t, "members-channel", false, member)
+	url := srv.URL + "/get/my-mirror"
+	refused := e.do(t, "POST", "/api/channels/members-channel/mirrors", member, map[string]any{"url": url}, nil).wantErr(t, 422, "could not connect to remote repository")
+	closed := e.do(t, "POST", "/api/channels/members-channel/mirrors", member, map[string]any{"url": "http://127.0.0.1:1/get/my-mirror"}, nil).wantErr(t, 422)
+	if refused.detail(t) != strings.Replace(closed.detail(t), "http://127.0.0.1:1", srv.URL, 1) {
+		t.Fatalf("an open and a closed port read differently: %q vs %q", refused.detail(t), closed.detail(t))
+	}
+	fm.set(func(f *fakeMirror) {
+		if len(f.requests) != 0 {
+			t.Errorf("the node called loopback for a non-owner: %v", f.requests)
+		}
+	})
+
+	// A server owner registers it (the owner may reach loopback); the
+	// channel owner's repeated synchronize_metrics job stays confined.
+	e.newChannel(t, "owned", false, admin)
+	e.addMember(t, "owned", "chowner", "owner")
+	e.do(t, "POST", "/api/channels/owned/mirrors", admin, map[string]any{"url": url}, nil).want(t, 201)
+	fm.set(func(f *fakeMirror) { f.requests = nil })
+	e.do(t, "PUT", "/api/channels/owned/actions", member, map[string]any{"action": "synchronize_metrics", "repeat_every_seconds": 5}, nil).wantErr(t, 422, "greater than or equal to 60")
+	var job struct {
+		ID int64 `json:"id"`
+	}
+	e.do(t, "PUT", "/api/channels/owned/actions", member, map[string]any{"action": "synchronize_metrics"}, nil).want(t, 200).decode(t, &job)
+	e.waitJob(t, job.ID, "success")
+	if len(fm.metricsRequests()) != 0 {
+		t.Fatalf("a member's job called loopback: %v", fm.metricsRequests())
+	}
+	tasks := e.get(t, fmt.Sprintf("/api/jobs/%d/tasks", job.ID), admin).want(t, 200).String()
+	if strings.Contains(tasks, "connect:") || strings.Contains(tasks, "address not allowed") {
+		t.Fatalf("the task tells what the node found: %s", tasks)
+	}
+	// The server owner's own job reaches it.
+	e.do(t, "PUT", "/api/channels/owned/actions", admin, map[string]any{"action": "synchronize_metrics"}, nil).want(t, 200)
+	eventually(t, "the owner's job pulls the mirror's metrics", func() bool { return len(fm.metricsRequests()) > 0 })
+}

@@ -15,6 +15,7 @@ import (
 	"github.com/condamesh/condamesh/metrics"
 	"github.com/condamesh/condamesh/proxy"
 	"github.com/condamesh/condamesh/store"
+	"github.com/condamesh/condamesh/upstream"
 	"github.com/ipfs/go-cid"
 )
 
@@ -88,9 +89,12 @@ type Config struct {
 	BodyMinRate int64
 	// BodyGrace is the time a body has before the rate counts. Default 30 s.
 	BodyGrace time.Duration
-	// HTTPClient makes the calls to other servers of the mirror registry.
-	// Default: 15 s timeout.
+	// HTTPClient makes the calls to other servers of the mirror registry
+	// for server owners. Default: 15 s timeout, upstream's redirect rules.
 	HTTPClient *http.Client
+	// RestrictedHTTPClient makes them for everyone else. Default: as
+	// HTTPClient, confined to upstream.DefaultRestricted networks.
+	RestrictedHTTPClient *http.Client
 }
 
 func (c *Config) setDefaults() {
@@ -113,7 +117,11 @@ func (c *Config) setDefaults() {
 		c.BodyGrace = 30 * time.Second
 	}
 	if c.HTTPClient == nil {
-		c.HTTPClient = &http.Client{Timeout: 15 * time.Second}
+		c.HTTPClient = upstream.NewHTTPClient(15*time.Second, nil, "")
+	}
+	if c.RestrictedHTTPClient == nil {
+		nets := upstream.DefaultRestricted()
+		c.RestrictedHTTPClient = upstream.NewHTTPClient(15*time.Second, &nets, "")
 	}
 }
 

@@ -78,6 +78,13 @@ type Config struct {
 	// MaxConns caps the HTTP connections open at once (every protocol);
 	// connections over it are closed at accept. Default 8192.
 	MaxConns int
+	// FetchNetworks confines the server-side fetches made for callers who
+	// are not server owners (mirror registry checks, their
+	// synchronize_metrics jobs). Nil: upstream.DefaultRestricted().
+	FetchNetworks *upstream.Networks
+	// Redirects is the redirect policy of every upstream fetch. Default
+	// upstream.RedirectSameRules.
+	Redirects upstream.RedirectPolicy
 	// Logger receives all logs. Default slog.Default().
 	Logger *slog.Logger
 }
@@ -119,6 +126,9 @@ func (c *Config) Validate() error {
 	}
 	if _, _, err := net.SplitHostPort(c.DebugAddr); c.DebugAddr != "" && err != nil {
 		errs = append(errs, fmt.Errorf("debug address %q: %w", c.DebugAddr, err))
+	}
+	if err := c.Redirects.Validate(); err != nil {
+		errs = append(errs, err)
 	}
 	if c.MaxConns < 0 {
 		errs = append(errs, fmt.Errorf("max conns %d: must be positive (0: the default)", c.MaxConns))
@@ -220,7 +230,17 @@ func New(ctx context.Context, cfg Config) (n *Node, err error) {
 	n.jobs = jobs.New(jobs.Config{Interval: time.Second, Logger: n.log}, n.cat, n.cl, n.cl.IsLeader)
 	n.registerActions()
 	n.prom = metrics.NewProm(n.storeSize)
-	n.up = upstream.New(upstream.Config{Logger: n.log, Observe: func(o string) { n.prom.Upstream.WithLabelValues(o).Inc() }})
+	if cfg.API.HTTPClient == nil {
+		cfg.API.HTTPClient = upstream.NewHTTPClient(15*time.Second, nil, cfg.Redirects)
+	}
+	if cfg.API.RestrictedHTTPClient == nil {
+		nets := upstream.DefaultRestricted()
+		if cfg.FetchNetworks != nil {
+			nets = *cfg.FetchNetworks
+		}
+		cfg.API.RestrictedHTTPClient = upstream.NewHTTPClient(15*time.Second, &nets, cfg.Redirects)
+	}
+	n.up = upstream.New(upstream.Config{Logger: n.log, Restricted: cfg.FetchNetworks, Redirects: cfg.Redirects, Observe: func(o string) { n.prom.Upstream.WithLabelValues(o).Inc() }})
 	n.proxy = proxy.New(proxy.Config{Logger: n.log}, n.cat, n.st, n.cl, n.up)
 	n.mirror = mirror.New(mirror.Config{Logger: n.log, Hold: n.idx.Hold, OnProgress: func(ch string, p jobs.Progress) {
 		n.prom.SyncFiles.WithLabelValues(ch, "done").Set(float64(p.FilesDone))

@@ -5,7 +5,11 @@
 // logged or returned in an error. GetMany fetches the many files of a
 // mirror sync over pipelined HTTP/1.1 connections (pipeline.go), reading
 // plain answers with a lean head reader (head.go) and handing anything
-// unusual back to Get.
+// unusual back to Get. Redirects keep credentials on the first request's exact
+// origin and follow a policy on address classes (guard.go); fetches made
+// for callers who are not server owners are confined to a network policy
+// checked on the dialled address, and their errors say nothing of what
+// answered.
 package upstream
 
 import (
@@ -50,6 +54,13 @@ type Config struct {
 	Transport http.RoundTripper
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger
+	// Restricted is where fetches marked Request.Restricted (made for
+	// callers who are not server owners) may connect. Nil: DefaultRestricted.
+	Restricted *Networks
+	// Redirects is the redirect policy of every fetch. Default
+	// RedirectSameRules. Credentials are only ever sent to the first
+	// request's exact origin.
+	Redirects RedirectPolicy
 	// Observe, if set, is told the outcome of every Get: "ok",
 	// "not_modified", "not_found" or "error".
 	Observe func(outcome string)
@@ -59,6 +70,9 @@ type Config struct {
 type Client struct {
 	cfg Config
 	hc  *http.Client
+	// hr makes restricted fetches: its own transport, so a restricted fetch
+	// never reuses a connection an unrestricted one opened.
+	hr  *http.Client
 	log *slog.Logger
 }
 
@@ -79,14 +93,44 @@ func New(cfg Config) *Client {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	tr := cfg.Transport
-	if tr == nil {
-		t := http.DefaultTransport.(*http.Transport).Clone()
-		t.MaxIdleConnsPerHost = 32
-		t.ResponseHeaderTimeout = cfg.AttemptTimeout
-		tr = t
+	if cfg.Restricted == nil {
+		r := DefaultRestricted()
+		cfg.Restricted = &r
 	}
-	return &Client{cfg: cfg, hc: &http.Client{Transport: tr}, log: cfg.Logger.With("component", "upstream")}
+	if cfg.Redirects == "" {
+		cfg.Redirects = RedirectSameRules
+	}
+	tr, rtr := cfg.Transport, cfg.Transport
+	if tr == nil {
+		tr = newTransport(cfg.AttemptTimeout, nil)
+		rtr = newTransport(cfg.AttemptTimeout, cfg.Restricted)
+	}
+	return &Client{cfg: cfg,
+		hc:  &http.Client{Transport: tr, CheckRedirect: cfg.Redirects.checkRedirect},
+		hr:  &http.Client{Transport: rtr, CheckRedirect: cfg.Redirects.checkRedirect},
+		log: cfg.Logger.With("component", "upstream")}
+}
+
+// NewHTTPClient returns a plain HTTP client for server-side calls outside
+// channel fetches (the mirror registry's checks), under the same redirect
+// and credential rules; restricted confines it to nets.
+func NewHTTPClient(timeout time.Duration, nets *Networks, redirects RedirectPolicy) *http.Client {
+	if redirects == "" {
+		redirects = RedirectSameRules
+	}
+	return &http.Client{Timeout: timeout, Transport: newTransport(timeout, nets), CheckRedirect: redirects.checkRedirect}
+}
+
+func newTransport(timeout time.Duration, nets *Networks) *http.Transport {
+	t := http.DefaultTransport.(*http.Transport).Clone()
+	t.MaxIdleConnsPerHost = 32
+	t.ResponseHeaderTimeout = timeout
+	if nets != nil {
+		d := &net.Dialer{Timeout: timeout, KeepAlive: 30 * time.Second, Control: nets.control}
+		t.DialContext = d.DialContext
+		t.Proxy = nil // a proxy would dial for us, past the check
+	}
+	return t
 }
 
 // Request is one upstream GET.
@@ -94,6 +138,10 @@ type Request struct {
 	URL string
 	// Authorization, if set, is sent as the Authorization header.
 	Authorization string
+	// Restricted confines the fetch to Config.Restricted and keeps what
+	// answered out of its errors (it is made for a caller who is not a
+	// server owner, who must not learn the node's network from it).
+	Restricted bool
 	// Validators of a cached copy, for a conditional request.
 	IfNoneMatch, IfModifiedSince string
 }
@@ -112,6 +160,9 @@ type Response struct {
 // errors; every error names the URL with its secrets redacted.
 func (c *Client) Get(ctx context.Context, r Request) (*Response, error) {
 	resp, err := c.get(ctx, r)
+	if err != nil && r.Restricted {
+		err = vague(err)
+	}
 	if c.cfg.Observe != nil {
 		switch {
 		case err == nil && resp.NotModified:
@@ -173,8 +224,15 @@ func (c *Client) attempt(ctx context.Context, r Request) (*Response, bool, error
 	if r.IfModifiedSince != "" {
 		req.Header.Set("If-Modified-Since", r.IfModifiedSince)
 	}
-	resp, err := c.hc.Do(req)
+	hc := c.hc
+	if r.Restricted {
+		hc = c.hr
+	}
+	resp, err := hc.Do(req)
 	if err != nil {
+		if errors.Is(err, ErrForbiddenAddress) || errors.Is(err, ErrRefused) {
+			return nil, false, fmt.Errorf("%w: %s: %w", ErrRefused, Redact(r.URL), redactErr(err))
+		}
 		var ne net.Error
 		if errors.As(err, &ne) && ne.Timeout() {
 			return nil, true, fmt.Errorf("%w: %s: %v", ErrTimeout, Redact(r.URL), redactErr(err))
@@ -201,6 +259,19 @@ func (c *Client) attempt(ctx context.Context, r Request) (*Response, bool, error
 		return nil, true, fmt.Errorf("%w: %s answered %s", ErrUnavailable, Redact(r.URL), status)
 	}
 	return nil, false, fmt.Errorf("%w: %s answered %s", ErrRefused, Redact(r.URL), status)
+}
+
+// vague keeps only the kind of a restricted fetch's error: not found, or
+// could not be fetched. Whether a port was closed, filtered, refused or
+// answered something else is not told.
+func vague(err error) error {
+	if errors.Is(err, ErrNotFound) {
+		return fmt.Errorf("%w: the remote server has no such file", ErrNotFound)
+	}
+	if errors.Is(err, context.Canceled) {
+		return err
+	}
+	return fmt.Errorf("%w: the remote server could not be reached or refused the request", ErrUnavailable)
 }
 
 var tokenRe = regexp.MustCompile(`/t/[^/]+/`)

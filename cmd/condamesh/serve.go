@@ -3,10 +3,13 @@ package main
 import (
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/condamesh/condamesh/node"
+	"github.com/condamesh/condamesh/upstream"
 	"github.com/spf13/cobra"
 )
 
@@ -59,15 +62,42 @@ func newServe() *cobra.Command {
 	f.DurationVar(&clockOffset, "clock-offset", 0, "shift this node's clock for download timestamps and metrics windows (testing, replays)")
 	var countDownloads bool
 	f.BoolVar(&countDownloads, "count-downloads", true, "count package downloads for the metrics API")
-	cmd.PreRun = func(*cobra.Command, []string) {
+	var fetchAllow, fetchDeny, redirects string
+	def := upstream.DefaultRestricted()
+	f.StringVar(&fetchAllow, "fetch-allow", "", "networks (CIDRs, comma-separated) that server-side fetches for callers who are not server owners may reach (empty: all but --fetch-deny)")
+	f.StringVar(&fetchDeny, "fetch-deny", prefixList(def.Deny), "networks those fetches may not reach (the node's own addresses are always refused)")
+	f.StringVar(&redirects, "redirects", string(upstream.RedirectSameRules), "upstream redirects followed: same-rules (public, or the first host's address class), any, none")
+	cmd.PreRunE = func(*cobra.Command, []string) error {
+		allow, err := upstream.ParsePrefixes(fetchAllow)
+		if err != nil {
+			return usageError{fmt.Errorf("--fetch-allow: %w", err)}
+		}
+		deny, err := upstream.ParsePrefixes(fetchDeny)
+		if err != nil {
+			return usageError{fmt.Errorf("--fetch-deny: %w", err)}
+		}
+		cfg.FetchNetworks = &upstream.Networks{Allow: allow, Deny: deny, DenyOwn: true}
+		cfg.Redirects = upstream.RedirectPolicy(redirects)
+		if err := cfg.Redirects.Validate(); err != nil {
+			return usageError{err}
+		}
 		cfg.NoDownloadCounting = !countDownloads
 		if clockOffset != 0 {
 			cfg.API.Now = func() time.Time { return time.Now().Add(clockOffset) }
 		}
+		return nil
 	}
 	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	f.StringVar(&logFormat, "log-format", "text", "log format: text or json")
 	return cmd
+}
+
+func prefixList(ps []netip.Prefix) string {
+	out := make([]string, len(ps))
+	for i, p := range ps {
+		out[i] = p.String()
+	}
+	return strings.Join(out, ",")
 }
 
 func newLogger(w interface{ Write([]byte) (int, error) }, level, format string) (*slog.Logger, error) {
