@@ -8,7 +8,6 @@ import (
 	"net"
 	"os"
 	"path/filepath"
-	"strings"
 	"sync/atomic"
 	"time"
 
@@ -124,7 +123,7 @@ func Open(ctx context.Context, cfg Config, sm stateMachine) (*Cluster, error) {
 				_ = logs.Close()
 				return nil, fmt.Errorf("cluster: bootstrap: %w", err)
 			}
-			lg.Info("bootstrapped single-node cluster", "node", cfg.NodeID)
+			lg.Info("bootstrapped single-node cluster")
 		}
 	}
 	r, err := raft.NewRaft(rc, &fsm{sm: sm}, logs, logs, snaps, trans)
@@ -226,23 +225,7 @@ func (c *Cluster) Close() error {
 	return nil
 }
 
-// hclogAdapter routes the Raft library's hclog output into slog.
+// hclogAdapter routes the Raft library's logs into slog at their levels.
 func hclogAdapter(l *slog.Logger) hclog.Logger {
-	return hclog.New(&hclog.LoggerOptions{Name: "raft", Output: slogWriter{l}, Level: hclog.Info})
-}
-
-// slogWriter receives one formatted hclog line per Write.
-type slogWriter struct{ l *slog.Logger }
-
-func (w slogWriter) Write(p []byte) (int, error) {
-	line := strings.TrimSpace(string(p))
-	switch {
-	case strings.Contains(line, "[ERROR]"):
-		w.l.Error("raft", "msg", line)
-	case strings.Contains(line, "[WARN]"):
-		w.l.Warn("raft", "msg", line)
-	default:
-		w.l.Debug("raft", "msg", line)
-	}
-	return len(p), nil
+	return NewHCLog(l, "raft", hclog.Info)
 }

@@ -310,7 +310,7 @@ func startGossip(cfg Config, id string, log *slog.Logger) (*memberlist.Memberlis
 	mc.BindAddr = host
 	fmt.Sscan(port, &mc.BindPort)
 	mc.AdvertisePort = 0
-	mc.Logger = slog.NewLogLogger(log.With("component", "gossip").Handler(), slog.LevelDebug)
+	mc.Logger = cluster.NewStdLogger(log.With("component", "gossip"))
 	ml, err := memberlist.Create(mc)
 	if err != nil {
 		return nil, fmt.Errorf("node: start gossip: %w", err)

@@ -287,7 +287,7 @@ func newUpload() *cobra.Command {
 	}
 	c.flags(cmd)
 	cmd.Flags().BoolVar(&force, "force", false, "replace a file that already exists")
-	cmd.Flags().BoolVar(&quiet, "quiet", false, "no progress bar")
+	cmd.Flags().BoolVarP(&quiet, "quiet", "q", false, "no progress bar (none is drawn either when stderr is not a terminal)")
 	return cmd
 }
 
@@ -309,7 +309,7 @@ func uploadFile(ctx context.Context, hc *http.Client, base, channel, path string
 		return err
 	}
 	var body io.Reader = f
-	if !quiet {
+	if !quiet && isTerminal(stderr) {
 		bar := progressbar.DefaultBytes(st.Size(), "uploading "+filepath.Base(path))
 		progressbar.OptionSetWriter(stderr)(bar)
 		r := progressbar.NewReader(f, bar)

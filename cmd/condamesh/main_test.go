@@ -120,3 +120,26 @@ func TestMetricsCommand(t *testing.T) {
 		t.Fatalf("--by-mirror:\n%s", out)
 	}
 }
+
+// TestNoProgressBarsWhenPiped: with stderr not a terminal (a pipe, a log
+// file), upload and sync --wait draw no bar: no carriage returns, no
+// redraws; the upload still says what it uploaded.
+func TestNoProgressBarsWhenPiped(t *testing.T) {
+	n := nodetest.Start(t)
+	dir := t.TempDir()
+	spec := condatest.Spec{Name: "pipedpkg", Version: "1.0", Build: "0", Files: map[string]string{"x": strings.Repeat("y", 1<<20)}}
+	pkg := filepath.Join(dir, condatest.Filename(spec, ".conda"))
+	if err := os.WriteFile(pkg, condatest.Conda(t, spec), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, code := cli(t, n, "channel", "create", "piped"); code != 0 {
+		t.Fatal("create")
+	}
+	out, errOut, code := cli(t, n, "upload", "piped", pkg)
+	if code != 0 || !strings.Contains(out, "uploaded pipedpkg-1.0-0.conda") {
+		t.Fatalf("upload: code %d, out %q, err %q", code, out, errOut)
+	}
+	if strings.ContainsAny(errOut, "\r\x1b") || strings.Contains(errOut, "%") {
+		t.Fatalf("a progress bar was drawn into a pipe: %q", errOut)
+	}
+}

@@ -48,7 +48,7 @@ func newChannelSync(c *conn) *cobra.Command {
 	}
 	cmd.Flags().BoolVar(&wait, "wait", false, "follow the job with a progress bar until it ends")
 	cmd.Flags().BoolVar(&archives, "from-archives", false, "read every record from the downloaded archive (Quetz 'synchronize')")
-	cmd.Flags().BoolVar(&quiet, "quiet", false, "no progress bar")
+	cmd.Flags().BoolVarP(&quiet, "quiet", "q", false, "no progress (a bar on a terminal, else a line every few seconds)")
 	return cmd
 }
 
@@ -65,9 +65,16 @@ type taskView struct {
 	} `json:"progress"`
 }
 
+// progressLineEvery spaces the progress lines of a job followed without a
+// terminal.
+const progressLineEvery = 5 * time.Second
+
 // followJob polls the job's newest task until the job ends.
 func followJob(ctx context.Context, hc *http.Client, base string, id int64, quiet bool, stdout, stderr io.Writer) error {
 	var bar *progressbar.ProgressBar
+	tty := isTerminal(stderr)
+	var lastLine string
+	var lastLineAt time.Time
 	t := time.NewTicker(300 * time.Millisecond)
 	defer t.Stop()
 	for {
@@ -88,7 +95,15 @@ func followJob(ctx context.Context, hc *http.Client, base string, id int64, quie
 		if n := len(tasks.Result); n > 0 {
 			last = &tasks.Result[n-1]
 		}
-		if last != nil && last.Progress != nil && !quiet {
+		if last != nil && last.Progress != nil && !quiet && !tty {
+			p := last.Progress
+			line := fmt.Sprintf("%d/%d files, %d/%d bytes", p.FilesDone, p.FilesTotal, p.BytesDone, p.BytesTotal)
+			if line != lastLine && time.Since(lastLineAt) >= progressLineEvery {
+				fmt.Fprintln(stderr, line)
+				lastLine, lastLineAt = line, time.Now()
+			}
+		}
+		if last != nil && last.Progress != nil && !quiet && tty {
 			p := last.Progress
 			if bar == nil && p.BytesTotal > 0 {
 				bar = progressbar.NewOptions64(p.BytesTotal, progressbar.OptionSetWriter(stderr), progressbar.OptionShowBytes(true),
