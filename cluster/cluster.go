@@ -145,6 +145,12 @@ func addrOrNil(a *net.TCPAddr) net.Addr {
 // RaftAddr returns the address Raft listens on (with the real port).
 func (c *Cluster) RaftAddr() string { return string(c.transport.LocalAddr()) }
 
+// LastIndex is the index of the last entry in the local Raft log.
+func (c *Cluster) LastIndex() uint64 { return c.raft.LastIndex() }
+
+// AppliedIndex is the index of the last entry applied to the FSM.
+func (c *Cluster) AppliedIndex() uint64 { return c.raft.AppliedIndex() }
+
 // IsLeader reports whether this node is the Raft leader.
 func (c *Cluster) IsLeader() bool { return c.raft.State() == raft.Leader }
 

@@ -230,6 +230,7 @@ func New(ctx context.Context, cfg Config) (n *Node, err error) {
 	n.jobs = jobs.New(jobs.Config{Interval: time.Second, Logger: n.log}, n.cat, n.cl, n.cl.IsLeader)
 	n.registerActions()
 	n.prom = metrics.NewProm(n.storeSize)
+	n.prom.WatchRaft(n.cl.LastIndex, n.cl.AppliedIndex)
 	if cfg.API.HTTPClient == nil {
 		cfg.API.HTTPClient = upstream.NewHTTPClient(15*time.Second, nil, cfg.Redirects)
 	}
