@@ -15,5 +15,11 @@
 // fallback net/http server for the rest of its life, so uploads, the REST
 // and Connect APIs, h2c and every malformed request get net/http's
 // complete behaviour. The parser therefore only has to be right about
-// what it accepts; FuzzParseRequest checks it against net/http's reader.
+// what it accepts; FuzzParseRequest checks it against net/http's server
+// (its reader and the checks its connection loop adds, Host included),
+// and TestRawHeadsAsNetHTTP compares the bytes both send back for
+// pipelined, closing and malformed requests. Like net/http, the loop sends
+// every answer before it waits for more bytes or closes, and after an
+// answer that closes the connection it half-closes and drains what the
+// client still sends, so that a reset cannot destroy the answer.
 package hotpath
