@@ -9,13 +9,16 @@ import (
 	"testing"
 
 	"github.com/condamesh/condamesh/conda/condatest"
+	"github.com/condamesh/condamesh/node/nodetest"
 )
 
 // TestRESTBadInput sends refused requests and checks that nothing stored
 // changed: the package list, every subdir's repodata.json, channeldata.json,
 // the channel's accounted size and the node's blobs.
-func TestRESTBadInput(t *testing.T) {
-	e := start(t)
+func TestRESTBadInput(t *testing.T) { inHTTPModes(t, testRESTBadInput) }
+
+func testRESTBadInput(t *testing.T, mode ...nodetest.Option) {
+	e := start(t, mode...)
 	memberKey := e.newUser(t, "bad-member", "member")
 	e.newChannel(t, "bad", false, admin)
 	e.addMember(t, "bad", "bad-member", "member")

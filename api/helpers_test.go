@@ -48,6 +48,15 @@ func start(t *testing.T, opts ...nodetest.Option) *env {
 	return &env{n: n, url: n.URL(), hc: hc}
 }
 
+// inHTTPModes runs test once for each way a node serves HTTP (the lean
+// loop on and off), with the options that start a node that way: for the
+// tests of what clients see on the wire.
+func inHTTPModes(t *testing.T, test func(t *testing.T, mode ...nodetest.Option)) {
+	for _, m := range nodetest.HTTPModes {
+		t.Run(m.Name, func(t *testing.T) { test(t, m.Opts...) })
+	}
+}
+
 // res is a fully read HTTP response.
 type res struct {
 	method, path string

@@ -13,6 +13,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/condamesh/condamesh/node/nodetest"
 )
 
 // TestProxyStreamsColdPackages: a client missing a package on a proxy
@@ -20,7 +22,9 @@ import (
 // (large packages would otherwise make clients time out), the full file
 // with the head a cached copy gets, and a response cut short (never a whole
 // wrong file) when the upstream sends corrupt bytes, which are not kept.
-func TestProxyStreamsColdPackages(t *testing.T) {
+func TestProxyStreamsColdPackages(t *testing.T) { inHTTPModes(t, testProxyStreamsColdPackages) }
+
+func testProxyStreamsColdPackages(t *testing.T, mode ...nodetest.Option) {
 	good := make([]byte, 3<<20)
 	_, _ = rand.Read(good)
 	bad := make([]byte, 1<<20)
@@ -55,7 +59,7 @@ func TestProxyStreamsColdPackages(t *testing.T) {
 		}
 	}))
 	defer up.Close()
-	e := start(t)
+	e := start(t, mode...)
 	e.do(t, "POST", "/api/channels", admin, map[string]any{"name": "px", "private": false, "mirror_channel_url": up.URL + "/c", "mirror_mode": "proxy"}, nil).want(t, 201)
 	e.get(t, "/get/px/linux-64/repodata.json", "").want(t, 200) // clients read the index first
 

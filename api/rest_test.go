@@ -18,6 +18,7 @@ import (
 
 	"github.com/condamesh/condamesh/conda/condatest"
 	"github.com/condamesh/condamesh/node"
+	"github.com/condamesh/condamesh/node/nodetest"
 	"github.com/dsnet/compress/bzip2"
 	"github.com/klauspost/compress/zstd"
 )
@@ -40,8 +41,10 @@ func newUpstream(t *testing.T) *upstream {
 	return u
 }
 
-func TestRESTChannels(t *testing.T) {
-	e := start(t)
+func TestRESTChannels(t *testing.T) { inHTTPModes(t, testRESTChannels) }
+
+func testRESTChannels(t *testing.T, mode ...nodetest.Option) {
+	e := start(t, mode...)
 	up := newUpstream(t)
 	keys := map[string]string{
 		"owner":      e.newUser(t, "sowner", "owner"),

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/condamesh/condamesh/conda/condatest"
+	"github.com/condamesh/condamesh/node/nodetest"
 	"github.com/klauspost/compress/zstd"
 	"github.com/vmihailenco/msgpack/v5"
 )
@@ -60,8 +61,10 @@ func maxAge(cc string) int {
 
 // Case 64 and the HTTP semantics of /get: validators, 304s, ranges,
 // lengths, media types, caching.
-func TestRESTServing(t *testing.T) {
-	e := start(t)
+func TestRESTServing(t *testing.T) { inHTTPModes(t, testRESTServing) }
+
+func testRESTServing(t *testing.T, mode ...nodetest.Option) {
+	e := start(t, mode...)
 	e.newChannel(t, "srv", false, admin)
 	linux := pkgSpec("served", "1.0", "linux-64")
 	linuxFile, linuxData := condatest.Filename(linux, ".tar.bz2"), condatest.TarBz2(t, linux)

@@ -96,6 +96,17 @@ func startServer(t testing.TB, dataDir string) *server {
 	return startServerArgs(t, dataDir)
 }
 
+// httpModes are the two ways a server answers HTTP, as serve flags: the
+// lean HTTP/1.1 loop for conda clients' reads (the default), or net/http
+// for everything.
+var httpModes = []struct {
+	name string
+	args []string
+}{
+	{"lean-http", nil},
+	{"net-http", []string{"--lean-http=false"}},
+}
+
 // startServerArgs is startServer with extra serve flags.
 func startServerArgs(t testing.TB, dataDir string, extra ...string) *server {
 	t.Helper()

@@ -47,7 +47,13 @@ func testPackages(t *testing.T) map[string][]byte {
 // solved URL, checking each file's sha256 against the solver's record and
 // the uploaded bytes.
 func TestSolveAndDownload(t *testing.T) {
-	s := startServer(t, t.TempDir())
+	for _, m := range httpModes {
+		t.Run(m.name, func(t *testing.T) { testSolveAndDownload(t, m.args...) })
+	}
+}
+
+func testSolveAndDownload(t *testing.T, serveArgs ...string) {
+	s := startServerArgs(t, t.TempDir(), serveArgs...)
 	if out, err := s.cli("channel", "create", "e2e", "--description", "end to end"); err != nil {
 		t.Fatalf("channel create: %v: %s", err, out)
 	}

@@ -2,11 +2,13 @@ package hotpath
 
 import (
 	"bytes"
-	"github.com/condamesh/condamesh/internal/httpsyntax"
 	"net/http"
 	"net/textproto"
 	"net/url"
 	"strings"
+
+	"github.com/condamesh/condamesh/internal/httpsyntax"
+	"golang.org/x/net/http/httpguts"
 )
 
 // headMax is the longest request head the lean loop reads; longer heads
@@ -33,21 +35,42 @@ func newRequest() *request {
 }
 
 // headEnd returns the length of the request head at the start of buf
-// (through its empty line), or 0 when buf holds no complete head.
+// through its first empty line, or 0 when buf holds no complete head.
+// Lines end where net/http's reader ends them, at LF with or without a CR
+// before it, so a head with bare LFs is complete here when it is complete
+// for net/http (parseRequest refuses it and the Fallback answers it).
 func headEnd(buf []byte) int {
-	i := bytes.Index(buf, []byte("\r\n\r\n"))
-	if i < 0 {
-		return 0
+	switch {
+	case len(buf) > 0 && buf[0] == '\n':
+		return 1
+	case len(buf) > 1 && buf[0] == '\r' && buf[1] == '\n':
+		return 2
 	}
-	return i + 4
+	for i := 0; ; {
+		j := bytes.IndexByte(buf[i:], '\n')
+		if j < 0 {
+			return 0
+		}
+		i += j + 1
+		switch {
+		case i < len(buf) && buf[i] == '\n':
+			return i + 1
+		case i+1 < len(buf) && buf[i] == '\r' && buf[i+1] == '\n':
+			return i + 2
+		}
+	}
 }
 
 // parseRequest parses a complete request head strictly. It accepts only
 // what the lean loop answers: a bodiless GET or HEAD in origin-form over
 // HTTP/1.0 or 1.1, with well-formed header lines, one Host, no upgrade
-// and no expectation. Anything else, valid or not, reports false and is
-// left to the Fallback server, which answers (or refuses) it as net/http
-// does; so this parser only ever has to be right about what it accepts.
+// and no expectation, and nothing net/http's server would refuse (a
+// malformed Host, a bare LF). Anything else, valid or not, reports false
+// and is left to the Fallback server, which answers (or refuses) it as
+// net/http does; so this parser only ever has to be right about what it
+// accepts. The header it fills is the one net/http's server hands its
+// handlers: no Host field, one Content-Length, Pragma: no-cache implying
+// Cache-Control.
 func parseRequest(head []byte, r *request) bool {
 	if len(head) < 4 || !bytes.HasSuffix(head, []byte("\r\n\r\n")) {
 		return false
@@ -55,6 +78,9 @@ func parseRequest(head []byte, r *request) bool {
 	// One string for the whole head: the target and the header values
 	// are substrings of it, so parsing allocates no string per field.
 	lines := string(head[:len(head)-4])
+	if strings.HasSuffix(lines, "\r\n") {
+		return false // the head ended at an earlier empty line
+	}
 	line, rest, _ := strings.Cut(lines, "\r\n")
 	method, rl, ok := strings.Cut(line, " ")
 	if !ok {
@@ -107,11 +133,18 @@ func parseRequest(head []byte, r *request) bool {
 		}
 		switch key {
 		case "Host":
+			if !httpguts.ValidHostHeader(value) {
+				return false // net/http answers 400
+			}
 			hosts++
 			r.host = value
+			continue // net/http's server takes Host out of the header
 		case "Content-Length":
 			if value != "0" {
 				return false
+			}
+			if r.header[key] != nil {
+				continue // net/http keeps one of equal duplicates
 			}
 		case "Transfer-Encoding", "Upgrade", "Expect", "Http2-Settings", "Te":
 			return false
@@ -141,6 +174,9 @@ func parseRequest(head []byte, r *request) bool {
 	}
 	if r.minor == 0 && !hasToken(r.header["Connection"], "keep-alive") {
 		r.close = true
+	}
+	if p := r.header["Pragma"]; len(p) > 0 && p[0] == "no-cache" && r.header["Cache-Control"] == nil {
+		r.header["Cache-Control"] = []string{"no-cache"} // as net/http reads it
 	}
 	return true
 }

@@ -1,14 +1,18 @@
 package hotpath
 
 import (
+	"bufio"
 	"io"
 	"net/http"
+	"net/textproto"
 	"os"
 	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
+
+	"github.com/condamesh/condamesh/internal/httpsyntax"
 )
 
 // pendingMax is how much body a response without Content-Length buffers
@@ -16,7 +20,8 @@ import (
 const pendingMax = 2 << 10
 
 // answer runs the handler for r and reports whether the connection stays
-// open for the next request.
+// open for the next request. The answer stays in the connection's buffer;
+// the loop sends it before it waits for bytes or closes.
 func (c *conn) answer(r *request) bool {
 	hr := r.httpRequest(c)
 	clear(c.rhead)
@@ -25,13 +30,6 @@ func (c *conn) answer(r *request) bool {
 	c.srv.cfg.Handler.ServeHTTP(w, hr)
 	if err := w.finish(); err != nil {
 		return false
-	}
-	// Pipelined requests already buffered are answered before flushing,
-	// so their responses share writes.
-	if c.br.Buffered() == 0 {
-		if err := c.bw.Flush(); err != nil {
-			return false
-		}
 	}
 	return w.keep
 }
@@ -212,10 +210,14 @@ func (w *response) finish() error {
 // body. final means the handler has returned, so a pending body is all of
 // it and its length can be declared. first is the body about to be written
 // when nothing is pending; a missing Content-Type is sniffed from the first
-// body bytes, as net/http does.
+// body bytes, as net/http does. The head is laid out as net/http lays it
+// out: the handler's fields sorted, then Date, Content-Length,
+// Content-Type, Connection and Transfer-Encoding where the server adds
+// them.
 func (w *response) sendHeader(final bool, first []byte) {
 	w.sentHeader = true
 	h := w.header
+	var added struct{ length, ctype, connection, te string }
 	switch {
 	case w.status == http.StatusNoContent:
 		h.Del("Content-Length")
@@ -223,19 +225,19 @@ func (w *response) sendHeader(final bool, first []byte) {
 	case !w.bodyAllowed() || w.cl >= 0:
 	case final && (!w.isHead() || w.written > 0):
 		w.cl = w.written
-		h.Set("Content-Length", strconv.FormatInt(w.written, 10))
+		added.length = strconv.FormatInt(w.written, 10)
 	case w.isHead():
 	case w.req.minor == 1:
 		w.chunked = true
-		h.Set("Transfer-Encoding", "chunked")
+		added.te = "chunked"
 	default:
 		w.keep = false // HTTP/1.0, unknown length: the close ends the body
 	}
 	if len(w.pending) > 0 {
 		first = w.pending
 	}
-	if _, set := h["Content-Type"]; !set && w.bodyAllowed() && len(first) > 0 {
-		h.Set("Content-Type", http.DetectContentType(first))
+	if _, set := h["Content-Type"]; !set && w.bodyAllowed() && len(first) > 0 && h.Get("Content-Encoding") == "" {
+		added.ctype = http.DetectContentType(first)
 	}
 	switch _, set := h["Connection"]; {
 	case hasToken(h["Connection"], "close"):
@@ -243,10 +245,10 @@ func (w *response) sendHeader(final bool, first []byte) {
 	case !w.keep:
 		h.Del("Connection")
 		if w.req.minor == 1 {
-			h.Set("Connection", "close") // an HTTP/1.0 client expects the close
+			added.connection = "close" // an HTTP/1.0 client expects the close
 		}
 	case w.req.minor == 0 && !set:
-		h.Set("Connection", "keep-alive")
+		added.connection = "keep-alive"
 	}
 
 	bw := w.c.bw
@@ -266,6 +268,9 @@ func (w *response) sendHeader(final bool, first []byte) {
 	}
 	slices.Sort(ks)
 	for _, k := range ks {
+		if !httpsyntax.Token(k) {
+			continue // net/http drops a field it cannot write
+		}
 		for _, v := range h[k] {
 			_, _ = bw.WriteString(k)
 			_, _ = bw.WriteString(": ")
@@ -274,10 +279,12 @@ func (w *response) sendHeader(final bool, first []byte) {
 		}
 	}
 	if _, set := h["Date"]; !set {
-		_, _ = bw.WriteString("Date: ")
-		_, _ = bw.WriteString(httpDate())
-		_, _ = bw.WriteString("\r\n")
+		writeField(bw, "Date", httpDate())
 	}
+	writeField(bw, "Content-Length", added.length)
+	writeField(bw, "Content-Type", added.ctype)
+	writeField(bw, "Connection", added.connection)
+	writeField(bw, "Transfer-Encoding", added.te)
 	_, w.err = bw.WriteString("\r\n")
 	if len(w.pending) > 0 && w.err == nil {
 		p := w.pending
@@ -290,12 +297,25 @@ func (w *response) sendHeader(final bool, first []byte) {
 	}
 }
 
-// fieldValue keeps a header value on one line, as net/http does.
+// writeField writes a field the server adds; an empty value is one it
+// does not add.
+func writeField(bw *bufio.Writer, name, value string) {
+	if value == "" {
+		return
+	}
+	_, _ = bw.WriteString(name)
+	_, _ = bw.WriteString(": ")
+	_, _ = bw.WriteString(value)
+	_, _ = bw.WriteString("\r\n")
+}
+
+// fieldValue keeps a header value on one line without surrounding
+// white space, as net/http writes it.
 func fieldValue(v string) string {
 	if strings.ContainsAny(v, "\r\n") {
-		return strings.NewReplacer("\r", " ", "\n", " ").Replace(v)
+		v = strings.NewReplacer("\r", " ", "\n", " ").Replace(v)
 	}
-	return v
+	return textproto.TrimString(v)
 }
 
 // httpDate is the Date header value, formatted once per second.

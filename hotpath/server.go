@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"errors"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -262,11 +263,19 @@ func (c *conn) release() {
 }
 
 // serve runs the request loop of one connection.
+//
+// Answers are written to c.bw and sent before the loop waits for bytes:
+// an answer is held back only while the next request is already complete
+// in the buffer (pipelined answers then share writes), and everything
+// answered is sent before the connection closes or is handed off. The
+// waits are net/http's: ReadHeaderTimeout for the first head from the
+// connection's start, then IdleTimeout for the first bytes of each next
+// request and ReadHeaderTimeout for the rest of its head.
 func (c *conn) serve() {
-	handedOff := false
+	handedOff, linger := false, false
 	defer func() {
 		if !handedOff {
-			c.close()
+			c.finish(linger)
 			c.release()
 		}
 		c.srv.untrack(c)
@@ -276,45 +285,71 @@ func (c *conn) serve() {
 			c.srv.cfg.Logger.Error("hotpath: handler panic", "remote", c.remote, "panic", v, "stack", string(debug.Stack()))
 		}
 	}()
-	for {
+	c.state.Store(stateIdle) // nothing read yet
+	_ = c.rwc.SetReadDeadline(time.Now().Add(c.srv.cfg.ReadHeaderTimeout))
+	for first := true; ; first = false {
 		if c.srv.closing.Load() {
 			return
 		}
-		_ = c.rwc.SetReadDeadline(time.Now().Add(c.srv.cfg.IdleTimeout))
-		if _, err := c.br.Peek(1); err != nil {
-			return // closed, idle timeout or shutdown
+		if !first && c.br.Buffered() < 4 {
+			if c.bw.Flush() != nil {
+				return
+			}
+			c.state.Store(stateIdle)
+			if c.srv.closing.Load() {
+				return // Shutdown may have looked before the state changed
+			}
+			_ = c.rwc.SetReadDeadline(time.Now().Add(c.srv.cfg.IdleTimeout))
+			// As net/http: wait for four bytes, and end quietly if they
+			// do not come.
+			if _, err := c.br.Peek(4); err != nil {
+				return
+			}
+			_ = c.rwc.SetReadDeadline(time.Now().Add(c.srv.cfg.ReadHeaderTimeout))
+		} else if !first {
+			_ = c.rwc.SetReadDeadline(time.Now().Add(c.srv.cfg.ReadHeaderTimeout))
 		}
-		c.state.Store(stateActive)
-		_ = c.rwc.SetReadDeadline(time.Now().Add(c.srv.cfg.ReadHeaderTimeout))
 		head, err := c.peekHead()
 		if err != nil {
+			if c.br.Buffered() > 0 {
+				// Part of a head, then a timeout or EOF: net/http decides
+				// between a 400 and a quiet close from what it reads.
+				handedOff = c.handOff(err)
+			}
 			return
 		}
 		if !parseRequest(head, c.req) || !c.srv.eligible(c.req) {
-			handedOff = c.handOff()
+			handedOff = c.handOff(nil)
 			return
 		}
 		_, _ = c.br.Discard(len(head))
 		_ = c.rwc.SetReadDeadline(time.Time{})
-		keep := c.answer(c.req)
-		if !keep {
+		if !c.answer(c.req) {
+			linger = c.resp.err == nil // answered; the client may still be sending
 			return
 		}
-		c.state.Store(stateIdle)
 	}
 }
 
 // peekHead returns the buffered bytes of the next request head, through
-// its blank line, without consuming them. A head longer than the buffer
-// yields errHeadTooLong (the Fallback server answers it).
+// its empty line, without consuming them. It sends the answers written so
+// far before it waits for more bytes, and marks the connection active
+// once a byte of the head is read. A head longer than the buffer yields
+// nil (parseRequest refuses it and the Fallback server answers it).
 func (c *conn) peekHead() ([]byte, error) {
 	for {
+		if c.br.Buffered() > 0 {
+			c.state.Store(stateActive)
+		}
 		buf, _ := c.br.Peek(c.br.Buffered())
 		if n := headEnd(buf); n > 0 {
 			return buf[:n], nil
 		}
 		if c.br.Buffered() >= headMax {
-			return nil, nil // parseRequest refuses nil: hand off
+			return nil, nil
+		}
+		if err := c.bw.Flush(); err != nil {
+			return nil, err
 		}
 		if _, err := c.br.Peek(c.br.Buffered() + 1); err != nil {
 			if errors.Is(err, bufio.ErrBufferFull) {
@@ -325,17 +360,45 @@ func (c *conn) peekHead() ([]byte, error) {
 	}
 }
 
+// Closing after an answer, the loop half-closes and reads what the client
+// still sends for up to lingerTime or lingerMax bytes, as net/http does
+// when it closes on unread input: closing a socket with unread bytes
+// resets the connection, and a reset can destroy the answer in the
+// client's receive buffer before the client reads it.
+const (
+	lingerTime = 500 * time.Millisecond
+	lingerMax  = 256 << 10
+)
+
+// finish sends what was answered and closes the connection; after an
+// answer (linger) it half-closes first and drains the client's bytes.
+func (c *conn) finish(linger bool) {
+	if c.bw.Flush() != nil {
+		linger = false
+	}
+	if cw, ok := c.rwc.(interface{ CloseWrite() error }); linger && ok && cw.CloseWrite() == nil {
+		c.state.Store(stateIdle) // Shutdown need not wait for the drain
+		_ = c.rwc.SetReadDeadline(time.Now().Add(lingerTime))
+		_, _ = io.CopyN(io.Discard, c.rwc, lingerMax)
+	}
+	c.close()
+}
+
 // handOff flushes what was answered and gives the connection, with the
-// bytes already buffered, to the Fallback server.
-func (c *conn) handOff() bool {
+// bytes already buffered, to the Fallback server. A non-nil readErr is
+// what reading the connection ended with: the Fallback gets it once the
+// buffered bytes are read, as if it had met it itself.
+func (c *conn) handOff(readErr error) bool {
 	if err := c.bw.Flush(); err != nil {
 		return false
 	}
-	_ = c.rwc.SetReadDeadline(time.Time{})
+	if readErr == nil {
+		_ = c.rwc.SetReadDeadline(time.Time{})
+	}
 	c.bw.Reset(nil)
 	writerPool.Put(c.bw)
 	c.bw = nil
-	return c.srv.handoff.give(&bufferedConn{Conn: c.rwc, br: c.br})
+	return c.srv.handoff.give(&bufferedConn{Conn: c.rwc, br: c.br, err: readErr})
 }
 
 func (s *Server) eligible(r *request) bool {
@@ -344,14 +407,21 @@ func (s *Server) eligible(r *request) bool {
 
 // bufferedConn is a connection whose first bytes were already read into
 // br; reads drain br first (bufio reads large buffers straight from the
-// connection once br is empty). br is not returned to the pool: the
-// fallback server may still be reading when it closes the connection.
+// connection once br is empty), then return err if it is set. br is not
+// returned to the pool: the fallback server may still be reading when it
+// closes the connection.
 type bufferedConn struct {
 	net.Conn
-	br *bufio.Reader
+	br  *bufio.Reader
+	err error
 }
 
-func (b *bufferedConn) Read(p []byte) (int, error) { return b.br.Read(p) }
+func (b *bufferedConn) Read(p []byte) (int, error) {
+	if b.err != nil && b.br.Buffered() == 0 {
+		return 0, b.err
+	}
+	return b.br.Read(p)
+}
 
 // connListener is the net.Listener the Fallback server accepts handed-off
 // connections from.

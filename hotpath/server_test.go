@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"sync"
@@ -45,11 +46,16 @@ func start(t *testing.T, cfg Config) *started {
 // startStd is a plain net/http server with the same handler: the reference.
 func startStd(t *testing.T, h http.Handler) string {
 	t.Helper()
+	return startStdWith(t, &http.Server{Handler: h})
+}
+
+// startStdWith serves srv on 127.0.0.1:0 and returns its address.
+func startStdWith(t *testing.T, srv *http.Server) string {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := &http.Server{Handler: h}
 	go func() { _ = srv.Serve(ln) }()
 	t.Cleanup(func() { _ = srv.Close() })
 	return ln.Addr().String()
@@ -68,17 +74,25 @@ type reply struct {
 	connOpen bool // a second request on the connection was answered
 }
 
-func exchange(t *testing.T, addr, method, raw string) reply {
+// dialSend opens a connection to addr (closed at cleanup), with a
+// deadline for the whole exchange, and sends raw on it.
+func dialSend(t *testing.T, addr, raw string) net.Conn {
 	t.Helper()
 	c, err := net.Dial("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer c.Close()
-	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	t.Cleanup(func() { c.Close() })
+	_ = c.SetDeadline(time.Now().Add(20 * time.Second))
 	if _, err := io.WriteString(c, raw); err != nil {
 		t.Fatal(err)
 	}
+	return c
+}
+
+func exchange(t *testing.T, addr, method, raw string) reply {
+	t.Helper()
+	c := dialSend(t, addr, raw)
 	br := bufio.NewReader(c)
 	resp, err := http.ReadResponse(br, &http.Request{Method: method})
 	if err != nil {
@@ -286,16 +300,7 @@ func TestWhoAnswers(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			c, err := net.Dial("tcp", s.addr)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer c.Close()
-			_ = c.SetDeadline(time.Now().Add(10 * time.Second))
-			if _, err := io.WriteString(c, tc.raw); err != nil {
-				t.Fatal(err)
-			}
-			br := bufio.NewReader(c)
+			br := bufio.NewReader(dialSend(t, s.addr, tc.raw))
 			method := strings.Fields(tc.raw)[0]
 			for i, want := range tc.want {
 				resp, err := http.ReadResponse(br, &http.Request{Method: method})
@@ -541,5 +546,110 @@ func TestH2CGoesToFallback(t *testing.T) {
 	resp.Body.Close()
 	if resp.ProtoMajor != 2 || resp.Header.Get("X-Path") != "fallback" || string(body) != "GET /get/a 0" {
 		t.Fatalf("h2c: %s %q %q", resp.Proto, resp.Header.Get("X-Path"), body)
+	}
+}
+
+// echoHandler answers with everything a handler sees of a request head, so
+// that two servers' transcripts differ whenever they read a head apart.
+func echoHandler() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, "%s %q %q %q %s close=%v len=%d header=%q\n",
+			r.Method, r.RequestURI, r.URL, r.Host, r.Proto, r.Close, r.ContentLength, r.Header)
+	})
+}
+
+// transcript sends raw on a new connection without closing the sending
+// side, and returns everything the server sent until it closed, with the
+// Date fields cut out, and how the connection ended.
+func transcript(t *testing.T, addr, raw string) string {
+	t.Helper()
+	got, err := io.ReadAll(dialSend(t, addr, raw))
+	end := "EOF"
+	if err != nil {
+		end = err.Error()
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			end = "still open"
+		}
+	}
+	return dateField.ReplaceAllString(string(got), "") + "<" + end + ">"
+}
+
+var dateField = regexp.MustCompile(`(?m)^Date: [^\r\n]*\r\n`)
+
+// TestRawHeadsAsNetHTTP sends raw byte sequences (pipelined requests,
+// closes, bare LFs, odd Host and Content-Length fields) to the lean loop
+// and to net/http with the same handler and timeouts, and requires the
+// same bytes back, up to the connection's close.
+func TestRawHeadsAsNetHTTP(t *testing.T) {
+	const timeout = 500 * time.Millisecond // ends the connections kept open
+	h := echoHandler()
+	fallback := &http.Server{Handler: h, ReadHeaderTimeout: timeout, IdleTimeout: timeout}
+	hot := start(t, Config{Handler: h, Fallback: fallback, ReadHeaderTimeout: timeout, IdleTimeout: timeout})
+	std := startStdWith(t, &http.Server{Handler: h, ReadHeaderTimeout: timeout, IdleTimeout: timeout})
+	const get = "GET /a HTTP/1.1\r\nHost: h\r\n\r\n"
+	for _, tc := range []struct{ name, raw string }{
+		{"plain", get},
+		// Pipelined requests and closes.
+		{"close then a byte", "GET /a HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\nX"},
+		{"close then a request", "GET /a HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n" + get},
+		{"complete then partial", get + "GET /b HTTP/1.1\r\nHo"},
+		{"complete then one byte", get + "G"},
+		{"two then partial", get + get + "GET /c"},
+		{"HTTP/1.0 then pipelined", "GET /a HTTP/1.0\r\n\r\nGET /b HTTP/1.0\r\n\r\n"},
+		{"HTTP/1.0 keep-alive then pipelined", "GET /a HTTP/1.0\r\nConnection: keep-alive\r\n\r\nGET /b HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n"},
+		{"lean then handed off then close", get + "GET /b HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /c HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n"},
+		// Heads net/http reads its own way.
+		{"bare LF", "GET /a HTTP/1.1\nHost: h\n\n"},
+		{"bare LF ending", "GET /a HTTP/1.1\r\nHost: h\n\r\n"},
+		{"bare LF inside a line", "GET /a HTTP/1.1\r\nHost: h\r\nX: a\nb\r\n\r\n"},
+		{"bare LF after a request", get + "GET /b HTTP/1.1\nHost: h\n\n"},
+		{"leading empty line", "\r\n" + get},
+		{"Host with a space", "GET /a HTTP/1.1\r\nHost: a b\r\n\r\n"},
+		{"Host with userinfo", "GET /a HTTP/1.1\r\nHost: u@h\r\n\r\n"},
+		{"Host with a slash", "GET /a HTTP/1.1\r\nHost: h/x\r\n\r\n"},
+		{"Host with obs-text", "GET /a HTTP/1.1\r\nHost: h\xe9\r\n\r\n"},
+		{"HTTP/1.0 malformed Host", "GET /a HTTP/1.0\r\nHost: {h}\r\n\r\n"},
+		{"empty Host", "GET /a HTTP/1.1\r\nHost:\r\n\r\n"},
+		{"Content-Length 0 twice", "GET /a HTTP/1.1\r\nHost: h\r\nContent-Length: 0\r\nContent-Length: 0\r\n\r\n"},
+		{"Content-Length 0 and 1", "GET /a HTTP/1.1\r\nHost: h\r\nContent-Length: 0\r\nContent-Length: 1\r\n\r\nx"},
+		{"Pragma no-cache", "GET /a HTTP/1.1\r\nHost: h\r\nPragma: no-cache\r\n\r\n"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			want := transcript(t, std, tc.raw)
+			if got := transcript(t, hot.addr, tc.raw); got != want {
+				t.Errorf("for %q\nlean loop sent %q\nnet/http sent  %q", tc.raw, got, want)
+			}
+		})
+	}
+}
+
+// TestCloseAfterAnswerLingers: a client that keeps sending after a request
+// that closes the connection still gets the whole answer and a clean
+// close, not a reset (the loop half-closes and drains, as net/http does
+// when it closes on unread input).
+func TestCloseAfterAnswerLingers(t *testing.T) {
+	s := start(t, Config{Handler: echoHandler()})
+	for _, first := range []string{
+		"GET /a HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n",
+		"GET /a HTTP/1.0\r\n\r\n",
+	} {
+		c, err := net.Dial("tcp", s.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = c.SetDeadline(time.Now().Add(20 * time.Second))
+		trailing := bytes.Repeat([]byte("GET /more HTTP/1.1\r\nHost: h\r\n\r\n"), 3000) // ~100 KB the server never answers
+		sent := make(chan error, 1)
+		go func() {
+			_, err := c.Write(append([]byte(first), trailing...))
+			sent <- err
+		}()
+		got, err := io.ReadAll(c)
+		if err != nil || !bytes.Contains(got, []byte("GET \"/a\"")) {
+			t.Errorf("after %q and more bytes: read %q, %v; want the answer and a clean close", first, got, err)
+		}
+		<-sent
+		c.Close()
 	}
 }

@@ -64,6 +64,10 @@ type Config struct {
 	// SweepInterval is how often the node deletes unreferenced blobs.
 	// Default 1 h.
 	SweepInterval time.Duration
+	// NoLeanHTTP serves every request with net/http, turning off the lean
+	// HTTP/1.1 loop (package hotpath) that otherwise answers conda
+	// clients' GET and HEAD requests under /get. Default false (lean on).
+	NoLeanHTTP bool
 	// NoDownloadCounting turns download counting off (Prometheus counters
 	// stay on). For measuring what counting costs.
 	NoDownloadCounting bool
@@ -163,7 +167,7 @@ type Node struct {
 	api       *api.Server
 	httpLn    net.Listener
 	srv       *http.Server // every connection outside the hot path
-	hot       *hotpath.Server
+	front     httpServer   // serves httpLn: a hotpath.Server over srv, or srv itself
 	debugLn   net.Listener
 	debug     *http.Server
 	nodeID    string
@@ -290,15 +294,24 @@ func New(ctx context.Context, cfg Config) (n *Node, err error) {
 		dm.HandleFunc("/debug/pprof/trace", pprof.Trace)
 		n.debug = &http.Server{Handler: dm, ReadHeaderTimeout: 10 * time.Second}
 	}
-	n.hot = hotpath.New(hotpath.Config{
-		Handler:           n.api,
-		Fallback:          n.srv,
-		Eligible:          api.HotPath,
-		ReadHeaderTimeout: n.srv.ReadHeaderTimeout,
-		IdleTimeout:       n.srv.IdleTimeout,
-		Logger:            n.log,
-	})
+	n.front = n.srv
+	if !cfg.NoLeanHTTP {
+		n.front = hotpath.New(hotpath.Config{
+			Handler:           n.api,
+			Fallback:          n.srv,
+			Eligible:          api.HotPath,
+			ReadHeaderTimeout: n.srv.ReadHeaderTimeout,
+			IdleTimeout:       n.srv.IdleTimeout,
+			Logger:            n.log,
+		})
+	}
 	return n, nil
+}
+
+// httpServer is what the node needs of its HTTP server.
+type httpServer interface {
+	Serve(net.Listener) error
+	Shutdown(context.Context) error
 }
 
 func startGossip(cfg Config, id string, log *slog.Logger) (*memberlist.Memberlist, error) {
@@ -409,7 +422,7 @@ func (n *Node) Run(ctx context.Context) error {
 		defer n.debug.Close()
 	}
 	g.Go(func() error {
-		if err := n.hot.Serve(n.httpLn); err != nil && !errors.Is(err, hotpath.ErrServerClosed) {
+		if err := n.front.Serve(n.httpLn); err != nil && !errors.Is(err, hotpath.ErrServerClosed) && !errors.Is(err, http.ErrServerClosed) {
 			return fmt.Errorf("node: serve http: %w", err)
 		}
 		return nil
@@ -424,7 +437,7 @@ func (n *Node) Run(ctx context.Context) error {
 		defer cancel()
 		return n.shutdown(sctx, func() { stopBG(); bg.Wait() })
 	})
-	n.log.Info("node serving", "http", n.URL(), "raft", n.cl.RaftAddr())
+	n.log.Info("node serving", "http", n.URL(), "raft", n.cl.RaftAddr(), "lean_http", !n.cfg.NoLeanHTTP)
 	return g.Wait()
 }
 
@@ -435,7 +448,7 @@ func (n *Node) Run(ctx context.Context) error {
 // routing here), Raft (finishing in-flight applies), then the store.
 func (n *Node) shutdown(ctx context.Context, stopWorkers func()) error {
 	var errs []error
-	if err := n.hot.Shutdown(ctx); err != nil {
+	if err := n.front.Shutdown(ctx); err != nil {
 		errs = append(errs, fmt.Errorf("http shutdown: %w", err))
 	}
 	stopWorkers()

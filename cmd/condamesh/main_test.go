@@ -1,8 +1,10 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"context"
+	"io"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -141,5 +143,52 @@ func TestNoProgressBarsWhenPiped(t *testing.T) {
 	}
 	if strings.ContainsAny(errOut, "\r\x1b") || strings.Contains(errOut, "%") {
 		t.Fatalf("a progress bar was drawn into a pipe: %q", errOut)
+	}
+}
+
+// TestServeLeanHTTPSwitch: --lean-http and its CONDAMESH_LEAN_HTTP twin
+// reach the node, which logs whether its lean HTTP/1.1 loop serves.
+func TestServeLeanHTTPSwitch(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		args []string
+		env  string
+		want string
+	}{
+		{"default", nil, "", "lean_http=true"},
+		{"flag", []string{"--lean-http=false"}, "", "lean_http=false"},
+		{"env twin", nil, "false", "lean_http=false"},
+		{"flag over env twin", []string{"--lean-http=true"}, "false", "lean_http=true"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if tc.env != "" {
+				t.Setenv("CONDAMESH_LEAN_HTTP", tc.env)
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second) // not serving by then: fail
+			defer cancel()
+			args := append([]string{"serve", "--data-dir", t.TempDir(), "--http-addr", "127.0.0.1:0",
+				"--raft-addr", "127.0.0.1:0", "--gossip-addr", "127.0.0.1:0"}, tc.args...)
+			out, outW := io.Pipe()
+			var errb bytes.Buffer // read once run has returned
+			done := make(chan int, 1)
+			go func() {
+				code := run(ctx, args, outW, &errb)
+				outW.Close()
+				done <- code
+			}()
+			serving := false
+			for sc := bufio.NewScanner(out); sc.Scan(); {
+				if strings.Contains(sc.Text(), "condamesh serving on") && !serving {
+					serving = true
+					cancel()
+				}
+			}
+			if code := <-done; !serving || code != 0 {
+				t.Fatalf("serve exited with %d (serving: %v):\n%s", code, serving, errb.String())
+			}
+			if !strings.Contains(errb.String(), tc.want) {
+				t.Errorf("log lacks %q:\n%s", tc.want, errb.String())
+			}
+		})
 	}
 }

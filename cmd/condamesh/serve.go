@@ -60,8 +60,9 @@ func newServe() *cobra.Command {
 	f.Int64Var(&quota, "channel-quota", 0, "default size limit in bytes of new channels (0: none)")
 	var clockOffset time.Duration
 	f.DurationVar(&clockOffset, "clock-offset", 0, "shift this node's clock for download timestamps and metrics windows (testing, replays)")
-	var countDownloads bool
+	var countDownloads, leanHTTP bool
 	f.BoolVar(&countDownloads, "count-downloads", true, "count package downloads for the metrics API")
+	f.BoolVar(&leanHTTP, "lean-http", true, "answer conda clients' GET/HEAD /get requests on the lean HTTP/1.1 loop (false: net/http serves everything)")
 	var fetchAllow, fetchDeny, redirects string
 	def := upstream.DefaultRestricted()
 	f.StringVar(&fetchAllow, "fetch-allow", "", "networks (CIDRs, comma-separated) that server-side fetches for callers who are not server owners may reach (empty: all but --fetch-deny)")
@@ -82,6 +83,7 @@ func newServe() *cobra.Command {
 			return usageError{err}
 		}
 		cfg.NoDownloadCounting = !countDownloads
+		cfg.NoLeanHTTP = !leanHTTP
 		if clockOffset != 0 {
 			cfg.API.Now = func() time.Time { return time.Now().Add(clockOffset) }
 		}

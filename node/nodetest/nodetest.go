@@ -26,6 +26,20 @@ type Node struct {
 // Option changes a test node's configuration.
 type Option func(*node.Config)
 
+// PlainHTTP serves every request with net/http (the lean HTTP/1.1 loop
+// off), for running serving tests in both modes.
+func PlainHTTP(c *node.Config) { c.NoLeanHTTP = true }
+
+// HTTPModes are the two ways a node serves HTTP, by name, as options for
+// Start: tests of what clients see run under both.
+var HTTPModes = []struct {
+	Name string
+	Opts []Option
+}{
+	{"lean-http", nil},
+	{"net-http", []Option{PlainHTTP}},
+}
+
 // Start starts one node and waits until it serves, with the admin user
 // created.
 func Start(t testing.TB, opts ...Option) *Node {
