@@ -26,12 +26,14 @@ type uploadCheck func(ctx context.Context, name string) error
 type staged struct {
 	version *v1.PackageVersion
 	cid     cid.Cid
-	fresh   bool // the blob did not exist before this upload
 }
 
 // stage streams one package file into the blob store (hashing sha256 and
-// md5 in the same pass), reads its info/ files and builds its record. It
-// publishes nothing; a failure leaves no new blob behind.
+// md5 in the same pass), reads its info/ files and builds its record.
+// It publishes nothing. A blob it stored stays when the upload fails: the
+// same bytes may be referenced by a record another request published
+// meanwhile (blobs are content-addressed), so only the blob sweep, after
+// its grace period, deletes what nothing references (store/DESIGN.md).
 func (s *Server) stage(ctx context.Context, id *identity, ch *v1.Channel, filename string, body io.Reader, quotaLeft int64, wantSHA []byte, check uploadCheck) (*staged, error) {
 	fn, err := conda.ParseFilename(filename)
 	if err != nil {
@@ -63,32 +65,26 @@ func (s *Server) stage(ctx context.Context, id *identity, ch *v1.Channel, filena
 	if err != nil {
 		return nil, err
 	}
-	st := &staged{cid: info.CID, fresh: !info.Existed}
-	fail := func(err error) (*staged, error) {
-		s.discard(ctx, []*staged{st})
-		return nil, err
-	}
 	blob, err := s.blobs.Open(ctx, info.CID)
 	if err != nil {
-		return fail(err)
+		return nil, err
 	}
 	pkg, err := conda.ReadPackage(blob, info.Size, filename)
 	_ = blob.Close()
 	if err != nil {
-		return fail(err)
+		return nil, err
 	}
 	d := hasher.Sum()
 	rec := conda.NewRecord(pkg, d)
 	if d.SHA256Hex() != hex.EncodeToString(info.SHA256) {
-		return fail(fmt.Errorf("api: hashes disagree for %s", filename))
+		return nil, fmt.Errorf("api: hashes disagree for %s", filename)
 	}
 	subdir := rec.Subdir
 	if !conda.ValidSubdir(subdir) {
-		return fail(apiErr(ErrBadRequest, "invalid subdir %q in info/index.json of %s", subdir, filename))
+		return nil, apiErr(ErrBadRequest, "invalid subdir %q in info/index.json of %s", subdir, filename)
 	}
 	v := catalog.NewPackageVersion(ch.Name, rec, conda.ChannelMeta(pkg), id.owner.Id)
-	st.version = v
-	return st, nil
+	return &staged{cid: info.CID, version: v}, nil
 }
 
 // badFilename refuses a file name ParseFilename rejected, with Quetz's
@@ -121,24 +117,12 @@ func (s *Server) putLimited(ctx context.Context, body io.Reader, opt store.PutOp
 	return s.blobs.Put(ctx, body, opt)
 }
 
-// discard deletes the blobs that staging created.
-func (s *Server) discard(ctx context.Context, sts []*staged) {
-	for _, st := range sts {
-		if st != nil && st.fresh {
-			if err := s.blobs.Delete(context.WithoutCancel(ctx), st.cid); err != nil && !errors.Is(err, store.ErrNotFound) {
-				s.log.Warn("discard staged blob", "cid", st.cid, "err", err)
-			}
-		}
-	}
-}
-
 // publish checks duplicates and commits all staged files in one command.
 func (s *Server) publish(ctx context.Context, id *identity, ch *v1.Channel, sts []*staged, force bool) error {
 	vers := make([]*v1.PackageVersion, 0, len(sts))
 	for _, st := range sts {
 		v := st.version
 		if _, err := s.cat.Version(ctx, ch.Name, v.Platform, v.Filename); err == nil && !force {
-			s.discard(ctx, sts)
 			return apiErr(ErrConflict, "Duplicate %s", v.Filename)
 		}
 		vers = append(vers, v)
@@ -149,9 +133,6 @@ func (s *Server) publish(ctx context.Context, id *identity, ch *v1.Channel, sts 
 		err = apiErr(ErrConflict, "Duplicate %v", err)
 	case errors.Is(err, catalog.ErrQuota):
 		err = apiErr(ErrInvalid, "%s is above quota of %d bytes", ch.Name, ch.GetSizeLimit())
-	}
-	if err != nil {
-		s.discard(ctx, sts)
 	}
 	return err
 }
@@ -210,7 +191,6 @@ func (s *Server) uploadMultipart(w http.ResponseWriter, r *http.Request, endpoin
 				break
 			}
 			if err != nil {
-				s.discard(ctx, sts)
 				return 0, nil, apiErr(ErrBadRequest, "malformed multipart body: %v", err)
 			}
 			switch part.FormName() {
@@ -224,7 +204,6 @@ func (s *Server) uploadMultipart(w http.ResponseWriter, r *http.Request, endpoin
 			}
 			st, err := s.stage(ctx, id, ch, partFileName(part), part, left, nil, check)
 			if err != nil {
-				s.discard(ctx, sts)
 				return 0, nil, err
 			}
 			left -= st.version.Size

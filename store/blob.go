@@ -106,7 +106,11 @@ func (s *Store) blobPath(c cid.Cid) string {
 // Put streams r into the store, hashing while it writes, and returns the
 // blob's info once it is whole, verified, durable and visible. A failed or
 // cancelled Put leaves nothing visible. Putting bytes that already exist is
-// cheap and returns the existing blob.
+// cheap and returns the existing blob (Existed set), re-verified now. Of
+// concurrent Puts of the same new bytes exactly one reports them as new
+// (without Absent). Existed says nothing about who references a blob:
+// callers never delete a blob because their own Put created it (the sweep
+// deletes what nothing references, DeleteIfStale).
 func (s *Store) Put(ctx context.Context, r io.Reader, opt PutOptions) (BlobInfo, error) {
 	if s.closed.Load() {
 		return BlobInfo{}, ErrClosed
@@ -144,6 +148,9 @@ func (s *Store) Put(ctx context.Context, r io.Reader, opt PutOptions) (BlobInfo,
 		if err != nil {
 			return BlobInfo{}, err
 		}
+		mu := s.blobLock(info.CID)
+		mu.Lock()
+		defer mu.Unlock()
 		if !opt.Absent {
 			if existing, ok := s.refresh(ctx, info.CID); ok {
 				return existing, nil
@@ -213,7 +220,7 @@ func (s *Store) putFile(ctx context.Context, r io.Reader, h hash.Hash, w io.Writ
 	if err != nil {
 		return BlobInfo{}, err
 	}
-	if existing, ok := s.refresh(ctx, info.CID); ok {
+	if existing, ok := s.lockedRefresh(ctx, info.CID); ok {
 		return existing, nil
 	}
 	if err := f.Sync(); err != nil {
@@ -223,6 +230,16 @@ func (s *Store) putFile(ctx context.Context, r io.Reader, h hash.Hash, w io.Writ
 		return BlobInfo{}, fmt.Errorf("store: close blob: %w", err)
 	}
 	committed = true // from here on the deferred cleanup must not double-close
+	// Look again under the CID's lock: a concurrent Put of the same bytes
+	// may have committed meanwhile (then this one reports Existed), and a
+	// sweep's delete must not remove the file this rename puts in place.
+	mu := s.blobLock(info.CID)
+	mu.Lock()
+	defer mu.Unlock()
+	if existing, ok := s.refresh(ctx, info.CID); ok {
+		_ = s.fs.Remove(tmp)
+		return existing, nil
+	}
 	final := s.blobPath(info.CID)
 	dir := s.fs.PathDir(final)
 	if err := s.fs.MkdirAll(dir, 0o755); err != nil {
@@ -260,9 +277,19 @@ func (s *Store) Sync(ctx context.Context) error {
 	return nil
 }
 
+// lockedRefresh is refresh under the CID's lock.
+func (s *Store) lockedRefresh(ctx context.Context, c cid.Cid) (BlobInfo, bool) {
+	mu := s.blobLock(c)
+	mu.Lock()
+	defer mu.Unlock()
+	return s.refresh(ctx, c)
+}
+
 // refresh marks an existing blob as verified now (its bytes were just
 // hashed again by a Put), which also protects it from a garbage-collection
 // sweep for the sweep's grace period. ok is false if the blob is absent.
+// The caller holds the CID's lock (blobLock): a delete between the read
+// and the write would otherwise leave a record without its file.
 func (s *Store) refresh(ctx context.Context, c cid.Cid) (BlobInfo, bool) {
 	v, err := s.Get(ctx, blobKey(c))
 	if err != nil {
@@ -454,13 +481,50 @@ func (s *Store) ReadAll(ctx context.Context, c cid.Cid) ([]byte, error) {
 	return out, nil
 }
 
-// Delete removes a blob. The index record goes first, so a crash in between
-// leaves an unindexed file that the next Open re-verifies.
+// blobLockStripes is the number of locks CIDs are spread over.
+const blobLockStripes = 64
+
+// blobLock returns the lock of c's stripe.
+func (s *Store) blobLock(c cid.Cid) *sync.Mutex {
+	h := c.Hash()
+	return &s.blobLocks[int(h[len(h)-1])%blobLockStripes]
+}
+
+// Delete removes a blob, whoever may still reference it; the blob sweep
+// uses DeleteIfStale instead. The index record goes first, so a crash in
+// between leaves an unindexed file that the next Open re-verifies.
 func (s *Store) Delete(ctx context.Context, c cid.Cid) error {
+	mu := s.blobLock(c)
+	mu.Lock()
+	defer mu.Unlock()
 	info, err := s.Stat(ctx, c)
 	if err != nil {
 		return err
 	}
+	return s.deleteLocked(c, info)
+}
+
+// DeleteIfStale removes a blob unless it was written or verified at or
+// after cutoff (a Put of its bytes counts: it re-verifies them). The check
+// and the delete are atomic with respect to Put, so a blob a concurrent
+// Put has just returned is never removed under it. deleted reports
+// whether it was removed; a missing blob is ErrNotFound.
+func (s *Store) DeleteIfStale(ctx context.Context, c cid.Cid, cutoff time.Time) (deleted bool, err error) {
+	mu := s.blobLock(c)
+	mu.Lock()
+	defer mu.Unlock()
+	info, err := s.Stat(ctx, c)
+	if err != nil {
+		return false, err
+	}
+	if !info.Verified.Before(cutoff) {
+		return false, nil
+	}
+	return true, s.deleteLocked(c, info)
+}
+
+// deleteLocked removes a blob whose stripe lock the caller holds.
+func (s *Store) deleteLocked(c cid.Cid, info BlobInfo) error {
 	s.hot.remove(c)
 	if err := s.db.Delete(blobKey(c), pebble.Sync); err != nil {
 		return fmt.Errorf("store: unindex blob: %w", err)
