@@ -117,12 +117,25 @@ func (s *Server) putLimited(ctx context.Context, body io.Reader, opt store.PutOp
 	return s.blobs.Put(ctx, body, opt)
 }
 
-// publish checks duplicates and commits all staged files in one command.
+// mayForce is the one rule deciding who may overwrite a package file
+// (force), on every upload route: a channel owner or an owner of the
+// package (elevated users pass). Uploading without force needs less
+// (each route says what).
+func (s *Server) mayForce(ctx context.Context, id *identity, ch, pkg string) error {
+	return s.requirePackage(ctx, id, ch, pkg, []string{"owner"}, []string{"owner"})
+}
+
+// publish checks the right to force and duplicates, and commits all staged
+// files in one command.
 func (s *Server) publish(ctx context.Context, id *identity, ch *v1.Channel, sts []*staged, force bool) error {
 	vers := make([]*v1.PackageVersion, 0, len(sts))
 	for _, st := range sts {
 		v := st.version
-		if _, err := s.cat.Version(ctx, ch.Name, v.Platform, v.Filename); err == nil && !force {
+		if force {
+			if err := s.mayForce(ctx, id, ch.Name, v.Package); err != nil {
+				return err
+			}
+		} else if _, err := s.cat.Version(ctx, ch.Name, v.Platform, v.Filename); err == nil {
 			return apiErr(ErrConflict, "Duplicate %s", v.Filename)
 		}
 		vers = append(vers, v)
@@ -180,8 +193,8 @@ func (s *Server) uploadMultipart(w http.ResponseWriter, r *http.Request, endpoin
 			if err := s.requirePackage(ctx, id, ch.Name, name, []string{"owner", "maintainer"}, []string{"owner", "maintainer"}); err != nil {
 				return err
 			}
-			if force {
-				return s.requirePackage(ctx, id, ch.Name, name, []string{"owner"}, []string{"owner"})
+			if force { // checked again by publish, after every form field
+				return s.mayForce(ctx, id, ch.Name, name)
 			}
 			return nil
 		}
@@ -195,8 +208,13 @@ func (s *Server) uploadMultipart(w http.ResponseWriter, r *http.Request, endpoin
 			}
 			switch part.FormName() {
 			case "force":
-				b, _ := io.ReadAll(io.LimitReader(part, 16))
-				force = string(b) == "true" || string(b) == "True" || string(b) == "1"
+				b, _ := io.ReadAll(io.LimitReader(part, maxBoolField))
+				if len(b) == 0 {
+					continue // FastAPI reads an empty form field as absent
+				}
+				if force, err = parseBool([]any{"body", "force"}, string(b)); err != nil {
+					return 0, nil, err
+				}
 				continue
 			case "files":
 			default:
@@ -262,7 +280,12 @@ func (s *Server) restUploadRaw(w http.ResponseWriter, r *http.Request) {
 		if err := s.requireChannel(ctx, id, ch.Name, "owner", "maintainer"); err != nil {
 			return 0, nil, err
 		}
-		check := func(context.Context, string) error { return nil }
+		check := func(ctx context.Context, name string) error {
+			if force {
+				return s.mayForce(ctx, id, ch.Name, name)
+			}
+			return nil
+		}
 		filename := r.PathValue("filename")
 		if fn, err := conda.ParseFilename(filename); err == nil && !force {
 			// Refuse a duplicate before reading the body (any subdir).
