@@ -2,9 +2,9 @@ package api
 
 import (
 	"context"
+	"crypto/md5"
 	"encoding/hex"
 	"errors"
-	"fmt"
 	"io"
 	"mime"
 	"mime/multipart"
@@ -29,11 +29,13 @@ type staged struct {
 }
 
 // stage streams one package file into the blob store (hashing sha256 and
-// md5 in the same pass), reads its info/ files and builds its record.
-// It publishes nothing. A blob it stored stays when the upload fails: the
-// same bytes may be referenced by a record another request published
-// meanwhile (blobs are content-addressed), so only the blob sweep, after
-// its grace period, deletes what nothing references (store/DESIGN.md).
+// md5 in the same pass), checks the whole archive (conda.VerifyPackage,
+// before the blob becomes visible: a refused archive is not stored) and
+// builds its record from its info/ files. It publishes nothing. A blob it
+// stored stays when the upload fails later: the same bytes may be
+// referenced by a record another request published meanwhile (blobs are
+// content-addressed), so only the blob sweep, after its grace period,
+// deletes what nothing references (store/DESIGN.md).
 func (s *Server) stage(ctx context.Context, id *identity, ch *v1.Channel, filename string, body io.Reader, quotaLeft int64, wantSHA []byte, check uploadCheck) (*staged, error) {
 	fn, err := conda.ParseFilename(filename)
 	if err != nil {
@@ -50,8 +52,15 @@ func (s *Server) stage(ctx context.Context, id *identity, ch *v1.Channel, filena
 		}
 		limit = quotaLeft
 	}
-	hasher := conda.NewHasher()
-	opt := store.PutOptions{Tee: hasher, WantSHA256: wantSHA, MaxSize: limit}
+	md5sum := md5.New() // the store computes sha256 and size
+	var pkg *conda.PackageInfo
+	// The archive is checked whole while the store makes it durable; a
+	// package that fails the check is not stored.
+	verify := func(r io.ReaderAt, size int64) (err error) {
+		pkg, err = conda.VerifyPackage(r, size, filename, conda.VerifyOptions{MaxUnpacked: s.cfg.MaxUnpackedSize})
+		return err
+	}
+	opt := store.PutOptions{Tee: md5sum, WantSHA256: wantSHA, MaxSize: limit, Check: verify}
 	if limit == 0 {
 		opt.MaxSize = -1
 	}
@@ -65,20 +74,10 @@ func (s *Server) stage(ctx context.Context, id *identity, ch *v1.Channel, filena
 	if err != nil {
 		return nil, err
 	}
-	blob, err := s.blobs.Open(ctx, info.CID)
-	if err != nil {
-		return nil, err
-	}
-	pkg, err := conda.ReadPackage(blob, info.Size, filename)
-	_ = blob.Close()
-	if err != nil {
-		return nil, err
-	}
-	d := hasher.Sum()
+	d := conda.Digests{Size: info.Size}
+	copy(d.SHA256[:], info.SHA256)
+	md5sum.Sum(d.MD5[:0])
 	rec := conda.NewRecord(pkg, d)
-	if d.SHA256Hex() != hex.EncodeToString(info.SHA256) {
-		return nil, fmt.Errorf("api: hashes disagree for %s", filename)
-	}
 	subdir := rec.Subdir
 	if !conda.ValidSubdir(subdir) {
 		return nil, apiErr(ErrBadRequest, "invalid subdir %q in info/index.json of %s", subdir, filename)

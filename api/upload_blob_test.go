@@ -279,3 +279,53 @@ func TestFailedUploadBlobWaitsForSweep(t *testing.T) {
 		}
 	}
 }
+
+// TestUploadChecksWholeArchive: an upload is accepted only when every
+// member of its archive is safe and every compressed stream decodes to its
+// end (issue 9 point 24: a .tar.bz2 with ../../evil after its info files,
+// and one cut at 60 % after them, were accepted, indexed and served).
+func TestUploadChecksWholeArchive(t *testing.T) {
+	e := start(t)
+	e.newChannel(t, "whole", false, admin)
+	base := filePkgSpec("whole-pkg", "1.0", "linux-64")
+	base.RunExports = map[string]any{"weak": []any{"whole-pkg"}} // all info files early
+	evil := base
+	evil.Trailing = []condatest.Member{{Name: "../../evil", Content: "evil\n"}}
+	big := base
+	rnd := rand.New(rand.NewPCG(5, 6))
+	payload := make([]byte, 3<<20) // several bzip2 blocks: the cut is after the info files
+	for i := range payload {
+		payload[i] = byte(rnd.Uint32())
+	}
+	big.Files = map[string]string{"share/big.bin": string(payload)}
+	pkgEntry := "pkg-" + condatest.Filename(base, "") + ".tar.zst"
+	cut := func(b []byte) []byte { return b[:len(b)*6/10] }
+	before := e.snapshot(t, "whole", "linux-64")
+	for _, tc := range []struct {
+		name, ext string
+		data      []byte
+		detail    string
+	}{
+		{"escaping member after the info files", ".tar.bz2", condatest.TarBz2(t, evil), "escapes the archive root"},
+		{"truncated at 60 %", ".tar.bz2", cut(condatest.TarBz2(t, big)), "truncated"},
+		{"escaping member in the pkg component", ".conda", condatest.Conda(t, evil), "escapes the archive root"},
+		{"pkg component truncated", ".conda", condatest.ReplaceCondaEntry(t, condatest.Conda(t, base), pkgEntry, cut), "bad archive"},
+	} {
+		file := condatest.Filename(base, tc.ext)
+		t.Run(tc.name+" files", func(t *testing.T) {
+			e.upload(t, admin, "whole", file, tc.data).wantErr(t, http.StatusBadRequest, tc.detail)
+		})
+		t.Run(tc.name+" upload", func(t *testing.T) {
+			e.uploadRaw(t, admin, "whole", file, tc.data, sha256Hex(tc.data), false).wantErr(t, http.StatusBadRequest, tc.detail)
+		})
+	}
+	e.unchanged(t, "whole", before)
+	for _, ext := range []string{".tar.bz2", ".conda"} {
+		data := condatest.TarBz2(t, base)
+		if ext == ".conda" {
+			data = condatest.Conda(t, base)
+		}
+		e.upload(t, admin, "whole", condatest.Filename(base, ext), data).want(t, http.StatusCreated)
+		e.wantServed(t, "whole", "linux-64", condatest.Filename(base, ext), data)
+	}
+}

@@ -89,6 +89,13 @@ type PutOptions struct {
 	// appeared meanwhile, the bytes written are the same ones. Existed is
 	// never set then.
 	Absent bool
+	// Check, if set, is given the whole bytes once they are hashed and
+	// verified, before the blob becomes visible; an error from it aborts
+	// the Put (nothing new is stored) and is returned as it is. It runs
+	// while the file is being made durable (fsync), so a check that reads
+	// the bytes costs little extra time. It runs for bytes already stored
+	// too (the caller's check may depend on more than the bytes).
+	Check func(r io.ReaderAt, size int64) error
 }
 
 const (
@@ -148,6 +155,11 @@ func (s *Store) Put(ctx context.Context, r io.Reader, opt PutOptions) (BlobInfo,
 		if err != nil {
 			return BlobInfo{}, err
 		}
+		if opt.Check != nil {
+			if err := opt.Check(bytes.NewReader(data), int64(n)); err != nil {
+				return BlobInfo{}, err
+			}
+		}
 		mu := s.blobLock(info.CID)
 		mu.Lock()
 		defer mu.Unlock()
@@ -165,7 +177,7 @@ func (s *Store) Put(ctx context.Context, r io.Reader, opt PutOptions) (BlobInfo,
 		}
 		return info, nil
 	}
-	return s.putFile(ctx, io.MultiReader(bytes.NewReader(data), r), h, w, opt)
+	return s.putFile(ctx, io.MultiReader(bytes.NewReader(data), r), h, opt)
 }
 
 // readFull reads into b until it is full (whole is false: there may be
@@ -186,10 +198,50 @@ func readFull(r io.Reader, b []byte) (n int, whole bool, err error) {
 	return n, false, nil
 }
 
+// putChunk is the copy buffer of a file blob's write.
+const putChunk = 256 << 10
+
+// asyncTee writes what it is given to w on its own goroutine, through two
+// buffers: the writer's work overlaps the caller's. w must not fail (a
+// digest). wait returns once w has had every byte; it may be called more
+// than once.
+type asyncTee struct {
+	w    io.Writer
+	work chan []byte
+	free chan []byte
+	done chan struct{}
+	once sync.Once
+}
+
+func newAsyncTee(w io.Writer, size int) *asyncTee {
+	t := &asyncTee{w: w, work: make(chan []byte, 2), free: make(chan []byte, 2), done: make(chan struct{})}
+	t.free <- make([]byte, 0, size)
+	t.free <- make([]byte, 0, size)
+	go func() {
+		defer close(t.done)
+		for b := range t.work {
+			_, _ = t.w.Write(b)
+			t.free <- b[:0]
+		}
+	}()
+	return t
+}
+
+func (t *asyncTee) Write(p []byte) (int, error) {
+	b := <-t.free
+	t.work <- append(b, p...)
+	return len(p), nil
+}
+
+func (t *asyncTee) wait() {
+	t.once.Do(func() { close(t.work) })
+	<-t.done
+}
+
 // inlineBufs recycles Put's read buffers.
 var inlineBufs = sync.Pool{New: func() any { return new([]byte) }}
 
-func (s *Store) putFile(ctx context.Context, r io.Reader, h hash.Hash, w io.Writer, opt PutOptions) (BlobInfo, error) {
+func (s *Store) putFile(ctx context.Context, r io.Reader, h hash.Hash, opt PutOptions) (BlobInfo, error) {
 	var rnd [12]byte
 	_, _ = rand.Read(rnd[:])
 	tmp := s.path("tmp", hex.EncodeToString(rnd[:]))
@@ -209,7 +261,19 @@ func (s *Store) putFile(ctx context.Context, r io.Reader, h hash.Hash, w io.Writ
 		src = io.LimitReader(r, opt.MaxSize+1)
 	}
 	// Hash before writing: vfs.File.Write may modify the slice it is given.
-	n, err := io.CopyBuffer(io.MultiWriter(w, f), src, make([]byte, 256<<10))
+	// The caller's Tee (md5, say) runs on its own goroutine beside the
+	// sha256 and the write.
+	var w io.Writer = h
+	var tee *asyncTee
+	if opt.Tee != nil {
+		tee = newAsyncTee(opt.Tee, putChunk)
+		defer tee.wait()
+		w = io.MultiWriter(h, tee)
+	}
+	n, err := io.CopyBuffer(io.MultiWriter(w, f), src, make([]byte, putChunk))
+	if tee != nil {
+		tee.wait() // the Tee has every byte before Put returns
+	}
 	if err != nil {
 		return BlobInfo{}, fmt.Errorf("store: write blob: %w", err)
 	}
@@ -220,11 +284,35 @@ func (s *Store) putFile(ctx context.Context, r io.Reader, h hash.Hash, w io.Writ
 	if err != nil {
 		return BlobInfo{}, err
 	}
-	if existing, ok := s.lockedRefresh(ctx, info.CID); ok {
-		return existing, nil
+	// The caller's check reads the temp file while it is synced.
+	checked := make(chan error, 1)
+	if opt.Check != nil {
+		go func() { checked <- opt.Check(f, n) }()
+	} else {
+		checked <- nil
+	}
+	pending := true
+	wait := func() error { pending = false; return <-checked }
+	defer func() { // before the cleanup above closes f
+		if pending {
+			<-checked
+		}
+	}()
+	if _, ok := s.stat(ctx, info.CID); ok {
+		if err := wait(); err != nil {
+			return BlobInfo{}, err
+		}
+		if existing, ok := s.lockedRefresh(ctx, info.CID); ok {
+			return existing, nil
+		}
 	}
 	if err := f.Sync(); err != nil {
 		return BlobInfo{}, fmt.Errorf("store: sync blob: %w", err)
+	}
+	if pending {
+		if err := wait(); err != nil {
+			return BlobInfo{}, err
+		}
 	}
 	if err := f.Close(); err != nil {
 		return BlobInfo{}, fmt.Errorf("store: close blob: %w", err)
@@ -389,6 +477,12 @@ func (s *Store) Stat(ctx context.Context, c cid.Cid) (BlobInfo, error) {
 	}
 	info, _, err := decodeBlobMeta(c, v)
 	return info, err
+}
+
+// stat is Stat reporting only presence.
+func (s *Store) stat(ctx context.Context, c cid.Cid) (BlobInfo, bool) {
+	info, err := s.Stat(ctx, c)
+	return info, err == nil
 }
 
 // Has reports whether the blob is stored.

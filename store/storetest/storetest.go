@@ -158,6 +158,44 @@ func Run(t *testing.T, threshold int64, open Opener) {
 		}
 	})
 
+	// Check sees the whole bytes before the blob is visible; its error
+	// stores nothing and comes back as it is, for new and stored bytes.
+	t.Run("CheckBeforeVisible", func(t *testing.T) {
+		s := open(t)
+		defer s.Close()
+		errRefused := errors.New("refused by the caller")
+		for _, n := range []int{10, int(threshold) + 10, 1 << 20} {
+			data := randBytes(n)
+			sawWhole := func(r io.ReaderAt, size int64) bool {
+				got := make([]byte, size)
+				_, err := r.ReadAt(got, 0)
+				return (err == nil || errors.Is(err, io.EOF)) && bytes.Equal(got, data)
+			}
+			_, err := s.Put(ctx, bytes.NewReader(data), store.PutOptions{Check: func(r io.ReaderAt, size int64) error {
+				if !sawWhole(r, size) {
+					t.Errorf("%d bytes: check did not see the whole bytes", n)
+				}
+				return errRefused
+			}})
+			if !errors.Is(err, errRefused) {
+				t.Fatalf("%d bytes: err = %v, want the check's", n, err)
+			}
+			if c := count(t, s); c != 0 {
+				t.Fatalf("%d bytes: %d blobs after a refused check", n, c)
+			}
+			info, err := s.Put(ctx, bytes.NewReader(data), store.PutOptions{Check: func(r io.ReaderAt, size int64) error { return nil }})
+			if err != nil || info.Existed {
+				t.Fatalf("%d bytes: put with a passing check: %+v %v", n, info, err)
+			}
+			if _, err := s.Put(ctx, bytes.NewReader(data), store.PutOptions{Check: func(io.ReaderAt, int64) error { return errRefused }}); !errors.Is(err, errRefused) {
+				t.Fatalf("%d bytes: stored bytes: err = %v, want the check's", n, err)
+			}
+			if err := s.Delete(ctx, info.CID); err != nil {
+				t.Fatal(err)
+			}
+		}
+	})
+
 	t.Run("ReaderErrorStoresNothing", func(t *testing.T) {
 		// A body that breaks off (a truncated HTTP response reports
 		// io.ErrUnexpectedEOF) is an error, not the end of the blob.
