@@ -344,6 +344,22 @@ func (e *env) blobs(t testing.TB) map[string]int64 {
 	return out
 }
 
+// referencedBlobs lists the node's blobs that a sweep keeps however late
+// it runs (CID -> size): those a record or a published index references.
+// Blobs of failed uploads are not among them: they wait for the sweep.
+func (e *env) referencedBlobs(t testing.TB) map[string]int64 {
+	t.Helper()
+	all := e.blobs(t)
+	res, err := e.n.Sweep(context.Background(), time.Now().AddDate(100, 0, 0), true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range res.CIDs {
+		delete(all, c.String())
+	}
+	return all
+}
+
 // describeBlob names a blob for a failure message: size and first bytes.
 func (e *env) describeBlob(c string) string {
 	id, err := cid.Decode(c)
@@ -365,8 +381,8 @@ type state struct {
 	packages    string            // GET /api/channels/{c}/packages
 	repodata    map[string]string // subdir -> status and repodata.json bytes
 	channeldata string
-	size        int64 // the channel's recorded size (quota accounting)
-	blobs       map[string]int64
+	size        int64            // the channel's recorded size (quota accounting)
+	blobs       map[string]int64 // referenced blobs (referencedBlobs)
 }
 
 // indexes fetches channeldata.json and the repodata.json of its subdirs
@@ -440,8 +456,10 @@ func (e *env) indexes(t testing.TB, ch string, extra ...string) (channeldata str
 	return channeldata, repodata
 }
 
-// snapshot records a channel's state. The blob count is taken last, once
-// the indexes of every channel are fresh.
+// snapshot records a channel's state. The blobs are taken last, once the
+// indexes of every channel are fresh; they are the referenced ones, as a
+// failed upload may leave a blob behind for the sweep (never one that
+// anything references).
 func (e *env) snapshot(t testing.TB, ch string, subdirs ...string) state {
 	t.Helper()
 	s := state{}
@@ -453,7 +471,7 @@ func (e *env) snapshot(t testing.TB, ch string, subdirs ...string) state {
 	}
 	s.size = c.Size
 	e.settle(t)
-	s.blobs = e.blobs(t)
+	s.blobs = e.referencedBlobs(t)
 	return s
 }
 

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -78,13 +79,24 @@ func queryBool(r *http.Request, name string, def bool) (bool, error) {
 	if v == "" {
 		return def, nil
 	}
-	switch v {
-	case "1", "true", "True", "on", "yes":
+	return parseBool([]any{"query", name}, v)
+}
+
+// maxBoolField is the most of a form field parseBool reads: longer values
+// are refused as they are (no boolean is that long).
+const maxBoolField = 16
+
+// parseBool reads a boolean as FastAPI (pydantic 2) does for query
+// parameters and form fields: true, false, 1, 0, yes, no, on, off, t, f,
+// y and n in any case; anything else is a 422 at loc.
+func parseBool(loc []any, v string) (bool, error) {
+	switch strings.ToLower(v) {
+	case "1", "true", "on", "yes", "t", "y":
 		return true, nil
-	case "0", "false", "False", "off", "no":
+	case "0", "false", "off", "no", "f", "n":
 		return false, nil
 	}
-	return false, validation([]any{"query", name}, "bool_parsing", "Input should be a valid boolean, unable to interpret input", v)
+	return false, validation(loc, "bool_parsing", "Input should be a valid boolean, unable to interpret input", v)
 }
 
 func queryInt(r *http.Request, name string, def int) (int, error) {

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/condamesh/condamesh/catalog"
+	"github.com/condamesh/condamesh/conda"
 	v1 "github.com/condamesh/condamesh/gen/condamesh/v1"
 	"github.com/condamesh/condamesh/indexer"
 	"github.com/condamesh/condamesh/metrics"
@@ -29,7 +30,6 @@ type Blobs interface {
 	Put(ctx context.Context, r io.Reader, opt store.PutOptions) (store.BlobInfo, error)
 	Open(ctx context.Context, c cid.Cid) (*store.Blob, error)
 	Has(ctx context.Context, c cid.Cid) bool
-	Delete(ctx context.Context, c cid.Cid) error
 }
 
 // Indexes gives the published index files of channels.
@@ -74,6 +74,11 @@ type Config struct {
 	Logger *slog.Logger
 	// MaxUploadSize bounds one uploaded package file. Default 20 GiB.
 	MaxUploadSize int64
+	// MaxUnpackedSize bounds what the tar streams of one uploaded package
+	// decompress to while the whole archive is checked (a compression bomb
+	// is refused once it has produced that much). Default 64 GiB
+	// (conda.DefaultMaxUnpacked).
+	MaxUnpackedSize int64
 	// IndexWait bounds how long a request for an index file waits for the
 	// indexer to publish the latest change before serving the previous
 	// version. Default 5 s.
@@ -103,6 +108,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.MaxUploadSize == 0 {
 		c.MaxUploadSize = 20 << 30
+	}
+	if c.MaxUnpackedSize == 0 {
+		c.MaxUnpackedSize = conda.DefaultMaxUnpacked
 	}
 	if c.IndexWait == 0 {
 		c.IndexWait = 5 * time.Second

@@ -2,9 +2,9 @@ package api
 
 import (
 	"context"
+	"crypto/md5"
 	"encoding/hex"
 	"errors"
-	"fmt"
 	"io"
 	"mime"
 	"mime/multipart"
@@ -26,12 +26,16 @@ type uploadCheck func(ctx context.Context, name string) error
 type staged struct {
 	version *v1.PackageVersion
 	cid     cid.Cid
-	fresh   bool // the blob did not exist before this upload
 }
 
 // stage streams one package file into the blob store (hashing sha256 and
-// md5 in the same pass), reads its info/ files and builds its record. It
-// publishes nothing; a failure leaves no new blob behind.
+// md5 in the same pass), checks the whole archive (conda.VerifyPackage,
+// before the blob becomes visible: a refused archive is not stored) and
+// builds its record from its info/ files. It publishes nothing. A blob it
+// stored stays when the upload fails later: the same bytes may be
+// referenced by a record another request published meanwhile (blobs are
+// content-addressed), so only the blob sweep, after its grace period,
+// deletes what nothing references (store/DESIGN.md).
 func (s *Server) stage(ctx context.Context, id *identity, ch *v1.Channel, filename string, body io.Reader, quotaLeft int64, wantSHA []byte, check uploadCheck) (*staged, error) {
 	fn, err := conda.ParseFilename(filename)
 	if err != nil {
@@ -48,8 +52,15 @@ func (s *Server) stage(ctx context.Context, id *identity, ch *v1.Channel, filena
 		}
 		limit = quotaLeft
 	}
-	hasher := conda.NewHasher()
-	opt := store.PutOptions{Tee: hasher, WantSHA256: wantSHA, MaxSize: limit}
+	md5sum := md5.New() // the store computes sha256 and size
+	var pkg *conda.PackageInfo
+	// The archive is checked whole while the store makes it durable; a
+	// package that fails the check is not stored.
+	verify := func(r io.ReaderAt, size int64) (err error) {
+		pkg, err = conda.VerifyPackage(r, size, filename, conda.VerifyOptions{MaxUnpacked: s.cfg.MaxUnpackedSize})
+		return err
+	}
+	opt := store.PutOptions{Tee: md5sum, WantSHA256: wantSHA, MaxSize: limit, Check: verify}
 	if limit == 0 {
 		opt.MaxSize = -1
 	}
@@ -63,32 +74,16 @@ func (s *Server) stage(ctx context.Context, id *identity, ch *v1.Channel, filena
 	if err != nil {
 		return nil, err
 	}
-	st := &staged{cid: info.CID, fresh: !info.Existed}
-	fail := func(err error) (*staged, error) {
-		s.discard(ctx, []*staged{st})
-		return nil, err
-	}
-	blob, err := s.blobs.Open(ctx, info.CID)
-	if err != nil {
-		return fail(err)
-	}
-	pkg, err := conda.ReadPackage(blob, info.Size, filename)
-	_ = blob.Close()
-	if err != nil {
-		return fail(err)
-	}
-	d := hasher.Sum()
+	d := conda.Digests{Size: info.Size}
+	copy(d.SHA256[:], info.SHA256)
+	md5sum.Sum(d.MD5[:0])
 	rec := conda.NewRecord(pkg, d)
-	if d.SHA256Hex() != hex.EncodeToString(info.SHA256) {
-		return fail(fmt.Errorf("api: hashes disagree for %s", filename))
-	}
 	subdir := rec.Subdir
 	if !conda.ValidSubdir(subdir) {
-		return fail(apiErr(ErrBadRequest, "invalid subdir %q in info/index.json of %s", subdir, filename))
+		return nil, apiErr(ErrBadRequest, "invalid subdir %q in info/index.json of %s", subdir, filename)
 	}
 	v := catalog.NewPackageVersion(ch.Name, rec, conda.ChannelMeta(pkg), id.owner.Id)
-	st.version = v
-	return st, nil
+	return &staged{cid: info.CID, version: v}, nil
 }
 
 // badFilename refuses a file name ParseFilename rejected, with Quetz's
@@ -121,24 +116,25 @@ func (s *Server) putLimited(ctx context.Context, body io.Reader, opt store.PutOp
 	return s.blobs.Put(ctx, body, opt)
 }
 
-// discard deletes the blobs that staging created.
-func (s *Server) discard(ctx context.Context, sts []*staged) {
-	for _, st := range sts {
-		if st != nil && st.fresh {
-			if err := s.blobs.Delete(context.WithoutCancel(ctx), st.cid); err != nil && !errors.Is(err, store.ErrNotFound) {
-				s.log.Warn("discard staged blob", "cid", st.cid, "err", err)
-			}
-		}
-	}
+// mayForce is the one rule deciding who may overwrite a package file
+// (force), on every upload route: a channel owner or an owner of the
+// package (elevated users pass). Uploading without force needs less
+// (each route says what).
+func (s *Server) mayForce(ctx context.Context, id *identity, ch, pkg string) error {
+	return s.requirePackage(ctx, id, ch, pkg, []string{"owner"}, []string{"owner"})
 }
 
-// publish checks duplicates and commits all staged files in one command.
+// publish checks the right to force and duplicates, and commits all staged
+// files in one command.
 func (s *Server) publish(ctx context.Context, id *identity, ch *v1.Channel, sts []*staged, force bool) error {
 	vers := make([]*v1.PackageVersion, 0, len(sts))
 	for _, st := range sts {
 		v := st.version
-		if _, err := s.cat.Version(ctx, ch.Name, v.Platform, v.Filename); err == nil && !force {
-			s.discard(ctx, sts)
+		if force {
+			if err := s.mayForce(ctx, id, ch.Name, v.Package); err != nil {
+				return err
+			}
+		} else if _, err := s.cat.Version(ctx, ch.Name, v.Platform, v.Filename); err == nil {
 			return apiErr(ErrConflict, "Duplicate %s", v.Filename)
 		}
 		vers = append(vers, v)
@@ -149,9 +145,6 @@ func (s *Server) publish(ctx context.Context, id *identity, ch *v1.Channel, sts 
 		err = apiErr(ErrConflict, "Duplicate %v", err)
 	case errors.Is(err, catalog.ErrQuota):
 		err = apiErr(ErrInvalid, "%s is above quota of %d bytes", ch.Name, ch.GetSizeLimit())
-	}
-	if err != nil {
-		s.discard(ctx, sts)
 	}
 	return err
 }
@@ -199,8 +192,8 @@ func (s *Server) uploadMultipart(w http.ResponseWriter, r *http.Request, endpoin
 			if err := s.requirePackage(ctx, id, ch.Name, name, []string{"owner", "maintainer"}, []string{"owner", "maintainer"}); err != nil {
 				return err
 			}
-			if force {
-				return s.requirePackage(ctx, id, ch.Name, name, []string{"owner"}, []string{"owner"})
+			if force { // checked again by publish, after every form field
+				return s.mayForce(ctx, id, ch.Name, name)
 			}
 			return nil
 		}
@@ -210,13 +203,17 @@ func (s *Server) uploadMultipart(w http.ResponseWriter, r *http.Request, endpoin
 				break
 			}
 			if err != nil {
-				s.discard(ctx, sts)
 				return 0, nil, apiErr(ErrBadRequest, "malformed multipart body: %v", err)
 			}
 			switch part.FormName() {
 			case "force":
-				b, _ := io.ReadAll(io.LimitReader(part, 16))
-				force = string(b) == "true" || string(b) == "True" || string(b) == "1"
+				b, _ := io.ReadAll(io.LimitReader(part, maxBoolField))
+				if len(b) == 0 {
+					continue // FastAPI reads an empty form field as absent
+				}
+				if force, err = parseBool([]any{"body", "force"}, string(b)); err != nil {
+					return 0, nil, err
+				}
 				continue
 			case "files":
 			default:
@@ -224,7 +221,6 @@ func (s *Server) uploadMultipart(w http.ResponseWriter, r *http.Request, endpoin
 			}
 			st, err := s.stage(ctx, id, ch, partFileName(part), part, left, nil, check)
 			if err != nil {
-				s.discard(ctx, sts)
 				return 0, nil, err
 			}
 			left -= st.version.Size
@@ -283,7 +279,12 @@ func (s *Server) restUploadRaw(w http.ResponseWriter, r *http.Request) {
 		if err := s.requireChannel(ctx, id, ch.Name, "owner", "maintainer"); err != nil {
 			return 0, nil, err
 		}
-		check := func(context.Context, string) error { return nil }
+		check := func(ctx context.Context, name string) error {
+			if force {
+				return s.mayForce(ctx, id, ch.Name, name)
+			}
+			return nil
+		}
 		filename := r.PathValue("filename")
 		if fn, err := conda.ParseFilename(filename); err == nil && !force {
 			// Refuse a duplicate before reading the body (any subdir).

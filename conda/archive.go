@@ -58,10 +58,67 @@ type PackageInfo struct {
 // past is checked: absolute names, ".." components, link targets leaving
 // the archive root and device nodes fail with ErrUnsafeArchive.
 //
+// ReadPackage suits bytes whose sha256 someone trusted already vouched for
+// (a mirror's upstream record); a package about to be accepted from a
+// client goes through VerifyPackage.
+//
 // Errors wrap ErrBadFilename, ErrBadArchive, ErrUnsafeArchive,
 // ErrMissingIndex, ErrIndexMismatch or ErrBadIndex; a read error from r
 // itself is returned wrapped but unclassified.
 func ReadPackage(r io.ReaderAt, size int64, filename string) (*PackageInfo, error) {
+	return readPackage(r, size, filename, nil)
+}
+
+// DefaultMaxUnpacked is VerifyOptions.MaxUnpacked when it is zero.
+const DefaultMaxUnpacked int64 = 64 << 30
+
+// VerifyOptions bound VerifyPackage.
+type VerifyOptions struct {
+	// MaxUnpacked bounds the decompressed bytes of all tar streams of one
+	// archive together (a compression bomb is refused once it has
+	// produced that much). Zero means DefaultMaxUnpacked.
+	MaxUnpacked int64
+}
+
+// VerifyPackage is ReadPackage checking the whole archive, for a package
+// about to be accepted (an upload): every member of every tar stream is
+// checked (names, types, link targets) and every compressed stream must
+// decode to its end with its checksums. For a .tar.bz2 that is the whole
+// bzip2 stream; for a .conda every zip entry (CRC-32) and both the
+// info-<stem>.tar.zst and pkg-<stem>.tar.zst components. Members may be
+// regular files, directories, symlinks and hard links (plus pax global
+// headers); other types are ErrUnsafeArchive. An archive that unpacks to
+// more than opt.MaxUnpacked bytes is ErrBadArchive.
+func VerifyPackage(r io.ReaderAt, size int64, filename string, opt VerifyOptions) (*PackageInfo, error) {
+	max := opt.MaxUnpacked
+	if max <= 0 {
+		max = DefaultMaxUnpacked
+	}
+	return readPackage(r, size, filename, &unpackBudget{left: max, max: max})
+}
+
+// unpackBudget counts the decompressed bytes VerifyPackage still allows;
+// a nil budget means ReadPackage's metadata-only reading.
+type unpackBudget struct{ left, max int64 }
+
+// reader counts r's bytes against the budget.
+func (b *unpackBudget) reader(r io.Reader) io.Reader { return &budgetReader{r: r, b: b} }
+
+type budgetReader struct {
+	r io.Reader
+	b *unpackBudget
+}
+
+func (br *budgetReader) Read(p []byte) (int, error) {
+	n, err := br.r.Read(p)
+	br.b.left -= int64(n)
+	if br.b.left < 0 {
+		return n, fmt.Errorf("unpacks to more than %d bytes", br.b.max)
+	}
+	return n, err
+}
+
+func readPackage(r io.ReaderAt, size int64, filename string, full *unpackBudget) (*PackageInfo, error) {
 	fn, err := ParseFilename(filename)
 	if err != nil {
 		return nil, err
@@ -70,9 +127,9 @@ func ReadPackage(r io.ReaderAt, size int64, filename string) (*PackageInfo, erro
 	var files map[string][]byte
 	switch fn.Ext {
 	case ExtTarBz2:
-		files, err = readTarBz2(src, size, fn)
+		files, err = readTarBz2(src, size, fn, full)
 	default:
-		files, err = readConda(src, size, fn)
+		files, err = readConda(src, size, fn, full)
 	}
 	if err != nil {
 		if src.err != nil {
@@ -107,20 +164,25 @@ func badArchive(fn Filename, cause error) error {
 	return fmt.Errorf("%w %s: %w", ErrBadArchive, fn, cause)
 }
 
-// readTarBz2 loads the wanted info files from a bzip2 tarball.
-func readTarBz2(r io.ReaderAt, size int64, fn Filename) (map[string][]byte, error) {
+// readTarBz2 loads the wanted info files from a bzip2 tarball; with a
+// budget (full) it walks and decodes the whole archive.
+func readTarBz2(r io.ReaderAt, size int64, fn Filename, full *unpackBudget) (map[string][]byte, error) {
 	var magic [4]byte
 	if n, _ := r.ReadAt(magic[:], 0); n < len(magic) || size < int64(len(magic)) ||
 		string(magic[:3]) != "BZh" || magic[3] < '1' || magic[3] > '9' {
 		return nil, badArchive(fn, errors.New("not a bzip2 file"))
 	}
-	br := bzip2.NewReader(bufio.NewReaderSize(io.NewSectionReader(r, 0, size), 64<<10))
+	var br io.Reader = bzip2.NewReader(bufio.NewReaderSize(io.NewSectionReader(r, 0, size), 64<<10))
 	want := []string{indexJSONPath, aboutJSONPath, runExportsJSONPath}
+	if full != nil {
+		return readInfoTar(full.reader(br), fn, want, false)
+	}
 	return readInfoTar(br, fn, want, true)
 }
 
-// readConda loads the wanted info files from a .conda zip.
-func readConda(r io.ReaderAt, size int64, fn Filename) (map[string][]byte, error) {
+// readConda loads the wanted info files from a .conda zip; with a budget
+// (full) it also reads every other entry and walks the pkg component.
+func readConda(r io.ReaderAt, size int64, fn Filename, full *unpackBudget) (map[string][]byte, error) {
 	zr, err := zip.NewReader(r, size)
 	if err != nil {
 		if errors.Is(err, zip.ErrFormat) {
@@ -132,6 +194,7 @@ func readConda(r io.ReaderAt, size int64, fn Filename) (map[string][]byte, error
 	pkgName := "pkg-" + fn.Stem() + ".tar.zst"
 	var info, pkg, meta *zip.File
 	var otherInfo string
+	var others []*zip.File
 	for _, f := range zr.File {
 		if err := checkMemberName(f.Name); err != nil {
 			return nil, fmt.Errorf("%w %s: zip entry %q %w", ErrUnsafeArchive, fn, f.Name, err)
@@ -148,6 +211,7 @@ func readConda(r io.ReaderAt, size int64, fn Filename) (map[string][]byte, error
 			if strings.HasPrefix(f.Name, "info-") && strings.HasSuffix(f.Name, ".tar.zst") {
 				otherInfo = f.Name
 			}
+			others = append(others, f)
 			continue
 		}
 		if *slot != nil {
@@ -169,7 +233,34 @@ func readConda(r io.ReaderAt, size int64, fn Filename) (map[string][]byte, error
 			return nil, badArchive(fn, err)
 		}
 	}
-	rc, err := info.Open()
+	want := []string{indexJSONPath, aboutJSONPath, runExportsJSONPath}
+	files, err := readComponent(info, fn, want, full)
+	if err != nil || full == nil {
+		return files, err
+	}
+	if _, err := readComponent(pkg, fn, nil, full); err != nil {
+		return nil, err
+	}
+	// Entries conda ignores are read too: their CRC-32 must hold.
+	for _, f := range others {
+		rc, err := f.Open()
+		if err != nil {
+			return nil, badArchive(fn, fmt.Errorf("zip entry %q: %w", f.Name, err))
+		}
+		_, err = io.Copy(io.Discard, full.reader(rc))
+		rc.Close()
+		if err != nil {
+			return nil, badArchive(fn, fmt.Errorf("zip entry %q: %w", f.Name, err))
+		}
+	}
+	return files, nil
+}
+
+// readComponent walks the tar.zst zip entry f to its end, checking every
+// member, and returns the wanted files. Reading the entry to its end
+// checks its CRC-32. With a budget its decompressed bytes count against it.
+func readComponent(f *zip.File, fn Filename, want []string, full *unpackBudget) (map[string][]byte, error) {
+	rc, err := f.Open()
 	if err != nil {
 		return nil, badArchive(fn, err)
 	}
@@ -182,12 +273,14 @@ func readConda(r io.ReaderAt, size int64, fn Filename) (map[string][]byte, error
 		return nil, badArchive(fn, err)
 	}
 	defer zd.Close()
-	want := []string{indexJSONPath, aboutJSONPath, runExportsJSONPath}
-	files, err := readInfoTar(zd, fn, want, false)
+	var tr io.Reader = zd
+	if full != nil {
+		tr = full.reader(zd)
+	}
+	files, err := readInfoTar(tr, fn, want, false)
 	if err != nil {
 		return nil, err
 	}
-	// Reading the component to its end checks the zip CRC-32.
 	if _, err := io.Copy(io.Discard, rc); err != nil {
 		return nil, badArchive(fn, err)
 	}
@@ -287,12 +380,13 @@ func memberKey(name string) string {
 }
 
 // checkMember rejects tar members that could write outside the extraction
-// root or create special files.
+// root or that are anything but regular files, directories and links.
 func checkMember(hdr *tar.Header) error {
 	if err := checkMemberName(hdr.Name); err != nil {
 		return err
 	}
 	switch hdr.Typeflag {
+	case tar.TypeReg, tar.TypeDir, tar.TypeXGlobalHeader:
 	case tar.TypeSymlink:
 		if err := checkSymlink(hdr.Name, hdr.Linkname); err != nil {
 			return err
@@ -303,6 +397,8 @@ func checkMember(hdr *tar.Header) error {
 		}
 	case tar.TypeChar, tar.TypeBlock, tar.TypeFifo:
 		return errors.New("is a special file")
+	default:
+		return fmt.Errorf("has unsupported type %q", hdr.Typeflag)
 	}
 	return nil
 }
@@ -499,7 +595,7 @@ func Identify(r io.ReaderAt, size int64) (string, error) {
 		return "", fmt.Errorf("%w: no info-*.tar.zst member", ErrBadArchive)
 	case string(magic[:3]) == "BZh":
 		placeholder.Ext = ExtTarBz2
-		files, err := readTarBz2(r, size, placeholder)
+		files, err := readTarBz2(r, size, placeholder, nil)
 		if err != nil {
 			return "", err
 		}

@@ -69,8 +69,8 @@ func TestCphExtract(t *testing.T) {
 	}
 }
 
-// TestCphCreate checks that ReadPackage reads packages made by cph
-// itself, in both formats.
+// TestCphCreate checks that ReadPackage reads, and VerifyPackage accepts,
+// packages made by cph itself, in both formats.
 func TestCphCreate(t *testing.T) {
 	s := testSpec()
 	dir := t.TempDir()
@@ -93,6 +93,9 @@ func TestCphCreate(t *testing.T) {
 			info, err := ReadPackage(bytes.NewReader(b), int64(len(b)), out)
 			if err != nil {
 				t.Fatalf("ReadPackage(cph-made %s): %v", out, err)
+			}
+			if _, err := VerifyPackage(bytes.NewReader(b), int64(len(b)), out, VerifyOptions{}); err != nil {
+				t.Fatalf("VerifyPackage(cph-made %s): %v", out, err)
 			}
 			if info.Index["name"] != s.Name || info.About["summary"] != "A demo" || info.RunExports == nil {
 				t.Errorf("info = %+v", info)

@@ -1,6 +1,7 @@
 package conda
 
 import (
+	"archive/tar"
 	"bytes"
 	"errors"
 	"reflect"
@@ -35,6 +36,10 @@ func FuzzParseFilename(f *testing.F) {
 	})
 }
 
+// FuzzReadPackage reads each input with ReadPackage (metadata only) and
+// VerifyPackage (the whole archive). Whatever VerifyPackage accepts,
+// ReadPackage accepts with the same info/index.json; what only
+// ReadPackage accepts, VerifyPackage refuses as a bad or unsafe archive.
 func FuzzReadPackage(f *testing.F) {
 	s := condatest.Spec{
 		Name: "fz", Version: "1.0", Build: "0", Subdir: "linux-64",
@@ -43,10 +48,15 @@ func FuzzReadPackage(f *testing.F) {
 	}
 	tb := condatest.TarBz2(f, s)
 	cd := condatest.Conda(f, s)
+	evil := s
+	evil.Trailing = []condatest.Member{{Name: "../../evil", Content: "e"}, {Name: "l", Type: tar.TypeSymlink, Linkname: "/etc"}}
 	f.Add(tb, false)
 	f.Add(cd, true)
 	f.Add(tb[:len(tb)/2], false)
 	f.Add(cd[:len(cd)-30], true)
+	f.Add(condatest.TarBz2(f, evil), false)
+	f.Add(condatest.Conda(f, evil), true)
+	f.Add(append(bytes.Clone(tb), "junk"...), false)
 	f.Add([]byte("dfdf"), false)
 	f.Add([]byte("BZh9"), false)
 	f.Add([]byte("PK\x05\x06"+string(make([]byte, 18))), true)
@@ -56,6 +66,15 @@ func FuzzReadPackage(f *testing.F) {
 			fn = "fz-1.0-0.conda"
 		}
 		info, err := ReadPackage(bytes.NewReader(b), int64(len(b)), fn)
+		full, ferr := VerifyPackage(bytes.NewReader(b), int64(len(b)), fn, VerifyOptions{MaxUnpacked: 4 << 20})
+		switch {
+		case ferr == nil && err != nil:
+			t.Fatalf("VerifyPackage accepted what ReadPackage refuses: %v", err)
+		case ferr == nil && !bytes.Equal(full.IndexJSON, info.IndexJSON):
+			t.Fatalf("VerifyPackage and ReadPackage read different index.json")
+		case ferr != nil && err == nil && !errors.Is(ferr, ErrBadArchive) && !errors.Is(ferr, ErrUnsafeArchive):
+			t.Fatalf("VerifyPackage refused a readable package with an unclassified error: %v", ferr)
+		}
 		if err != nil {
 			return
 		}

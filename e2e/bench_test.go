@@ -1,12 +1,16 @@
 package e2e
 
 import (
+	"archive/tar"
 	"archive/zip"
+	"bufio"
 	"bytes"
-	"crypto/rand"
+	"compress/bzip2"
 	"crypto/sha256"
+	"encoding/binary"
 	"fmt"
 	"io"
+	mrand "math/rand/v2"
 	"net"
 	"net/http"
 	"os"
@@ -21,6 +25,7 @@ import (
 	"time"
 
 	"github.com/condamesh/condamesh/conda/condatest"
+	"github.com/klauspost/compress/zstd"
 )
 
 // The load benchmarks run wrk against condamesh and against nginx (Debian,
@@ -34,7 +39,11 @@ import (
 const wrkDuration = "5s"
 
 // bigConda writes a valid .conda of about size bytes to path: real info
-// files (from condatest) plus a stored pkg component of random bytes.
+// files (from condatest) plus a pkg component whose tar holds 1 MiB files,
+// each half random bytes and half generated text, zstd-compressed (level
+// 3, as conda-package-handling's default is higher but decodes alike), so
+// that checking the package decompresses and walks real data (about 1.6x
+// size bytes unpacked).
 func bigConda(tb testing.TB, path, name string, size int64) {
 	tb.Helper()
 	spec := condatest.Spec{Name: name, Version: "1.0", Build: "0", Files: map[string]string{"x": "y"}}
@@ -48,7 +57,8 @@ func bigConda(tb testing.TB, path, name string, size int64) {
 		tb.Fatal(err)
 	}
 	defer f.Close()
-	zw := zip.NewWriter(f)
+	bw := bufio.NewWriterSize(f, 1<<20)
+	zw := zip.NewWriter(bw)
 	stem := name + "-1.0-0"
 	for _, zf := range zr.File {
 		if strings.HasPrefix(zf.Name, "pkg-") {
@@ -66,12 +76,66 @@ func bigConda(tb testing.TB, path, name string, size int64) {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	if _, err := io.CopyN(w, rand.Reader, size); err != nil {
+	cw := &countingWriter{w: w}
+	enc, err := zstd.NewWriter(cw, zstd.WithEncoderLevel(zstd.SpeedDefault))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tw := tar.NewWriter(enc)
+	writePayload(tb, tw, name, size, func() int64 { return cw.n })
+	if err := tw.Close(); err != nil {
+		tb.Fatal(err)
+	}
+	if err := enc.Close(); err != nil {
 		tb.Fatal(err)
 	}
 	if err := zw.Close(); err != nil {
 		tb.Fatal(err)
 	}
+	if err := bw.Flush(); err != nil {
+		tb.Fatal(err)
+	}
+}
+
+// writePayload writes 1 MiB files, each half random bytes and half
+// generated text, into tw until written() reaches size.
+func writePayload(tb testing.TB, tw *tar.Writer, name string, size int64, written func() int64) {
+	tb.Helper()
+	file := make([]byte, 1<<20)
+	words := strings.Fields("lib bin share include python site packages conda mirror channel index json repodata " +
+		"version build number depends license about summary shared object symbol table section header")
+	rnd := mrand.New(mrand.NewPCG(uint64(size), 7))
+	for i := 0; written() < size; i++ {
+		half := len(file) / 2
+		for j := 0; j < half; j += 8 {
+			binary.LittleEndian.PutUint64(file[j:], rnd.Uint64())
+		}
+		text := file[half:half]
+		for len(text) < half {
+			text = append(text, words[rnd.IntN(len(words))]...)
+			text = append(text, ' ')
+		}
+		copy(file[half:], text[:half])
+		hdr := &tar.Header{Name: fmt.Sprintf("share/%s/f%05d.bin", name, i), Mode: 0o644, Size: int64(len(file)), Typeflag: tar.TypeReg}
+		if err := tw.WriteHeader(hdr); err != nil {
+			tb.Fatal(err)
+		}
+		if _, err := tw.Write(file); err != nil {
+			tb.Fatal(err)
+		}
+	}
+}
+
+// countingWriter counts the bytes written through it.
+type countingWriter struct {
+	w io.Writer
+	n int64
+}
+
+func (c *countingWriter) Write(p []byte) (int, error) {
+	n, err := c.w.Write(p)
+	c.n += int64(n)
+	return n, err
 }
 
 var wrkRPS = regexp.MustCompile(`Requests/sec:\s+([0-9.]+)`)
@@ -316,6 +380,117 @@ func BenchmarkMemory1GiB(b *testing.B) {
 	s = startServer(b, dir)
 	_ = wrk(b, s.url+"/get/mem/noarch/huge-1.0-0.conda", 32)
 	b.ReportMetric(rssPeak(b, s.cmd.Process.Pid), "peak-RSS-MiB-32-downloads")
+}
+
+// BenchmarkUpload1GiB times uploads through the raw upload route (the
+// server hashes, stores and checks the whole archive before it answers
+// 201) against `sha256sum` of the same file in the same run, before and
+// after the upload: a 1 GiB .conda, and a 128 MiB .tar.bz2 made with the
+// bzip2 CLI from the same kind of payload (bzip2 decoding, not the upload
+// path, bounds that format; see docs/BENCHMARKS.md).
+func BenchmarkUpload1GiB(b *testing.B) {
+	dir := b.TempDir()
+	s := startServer(b, b.TempDir())
+	s.mustDo(201, "POST", "/api/channels", `{"name":"up","private":false}`)
+	conda := filepath.Join(dir, "huge-1.0-0.conda")
+	bigConda(b, conda, "huge", 1<<30)
+	bz2 := filepath.Join(dir, "hugebz-1.0-0.tar.bz2")
+	bigTarBz2(b, dir, bz2, "hugebz", 128<<20)
+	for _, path := range []string{conda, bz2} {
+		format := "conda"
+		if strings.HasSuffix(path, ".tar.bz2") {
+			format = "tar.bz2"
+		}
+		b.Run(format, func(b *testing.B) {
+			sum := fileSHA256(b, path)
+			for range b.N {
+				ref := timeCmd(b, "sha256sum", path)
+				up := timeUpload(b, s, "up", path, sum)
+				ref = (ref + timeCmd(b, "sha256sum", path)) / 2
+				b.ReportMetric(up.Seconds(), "upload-s")
+				b.ReportMetric(ref.Seconds(), "sha256sum-s")
+				b.ReportMetric(ref.Seconds()/up.Seconds(), "x-sha256sum")
+			}
+		})
+	}
+}
+
+// timeCmd runs a command and returns its wall time.
+func timeCmd(tb testing.TB, name string, args ...string) time.Duration {
+	tb.Helper()
+	start := time.Now()
+	if out, err := exec.Command(name, args...).CombinedOutput(); err != nil {
+		tb.Fatalf("%s: %v: %s", name, err, out)
+	}
+	return time.Since(start)
+}
+
+// timeUpload uploads the file at path (force=true, so it may repeat)
+// through the raw upload route and returns the time to the 201.
+func timeUpload(tb testing.TB, s *server, channel, path, sum string) time.Duration {
+	tb.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer f.Close()
+	st, _ := f.Stat()
+	req, _ := http.NewRequest("POST", s.url+"/api/channels/"+channel+"/upload/"+filepath.Base(path)+"?force=true&sha256="+sum, f)
+	req.ContentLength = st.Size()
+	req.Header.Set("X-API-Key", adminKey)
+	start := time.Now()
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	d := time.Since(start)
+	if resp.StatusCode != 201 {
+		tb.Fatalf("upload %s: %d %s", path, resp.StatusCode, body)
+	}
+	return d
+}
+
+// bigTarBz2 writes a valid .tar.bz2 of about size bytes unpacked to path,
+// with the payload bigConda uses, compressed by the bzip2 CLI.
+func bigTarBz2(tb testing.TB, dir, path, name string, size int64) {
+	tb.Helper()
+	spec := condatest.Spec{Name: name, Version: "1.0", Build: "0", Files: map[string]string{"x": "y"}}
+	small := condatest.TarBz2(tb, spec)
+	raw := filepath.Join(dir, name+".tar")
+	f, err := os.Create(raw)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tw := tar.NewWriter(f)
+	info := tar.NewReader(bzip2.NewReader(bytes.NewReader(small)))
+	for {
+		hdr, err := info.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			tb.Fatal(err)
+		}
+		if err := tw.WriteHeader(hdr); err != nil {
+			tb.Fatal(err)
+		}
+		if _, err := io.Copy(tw, info); err != nil {
+			tb.Fatal(err)
+		}
+	}
+	writePayload(tb, tw, name, size, func() int64 { n, _ := f.Seek(0, io.SeekCurrent); return n })
+	if err := tw.Close(); err != nil {
+		tb.Fatal(err)
+	}
+	if err := f.Close(); err != nil {
+		tb.Fatal(err)
+	}
+	timeCmd(tb, "bzip2", "-9", raw)
+	if err := os.Rename(raw+".bz2", path); err != nil {
+		tb.Fatal(err)
+	}
 }
 
 func fileSHA256(tb testing.TB, path string) string {

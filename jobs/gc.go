@@ -2,6 +2,7 @@ package jobs
 
 import (
 	"context"
+	"errors"
 	"time"
 
 	"github.com/condamesh/condamesh/store"
@@ -14,25 +15,26 @@ type Marker func(ctx context.Context, keep func(cid.Cid)) error
 // Sweepable is the blob store as the sweep uses it.
 type Sweepable interface {
 	List(ctx context.Context, fn func(store.BlobInfo) error) error
-	Stat(ctx context.Context, c cid.Cid) (store.BlobInfo, error)
-	Delete(ctx context.Context, c cid.Cid) error
-}
-
-func statOf(ctx context.Context, st Sweepable, c cid.Cid) (time.Time, error) {
-	b, err := st.Stat(ctx, c)
-	return b.Verified, err
+	DeleteIfStale(ctx context.Context, c cid.Cid, cutoff time.Time) (bool, error)
 }
 
 // SweepResult tells what a sweep removed (or, dry, would remove).
 type SweepResult struct {
 	Blobs int
 	Bytes int64
+	// CIDs are the blobs removed (dry: that would be removed).
+	CIDs []cid.Cid
 }
 
 // Sweep deletes blobs no marker references and that were not written or
-// re-verified within grace before now. The grace period protects blobs
-// between their upload and the command that references them (a Put of
-// existing bytes re-verifies them). Each node sweeps its own store.
+// re-verified within grace before now. It is the only path that deletes
+// blobs that may be referenced by records: request paths (uploads, mirror,
+// proxy) never delete a blob they wrote, since a concurrent request may
+// have published a record pointing to the same content-addressed blob.
+// The grace period protects blobs between their Put and the command that
+// references them (a Put of existing bytes re-verifies them, and the
+// store checks the time and deletes atomically with respect to Put). Each
+// node sweeps its own store.
 func Sweep(ctx context.Context, st Sweepable, grace time.Duration, now time.Time, dry bool, markers ...Marker) (SweepResult, error) {
 	live := map[cid.Cid]bool{}
 	for _, m := range markers {
@@ -40,9 +42,10 @@ func Sweep(ctx context.Context, st Sweepable, grace time.Duration, now time.Time
 			return SweepResult{}, err
 		}
 	}
+	cutoff := now.Add(-grace)
 	var doomed []store.BlobInfo
 	err := st.List(ctx, func(b store.BlobInfo) error {
-		if !live[b.CID] && b.Verified.Before(now.Add(-grace)) {
+		if !live[b.CID] && b.Verified.Before(cutoff) {
 			doomed = append(doomed, b)
 		}
 		return nil
@@ -53,17 +56,19 @@ func Sweep(ctx context.Context, st Sweepable, grace time.Duration, now time.Time
 	var res SweepResult
 	for _, b := range doomed {
 		if !dry {
-			// Re-check: a Put of the same bytes may have re-verified it
-			// since the listing.
-			if cur, err := statOf(ctx, st, b.CID); err == nil && !cur.Before(now.Add(-grace)) {
+			// A Put of the same bytes may have re-verified it since the
+			// listing: DeleteIfStale looks again under the blob's lock.
+			deleted, err := st.DeleteIfStale(ctx, b.CID, cutoff)
+			if errors.Is(err, store.ErrNotFound) || err == nil && !deleted {
 				continue
 			}
-			if err := st.Delete(ctx, b.CID); err != nil {
+			if err != nil {
 				return res, err
 			}
 		}
 		res.Blobs++
 		res.Bytes += b.Size
+		res.CIDs = append(res.CIDs, b.CID)
 	}
 	return res, nil
 }

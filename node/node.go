@@ -547,8 +547,18 @@ func (n *Node) registerActions() {
 const blobGrace = 15 * time.Minute
 
 // sweep deletes (dry: counts) this node's blobs that no package file and no
-// published index file references.
+// published index file references, and that no Put wrote or re-verified
+// within BlobGrace.
 func (n *Node) sweep(ctx context.Context, dry bool) (jobs.SweepResult, error) {
+	return n.Sweep(ctx, time.Now(), dry)
+}
+
+// Sweep is the blob sweep as if run at now: it deletes (dry: lists) the
+// blobs nothing references that were last written or verified more than
+// BlobGrace before now. The node runs it every SweepInterval and in the
+// cleanup actions; tests call it with a later now to look past the grace
+// period.
+func (n *Node) Sweep(ctx context.Context, now time.Time, dry bool) (jobs.SweepResult, error) {
 	versions := func(ctx context.Context, keep func(cid.Cid)) error {
 		return n.cat.EachVersionSHA256(ctx, func(h string) error {
 			if c, err := store.CIDFromHex(h); err == nil {
@@ -568,7 +578,7 @@ func (n *Node) sweep(ctx context.Context, dry bool) (jobs.SweepResult, error) {
 			return nil
 		})
 	}
-	res, err := jobs.Sweep(ctx, n.st, n.cfg.BlobGrace, time.Now(), dry, versions, published, proxied)
+	res, err := jobs.Sweep(ctx, n.st, n.cfg.BlobGrace, now, dry, versions, published, proxied)
 	if err == nil && res.Blobs > 0 {
 		n.log.Info("blob sweep", "blobs", res.Blobs, "bytes", res.Bytes, "dry_run", dry)
 	}

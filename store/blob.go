@@ -89,6 +89,13 @@ type PutOptions struct {
 	// appeared meanwhile, the bytes written are the same ones. Existed is
 	// never set then.
 	Absent bool
+	// Check, if set, is given the whole bytes once they are hashed and
+	// verified, before the blob becomes visible; an error from it aborts
+	// the Put (nothing new is stored) and is returned as it is. It runs
+	// while the file is being made durable (fsync), so a check that reads
+	// the bytes costs little extra time. It runs for bytes already stored
+	// too (the caller's check may depend on more than the bytes).
+	Check func(r io.ReaderAt, size int64) error
 }
 
 const (
@@ -106,7 +113,11 @@ func (s *Store) blobPath(c cid.Cid) string {
 // Put streams r into the store, hashing while it writes, and returns the
 // blob's info once it is whole, verified, durable and visible. A failed or
 // cancelled Put leaves nothing visible. Putting bytes that already exist is
-// cheap and returns the existing blob.
+// cheap and returns the existing blob (Existed set), re-verified now. Of
+// concurrent Puts of the same new bytes exactly one reports them as new
+// (without Absent). Existed says nothing about who references a blob:
+// callers never delete a blob because their own Put created it (the sweep
+// deletes what nothing references, DeleteIfStale).
 func (s *Store) Put(ctx context.Context, r io.Reader, opt PutOptions) (BlobInfo, error) {
 	if s.closed.Load() {
 		return BlobInfo{}, ErrClosed
@@ -144,6 +155,14 @@ func (s *Store) Put(ctx context.Context, r io.Reader, opt PutOptions) (BlobInfo,
 		if err != nil {
 			return BlobInfo{}, err
 		}
+		if opt.Check != nil {
+			if err := opt.Check(bytes.NewReader(data), int64(n)); err != nil {
+				return BlobInfo{}, err
+			}
+		}
+		mu := s.blobLock(info.CID)
+		mu.Lock()
+		defer mu.Unlock()
 		if !opt.Absent {
 			if existing, ok := s.refresh(ctx, info.CID); ok {
 				return existing, nil
@@ -158,7 +177,7 @@ func (s *Store) Put(ctx context.Context, r io.Reader, opt PutOptions) (BlobInfo,
 		}
 		return info, nil
 	}
-	return s.putFile(ctx, io.MultiReader(bytes.NewReader(data), r), h, w, opt)
+	return s.putFile(ctx, io.MultiReader(bytes.NewReader(data), r), h, opt)
 }
 
 // readFull reads into b until it is full (whole is false: there may be
@@ -179,10 +198,50 @@ func readFull(r io.Reader, b []byte) (n int, whole bool, err error) {
 	return n, false, nil
 }
 
+// putChunk is the copy buffer of a file blob's write.
+const putChunk = 256 << 10
+
+// asyncTee writes what it is given to w on its own goroutine, through two
+// buffers: the writer's work overlaps the caller's. w must not fail (a
+// digest). wait returns once w has had every byte; it may be called more
+// than once.
+type asyncTee struct {
+	w    io.Writer
+	work chan []byte
+	free chan []byte
+	done chan struct{}
+	once sync.Once
+}
+
+func newAsyncTee(w io.Writer, size int) *asyncTee {
+	t := &asyncTee{w: w, work: make(chan []byte, 2), free: make(chan []byte, 2), done: make(chan struct{})}
+	t.free <- make([]byte, 0, size)
+	t.free <- make([]byte, 0, size)
+	go func() {
+		defer close(t.done)
+		for b := range t.work {
+			_, _ = t.w.Write(b)
+			t.free <- b[:0]
+		}
+	}()
+	return t
+}
+
+func (t *asyncTee) Write(p []byte) (int, error) {
+	b := <-t.free
+	t.work <- append(b, p...)
+	return len(p), nil
+}
+
+func (t *asyncTee) wait() {
+	t.once.Do(func() { close(t.work) })
+	<-t.done
+}
+
 // inlineBufs recycles Put's read buffers.
 var inlineBufs = sync.Pool{New: func() any { return new([]byte) }}
 
-func (s *Store) putFile(ctx context.Context, r io.Reader, h hash.Hash, w io.Writer, opt PutOptions) (BlobInfo, error) {
+func (s *Store) putFile(ctx context.Context, r io.Reader, h hash.Hash, opt PutOptions) (BlobInfo, error) {
 	var rnd [12]byte
 	_, _ = rand.Read(rnd[:])
 	tmp := s.path("tmp", hex.EncodeToString(rnd[:]))
@@ -202,7 +261,19 @@ func (s *Store) putFile(ctx context.Context, r io.Reader, h hash.Hash, w io.Writ
 		src = io.LimitReader(r, opt.MaxSize+1)
 	}
 	// Hash before writing: vfs.File.Write may modify the slice it is given.
-	n, err := io.CopyBuffer(io.MultiWriter(w, f), src, make([]byte, 256<<10))
+	// The caller's Tee (md5, say) runs on its own goroutine beside the
+	// sha256 and the write.
+	var w io.Writer = h
+	var tee *asyncTee
+	if opt.Tee != nil {
+		tee = newAsyncTee(opt.Tee, putChunk)
+		defer tee.wait()
+		w = io.MultiWriter(h, tee)
+	}
+	n, err := io.CopyBuffer(io.MultiWriter(w, f), src, make([]byte, putChunk))
+	if tee != nil {
+		tee.wait() // the Tee has every byte before Put returns
+	}
 	if err != nil {
 		return BlobInfo{}, fmt.Errorf("store: write blob: %w", err)
 	}
@@ -213,16 +284,50 @@ func (s *Store) putFile(ctx context.Context, r io.Reader, h hash.Hash, w io.Writ
 	if err != nil {
 		return BlobInfo{}, err
 	}
-	if existing, ok := s.refresh(ctx, info.CID); ok {
-		return existing, nil
+	// The caller's check reads the temp file while it is synced.
+	checked := make(chan error, 1)
+	if opt.Check != nil {
+		go func() { checked <- opt.Check(f, n) }()
+	} else {
+		checked <- nil
+	}
+	pending := true
+	wait := func() error { pending = false; return <-checked }
+	defer func() { // before the cleanup above closes f
+		if pending {
+			<-checked
+		}
+	}()
+	if _, ok := s.stat(ctx, info.CID); ok {
+		if err := wait(); err != nil {
+			return BlobInfo{}, err
+		}
+		if existing, ok := s.lockedRefresh(ctx, info.CID); ok {
+			return existing, nil
+		}
 	}
 	if err := f.Sync(); err != nil {
 		return BlobInfo{}, fmt.Errorf("store: sync blob: %w", err)
+	}
+	if pending {
+		if err := wait(); err != nil {
+			return BlobInfo{}, err
+		}
 	}
 	if err := f.Close(); err != nil {
 		return BlobInfo{}, fmt.Errorf("store: close blob: %w", err)
 	}
 	committed = true // from here on the deferred cleanup must not double-close
+	// Look again under the CID's lock: a concurrent Put of the same bytes
+	// may have committed meanwhile (then this one reports Existed), and a
+	// sweep's delete must not remove the file this rename puts in place.
+	mu := s.blobLock(info.CID)
+	mu.Lock()
+	defer mu.Unlock()
+	if existing, ok := s.refresh(ctx, info.CID); ok {
+		_ = s.fs.Remove(tmp)
+		return existing, nil
+	}
 	final := s.blobPath(info.CID)
 	dir := s.fs.PathDir(final)
 	if err := s.fs.MkdirAll(dir, 0o755); err != nil {
@@ -260,9 +365,19 @@ func (s *Store) Sync(ctx context.Context) error {
 	return nil
 }
 
+// lockedRefresh is refresh under the CID's lock.
+func (s *Store) lockedRefresh(ctx context.Context, c cid.Cid) (BlobInfo, bool) {
+	mu := s.blobLock(c)
+	mu.Lock()
+	defer mu.Unlock()
+	return s.refresh(ctx, c)
+}
+
 // refresh marks an existing blob as verified now (its bytes were just
 // hashed again by a Put), which also protects it from a garbage-collection
 // sweep for the sweep's grace period. ok is false if the blob is absent.
+// The caller holds the CID's lock (blobLock): a delete between the read
+// and the write would otherwise leave a record without its file.
 func (s *Store) refresh(ctx context.Context, c cid.Cid) (BlobInfo, bool) {
 	v, err := s.Get(ctx, blobKey(c))
 	if err != nil {
@@ -364,6 +479,12 @@ func (s *Store) Stat(ctx context.Context, c cid.Cid) (BlobInfo, error) {
 	return info, err
 }
 
+// stat is Stat reporting only presence.
+func (s *Store) stat(ctx context.Context, c cid.Cid) (BlobInfo, bool) {
+	info, err := s.Stat(ctx, c)
+	return info, err == nil
+}
+
 // Has reports whether the blob is stored.
 func (s *Store) Has(ctx context.Context, c cid.Cid) bool {
 	_, err := s.Stat(ctx, c)
@@ -454,13 +575,50 @@ func (s *Store) ReadAll(ctx context.Context, c cid.Cid) ([]byte, error) {
 	return out, nil
 }
 
-// Delete removes a blob. The index record goes first, so a crash in between
-// leaves an unindexed file that the next Open re-verifies.
+// blobLockStripes is the number of locks CIDs are spread over.
+const blobLockStripes = 64
+
+// blobLock returns the lock of c's stripe.
+func (s *Store) blobLock(c cid.Cid) *sync.Mutex {
+	h := c.Hash()
+	return &s.blobLocks[int(h[len(h)-1])%blobLockStripes]
+}
+
+// Delete removes a blob, whoever may still reference it; the blob sweep
+// uses DeleteIfStale instead. The index record goes first, so a crash in
+// between leaves an unindexed file that the next Open re-verifies.
 func (s *Store) Delete(ctx context.Context, c cid.Cid) error {
+	mu := s.blobLock(c)
+	mu.Lock()
+	defer mu.Unlock()
 	info, err := s.Stat(ctx, c)
 	if err != nil {
 		return err
 	}
+	return s.deleteLocked(c, info)
+}
+
+// DeleteIfStale removes a blob unless it was written or verified at or
+// after cutoff (a Put of its bytes counts: it re-verifies them). The check
+// and the delete are atomic with respect to Put, so a blob a concurrent
+// Put has just returned is never removed under it. deleted reports
+// whether it was removed; a missing blob is ErrNotFound.
+func (s *Store) DeleteIfStale(ctx context.Context, c cid.Cid, cutoff time.Time) (deleted bool, err error) {
+	mu := s.blobLock(c)
+	mu.Lock()
+	defer mu.Unlock()
+	info, err := s.Stat(ctx, c)
+	if err != nil {
+		return false, err
+	}
+	if !info.Verified.Before(cutoff) {
+		return false, nil
+	}
+	return true, s.deleteLocked(c, info)
+}
+
+// deleteLocked removes a blob whose stripe lock the caller holds.
+func (s *Store) deleteLocked(c cid.Cid, info BlobInfo) error {
 	s.hot.remove(c)
 	if err := s.db.Delete(blobKey(c), pebble.Sync); err != nil {
 		return fmt.Errorf("store: unindex blob: %w", err)

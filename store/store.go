@@ -100,6 +100,9 @@ type Store struct {
 	hot    *hotBlobs
 
 	applyMu sync.Mutex // serialises ApplyBatch and Restore
+	// blobLocks serialise, per CID stripe, the steps that decide whether a
+	// blob exists and change it: a Put's look-up-then-commit and a delete.
+	blobLocks [blobLockStripes]sync.Mutex
 }
 
 // Open opens (creating if needed) the store in cfg.Dir, removes leftovers of

@@ -14,6 +14,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"hash/crc32"
+	"io"
 	"maps"
 	"slices"
 	"strings"
@@ -57,6 +58,11 @@ type Spec struct {
 	// member, with no validation: use them for "../evil" names, absolute
 	// paths or symlinks escaping the root.
 	Extra []Member
+	// Trailing members are written last, with no validation: after the
+	// info files and the payload in a .tar.bz2, at the end of the
+	// pkg-<stem>.tar.zst component of a .conda. A reader that stops once
+	// it has the info files never sees them.
+	Trailing []Member
 }
 
 // Member is a raw tar member for Spec.Extra.
@@ -203,12 +209,36 @@ func mustJSON(t testing.TB, v any) []byte {
 	return append(b, '\n')
 }
 
-// writeTar writes extra members, then files in sorted order, as a tar.
-func writeTar(t testing.TB, mtime time.Time, extra []Member, files map[string][]byte) []byte {
+// writeTar writes extra members, then files in sorted order, then
+// trailing members, as a tar.
+func writeTar(t testing.TB, mtime time.Time, extra []Member, files map[string][]byte, trailing []Member) []byte {
 	t.Helper()
 	var buf bytes.Buffer
 	tw := tar.NewWriter(&buf)
-	for _, m := range extra {
+	writeMembers(t, tw, mtime, extra)
+	for _, name := range slices.Sorted(maps.Keys(files)) {
+		hdr := &tar.Header{
+			Name: name, Typeflag: tar.TypeReg, Mode: 0o644, Size: int64(len(files[name])),
+			ModTime: mtime, Format: tar.FormatPAX,
+		}
+		if err := tw.WriteHeader(hdr); err != nil {
+			t.Fatalf("condatest: tar header %q: %v", name, err)
+		}
+		if _, err := tw.Write(files[name]); err != nil {
+			t.Fatalf("condatest: tar: %v", err)
+		}
+	}
+	writeMembers(t, tw, mtime, trailing)
+	if err := tw.Close(); err != nil {
+		t.Fatalf("condatest: tar: %v", err)
+	}
+	return buf.Bytes()
+}
+
+// writeMembers writes raw members to tw.
+func writeMembers(t testing.TB, tw *tar.Writer, mtime time.Time, members []Member) {
+	t.Helper()
+	for _, m := range members {
 		typ := m.Type
 		if typ == 0 {
 			typ = tar.TypeReg
@@ -229,22 +259,6 @@ func writeTar(t testing.TB, mtime time.Time, extra []Member, files map[string][]
 			}
 		}
 	}
-	for _, name := range slices.Sorted(maps.Keys(files)) {
-		hdr := &tar.Header{
-			Name: name, Typeflag: tar.TypeReg, Mode: 0o644, Size: int64(len(files[name])),
-			ModTime: mtime, Format: tar.FormatPAX,
-		}
-		if err := tw.WriteHeader(hdr); err != nil {
-			t.Fatalf("condatest: tar header %q: %v", name, err)
-		}
-		if _, err := tw.Write(files[name]); err != nil {
-			t.Fatalf("condatest: tar: %v", err)
-		}
-	}
-	if err := tw.Close(); err != nil {
-		t.Fatalf("condatest: tar: %v", err)
-	}
-	return buf.Bytes()
 }
 
 // payload returns the payload files as bytes.
@@ -262,7 +276,7 @@ func TarBz2(t testing.TB, s Spec) []byte {
 	t.Helper()
 	files := s.infoFiles(t)
 	maps.Copy(files, s.payload())
-	raw := writeTar(t, s.mtime(), s.Extra, files)
+	raw := writeTar(t, s.mtime(), s.Extra, files, s.Trailing)
 	var buf bytes.Buffer
 	w, err := bzip2.NewWriter(&buf, &bzip2.WriterConfig{Level: 9})
 	if err != nil {
@@ -289,23 +303,66 @@ func Conda(t testing.TB, s Spec) []byte {
 		t.Fatalf("condatest: zstd: %v", err)
 	}
 	defer enc.Close()
-	info := enc.EncodeAll(writeTar(t, s.mtime(), s.Extra, s.infoFiles(t)), nil)
-	pkg := enc.EncodeAll(writeTar(t, s.mtime(), nil, s.payload()), nil)
-	var buf bytes.Buffer
-	zw := zip.NewWriter(&buf)
-	entries := []struct {
-		name string
-		data []byte
-	}{
+	info := enc.EncodeAll(writeTar(t, s.mtime(), s.Extra, s.infoFiles(t), nil), nil)
+	pkg := enc.EncodeAll(writeTar(t, s.mtime(), nil, s.payload(), s.Trailing), nil)
+	return writeZip(t, s.mtime(), []zipEntry{
 		{"metadata.json", []byte(`{"conda_pkg_format_version": 2}`)},
 		{"pkg-" + stem + ".tar.zst", pkg},
 		{"info-" + stem + ".tar.zst", info},
+	})
+}
+
+// ReplaceCondaEntry returns a copy of the .conda b in which the zip entry
+// name holds f(its bytes) instead, with a matching CRC-32: a valid zip
+// around a component of the caller's making (truncated, corrupt). A name
+// b lacks is added with f(nil).
+func ReplaceCondaEntry(t testing.TB, b []byte, name string, f func([]byte) []byte) []byte {
+	t.Helper()
+	zr, err := zip.NewReader(bytes.NewReader(b), int64(len(b)))
+	if err != nil {
+		t.Fatalf("condatest: read zip: %v", err)
 	}
+	var entries []zipEntry
+	var mtime time.Time
+	found := false
+	for _, zf := range zr.File {
+		rc, err := zf.Open()
+		if err != nil {
+			t.Fatalf("condatest: open %s: %v", zf.Name, err)
+		}
+		data, err := io.ReadAll(rc)
+		rc.Close()
+		if err != nil {
+			t.Fatalf("condatest: read %s: %v", zf.Name, err)
+		}
+		if zf.Name == name {
+			data, found = f(data), true
+		}
+		entries = append(entries, zipEntry{zf.Name, data})
+		mtime = zf.Modified
+	}
+	if !found {
+		entries = append(entries, zipEntry{name, f(nil)})
+	}
+	return writeZip(t, mtime, entries)
+}
+
+type zipEntry struct {
+	name string
+	data []byte
+}
+
+// writeZip writes entries as stored zip entries whose local headers carry
+// sizes and CRCs.
+func writeZip(t testing.TB, mtime time.Time, entries []zipEntry) []byte {
+	t.Helper()
+	var buf bytes.Buffer
+	zw := zip.NewWriter(&buf)
 	for _, e := range entries {
 		hdr := &zip.FileHeader{
 			Name:               e.name,
 			Method:             zip.Store,
-			Modified:           s.mtime(),
+			Modified:           mtime,
 			CRC32:              crc32.ChecksumIEEE(e.data),
 			CompressedSize64:   uint64(len(e.data)),
 			UncompressedSize64: uint64(len(e.data)),

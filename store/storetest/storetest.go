@@ -13,6 +13,7 @@ import (
 	"sync"
 	"testing"
 	"testing/iotest"
+	"time"
 
 	"github.com/condamesh/condamesh/store"
 )
@@ -157,6 +158,44 @@ func Run(t *testing.T, threshold int64, open Opener) {
 		}
 	})
 
+	// Check sees the whole bytes before the blob is visible; its error
+	// stores nothing and comes back as it is, for new and stored bytes.
+	t.Run("CheckBeforeVisible", func(t *testing.T) {
+		s := open(t)
+		defer s.Close()
+		errRefused := errors.New("refused by the caller")
+		for _, n := range []int{10, int(threshold) + 10, 1 << 20} {
+			data := randBytes(n)
+			sawWhole := func(r io.ReaderAt, size int64) bool {
+				got := make([]byte, size)
+				_, err := r.ReadAt(got, 0)
+				return (err == nil || errors.Is(err, io.EOF)) && bytes.Equal(got, data)
+			}
+			_, err := s.Put(ctx, bytes.NewReader(data), store.PutOptions{Check: func(r io.ReaderAt, size int64) error {
+				if !sawWhole(r, size) {
+					t.Errorf("%d bytes: check did not see the whole bytes", n)
+				}
+				return errRefused
+			}})
+			if !errors.Is(err, errRefused) {
+				t.Fatalf("%d bytes: err = %v, want the check's", n, err)
+			}
+			if c := count(t, s); c != 0 {
+				t.Fatalf("%d bytes: %d blobs after a refused check", n, c)
+			}
+			info, err := s.Put(ctx, bytes.NewReader(data), store.PutOptions{Check: func(r io.ReaderAt, size int64) error { return nil }})
+			if err != nil || info.Existed {
+				t.Fatalf("%d bytes: put with a passing check: %+v %v", n, info, err)
+			}
+			if _, err := s.Put(ctx, bytes.NewReader(data), store.PutOptions{Check: func(io.ReaderAt, int64) error { return errRefused }}); !errors.Is(err, errRefused) {
+				t.Fatalf("%d bytes: stored bytes: err = %v, want the check's", n, err)
+			}
+			if err := s.Delete(ctx, info.CID); err != nil {
+				t.Fatal(err)
+			}
+		}
+	})
+
 	t.Run("ReaderErrorStoresNothing", func(t *testing.T) {
 		// A body that breaks off (a truncated HTTP response reports
 		// io.ErrUnexpectedEOF) is an error, not the end of the blob.
@@ -186,29 +225,66 @@ func Run(t *testing.T, threshold int64, open Opener) {
 		}
 	})
 
+	// Of concurrent Puts of the same new bytes exactly one reports them as
+	// new: a caller that trusted Existed to decide that a blob was its own
+	// (and deleted it on failure) lost another caller's blob.
 	t.Run("ConcurrentSameBlob", func(t *testing.T) {
 		s := open(t)
 		defer s.Close()
-		data := randBytes(int(threshold) + 100)
-		var wg sync.WaitGroup
-		errs := make(chan error, 8)
-		for range 8 {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				_, err := s.Put(ctx, bytes.NewReader(data), store.PutOptions{})
-				errs <- err
-			}()
+		for _, n := range []int{int(threshold), int(threshold) + 100, 1 << 20} {
+			for round := range 5 {
+				data := randBytes(n + round)
+				var wg sync.WaitGroup
+				infos := make([]store.BlobInfo, 8)
+				errs := make([]error, 8)
+				start := make(chan struct{})
+				for i := range infos {
+					wg.Go(func() {
+						<-start
+						infos[i], errs[i] = s.Put(ctx, bytes.NewReader(data), store.PutOptions{})
+					})
+				}
+				close(start)
+				wg.Wait()
+				fresh := 0
+				for i, err := range errs {
+					if err != nil {
+						t.Fatal(err)
+					}
+					if !infos[i].Existed {
+						fresh++
+					}
+				}
+				if fresh != 1 {
+					t.Fatalf("%d bytes: %d of 8 concurrent puts reported a new blob, want 1", n+round, fresh)
+				}
+				if got, err := s.ReadAll(ctx, infos[0].CID); err != nil || !bytes.Equal(got, data) {
+					t.Fatalf("%d bytes: read back: %v", n+round, err)
+				}
+			}
 		}
-		wg.Wait()
-		close(errs)
-		for err := range errs {
+	})
+
+	// DeleteIfStale removes a blob only if no Put wrote or re-verified it
+	// since the cutoff.
+	t.Run("DeleteIfStale", func(t *testing.T) {
+		s := open(t)
+		defer s.Close()
+		for _, n := range []int{10, int(threshold) + 10} {
+			data := randBytes(n)
+			info, err := s.Put(ctx, bytes.NewReader(data), store.PutOptions{})
 			if err != nil {
 				t.Fatal(err)
 			}
-		}
-		if c := count(t, s); c != 1 {
-			t.Fatalf("got %d blobs, want 1", c)
+			if deleted, err := s.DeleteIfStale(ctx, info.CID, info.Verified); err != nil || deleted {
+				t.Fatalf("%d bytes: cutoff at its write: deleted=%v err=%v, want kept", n, deleted, err)
+			}
+			if deleted, err := s.DeleteIfStale(ctx, info.CID, info.Verified.Add(time.Second)); err != nil || !deleted {
+				t.Fatalf("%d bytes: cutoff after its write: deleted=%v err=%v, want deleted", n, deleted, err)
+			}
+			if _, err := s.DeleteIfStale(ctx, info.CID, time.Now()); !errors.Is(err, store.ErrNotFound) {
+				t.Fatalf("%d bytes: delete twice: %v", n, err)
+			}
 		}
 	})
 
