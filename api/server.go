@@ -12,6 +12,7 @@ import (
 	"github.com/condamesh/condamesh/catalog"
 	v1 "github.com/condamesh/condamesh/gen/condamesh/v1"
 	"github.com/condamesh/condamesh/indexer"
+	"github.com/condamesh/condamesh/internal/secret"
 	"github.com/condamesh/condamesh/metrics"
 	"github.com/condamesh/condamesh/proxy"
 	"github.com/condamesh/condamesh/store"
@@ -393,19 +394,9 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	status, _, detail := classify(err)
 	if status >= 500 {
-		s.log.Error("request failed", "method", r.Method, "path", redactPath(r.URL.Path), "err", err)
+		s.log.Error("request failed", "method", r.Method, "path", secret.URL(r.URL.Path), "err", secret.Err(err))
 	} else {
-		s.log.Debug("request refused", "method", r.Method, "path", redactPath(r.URL.Path), "status", status, "err", err)
+		s.log.Debug("request refused", "method", r.Method, "path", secret.URL(r.URL.Path), "status", status, "err", secret.Err(err))
 	}
 	writeJSON(w, status, map[string]any{"detail": detail})
-}
-
-// redactPath hides a /t/<token>/ prefix in logs.
-func redactPath(p string) string {
-	if rest, ok := strings.CutPrefix(p, "/t/"); ok {
-		if _, after, found := strings.Cut(rest, "/"); found {
-			return "/t/<redacted>/" + after
-		}
-	}
-	return p
 }

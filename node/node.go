@@ -326,6 +326,10 @@ func (n *Node) Store() *store.Store { return n.st }
 // Catalog exposes the node's catalog to tests and tools in this module.
 func (n *Node) Catalog() *catalog.Catalog { return n.cat }
 
+// Propose replicates a catalog command through Raft (tests and tools in
+// this module: the break-glass commands, fixtures of older formats).
+func (n *Node) Propose(ctx context.Context, cmd *v1.Command) (any, error) { return n.cl.Propose(ctx, cmd) }
+
 // WaitReady waits until Raft has a leader and local state is caught up.
 func (n *Node) WaitReady(ctx context.Context) error { return n.cl.WaitLeader(ctx) }
 
