@@ -2,7 +2,9 @@ package api
 
 import (
 	"context"
+	"crypto/rand"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -86,6 +88,11 @@ type Config struct {
 	// HTTPClient makes the calls to other servers of the mirror registry.
 	// Default: 15 s timeout.
 	HTTPClient *http.Client
+	// KeySecret keys the hash under which API keys are stored
+	// (secret.KeyHasher); at least 16 bytes, the same on every node of a
+	// cluster. The node reads it from its data directory. Empty: a random
+	// one, so keys do not survive a restart (tests of this package only).
+	KeySecret []byte
 }
 
 func (c *Config) setDefaults() {
@@ -104,6 +111,18 @@ func (c *Config) setDefaults() {
 	if c.HTTPClient == nil {
 		c.HTTPClient = &http.Client{Timeout: 15 * time.Second}
 	}
+	if len(c.KeySecret) == 0 {
+		c.KeySecret = make([]byte, secret.KeySecretSize)
+		_, _ = rand.Read(c.KeySecret)
+	}
+}
+
+// Validate reports a configuration that cannot work.
+func (c *Config) Validate() error {
+	if len(c.KeySecret) != 0 && len(c.KeySecret) < 16 {
+		return fmt.Errorf("api: config: key secret of %d bytes, want at least 16", len(c.KeySecret))
+	}
+	return nil
 }
 
 // Server serves every HTTP route of a node.
@@ -118,6 +137,7 @@ type Server struct {
 	proxy     Proxies
 	downloads Downloads
 	prom      *metrics.Prom
+	keys      *secret.KeyHasher
 	ops       []operation
 	mux       *http.ServeMux
 	ready     func() bool
@@ -126,10 +146,15 @@ type Server struct {
 	maxAges   textCache[int64]
 }
 
-// New returns the API server.
+// New returns the API server. cfg must pass Validate (the node checks it
+// with its own configuration): an invalid one panics.
 func New(cfg Config, d Deps) *Server {
 	cfg.setDefaults()
-	s := &Server{cfg: cfg, log: cfg.Logger.With("component", "api"), cat: d.Catalog, prop: d.Proposer, blobs: d.Blobs, idx: d.Indexes, jobs: d.Jobs, proxy: d.Proxies, downloads: d.Downloads, prom: d.Prom, mux: http.NewServeMux(), ready: d.Ready}
+	keys, err := secret.NewKeyHasher(cfg.KeySecret)
+	if err != nil {
+		panic(err)
+	}
+	s := &Server{cfg: cfg, keys: keys, log: cfg.Logger.With("component", "api"), cat: d.Catalog, prop: d.Proposer, blobs: d.Blobs, idx: d.Indexes, jobs: d.Jobs, proxy: d.Proxies, downloads: d.Downloads, prom: d.Prom, mux: http.NewServeMux(), ready: d.Ready}
 	s.routes()
 	return s
 }

@@ -75,7 +75,7 @@ func (s *Server) PresetKey(ctx context.Context, u *v1.User, description, key str
 	if key == "" {
 		key = NewKey()
 	}
-	k := &v1.ApiKey{KeyHash: HashKey(key), Description: description, UserId: u.Id, OwnerId: u.Id, KeyPrefix: key[:min(6, len(key))]}
+	k := &v1.ApiKey{KeyHash: s.keys.Hash(key), Description: description, UserId: u.Id, OwnerId: u.Id, KeyPrefix: key[:min(6, len(key))]}
 	_, err := s.prop.Propose(ctx, &v1.Command{Op: &v1.Command_PutApiKey{PutApiKey: &v1.PutApiKeyOp{Key: k}}})
 	return key, err
 }

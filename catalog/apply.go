@@ -429,6 +429,19 @@ func (a *applier) putAPIKey(op *v1.PutApiKeyOp) error {
 	if nk.CreatedUnix == 0 {
 		nk.CreatedUnix = a.now.Unix()
 	}
+	if old := op.GetReplacesHash(); old != "" {
+		// A stored hash moves to a new scheme: the old record goes in the
+		// same batch, and a second migration of the same key is refused.
+		if old == k.KeyHash || !a.exists(kKey(old)) {
+			return fmt.Errorf("%w: api key record to replace", ErrNotFound)
+		}
+		if a.exists(kKey(k.KeyHash)) {
+			return fmt.Errorf("%w: api key", ErrExists)
+		}
+		if err := a.b.Delete(kKey(old)); err != nil {
+			return err
+		}
+	}
 	return a.put(kKey(k.KeyHash), nk)
 }
 
