@@ -78,6 +78,8 @@ func classify(err error) (status int, code connect.Code, detail any) {
 		return http.StatusNotAcceptable, connect.CodeInvalidArgument, "Wrong SHA256 checksum"
 	case errors.Is(err, catalog.ErrNotFound), errors.Is(err, store.ErrNotFound):
 		return http.StatusNotFound, connect.CodeNotFound, err.Error()
+	case errors.Is(err, catalog.ErrLastOwner):
+		return http.StatusConflict, connect.CodeFailedPrecondition, "the last server owner cannot be demoted"
 	case errors.Is(err, catalog.ErrExists):
 		return http.StatusConflict, connect.CodeAlreadyExists, err.Error()
 	case errors.Is(err, catalog.ErrQuota), errors.Is(err, store.ErrTooLarge):

@@ -203,3 +203,34 @@ func TestReplaceAPIKeyHash(t *testing.T) {
 		t.Errorf("%d key records, want 2", len(keys))
 	}
 }
+
+// TestLastOwnerKept: no command takes the server role owner from the last
+// user who holds it; with two owners one may go.
+func TestLastOwnerKept(t *testing.T) {
+	ctx := context.Background()
+	r := newRig(t)
+	put := func(id, role string) error {
+		r.idx++
+		_, err := r.cat.Apply(ctx, r.idx, &v1.Command{TimeUnixNano: 1, Op: &v1.Command_PutUser{PutUser: &v1.PutUserOp{User: &v1.User{Id: id, Username: id, Role: role}}}})
+		return err
+	}
+	for _, s := range []struct {
+		id, role string
+		want     error
+	}{
+		{"a", "owner", nil},
+		{"a", "maintainer", catalog.ErrLastOwner},
+		{"a", "", catalog.ErrLastOwner},
+		{"b", "owner", nil},
+		{"a", "member", nil},
+		{"b", "member", catalog.ErrLastOwner},
+		{"b", "owner", nil},
+	} {
+		if err := put(s.id, s.role); !errors.Is(err, s.want) {
+			t.Fatalf("%s -> %q: %v, want %v", s.id, s.role, err, s.want)
+		}
+	}
+	if u, _ := r.cat.User(ctx, "b"); u.GetRole() != "owner" {
+		t.Fatalf("b: %v", u)
+	}
+}

@@ -22,11 +22,13 @@ import (
 // Mask stands for a secret in answers, errors and logs.
 const Mask = "***"
 
-// tokenRe matches a /t/<token>/ path segment (conda's token URLs).
-var tokenRe = regexp.MustCompile(`/t/[^/]+(/|$)`)
+// tokenRe matches a /t/<token>/ path segment (conda's token URLs) and
+// the key of an /api/api-keys/<key> path.
+var tokenRe = regexp.MustCompile(`/(t|api-keys)/[^/]+(/|$)`)
 
 // URL returns raw with its credentials masked: the whole user info
-// (tokens often sit in the user name), /t/<token>/ path segments and the
+// (tokens often sit in the user name), /t/<token>/ path segments (and the
+// key of /api/api-keys/<key>) and the
 // query string (which may carry signatures). A URL without credentials
 // comes back unchanged; a path alone ("/t/<token>/get/c") works too. Text
 // that does not parse as a URL is masked whole.
@@ -39,6 +41,9 @@ func URL(raw string) string {
 		return Mask
 	}
 	hadUser := u.User != nil
+	if hadUser && u.Host == "" {
+		return Mask // user info without a host: nothing worth keeping
+	}
 	changed := hadUser
 	u.User = nil
 	if u.RawQuery != "" || u.ForceQuery {
@@ -46,7 +51,7 @@ func URL(raw string) string {
 		changed = true
 	}
 	if p := u.EscapedPath(); tokenRe.MatchString(p) {
-		p = tokenRe.ReplaceAllString(p, "/t/"+Mask+"$1")
+		p = tokenRe.ReplaceAllString(p, "/$1/"+Mask+"$2")
 		u.Path, u.RawPath = p, ""
 		if dec, err := url.PathUnescape(p); err == nil {
 			u.Path, u.RawPath = dec, p

@@ -20,6 +20,7 @@ func TestURL(t *testing.T) {
 		{"https://u:p@host/t/tok/c?sig=1#frag", "https://***@host/t/***/c?***"},
 		{"/t/abc/get/c/noarch/x.conda", "/t/***/get/c/noarch/x.conda"},
 		{"/get/c/noarch/repodata.json", "/get/c/noarch/repodata.json"},
+		{"/api/api-keys/SomeKey123", "/api/api-keys/***"},
 		{"http://[::1", Mask},
 	} {
 		if got := URL(c.in); got != c.want {
@@ -131,7 +132,7 @@ func FuzzURL(f *testing.F) {
 			t.Fatalf("URL(%q) = %q keeps a query", in, out)
 		}
 		for _, m := range tokenRe.FindAllString(u.EscapedPath(), -1) {
-			if m != "/t/"+Mask+"/" && m != "/t/"+Mask {
+			if !strings.HasSuffix(strings.TrimSuffix(m, "/"), "/"+Mask) {
 				t.Fatalf("URL(%q) = %q keeps a token segment %q", in, out, m)
 			}
 		}
