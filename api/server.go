@@ -3,7 +3,9 @@ package api
 import (
 	"context"
 	"crypto/rand"
+	"crypto/subtle"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -88,6 +90,11 @@ type Config struct {
 	// HTTPClient makes the calls to other servers of the mirror registry.
 	// Default: 15 s timeout.
 	HTTPClient *http.Client
+	// MetricsToken, if set, is the scrape token of /metrics and /metricsp:
+	// a scraper sending "Authorization: Bearer <token>" (or an owner's or
+	// maintainer's API key) sees private channels' series; everyone else
+	// sees them summed under channel="_private". At least 16 characters.
+	MetricsToken string
 	// KeySecret keys the hash under which API keys are stored
 	// (secret.KeyHasher); at least 16 bytes, the same on every node of a
 	// cluster. The node reads it from its data directory. Empty: a random
@@ -119,10 +126,14 @@ func (c *Config) setDefaults() {
 
 // Validate reports a configuration that cannot work.
 func (c *Config) Validate() error {
+	var errs []error
 	if len(c.KeySecret) != 0 && len(c.KeySecret) < 16 {
-		return fmt.Errorf("api: config: key secret of %d bytes, want at least 16", len(c.KeySecret))
+		errs = append(errs, fmt.Errorf("api: config: key secret of %d bytes, want at least 16", len(c.KeySecret)))
 	}
-	return nil
+	if c.MetricsToken != "" && len(c.MetricsToken) < 16 {
+		errs = append(errs, errors.New("api: config: metrics token shorter than 16 characters"))
+	}
+	return errors.Join(errs...)
 }
 
 // Server serves every HTTP route of a node.
@@ -358,8 +369,9 @@ func (s *Server) routes() {
 	}
 	m.HandleFunc("GET /openapi.json", s.openAPI)
 	if s.prom != nil {
-		m.Handle("GET /metricsp", s.prom.Handler()) // Quetz's path
-		m.Handle("GET /metrics", s.prom.Handler())
+		h := s.prom.Handler(s.fullMetrics, s.privateChannel)
+		m.Handle("GET /metricsp", h) // Quetz's path
+		m.Handle("GET /metrics", h)
 	}
 	m.HandleFunc("GET /docs", s.swaggerUI)
 
@@ -389,6 +401,26 @@ func (s *Server) apiUnknown(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	s.writeError(w, r, apiErr(ErrNotFound, "Not Found"))
+}
+
+// fullMetrics reports whether a scrape may see private channels' series:
+// it carries the scrape token, or an owner's or maintainer's API key.
+func (s *Server) fullMetrics(r *http.Request) bool {
+	if tok := s.cfg.MetricsToken; tok != "" {
+		if got, ok := strings.CutPrefix(headerValue(r.Header, "Authorization"), "Bearer "); ok &&
+			subtle.ConstantTimeCompare([]byte(strings.TrimSpace(got)), []byte(tok)) == 1 {
+			return true
+		}
+	}
+	id, err := s.identify(r.Context(), r.Header)
+	return err == nil && id.elevated()
+}
+
+// privateChannel reports whether metrics must hide a channel: private, or
+// no longer known (it may have been private).
+func (s *Server) privateChannel(ctx context.Context, name string) bool {
+	ch, err := s.cat.ChannelView(ctx, name)
+	return err != nil || ch.Private
 }
 
 func (s *Server) healthLive(w http.ResponseWriter, r *http.Request) {

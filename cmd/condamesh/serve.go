@@ -52,6 +52,7 @@ func newServe() *cobra.Command {
 	f.StringVar(&cfg.GossipAddr, "gossip-addr", cfg.GossipAddr, "gossip (memberlist) listen address")
 	f.StringVar(&cfg.DebugAddr, "debug-addr", "", "serve Go's profiler (/debug/pprof/) on this address (loopback only: no authentication)")
 	f.StringVar(&cfg.KeySecretFile, "api-key-secret-file", "", "file holding the secret that keys stored API key hashes, created if missing; the same on every node (default <data-dir>/api-key-secret)")
+	f.StringVar(&cfg.API.MetricsToken, "metrics-token", "", "scrape token of /metrics: with it (Authorization: Bearer) private channels' series are shown, without it summed under channel=\"_private\" (prefer the env twin CONDAMESH_METRICS_TOKEN)")
 	f.Int64Var(&quota, "channel-quota", 0, "default size limit in bytes of new channels (0: none)")
 	var clockOffset time.Duration
 	f.DurationVar(&clockOffset, "clock-offset", 0, "shift this node's clock for download timestamps and metrics windows (testing, replays)")
