@@ -2,15 +2,15 @@ package api
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
+	"fmt"
 	"net/http"
 	"strings"
 	"time"
 
 	"github.com/condamesh/condamesh/catalog"
 	v1 "github.com/condamesh/condamesh/gen/condamesh/v1"
+	"github.com/condamesh/condamesh/internal/secret"
 )
 
 // identity is who a request acts as. user nil means anonymous.
@@ -20,10 +20,40 @@ type identity struct {
 	key   *v1.ApiKey // nil without a key
 }
 
-// HashKey returns the stored form of an API key.
-func HashKey(key string) string {
-	h := sha256.Sum256([]byte(key))
-	return hex.EncodeToString(h[:])
+// lookupKey returns the stored record of an API key: under its keyed hash,
+// or under its legacy (unkeyed SHA-256) hash while MigrateKeyHashes has not
+// moved it yet.
+func (s *Server) lookupKey(ctx context.Context, key string) (*v1.ApiKey, error) {
+	k, err := s.cat.APIKey(ctx, s.keys.Hash(key))
+	if errors.Is(err, catalog.ErrNotFound) {
+		return s.cat.APIKey(ctx, secret.LegacyKeyHash(key))
+	}
+	return k, err
+}
+
+// MigrateKeyHashes moves every API key record stored under its legacy hash
+// (unkeyed SHA-256, before keyed hashing) to its keyed hash, one Raft
+// command per key, and returns how many it moved. The node runs it once it
+// leads, at every start; it is idempotent.
+func (s *Server) MigrateKeyHashes(ctx context.Context) (int, error) {
+	legacy, err := s.cat.APIKeys(ctx, func(k *v1.ApiKey) bool { return secret.IsLegacyKeyHash(k.KeyHash) })
+	if err != nil {
+		return 0, err
+	}
+	moved := 0
+	for _, k := range legacy {
+		old := k.KeyHash
+		k.KeyHash, _ = s.keys.Rehash(old)
+		_, err := s.prop.Propose(ctx, &v1.Command{Op: &v1.Command_PutApiKey{PutApiKey: &v1.PutApiKeyOp{Key: k, ReplacesHash: old}}})
+		if errors.Is(err, catalog.ErrNotFound) || errors.Is(err, catalog.ErrExists) {
+			continue // moved meanwhile (another node, a concurrent run)
+		}
+		if err != nil {
+			return moved, fmt.Errorf("api: migrate api key hash: %w", err)
+		}
+		moved++
+	}
+	return moved, nil
 }
 
 // keyFrom reads the API key of a request: X-API-Key (also set from a
@@ -45,7 +75,7 @@ func (s *Server) identify(ctx context.Context, h http.Header) (*identity, error)
 	if key == "" {
 		return &identity{}, nil
 	}
-	k, err := s.cat.APIKey(ctx, HashKey(key))
+	k, err := s.lookupKey(ctx, key)
 	if errors.Is(err, catalog.ErrNotFound) {
 		return &identity{}, nil
 	}

@@ -5,27 +5,17 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
-	"regexp"
 	"sort"
 	"strings"
 
 	"github.com/condamesh/condamesh/catalog"
 	v1 "github.com/condamesh/condamesh/gen/condamesh/v1"
+	"github.com/condamesh/condamesh/internal/secret"
 	"google.golang.org/protobuf/proto"
 )
 
-// Channel defaults of Quetz.
-const (
-	defaultTTL       = 36000
-	maxChannelName   = 50
-	maxDescription   = 300
-	mirrorURLPattern = `^(http|https)://.+`
-)
-
-var (
-	mirrorURLRe   = regexp.MustCompile(mirrorURLPattern)
-	channelNameRe = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9.-]*$`)
-)
+// defaultTTL is Quetz's channel ttl default.
+const defaultTTL = 36000
 
 // channelActions are the actions PUT /api/channels/{c}/actions accepts.
 var channelActions = map[string]bool{
@@ -65,6 +55,9 @@ func toChannelJSON(ci *v1.ChannelInfo, counts bool) channelJSON {
 	return out
 }
 
+// channelInfo is a channel as answers show it: with its counts and its
+// secrets masked (secret.Channel). Every REST and Connect answer carrying a
+// channel goes through it.
 func (s *Server) channelInfo(ctx context.Context, ch *v1.Channel) (*v1.ChannelInfo, error) {
 	ms, err := s.cat.Members(ctx, ch.Name, "")
 	if err != nil {
@@ -74,32 +67,27 @@ func (s *Server) channelInfo(ctx context.Context, ch *v1.Channel) (*v1.ChannelIn
 	if err != nil {
 		return nil, err
 	}
-	return &v1.ChannelInfo{Channel: ch, MembersCount: int64(len(ms)), PackagesCount: int64(len(ps))}, nil
+	return &v1.ChannelInfo{Channel: secret.Channel(ch), MembersCount: int64(len(ms)), PackagesCount: int64(len(ps))}, nil
 }
 
-// parseChannelBody turns a REST body into a CreateChannelRequest, applying
-// Quetz's validators and defaults.
+// parseChannelBody turns a REST body into a CreateChannelRequest: JSON
+// types only; createChannel applies the channel rules and defaults.
 func parseChannelBody(fields map[string]json.RawMessage) (*v1.CreateChannelRequest, error) {
-	ch := &v1.Channel{Private: true, Ttl: defaultTTL}
+	ch := &v1.Channel{Ttl: defaultTTL}
 	req := &v1.CreateChannelRequest{Channel: ch}
-	var name string
-	if ok, err := field(fields, "name", &name, "string"); err != nil {
+	if ok, err := field(fields, "name", &ch.Name, "string"); err != nil {
 		return nil, err
 	} else if !ok {
 		return nil, validation([]any{"body", "name"}, "missing", "Field required", nil)
 	}
-	if len([]rune(name)) > maxChannelName {
-		return nil, validation([]any{"body", "name"}, "string_too_long", "String should have at most 50 characters", name)
-	}
-	ch.Name = name
 	if _, err := field(fields, "description", &ch.Description, "string"); err != nil {
 		return nil, err
 	}
-	if len([]rune(ch.Description)) > maxDescription {
-		return nil, validation([]any{"body", "description"}, "string_too_long", "String should have at most 300 characters", ch.Description)
-	}
-	if _, err := field(fields, "private", &ch.Private, "boolean"); err != nil {
+	var private bool
+	if ok, err := field(fields, "private", &private, "boolean"); err != nil {
 		return nil, err
+	} else if ok {
+		req.Private = &private
 	}
 	if _, err := field(fields, "ttl", &ch.Ttl, "integer"); err != nil {
 		return nil, err
@@ -114,20 +102,8 @@ func parseChannelBody(fields map[string]json.RawMessage) (*v1.CreateChannelReque
 	if _, err := field(fields, "mirror_channel_url", &ch.MirrorChannelUrl, "string"); err != nil {
 		return nil, err
 	}
-	if ch.MirrorChannelUrl != "" && !mirrorURLRe.MatchString(ch.MirrorChannelUrl) {
-		return nil, validation([]any{"body", "mirror_channel_url"}, "string_pattern_mismatch", "String should match pattern '"+mirrorURLPattern+"'", ch.MirrorChannelUrl)
-	}
 	if _, err := field(fields, "mirror_mode", &ch.MirrorMode, "string"); err != nil {
 		return nil, err
-	}
-	if ch.MirrorMode != "" && ch.MirrorMode != "proxy" && ch.MirrorMode != "mirror" {
-		return nil, validation([]any{"body", "mirror_mode"}, "enum", "Input should be 'proxy' or 'mirror'", ch.MirrorMode)
-	}
-	switch {
-	case ch.MirrorChannelUrl != "" && ch.MirrorMode == "":
-		return nil, validation([]any{"body"}, "value_error", "Value error, 'mirror_channel_url' provided but 'mirror_mode' is undefined", nil)
-	case ch.MirrorChannelUrl == "" && ch.MirrorMode != "":
-		return nil, validation([]any{"body"}, "value_error", "Value error, 'mirror_mode' provided but 'mirror_channel_url' is undefined", nil)
 	}
 	md, err := parseMetadata(fields)
 	if err != nil {
@@ -138,11 +114,6 @@ func parseChannelBody(fields map[string]json.RawMessage) (*v1.CreateChannelReque
 	if ok, err := field(fields, "actions", &actions, "list"); err != nil {
 		return nil, err
 	} else if ok {
-		for i, a := range actions {
-			if !channelActions[a] {
-				return nil, validation([]any{"body", "actions", i}, "enum", "Input should be a valid channel action", a)
-			}
-		}
 		req.Actions = &v1.StringList{Items: actions}
 	}
 	return req, nil
@@ -174,17 +145,25 @@ func parseMetadata(fields map[string]json.RawMessage) (*v1.ChannelMetadata, erro
 	if _, err := field(raw, "sync_interval_seconds", &md.SyncIntervalSeconds, "integer"); err != nil {
 		return nil, err
 	}
-	if md.SyncIntervalSeconds < 0 {
-		return nil, validation([]any{"body", "metadata", "sync_interval_seconds"}, "greater_than_equal", "Input should be greater than or equal to 0", md.SyncIntervalSeconds)
-	}
 	return md, nil
 }
 
-// createChannel is POST /api/channels and ChannelService.CreateChannel.
+// createChannel is POST /api/channels and ChannelService.CreateChannel:
+// both are held to the same channel rules (catalog.CheckChannelFields,
+// catalog.CheckChannelName) and defaults (private, ttl), in Quetz's order.
 func (s *Server) createChannel(ctx context.Context, id *identity, req *v1.CreateChannelRequest) (*v1.ChannelInfo, error) {
 	ch := proto.Clone(req.GetChannel()).(*v1.Channel)
 	if ch.Ttl == 0 {
 		ch.Ttl = defaultTTL
+	}
+	ch.Private = req.Private == nil || req.GetPrivate()
+	if err := catalog.CheckChannelFields(ch); err != nil {
+		return nil, err
+	}
+	for i, a := range req.GetActions().GetItems() {
+		if !channelActions[a] {
+			return nil, validation([]any{"body", "actions", i}, "enum", "Input should be a valid channel action", a)
+		}
 	}
 	if id.anonymous() {
 		return nil, errNotLoggedIn
@@ -201,9 +180,6 @@ func (s *Server) createChannel(ctx context.Context, id *identity, req *v1.Create
 	} else if !id.elevated() && id.user.Role != "member" {
 		return nil, errServerRole("this operation requires owner, maintainer or member roles")
 	}
-	if md := ch.Metadata; md != nil && md.Includelist != nil && md.Excludelist != nil {
-		return nil, apiErr(ErrInvalid, "Cannot use both `includelist` and `excludelist` together.")
-	}
 	if req.SizeLimitSet {
 		if !id.elevated() {
 			return nil, errServerRole("only server maintainer or owner can set channel size limit")
@@ -212,16 +188,8 @@ func (s *Server) createChannel(ctx context.Context, id *identity, req *v1.Create
 		q := s.cfg.DefaultChannelQuota
 		ch.SizeLimit = &q
 	}
-	if strings.Contains(ch.Name, "_") {
-		return nil, apiErr(ErrInvalid, "_ should not be used in channel name")
-	}
-	for _, r := range ch.Name {
-		if r > 127 {
-			return nil, apiErr(ErrInvalid, "only ASCII characters should be used in channel name")
-		}
-	}
-	if !channelNameRe.MatchString(ch.Name) {
-		return nil, apiErr(ErrInvalid, "channel name %q may only contain letters, digits, '.' and '-' and must start with a letter or digit", ch.Name)
+	if err := catalog.CheckChannelName(ch.Name); err != nil {
+		return nil, err
 	}
 	if _, err := s.prop.Propose(ctx, &v1.Command{Op: &v1.Command_CreateChannel{CreateChannel: &v1.CreateChannelOp{Channel: ch, OwnerId: id.user.Id}}}); err != nil {
 		if errors.Is(err, catalog.ErrExists) {
@@ -275,7 +243,11 @@ func (s *Server) restCreateChannel(w http.ResponseWriter, r *http.Request) {
 			return 0, nil, err
 		}
 		if register && channelKind(ci.Channel) == "mirror" {
-			s.registerWithPrimary(r, ci.Channel, r.URL.Query().Get("mirror_api_key"))
+			ch, err := s.cat.Channel(r.Context(), ci.Channel.Name) // ci's URL is masked
+			if err != nil {
+				return 0, nil, err
+			}
+			s.registerWithPrimary(r, ch, r.URL.Query().Get("mirror_api_key"))
 		}
 		return http.StatusCreated, nil, nil
 	})
@@ -400,7 +372,12 @@ func (s *Server) updateChannel(ctx context.Context, id *identity, req *v1.Update
 		next.Ttl = *req.Ttl
 	}
 	if md := req.GetMetadata(); md != nil {
-		next.Metadata = md // REST merges key by key before (mergedMetadata)
+		if err := catalog.CheckMetadata(md); err != nil {
+			return nil, err
+		}
+		md = proto.Clone(md).(*v1.ChannelMetadata)
+		secret.KeepMasked(ch.GetMetadata(), md) // a secret sent back as read stays
+		next.Metadata = md                      // REST merges key by key before (mergedMetadata)
 	}
 	if _, err := s.prop.Propose(ctx, &v1.Command{Op: &v1.Command_UpdateChannel{UpdateChannel: &v1.UpdateChannelOp{Channel: next}}}); err != nil {
 		return nil, err

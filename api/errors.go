@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strings"
 
 	"connectrpc.com/connect"
 	"github.com/condamesh/condamesh/catalog"
@@ -62,11 +63,23 @@ func classify(err error) (status int, code connect.Code, detail any) {
 		return st, cd, ae.Detail
 	}
 	var dm *store.DigestMismatchError
+	var re *catalog.RuleError
 	switch {
+	case errors.As(err, &re):
+		if re.Type == "" {
+			return http.StatusUnprocessableEntity, connect.CodeInvalidArgument, re.Msg
+		}
+		loc := []any{"body"}
+		for _, f := range re.Field {
+			loc = append(loc, f)
+		}
+		return http.StatusUnprocessableEntity, connect.CodeInvalidArgument, []fieldError{{Type: re.Type, Loc: loc, Msg: re.Msg, Input: re.Input}}
 	case errors.As(err, &dm):
 		return http.StatusNotAcceptable, connect.CodeInvalidArgument, "Wrong SHA256 checksum"
 	case errors.Is(err, catalog.ErrNotFound), errors.Is(err, store.ErrNotFound):
 		return http.StatusNotFound, connect.CodeNotFound, err.Error()
+	case errors.Is(err, catalog.ErrLastOwner):
+		return http.StatusConflict, connect.CodeFailedPrecondition, "the last server owner cannot be demoted"
 	case errors.Is(err, catalog.ErrExists):
 		return http.StatusConflict, connect.CodeAlreadyExists, err.Error()
 	case errors.Is(err, catalog.ErrQuota), errors.Is(err, store.ErrTooLarge):
@@ -126,5 +139,12 @@ func connectError(err error) error {
 		return nil
 	}
 	_, code, detail := classify(err)
+	if fes, ok := detail.([]fieldError); ok {
+		msgs := make([]string, 0, len(fes))
+		for _, fe := range fes {
+			msgs = append(msgs, fmt.Sprintf("%v: %s", fe.Loc[1:], fe.Msg))
+		}
+		detail = strings.Join(msgs, "; ")
+	}
 	return connect.NewError(code, fmt.Errorf("%v", detail))
 }

@@ -11,6 +11,7 @@ import (
 
 	"github.com/condamesh/condamesh/catalog"
 	v1 "github.com/condamesh/condamesh/gen/condamesh/v1"
+	"github.com/condamesh/condamesh/internal/secret"
 )
 
 // jobJSON is Quetz's Job.
@@ -363,11 +364,13 @@ type progress struct {
 }
 
 func toTaskJSON(t *v1.Task) taskJSON {
-	out := taskJSON{ID: t.Id, JobID: t.JobId, Created: naive(t.CreatedUnix), Status: t.Status, PackageVersion: map[string]any{}, Message: t.Message}
+	// Task texts come from errors that may quote upstream URLs: masked
+	// again here for records written before masking.
+	out := taskJSON{ID: t.Id, JobID: t.JobId, Created: naive(t.CreatedUnix), Status: t.Status, PackageVersion: map[string]any{}, Message: secret.Text(t.Message)}
 	if t.FilesTotal > 0 || t.BytesTotal > 0 || len(t.Errors) > 0 {
-		out.Progress = &progress{FilesTotal: t.FilesTotal, FilesDone: t.FilesDone, BytesTotal: t.BytesTotal, BytesDone: t.BytesDone, Current: t.Current, Errors: t.Errors}
-		if out.Progress.Errors == nil {
-			out.Progress.Errors = []string{}
+		out.Progress = &progress{FilesTotal: t.FilesTotal, FilesDone: t.FilesDone, BytesTotal: t.BytesTotal, BytesDone: t.BytesDone, Current: secret.Text(t.Current), Errors: make([]string, 0, len(t.Errors))}
+		for _, e := range t.Errors {
+			out.Progress.Errors = append(out.Progress.Errors, secret.Text(e))
 		}
 	}
 	return out

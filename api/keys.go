@@ -9,6 +9,7 @@ import (
 
 	"github.com/condamesh/condamesh/catalog"
 	v1 "github.com/condamesh/condamesh/gen/condamesh/v1"
+	"github.com/condamesh/condamesh/internal/secret"
 	"google.golang.org/protobuf/proto"
 )
 
@@ -105,7 +106,7 @@ func (s *Server) createKey(ctx context.Context, id *identity, req *v1.CreateKeyR
 		}
 	}
 	key := NewKey()
-	k := &v1.ApiKey{KeyHash: HashKey(key), Description: req.Description, UserId: id.user.Id, OwnerId: id.owner.Id, ExpireAt: req.ExpireAt, Roles: req.Roles, KeyPrefix: key[:6]}
+	k := &v1.ApiKey{KeyHash: s.keys.Hash(key), Description: req.Description, UserId: id.user.Id, OwnerId: id.owner.Id, ExpireAt: req.ExpireAt, Roles: req.Roles, KeyPrefix: key[:6]}
 	op := &v1.PutApiKeyOp{Key: k}
 	if len(req.Roles) > 0 {
 		anon := &v1.User{Id: NewUUID()}
@@ -116,7 +117,17 @@ func (s *Server) createKey(ctx context.Context, id *identity, req *v1.CreateKeyR
 		return "", nil, err
 	}
 	stored, err := s.cat.APIKey(ctx, k.KeyHash)
-	return key, stored, err
+	return key, keyView(stored), err
+}
+
+// keyView is a key record as answers show it: without its stored hash.
+func keyView(k *v1.ApiKey) *v1.ApiKey {
+	if k == nil {
+		return nil
+	}
+	out := proto.Clone(k).(*v1.ApiKey)
+	out.KeyHash = ""
+	return out
 }
 
 func (s *Server) restCreateKey(w http.ResponseWriter, r *http.Request) {
@@ -158,7 +169,11 @@ func (s *Server) listKeys(ctx context.Context, id *identity) ([]*v1.ApiKey, erro
 	if id.anonymous() {
 		return nil, errNotLoggedIn
 	}
-	return s.cat.APIKeys(ctx, func(k *v1.ApiKey) bool { return !k.Deleted && k.OwnerId == id.owner.Id })
+	keys, err := s.cat.APIKeys(ctx, func(k *v1.ApiKey) bool { return !k.Deleted && k.OwnerId == id.owner.Id })
+	for i, k := range keys {
+		keys[i] = keyView(k)
+	}
+	return keys, err
 }
 
 func (s *Server) restListKeys(w http.ResponseWriter, r *http.Request) {
@@ -177,9 +192,9 @@ func (s *Server) restListKeys(w http.ResponseWriter, r *http.Request) {
 
 // deleteKey soft-deletes a key: elevated users, the key's user or its owner.
 func (s *Server) deleteKey(ctx context.Context, id *identity, key string) error {
-	k, err := s.cat.APIKey(ctx, HashKey(key))
+	k, err := s.lookupKey(ctx, key)
 	if errors.Is(err, catalog.ErrNotFound) || (err == nil && k.Deleted) {
-		return apiErr(ErrNotFound, "key '%s' does not exist", key)
+		return apiErr(ErrNotFound, "key '%s' does not exist", secret.Mask) // never echo a key
 	}
 	if err != nil {
 		return err

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/condamesh/condamesh/catalog"
+	"github.com/condamesh/condamesh/conda"
 	v1 "github.com/condamesh/condamesh/gen/condamesh/v1"
 )
 
@@ -15,9 +16,10 @@ type Downloads interface {
 }
 
 // countDownload records a GET of a package file that is answered 2xx/3xx
-// (Quetz counted HEADs and 404s too: fixed).
+// (Quetz counted HEADs and 404s too: fixed). A path whose directory cannot
+// be a subdir (a proxylist redirect answers any path) is not counted.
 func (s *Server) countDownload(r *http.Request, ch *v1.Channel, platform, filename string) {
-	if r.Method != http.MethodGet {
+	if r.Method != http.MethodGet || !conda.ValidSubdir(platform) {
 		return
 	}
 	if s.downloads != nil {

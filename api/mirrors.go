@@ -13,6 +13,7 @@ import (
 
 	"github.com/condamesh/condamesh/catalog"
 	v1 "github.com/condamesh/condamesh/gen/condamesh/v1"
+	"github.com/condamesh/condamesh/internal/secret"
 )
 
 type mirrorJSON struct {
@@ -46,7 +47,7 @@ func (s *Server) restListMirrors(w http.ResponseWriter, r *http.Request) {
 		}
 		out := make([]mirrorJSON, 0, len(ms))
 		for _, m := range ms {
-			out = append(out, mirrorJSON{URL: m.Url, APIEndpoint: m.ApiEndpoint, MetricsEndpoint: m.MetricsEndpoint, ID: m.Id})
+			out = append(out, mirrorJSON{URL: secret.URL(m.Url), APIEndpoint: secret.URL(m.ApiEndpoint), MetricsEndpoint: secret.URL(m.MetricsEndpoint), ID: m.Id})
 		}
 		return http.StatusOK, out, nil
 	})
@@ -83,8 +84,8 @@ func (s *Server) restAddMirror(w http.ResponseWriter, r *http.Request) {
 			m.MetricsEndpoint = replaceGet(m.URL, "metrics/channels")
 		}
 		for name, v := range map[string]string{"url": m.URL, "api_endpoint": m.APIEndpoint, "metrics_endpoint": m.MetricsEndpoint} {
-			if !mirrorURLRe.MatchString(v) {
-				return 0, nil, validation([]any{"body", name}, "string_pattern_mismatch", "String should match pattern '"+mirrorURLPattern+"'", v)
+			if err := catalog.CheckUpstreamURL(name, v); err != nil {
+				return 0, nil, err
 			}
 		}
 		if err := s.requireChannel(ctx, id, ch.Name, "owner", "maintainer"); err != nil {
@@ -97,7 +98,7 @@ func (s *Server) restAddMirror(w http.ResponseWriter, r *http.Request) {
 			Id: NewUUID(), Channel: ch.Name, Url: m.URL, ApiEndpoint: m.APIEndpoint, MetricsEndpoint: m.MetricsEndpoint,
 		}}}})
 		if errors.Is(err, catalog.ErrExists) {
-			return 0, nil, apiErr(ErrConflict, "mirror %s is already registered", m.URL)
+			return 0, nil, apiErr(ErrConflict, "mirror %s is already registered", secret.URL(m.URL))
 		}
 		return http.StatusCreated, nil, err
 	})
@@ -107,9 +108,10 @@ func (s *Server) restAddMirror(w http.ResponseWriter, r *http.Request) {
 // caller who is not a server owner the call is confined to the networks
 // such callers may reach, and every failure reads the same.
 func (s *Server) verifyMirror(ctx context.Context, id *identity, m mirrorJSON) error {
+	shown := secret.URL(m.URL)
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, m.APIEndpoint, nil)
 	if err != nil {
-		return apiErr(ErrInvalid, "could not connect to remote repository %s", m.URL)
+		return apiErr(ErrInvalid, "could not connect to remote repository %s", shown)
 	}
 	hc := s.cfg.HTTPClient
 	if !id.serverOwner() {
@@ -117,12 +119,12 @@ func (s *Server) verifyMirror(ctx context.Context, id *identity, m mirrorJSON) e
 	}
 	resp, err := hc.Do(req)
 	if err != nil {
-		return apiErr(ErrInvalid, "could not connect to remote repository %s", m.URL)
+		return apiErr(ErrInvalid, "could not connect to remote repository %s", shown)
 	}
 	defer resp.Body.Close()
 	body, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
 	if resp.StatusCode != http.StatusOK {
-		return apiErr(ErrInvalid, "could not connect to remote repository %s", m.URL)
+		return apiErr(ErrInvalid, "could not connect to remote repository %s", shown)
 	}
 	var info map[string]any
 	if json.Unmarshal(body, &info) != nil {
@@ -133,7 +135,7 @@ func (s *Server) verifyMirror(ctx context.Context, id *identity, m mirrorJSON) e
 		return apiErr(ErrInvalid, "mirror server is not quetz server")
 	}
 	if str, _ := v.(string); str == "" {
-		return apiErr(ErrNotFound, "%s is not a mirror server", m.URL)
+		return apiErr(ErrNotFound, "%s is not a mirror server", shown)
 	}
 	return nil
 }
@@ -170,7 +172,7 @@ func (s *Server) registerWithPrimary(r *http.Request, ch *v1.Channel, apiKey str
 	target := strings.TrimSuffix(replaceGet(ch.MirrorChannelUrl, "api/channels"), "/") + "/mirrors"
 	req, err := http.NewRequestWithContext(context.WithoutCancel(r.Context()), http.MethodPost, target, bytes.NewReader(body))
 	if err != nil {
-		s.log.Warn("register mirror with its primary", "err", err)
+		s.log.Warn("register mirror with its primary", "err", secret.Err(err))
 		return
 	}
 	req.Header.Set("Content-Type", "application/json")
@@ -179,13 +181,13 @@ func (s *Server) registerWithPrimary(r *http.Request, ch *v1.Channel, apiKey str
 	}
 	resp, err := s.cfg.HTTPClient.Do(req)
 	if err != nil {
-		s.log.Warn("register mirror with its primary", "channel", ch.Name, "err", err)
+		s.log.Warn("register mirror with its primary", "channel", ch.Name, "err", secret.Err(err))
 		return
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusCreated {
 		b, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
-		s.log.Warn("primary refused the mirror registration", "channel", ch.Name, "status", resp.StatusCode, "answer", fmt.Sprintf("%.300s", b))
+		s.log.Warn("primary refused the mirror registration", "channel", ch.Name, "status", resp.StatusCode, "answer", secret.Text(fmt.Sprintf("%.300s", b)))
 	}
 }
 
@@ -213,7 +215,7 @@ func (s *Server) restMirrorConfig(w http.ResponseWriter, r *http.Request) {
 	primary := requestBase(r) + "/get/" + ch.Name
 	urls := make([]string, 0, len(ms)+1)
 	for _, m := range ms {
-		urls = append(urls, m.Url)
+		urls = append(urls, secret.URL(m.Url))
 	}
 	urls = append(urls, primary)
 	var b strings.Builder
@@ -282,7 +284,7 @@ func (s *Server) restMirrorMetrics(w http.ResponseWriter, r *http.Request) {
 				return 0, nil, err
 			}
 			fromMirrors += n
-			rows = append(rows, row{ID: m.Id, URL: m.Url, Total: n})
+			rows = append(rows, row{ID: m.Id, URL: secret.URL(m.Url), Total: n})
 		}
 		return http.StatusOK, map[string]any{"channel": ch.Name, "total": all, "local": all - fromMirrors, "mirrors": rows}, nil
 	})

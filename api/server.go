@@ -2,7 +2,11 @@ package api
 
 import (
 	"context"
+	"crypto/rand"
+	"crypto/subtle"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -13,6 +17,7 @@ import (
 	"github.com/condamesh/condamesh/conda"
 	v1 "github.com/condamesh/condamesh/gen/condamesh/v1"
 	"github.com/condamesh/condamesh/indexer"
+	"github.com/condamesh/condamesh/internal/secret"
 	"github.com/condamesh/condamesh/metrics"
 	"github.com/condamesh/condamesh/proxy"
 	"github.com/condamesh/condamesh/store"
@@ -100,6 +105,16 @@ type Config struct {
 	// RestrictedHTTPClient makes them for everyone else. Default: as
 	// HTTPClient, confined to upstream.DefaultRestricted networks.
 	RestrictedHTTPClient *http.Client
+	// MetricsToken, if set, is the scrape token of /metrics and /metricsp:
+	// a scraper sending "Authorization: Bearer <token>" (or an owner's or
+	// maintainer's API key) sees private channels' series; everyone else
+	// sees them summed under channel="_private". At least 16 characters.
+	MetricsToken string
+	// KeySecret keys the hash under which API keys are stored
+	// (secret.KeyHasher); at least 16 bytes, the same on every node of a
+	// cluster. The node reads it from its data directory. Empty: a random
+	// one, so keys do not survive a restart (tests of this package only).
+	KeySecret []byte
 }
 
 func (c *Config) setDefaults() {
@@ -131,6 +146,22 @@ func (c *Config) setDefaults() {
 		nets := upstream.DefaultRestricted()
 		c.RestrictedHTTPClient = upstream.NewHTTPClient(15*time.Second, &nets, "")
 	}
+	if len(c.KeySecret) == 0 {
+		c.KeySecret = make([]byte, secret.KeySecretSize)
+		_, _ = rand.Read(c.KeySecret)
+	}
+}
+
+// Validate reports a configuration that cannot work.
+func (c *Config) Validate() error {
+	var errs []error
+	if len(c.KeySecret) != 0 && len(c.KeySecret) < 16 {
+		errs = append(errs, fmt.Errorf("api: config: key secret of %d bytes, want at least 16", len(c.KeySecret)))
+	}
+	if c.MetricsToken != "" && len(c.MetricsToken) < 16 {
+		errs = append(errs, errors.New("api: config: metrics token shorter than 16 characters"))
+	}
+	return errors.Join(errs...)
 }
 
 // Server serves every HTTP route of a node.
@@ -145,6 +176,7 @@ type Server struct {
 	proxy     Proxies
 	downloads Downloads
 	prom      *metrics.Prom
+	keys      *secret.KeyHasher
 	ops       []operation
 	mux       *http.ServeMux
 	ready     func() bool
@@ -153,10 +185,15 @@ type Server struct {
 	maxAges   textCache[int64]
 }
 
-// New returns the API server.
+// New returns the API server. cfg must pass Validate (the node checks it
+// with its own configuration): an invalid one panics.
 func New(cfg Config, d Deps) *Server {
 	cfg.setDefaults()
-	s := &Server{cfg: cfg, log: cfg.Logger.With("component", "api"), cat: d.Catalog, prop: d.Proposer, blobs: d.Blobs, idx: d.Indexes, jobs: d.Jobs, proxy: d.Proxies, downloads: d.Downloads, prom: d.Prom, mux: http.NewServeMux(), ready: d.Ready}
+	keys, err := secret.NewKeyHasher(cfg.KeySecret)
+	if err != nil {
+		panic(err)
+	}
+	s := &Server{cfg: cfg, keys: keys, log: cfg.Logger.With("component", "api"), cat: d.Catalog, prop: d.Proposer, blobs: d.Blobs, idx: d.Indexes, jobs: d.Jobs, proxy: d.Proxies, downloads: d.Downloads, prom: d.Prom, mux: http.NewServeMux(), ready: d.Ready}
 	s.routes()
 	return s
 }
@@ -361,8 +398,9 @@ func (s *Server) routes() {
 	}
 	m.HandleFunc("GET /openapi.json", s.openAPI)
 	if s.prom != nil {
-		m.Handle("GET /metricsp", s.prom.Handler()) // Quetz's path
-		m.Handle("GET /metrics", s.prom.Handler())
+		h := s.prom.Handler(s.fullMetrics, s.privateChannel)
+		m.Handle("GET /metricsp", h) // Quetz's path
+		m.Handle("GET /metrics", h)
 	}
 	m.HandleFunc("GET /docs", s.swaggerUI)
 
@@ -394,6 +432,26 @@ func (s *Server) apiUnknown(w http.ResponseWriter, r *http.Request) {
 	s.writeError(w, r, apiErr(ErrNotFound, "Not Found"))
 }
 
+// fullMetrics reports whether a scrape may see private channels' series:
+// it carries the scrape token, or an owner's or maintainer's API key.
+func (s *Server) fullMetrics(r *http.Request) bool {
+	if tok := s.cfg.MetricsToken; tok != "" {
+		if got, ok := strings.CutPrefix(headerValue(r.Header, "Authorization"), "Bearer "); ok &&
+			subtle.ConstantTimeCompare([]byte(strings.TrimSpace(got)), []byte(tok)) == 1 {
+			return true
+		}
+	}
+	id, err := s.identify(r.Context(), r.Header)
+	return err == nil && id.elevated()
+}
+
+// privateChannel reports whether metrics must hide a channel: private, or
+// no longer known (it may have been private).
+func (s *Server) privateChannel(ctx context.Context, name string) bool {
+	ch, err := s.cat.ChannelView(ctx, name)
+	return err != nil || ch.Private
+}
+
 func (s *Server) healthLive(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]string{"component": "http-server", "status": "ok"})
 }
@@ -422,19 +480,9 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	status, _, detail := classify(err)
 	if status >= 500 {
-		s.log.Error("request failed", "method", r.Method, "path", redactPath(r.URL.Path), "err", err)
+		s.log.Error("request failed", "method", r.Method, "path", secret.URL(r.URL.Path), "err", secret.Err(err))
 	} else {
-		s.log.Debug("request refused", "method", r.Method, "path", redactPath(r.URL.Path), "status", status, "err", err)
+		s.log.Debug("request refused", "method", r.Method, "path", secret.URL(r.URL.Path), "status", status, "err", secret.Err(err))
 	}
 	writeJSON(w, status, map[string]any{"detail": detail})
-}
-
-// redactPath hides a /t/<token>/ prefix in logs.
-func redactPath(p string) string {
-	if rest, ok := strings.CutPrefix(p, "/t/"); ok {
-		if _, after, found := strings.Cut(rest, "/"); found {
-			return "/t/<redacted>/" + after
-		}
-	}
-	return p
 }

@@ -75,7 +75,7 @@ func (s *Server) PresetKey(ctx context.Context, u *v1.User, description, key str
 	if key == "" {
 		key = NewKey()
 	}
-	k := &v1.ApiKey{KeyHash: HashKey(key), Description: description, UserId: u.Id, OwnerId: u.Id, KeyPrefix: key[:min(6, len(key))]}
+	k := &v1.ApiKey{KeyHash: s.keys.Hash(key), Description: description, UserId: u.Id, OwnerId: u.Id, KeyPrefix: key[:min(6, len(key))]}
 	_, err := s.prop.Propose(ctx, &v1.Command{Op: &v1.Command_PutApiKey{PutApiKey: &v1.PutApiKeyOp{Key: k}}})
 	return key, err
 }
@@ -140,7 +140,9 @@ func (s *Server) restGetUserRole(w http.ResponseWriter, r *http.Request) {
 
 // restSetUserRole assigns a server role. Owner and maintainer need a server
 // owner; member and clearing (null) need an elevated user (Quetz let anyone
-// clear a role: fixed).
+// clear a role: fixed). Only an owner may change an owner's role, and the
+// last owner keeps it (catalog.ErrLastOwner); the break-glass path is
+// `condamesh admin restore-owner` (node.RestoreOwner).
 func (s *Server) restSetUserRole(w http.ResponseWriter, r *http.Request) {
 	s.handle(w, r, func(id *identity) (int, any, error) {
 		ctx := r.Context()
@@ -163,7 +165,7 @@ func (s *Server) restSetUserRole(w http.ResponseWriter, r *http.Request) {
 			return 0, nil, err
 		}
 		switch {
-		case roleIn(role, "owner", "maintainer") && id.user.Role != "owner":
+		case (roleIn(role, "owner", "maintainer") || u.Role == "owner") && id.user.Role != "owner":
 			return 0, nil, errNoPermission
 		case !id.elevated():
 			return 0, nil, errNoPermission

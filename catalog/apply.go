@@ -404,6 +404,14 @@ func (a *applier) putUser(u *v1.User) error {
 	if u.GetId() == "" {
 		return fmt.Errorf("%w: user id is empty", ErrInvalid)
 	}
+	var cur v1.User
+	if err := a.get(kUser(u.Id), &cur); err == nil && cur.Role == "owner" && u.Role != "owner" {
+		if err := a.keepAnOwner(u.Id); err != nil {
+			return err
+		}
+	} else if err != nil && !errors.Is(err, ErrNotFound) {
+		return err
+	}
 	if u.Username != "" {
 		if v, err := a.b.Get(kUsername(u.Username)); err == nil && string(v) != u.Id {
 			return fmt.Errorf("%w: user %s", ErrExists, u.Username)
@@ -413,6 +421,28 @@ func (a *applier) putUser(u *v1.User) error {
 		}
 	}
 	return a.put(kUser(u.Id), u)
+}
+
+// keepAnOwner refuses a change that takes the server role owner from the
+// user id when no other user holds it. Checked here, in the replicated
+// apply, so two concurrent demotions cannot both pass.
+func (a *applier) keepAnOwner(id string) error {
+	others := false
+	err := a.b.Scan(a.ctx, []byte("m/user/"), func(_, val []byte) error {
+		var u v1.User
+		if err := proto.Unmarshal(val, &u); err != nil {
+			return fmt.Errorf("catalog: corrupt user: %w", err)
+		}
+		others = others || (u.Role == "owner" && u.Id != id)
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	if !others {
+		return ErrLastOwner
+	}
+	return nil
 }
 
 func (a *applier) putAPIKey(op *v1.PutApiKeyOp) error {
@@ -428,6 +458,19 @@ func (a *applier) putAPIKey(op *v1.PutApiKeyOp) error {
 	nk := proto.Clone(k).(*v1.ApiKey)
 	if nk.CreatedUnix == 0 {
 		nk.CreatedUnix = a.now.Unix()
+	}
+	if old := op.GetReplacesHash(); old != "" {
+		// A stored hash moves to a new scheme: the old record goes in the
+		// same batch, and a second migration of the same key is refused.
+		if old == k.KeyHash || !a.exists(kKey(old)) {
+			return fmt.Errorf("%w: api key record to replace", ErrNotFound)
+		}
+		if a.exists(kKey(k.KeyHash)) {
+			return fmt.Errorf("%w: api key", ErrExists)
+		}
+		if err := a.b.Delete(kKey(old)); err != nil {
+			return err
+		}
 	}
 	return a.put(kKey(k.KeyHash), nk)
 }

@@ -222,7 +222,7 @@ func (c *Catalog) UserByName(ctx context.Context, username string) (*v1.User, er
 	return c.User(ctx, string(id))
 }
 
-// APIKey returns a key by the sha256 hex of the key.
+// APIKey returns a key by its stored hash (secret.KeyHasher).
 func (c *Catalog) APIKey(ctx context.Context, hash string) (*v1.ApiKey, error) {
 	var k v1.ApiKey
 	if err := c.get(ctx, kKey(hash), &k); err != nil {

@@ -162,3 +162,75 @@ func TestPutVersionsPackages(t *testing.T) {
 		t.Fatalf("channel size: %v %+v", err, ch)
 	}
 }
+
+// TestReplaceAPIKeyHash: PutApiKeyOp.replaces_hash moves a key's record
+// to its new hash in one batch; moving it again, or moving a record that
+// does not exist, writes nothing.
+func TestReplaceAPIKeyHash(t *testing.T) {
+	ctx := context.Background()
+	r := newRig(t)
+	put := func(hash, replaces string) error {
+		r.idx++
+		_, err := r.cat.Apply(ctx, r.idx, &v1.Command{TimeUnixNano: 1, Op: &v1.Command_PutApiKey{PutApiKey: &v1.PutApiKeyOp{
+			Key: &v1.ApiKey{KeyHash: hash, UserId: "u1", Description: "k"}, ReplacesHash: replaces,
+		}}})
+		return err
+	}
+	if err := put("old", ""); err != nil {
+		t.Fatal(err)
+	}
+	if err := put("new", "old"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.cat.APIKey(ctx, "old"); !errors.Is(err, catalog.ErrNotFound) {
+		t.Fatalf("the replaced record is still there: %v", err)
+	}
+	if k, err := r.cat.APIKey(ctx, "new"); err != nil || k.Description != "k" {
+		t.Fatalf("moved record: %v %v", k, err)
+	}
+	for _, c := range []struct{ hash, replaces string }{{"newer", "old"}, {"new", "new"}} {
+		if err := put(c.hash, c.replaces); !errors.Is(err, catalog.ErrNotFound) {
+			t.Errorf("move %s -> %s: %v, want ErrNotFound", c.replaces, c.hash, err)
+		}
+	}
+	if err := put("old", ""); err != nil {
+		t.Fatal(err)
+	}
+	if err := put("new", "old"); !errors.Is(err, catalog.ErrExists) {
+		t.Errorf("move onto an existing record: %v, want ErrExists", err)
+	}
+	if keys, _ := r.cat.APIKeys(ctx, nil); len(keys) != 2 {
+		t.Errorf("%d key records, want 2", len(keys))
+	}
+}
+
+// TestLastOwnerKept: no command takes the server role owner from the last
+// user who holds it; with two owners one may go.
+func TestLastOwnerKept(t *testing.T) {
+	ctx := context.Background()
+	r := newRig(t)
+	put := func(id, role string) error {
+		r.idx++
+		_, err := r.cat.Apply(ctx, r.idx, &v1.Command{TimeUnixNano: 1, Op: &v1.Command_PutUser{PutUser: &v1.PutUserOp{User: &v1.User{Id: id, Username: id, Role: role}}}})
+		return err
+	}
+	for _, s := range []struct {
+		id, role string
+		want     error
+	}{
+		{"a", "owner", nil},
+		{"a", "maintainer", catalog.ErrLastOwner},
+		{"a", "", catalog.ErrLastOwner},
+		{"b", "owner", nil},
+		{"a", "member", nil},
+		{"b", "member", catalog.ErrLastOwner},
+		{"b", "owner", nil},
+	} {
+		if err := put(s.id, s.role); !errors.Is(err, s.want) {
+			t.Fatalf("%s -> %q: %v, want %v", s.id, s.role, err, s.want)
+		}
+	}
+	if u, _ := r.cat.User(ctx, "b"); u.GetRole() != "owner" {
+		t.Fatalf("b: %v", u)
+	}
+}

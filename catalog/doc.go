@@ -13,7 +13,13 @@
 //	m/chgen/<channel>                    uint64: bumped on every change to the channel
 //	m/user/<id>                          User
 //	m/uname/<username>                   user id
-//	m/key/<sha256 hex of key>            ApiKey
+//	m/key/<stored hash of key>           ApiKey; hash = "hmac1:" + hex(HMAC-SHA256(server
+//	                                     secret, SHA-256(key))), see internal/secret. Records of
+//	                                     older versions, under the plain SHA-256 hex, are moved
+//	                                     to the keyed form by the leader at start
+//	                                     (PutApiKeyOp.replaces_hash). The server secret is not
+//	                                     in the replicated metadata: it is a file of each node's
+//	                                     data directory (api-key-secret), the same on every node.
 //	m/mem/<channel>/<user id>            channel Member
 //	m/pmem/<channel>/<package>/<user id> package Member
 //	m/job/<id, 20 digits>                Job

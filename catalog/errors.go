@@ -13,4 +13,6 @@ var (
 	ErrInvalid = errors.New("catalog: invalid command")
 	// ErrQuota: the change would put the channel above its size limit.
 	ErrQuota = errors.New("catalog: above quota")
+	// ErrLastOwner: the change would leave the server without an owner.
+	ErrLastOwner = errors.New("catalog: the last server owner cannot be demoted or removed")
 )

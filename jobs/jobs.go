@@ -16,6 +16,7 @@ import (
 
 	"github.com/condamesh/condamesh/catalog"
 	v1 "github.com/condamesh/condamesh/gen/condamesh/v1"
+	"github.com/condamesh/condamesh/internal/secret"
 	"google.golang.org/protobuf/proto"
 )
 
@@ -208,8 +209,8 @@ func (r *Runner) runOnce(ctx context.Context, j *v1.Job) error {
 	task := rep.final()
 	task.Status, j.Status = "success", "success"
 	if runErr != nil {
-		task.Status, task.Message, j.Status = "failed", runErr.Error(), "failed"
-		r.log.Warn("job failed", "job", j.Id, "manifest", j.Manifest, "channel", j.Channel, "err", runErr)
+		task.Status, task.Message, j.Status = "failed", secret.Text(runErr.Error()), "failed"
+		r.log.Warn("job failed", "job", j.Id, "manifest", j.Manifest, "channel", j.Channel, "err", secret.Err(runErr))
 	} else {
 		r.log.Info("job done", "job", j.Id, "manifest", j.Manifest, "channel", j.Channel, "took", time.Since(start))
 	}

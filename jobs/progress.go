@@ -6,6 +6,7 @@ import (
 	"time"
 
 	v1 "github.com/condamesh/condamesh/gen/condamesh/v1"
+	"github.com/condamesh/condamesh/internal/secret"
 	"google.golang.org/protobuf/proto"
 )
 
@@ -41,7 +42,10 @@ type reporter struct {
 func (rep *reporter) apply(p Progress) {
 	t := rep.task
 	t.FilesTotal, t.FilesDone, t.BytesTotal, t.BytesDone, t.Current = p.FilesTotal, p.FilesDone, p.BytesTotal, p.BytesDone, p.Current
-	t.Errors = append(t.Errors[:0], p.Errors...)
+	t.Errors = t.Errors[:0]
+	for _, e := range p.Errors {
+		t.Errors = append(t.Errors, secret.Text(e)) // they may quote upstream URLs
+	}
 }
 
 func (rep *reporter) report(ctx context.Context, p Progress) {

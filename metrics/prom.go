@@ -4,12 +4,16 @@ import (
 	"context"
 	"net/http"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
+	"github.com/condamesh/condamesh/conda"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	dto "github.com/prometheus/client_model/go"
+	"google.golang.org/protobuf/proto"
 )
 
 // Prom holds one node's Prometheus metrics (its own registry: no globals).
@@ -91,9 +95,78 @@ func NewProm(size StoreSizer) *Prom {
 	return p
 }
 
-// Handler serves the text exposition.
-func (p *Prom) Handler() http.Handler {
-	return promhttp.HandlerFor(p.reg, promhttp.HandlerOpts{})
+// Handler serves the text exposition. For requests full rejects, the
+// series of channels private reports (a channel label) are summed under
+// one series labelled PrivateChannel, so their names and traffic stay
+// hidden; full nil serves everything to everyone.
+func (p *Prom) Handler(full func(*http.Request) bool, private func(ctx context.Context, channel string) bool) http.Handler {
+	all := promhttp.HandlerFor(p.reg, promhttp.HandlerOpts{})
+	if full == nil {
+		return all
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if full(r) {
+			all.ServeHTTP(w, r)
+			return
+		}
+		ctx := r.Context()
+		promhttp.HandlerFor(prometheus.GathererFunc(func() ([]*dto.MetricFamily, error) {
+			mfs, err := p.reg.Gather()
+			for _, mf := range mfs {
+				hidePrivate(mf, func(ch string) bool { return private(ctx, ch) })
+			}
+			return mfs, err
+		}), promhttp.HandlerOpts{}).ServeHTTP(w, r)
+	})
+}
+
+// hidePrivate relabels the series of private channels in mf and sums those
+// that end up with equal labels (counters and gauges; other series of a
+// private channel are dropped).
+func hidePrivate(mf *dto.MetricFamily, private func(string) bool) {
+	var out []*dto.Metric
+	merged := map[string]*dto.Metric{}
+	for _, m := range mf.Metric {
+		hidden := false
+		for i, l := range m.Label {
+			if l.GetName() == "channel" && private(l.GetValue()) {
+				// A copy: gathered label pairs are the collectors' own.
+				labels := append([]*dto.LabelPair(nil), m.Label...)
+				labels[i] = &dto.LabelPair{Name: l.Name, Value: proto.String(PrivateChannel)}
+				m = &dto.Metric{Label: labels, Counter: m.Counter, Gauge: m.Gauge}
+				hidden = true
+				break
+			}
+		}
+		if !hidden {
+			out = append(out, m)
+			continue
+		}
+		if m.Counter == nil && m.Gauge == nil {
+			continue
+		}
+		var key strings.Builder
+		for _, l := range m.Label {
+			key.WriteString(l.GetName() + "\x00" + l.GetValue() + "\x00")
+		}
+		sum, ok := merged[key.String()]
+		switch {
+		case !ok:
+			sum = &dto.Metric{Label: m.Label}
+			if m.Counter != nil {
+				sum.Counter = &dto.Counter{Value: proto.Float64(m.Counter.GetValue())}
+			} else {
+				sum.Gauge = &dto.Gauge{Value: proto.Float64(m.Gauge.GetValue())}
+			}
+			merged[key.String()] = sum
+			out = append(out, sum)
+		case m.Counter != nil && sum.Counter != nil:
+			sum.Counter.Value = proto.Float64(sum.Counter.GetValue() + m.Counter.GetValue())
+		case m.Gauge != nil && sum.Gauge != nil:
+			sum.Gauge.Value = proto.Float64(sum.Gauge.GetValue() + m.Gauge.GetValue())
+		}
+	}
+	mf.Metric = out
 }
 
 // ProxyRequest counts one proxy answer: hit, miss or stale.
@@ -101,8 +174,21 @@ func (p *Prom) ProxyRequest(result string) {
 	child(&p.proxyResults, result, func() prometheus.Counter { return p.ProxyRequests.WithLabelValues(result) }).Inc()
 }
 
-// Download counts one package download.
+// OtherPlatform is the platform label of downloads from subdirs conda does
+// not know: clients choose paths, so the label set stays bounded.
+const OtherPlatform = "other"
+
+// PrivateChannel is the channel label that private channels' series are
+// summed under for scrapers without the scrape token. Channel names cannot
+// contain "_", so no channel has it.
+const PrivateChannel = "_private"
+
+// Download counts one package download. platform is kept only if conda
+// knows it (else OtherPlatform).
 func (p *Prom) Download(channel, platform string) {
+	if !conda.KnownSubdir(platform) {
+		platform = OtherPlatform
+	}
 	child(&p.downloads, [2]string{channel, platform}, func() prometheus.Counter { return p.Downloads.WithLabelValues(channel, platform) }).Inc()
 }
 

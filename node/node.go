@@ -27,6 +27,7 @@ import (
 	v1 "github.com/condamesh/condamesh/gen/condamesh/v1"
 	"github.com/condamesh/condamesh/hotpath"
 	"github.com/condamesh/condamesh/indexer"
+	"github.com/condamesh/condamesh/internal/secret"
 	"github.com/condamesh/condamesh/jobs"
 	"github.com/condamesh/condamesh/metrics"
 	"github.com/condamesh/condamesh/mirror"
@@ -52,6 +53,13 @@ type Config struct {
 	// AdminKey, if set, is the API key given to the admin user created on
 	// first start (for automation); otherwise a random key is generated.
 	AdminKey string
+	// KeySecretFile holds the server secret that keys the stored hashes of
+	// API keys (hex); created with a random secret if missing. Every node
+	// of a cluster needs the same secret: copy the file. It is never
+	// replicated, so a copy of the metadata (store, Raft log, snapshots)
+	// alone cannot be used to test key guesses. Default
+	// <DataDir>/api-key-secret.
+	KeySecretFile string
 	// Fast shortens Raft and gossip timers for loopback clusters and tests.
 	Fast bool
 	// InlineThreshold overrides the store's inline blob threshold.
@@ -143,6 +151,9 @@ func (c *Config) Validate() error {
 	if c.AdminKey != "" && (len(c.AdminKey) < 16 || strings.ContainsAny(c.AdminKey, "/ \t\n")) {
 		errs = append(errs, errors.New("admin key must be at least 16 characters without '/' or spaces"))
 	}
+	if err := c.API.Validate(); err != nil {
+		errs = append(errs, err)
+	}
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("node: config: %w", err)
 	}
@@ -214,6 +225,15 @@ func New(ctx context.Context, cfg Config) (n *Node, err error) {
 		return nil, err
 	}
 	closers = append(closers, n.st.Close)
+	if cfg.KeySecretFile == "" {
+		cfg.KeySecretFile = filepath.Join(cfg.DataDir, "api-key-secret")
+	}
+	if len(cfg.API.KeySecret) == 0 { // read once the store's lock is held
+		if cfg.API.KeySecret, err = secret.LoadOrCreateKeySecret(cfg.KeySecretFile); err != nil {
+			return nil, fmt.Errorf("node: %w", err)
+		}
+	}
+	n.cfg = cfg
 	var idx *indexer.Indexer
 	n.cat = catalog.New(n.st, func(ch string) { idx.Notify(ch) })
 	idx = indexer.New(n.cat, n.st, n.log)
@@ -375,6 +395,12 @@ func (n *Node) Store() *store.Store { return n.st }
 // Catalog exposes the node's catalog to tests and tools in this module.
 func (n *Node) Catalog() *catalog.Catalog { return n.cat }
 
+// Propose replicates a catalog command through Raft (tests and tools in
+// this module: the break-glass commands, fixtures of older formats).
+func (n *Node) Propose(ctx context.Context, cmd *v1.Command) (any, error) {
+	return n.cl.Propose(ctx, cmd)
+}
+
 // WaitReady waits until Raft has a leader and local state is caught up.
 func (n *Node) WaitReady(ctx context.Context) error { return n.cl.WaitLeader(ctx) }
 
@@ -407,8 +433,8 @@ func (n *Node) Run(ctx context.Context) error {
 	bgCtx, stopBG := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopBG()
 	var bg sync.WaitGroup
-	bgErr := make(chan error, 4)
-	for _, run := range []func(context.Context) error{n.idx.Run, n.jobs.Run, n.sweepLoop, n.downloads.Run} {
+	bgErr := make(chan error, 5)
+	for _, run := range []func(context.Context) error{n.idx.Run, n.jobs.Run, n.sweepLoop, n.downloads.Run, n.migrateKeys} {
 		bg.Add(1)
 		go func() {
 			defer bg.Done()
@@ -599,6 +625,23 @@ func (n *Node) sweepLoop(ctx context.Context) error {
 			}
 		}
 	}
+}
+
+// migrateKeys moves API key records stored under their legacy hash to the
+// keyed hash (api.Server.MigrateKeyHashes) once this node leads. Failure
+// is logged, not fatal: legacy records keep authenticating until the next
+// start migrates them.
+func (n *Node) migrateKeys(ctx context.Context) error {
+	if err := n.cl.WaitLeader(ctx); err != nil || !n.cl.IsLeader() {
+		return nil
+	}
+	moved, err := n.api.MigrateKeyHashes(ctx)
+	if err != nil && ctx.Err() == nil {
+		n.log.Warn("migrate api key hashes", "err", err, "moved", moved)
+	} else if moved > 0 {
+		n.log.Info("api key hashes migrated to the keyed scheme", "keys", moved)
+	}
+	return nil
 }
 
 // storeSize counts the store's blobs and their bytes (for metrics).

@@ -22,9 +22,10 @@ import (
 	"net"
 	"net/http"
 	"net/url"
-	"regexp"
 	"strconv"
 	"time"
+
+	"github.com/condamesh/condamesh/internal/secret"
 )
 
 // Errors returned by Get.
@@ -274,25 +275,9 @@ func vague(err error) error {
 	return fmt.Errorf("%w: the remote server could not be reached or refused the request", ErrUnavailable)
 }
 
-var tokenRe = regexp.MustCompile(`/t/[^/]+/`)
-
-// Redact hides credentials in a URL: a /t/<token>/ segment, a password in
-// the user info, and query strings (which may carry signatures).
-func Redact(raw string) string {
-	u, err := url.Parse(raw)
-	if err != nil {
-		return "<unparseable URL>"
-	}
-	if u.User != nil {
-		u.User = url.User(u.User.Username())
-	}
-	if u.RawQuery != "" {
-		u.RawQuery = "redacted"
-	}
-	u.Path = tokenRe.ReplaceAllString(u.Path, "/t/REDACTED/")
-	u.RawPath = ""
-	return u.String()
-}
+// Redact hides credentials in a URL (secret.URL: user info, /t/<token>/
+// segments, query strings), for errors and logs.
+func Redact(raw string) string { return secret.URL(raw) }
 
 // redactErr strips URLs from transport errors (url.Error repeats the URL).
 func redactErr(err error) error {

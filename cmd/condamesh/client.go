@@ -99,7 +99,7 @@ func newChannel() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			req := &v1.CreateChannelRequest{Channel: &v1.Channel{Name: args[0], Private: private, Description: description, MirrorChannelUrl: mirrorURL, MirrorMode: mode}}
+			req := &v1.CreateChannelRequest{Channel: &v1.Channel{Name: args[0], Description: description, MirrorChannelUrl: mirrorURL, MirrorMode: mode}, Private: &private}
 			if noActions {
 				req.Actions = &v1.StringList{}
 			}

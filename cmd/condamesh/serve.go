@@ -57,6 +57,8 @@ func newServe() *cobra.Command {
 	f.IntVar(&cfg.MaxConns, "max-conns", cfg.MaxConns, "most HTTP connections open at once (more are closed at accept)")
 	f.Int64Var(&cfg.API.BodyMinRate, "body-min-rate", 4<<10, "slowest average rate of a request body in bytes/s after --body-grace (-1: no bound)")
 	f.DurationVar(&cfg.API.BodyGrace, "body-grace", 30*time.Second, "time a request body has before --body-min-rate counts")
+	f.StringVar(&cfg.KeySecretFile, "api-key-secret-file", "", "file holding the secret that keys stored API key hashes, created if missing; the same on every node (default <data-dir>/api-key-secret)")
+	f.StringVar(&cfg.API.MetricsToken, "metrics-token", "", "scrape token of /metrics: with it (Authorization: Bearer) private channels' series are shown, without it summed under channel=\"_private\" (prefer the env twin CONDAMESH_METRICS_TOKEN)")
 	f.Int64Var(&quota, "channel-quota", 0, "default size limit in bytes of new channels (0: none)")
 	var clockOffset time.Duration
 	f.DurationVar(&clockOffset, "clock-offset", 0, "shift this node's clock for download timestamps and metrics windows (testing, replays)")

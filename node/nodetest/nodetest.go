@@ -6,6 +6,7 @@ package nodetest
 import (
 	"context"
 	"log/slog"
+	"sync"
 	"testing"
 	"time"
 
@@ -19,8 +20,9 @@ const AdminKey = "nodetest-admin-key-0123456789"
 // Node is a running test node.
 type Node struct {
 	*node.Node
-	Dir string
-	cfg node.Config
+	Dir  string
+	cfg  node.Config
+	stop func()
 }
 
 // Option changes a test node's configuration.
@@ -64,11 +66,8 @@ func startWith(t testing.TB, dir string, cfg node.Config) *Node {
 	runCtx, cancel := context.WithCancel(ctx)
 	done := make(chan error, 1)
 	go func() { done <- n.Run(runCtx) }()
-	stopped := false
-	t.Cleanup(func() {
-		if stopped {
-			return
-		}
+	tn := &Node{Node: n, Dir: dir, cfg: cfg}
+	tn.stop = sync.OnceFunc(func() {
 		cancel()
 		select {
 		case err := <-done:
@@ -79,10 +78,22 @@ func startWith(t testing.TB, dir string, cfg node.Config) *Node {
 			t.Errorf("node did not stop within 30s")
 		}
 	})
+	t.Cleanup(tn.stop)
 	wctx, wcancel := context.WithTimeout(ctx, 30*time.Second)
 	defer wcancel()
 	if _, _, err := n.EnsureAdmin(wctx); err != nil {
 		t.Fatalf("node not ready: %v", err)
 	}
-	return &Node{Node: n, Dir: dir, cfg: cfg}
+	return tn
+}
+
+// Stop stops the node and waits until it has shut down.
+func (n *Node) Stop() { n.stop() }
+
+// Restart stops the node and starts a new one on the same data directory
+// and configuration (ports picked afresh).
+func (n *Node) Restart(t testing.TB) *Node {
+	t.Helper()
+	n.Stop()
+	return startWith(t, n.Dir, n.cfg)
 }

@@ -86,8 +86,11 @@ type CreateChannelRequest struct {
 	state   protoimpl.MessageState `protogen:"open.v1"`
 	Channel *Channel               `protobuf:"bytes,1,opt,name=channel,proto3" json:"channel,omitempty"`
 	// Actions to schedule; unset means the default for the channel kind.
-	Actions       *StringList `protobuf:"bytes,2,opt,name=actions,proto3" json:"actions,omitempty"`
-	SizeLimitSet  bool        `protobuf:"varint,3,opt,name=size_limit_set,json=sizeLimitSet,proto3" json:"size_limit_set,omitempty"`
+	Actions      *StringList `protobuf:"bytes,2,opt,name=actions,proto3" json:"actions,omitempty"`
+	SizeLimitSet bool        `protobuf:"varint,3,opt,name=size_limit_set,json=sizeLimitSet,proto3" json:"size_limit_set,omitempty"`
+	// Whether only members can read the channel. Unset means private, as in
+	// REST; channel.private is not read (proto3 cannot tell false from unset).
+	Private       *bool `protobuf:"varint,4,opt,name=private,proto3,oneof" json:"private,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -139,6 +142,13 @@ func (x *CreateChannelRequest) GetActions() *StringList {
 func (x *CreateChannelRequest) GetSizeLimitSet() bool {
 	if x != nil {
 		return x.SizeLimitSet
+	}
+	return false
+}
+
+func (x *CreateChannelRequest) GetPrivate() bool {
+	if x != nil && x.Private != nil {
+		return *x.Private
 	}
 	return false
 }
@@ -1220,11 +1230,14 @@ const file_condamesh_v1_api_proto_rawDesc = "" +
 	"\vChannelInfo\x12/\n" +
 	"\achannel\x18\x01 \x01(\v2\x15.condamesh.v1.ChannelR\achannel\x12#\n" +
 	"\rmembers_count\x18\x02 \x01(\x03R\fmembersCount\x12%\n" +
-	"\x0epackages_count\x18\x03 \x01(\x03R\rpackagesCount\"\xa1\x01\n" +
+	"\x0epackages_count\x18\x03 \x01(\x03R\rpackagesCount\"\xcc\x01\n" +
 	"\x14CreateChannelRequest\x12/\n" +
 	"\achannel\x18\x01 \x01(\v2\x15.condamesh.v1.ChannelR\achannel\x122\n" +
 	"\aactions\x18\x02 \x01(\v2\x18.condamesh.v1.StringListR\aactions\x12$\n" +
-	"\x0esize_limit_set\x18\x03 \x01(\bR\fsizeLimitSet\"L\n" +
+	"\x0esize_limit_set\x18\x03 \x01(\bR\fsizeLimitSet\x12\x1d\n" +
+	"\aprivate\x18\x04 \x01(\bH\x00R\aprivate\x88\x01\x01B\n" +
+	"\n" +
+	"\b_private\"L\n" +
 	"\x15CreateChannelResponse\x123\n" +
 	"\achannel\x18\x01 \x01(\v2\x19.condamesh.v1.ChannelInfoR\achannel\"'\n" +
 	"\x11GetChannelRequest\x12\x12\n" +
@@ -1401,6 +1414,7 @@ func file_condamesh_v1_api_proto_init() {
 		return
 	}
 	file_condamesh_v1_types_proto_init()
+	file_condamesh_v1_api_proto_msgTypes[1].OneofWrappers = []any{}
 	file_condamesh_v1_api_proto_msgTypes[7].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{

@@ -758,6 +758,10 @@ type PutApiKeyOp struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Key           *ApiKey                `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
 	AnonymousUser *User                  `protobuf:"bytes,2,opt,name=anonymous_user,json=anonymousUser,proto3" json:"anonymous_user,omitempty"`
+	// If set, the key's record stored under this hash moves to key.key_hash
+	// in the same batch (the migration of a key's stored hash to a new
+	// scheme); the old record must exist and the new one must not.
+	ReplacesHash  string `protobuf:"bytes,3,opt,name=replaces_hash,json=replacesHash,proto3" json:"replaces_hash,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -804,6 +808,13 @@ func (x *PutApiKeyOp) GetAnonymousUser() *User {
 		return x.AnonymousUser
 	}
 	return nil
+}
+
+func (x *PutApiKeyOp) GetReplacesHash() string {
+	if x != nil {
+		return x.ReplacesHash
+	}
+	return ""
 }
 
 // SetMemberOp adds, changes or (remove) deletes a membership.
@@ -1214,10 +1225,11 @@ const file_condamesh_v1_command_proto_rawDesc = "" +
 	"\apackage\x18\x01 \x01(\v2\x15.condamesh.v1.PackageR\apackage\x12\x19\n" +
 	"\bowner_id\x18\x02 \x01(\tR\aownerId\"3\n" +
 	"\tPutUserOp\x12&\n" +
-	"\x04user\x18\x01 \x01(\v2\x12.condamesh.v1.UserR\x04user\"p\n" +
+	"\x04user\x18\x01 \x01(\v2\x12.condamesh.v1.UserR\x04user\"\x95\x01\n" +
 	"\vPutApiKeyOp\x12&\n" +
 	"\x03key\x18\x01 \x01(\v2\x14.condamesh.v1.ApiKeyR\x03key\x129\n" +
-	"\x0eanonymous_user\x18\x02 \x01(\v2\x12.condamesh.v1.UserR\ranonymousUser\"S\n" +
+	"\x0eanonymous_user\x18\x02 \x01(\v2\x12.condamesh.v1.UserR\ranonymousUser\x12#\n" +
+	"\rreplaces_hash\x18\x03 \x01(\tR\freplacesHash\"S\n" +
 	"\vSetMemberOp\x12,\n" +
 	"\x06member\x18\x01 \x01(\v2\x14.condamesh.v1.MemberR\x06member\x12\x16\n" +
 	"\x06remove\x18\x02 \x01(\bR\x06remove\"/\n" +

@@ -670,10 +670,11 @@ func (x *Role) GetRole() string {
 	return ""
 }
 
-// ApiKey is stored by the sha256 of the key; the key itself is never stored.
+// ApiKey is stored by a keyed hash of the key (see internal/secret); the key
+// itself is never stored.
 type ApiKey struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
-	KeyHash       string                 `protobuf:"bytes,1,opt,name=key_hash,json=keyHash,proto3" json:"key_hash,omitempty"`
+	KeyHash       string                 `protobuf:"bytes,1,opt,name=key_hash,json=keyHash,proto3" json:"key_hash,omitempty"` // never shown by the API
 	Description   string                 `protobuf:"bytes,2,opt,name=description,proto3" json:"description,omitempty"`
 	UserId        string                 `protobuf:"bytes,3,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
 	OwnerId       string                 `protobuf:"bytes,4,opt,name=owner_id,json=ownerId,proto3" json:"owner_id,omitempty"`

@@ -1,0 +1,114 @@
+package api_test
+
+import (
+	"context"
+	"net/http"
+	"testing"
+
+	"connectrpc.com/connect"
+	v1 "github.com/condamesh/condamesh/gen/condamesh/v1"
+	"github.com/condamesh/condamesh/gen/condamesh/v1/condameshv1connect"
+	"google.golang.org/protobuf/proto"
+)
+
+// TestChannelRulesShared: REST and Connect refuse the same new channels
+// (the rules live once, in catalog) and default to the same visibility.
+func TestChannelRulesShared(t *testing.T) {
+	e := start(t)
+	ctx := context.Background()
+	rpc := condameshv1connect.NewChannelServiceClient(h2c(admin), e.url)
+	for _, c := range []struct {
+		name string
+		rest map[string]any
+		rpc  *v1.CreateChannelRequest
+	}{
+		{"file URL",
+			map[string]any{"name": "bad-file", "mirror_channel_url": "file:///etc/", "mirror_mode": "proxy"},
+			&v1.CreateChannelRequest{Channel: &v1.Channel{Name: "bad-file", MirrorChannelUrl: "file:///etc/", MirrorMode: "proxy"}}},
+		{"URL without host",
+			map[string]any{"name": "bad-host", "mirror_channel_url": "http:///etc", "mirror_mode": "proxy"},
+			&v1.CreateChannelRequest{Channel: &v1.Channel{Name: "bad-host", MirrorChannelUrl: "http:///etc", MirrorMode: "proxy"}}},
+		{"mirror mode without URL",
+			map[string]any{"name": "bad-mode", "mirror_mode": "mirror"},
+			&v1.CreateChannelRequest{Channel: &v1.Channel{Name: "bad-mode", MirrorMode: "mirror"}}},
+		{"URL without mode",
+			map[string]any{"name": "bad-nomode", "mirror_channel_url": "https://example.org/c"},
+			&v1.CreateChannelRequest{Channel: &v1.Channel{Name: "bad-nomode", MirrorChannelUrl: "https://example.org/c"}}},
+		{"unknown mode",
+			map[string]any{"name": "bad-enum", "mirror_channel_url": "https://example.org/c", "mirror_mode": "copy"},
+			&v1.CreateChannelRequest{Channel: &v1.Channel{Name: "bad-enum", MirrorChannelUrl: "https://example.org/c", MirrorMode: "copy"}}},
+		{"underscore",
+			map[string]any{"name": "bad_name"},
+			&v1.CreateChannelRequest{Channel: &v1.Channel{Name: "bad_name"}}},
+		{"slash",
+			map[string]any{"name": "bad/name"},
+			&v1.CreateChannelRequest{Channel: &v1.Channel{Name: "bad/name"}}},
+		{"empty name",
+			map[string]any{"name": ""},
+			&v1.CreateChannelRequest{Channel: &v1.Channel{}}},
+		{"long name",
+			map[string]any{"name": "n123456789012345678901234567890123456789012345678901"},
+			&v1.CreateChannelRequest{Channel: &v1.Channel{Name: "n123456789012345678901234567890123456789012345678901"}}},
+		{"negative sync interval",
+			map[string]any{"name": "bad-sync", "metadata": map[string]any{"sync_interval_seconds": -1}},
+			&v1.CreateChannelRequest{Channel: &v1.Channel{Name: "bad-sync", Metadata: &v1.ChannelMetadata{SyncIntervalSeconds: -1}}}},
+		{"include and exclude",
+			map[string]any{"name": "bad-lists", "mirror_channel_url": "https://example.org/c", "mirror_mode": "mirror", "metadata": map[string]any{"includelist": []string{}, "excludelist": []string{}}},
+			&v1.CreateChannelRequest{Actions: &v1.StringList{}, Channel: &v1.Channel{Name: "bad-lists", MirrorChannelUrl: "https://example.org/c", MirrorMode: "mirror", Metadata: &v1.ChannelMetadata{Includelist: &v1.StringList{}, Excludelist: &v1.StringList{}}}}},
+		{"unknown action",
+			map[string]any{"name": "bad-action", "actions": []string{"format_disk"}},
+			&v1.CreateChannelRequest{Channel: &v1.Channel{Name: "bad-action"}, Actions: &v1.StringList{Items: []string{"format_disk"}}}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			e.do(t, "POST", "/api/channels", admin, c.rest, nil).want(t, http.StatusUnprocessableEntity)
+			_, err := rpc.CreateChannel(ctx, c.rpc)
+			if connect.CodeOf(err) != connect.CodeInvalidArgument {
+				t.Fatalf("Connect accepted what REST refuses: %v", err)
+			}
+			if name := c.rpc.GetChannel().GetName(); name != "" {
+				if _, err := e.n.Catalog().Channel(ctx, name); err == nil {
+					t.Fatalf("channel %s was created", name)
+				}
+			}
+		})
+	}
+
+	// Visibility: private unless asked otherwise, in both APIs.
+	public := false
+	for _, c := range []struct {
+		name        string
+		create      func()
+		wantPrivate bool
+	}{
+		{"rest-default", func() {
+			e.do(t, "POST", "/api/channels", admin, map[string]any{"name": "rest-default"}, nil).want(t, http.StatusCreated)
+		}, true},
+		{"rpc-default", func() {
+			if _, err := rpc.CreateChannel(ctx, &v1.CreateChannelRequest{Channel: &v1.Channel{Name: "rpc-default"}}); err != nil {
+				t.Fatal(err)
+			}
+		}, true},
+		{"rpc-public", func() {
+			if _, err := rpc.CreateChannel(ctx, &v1.CreateChannelRequest{Channel: &v1.Channel{Name: "rpc-public"}, Private: proto.Bool(public)}); err != nil {
+				t.Fatal(err)
+			}
+		}, false},
+	} {
+		c.create()
+		ch, err := e.n.Catalog().Channel(ctx, c.name)
+		if err != nil || ch.Private != c.wantPrivate {
+			t.Errorf("%s: private=%v (%v), want %v", c.name, ch.GetPrivate(), err, c.wantPrivate)
+		}
+		want := http.StatusOK
+		if c.wantPrivate {
+			want = http.StatusUnauthorized
+		}
+		e.get(t, "/api/channels/"+c.name, "").want(t, want)
+	}
+
+	// Changed metadata is held to the same rules.
+	e.do(t, "PATCH", "/api/channels/rest-default", admin, map[string]any{"metadata": map[string]any{"sync_interval_seconds": -5}}, nil).want(t, http.StatusUnprocessableEntity)
+	if _, err := rpc.UpdateChannel(ctx, &v1.UpdateChannelRequest{Name: "rpc-default", Metadata: &v1.ChannelMetadata{SyncIntervalSeconds: -5}}); connect.CodeOf(err) != connect.CodeInvalidArgument {
+		t.Fatalf("Connect update with a negative sync interval: %v", err)
+	}
+}

@@ -1,0 +1,13 @@
+package conda
+
+// knownSubdirs are the platform subdirs conda knows (its KNOWN_SUBDIRS).
+var knownSubdirs = map[string]bool{
+	"noarch": true, "emscripten-wasm32": true, "wasi-wasm32": true, "freebsd-64": true,
+	"linux-32": true, "linux-64": true, "linux-aarch64": true, "linux-armv6l": true, "linux-armv7l": true,
+	"linux-ppc64": true, "linux-ppc64le": true, "linux-riscv64": true, "linux-s390x": true,
+	"osx-64": true, "osx-arm64": true, "win-32": true, "win-64": true, "win-arm64": true, "zos-z": true,
+}
+
+// KnownSubdir reports whether s is one of the platform subdirs conda
+// knows. Values chosen by clients (metrics labels) are bounded by it.
+func KnownSubdir(s string) bool { return knownSubdirs[s] }
