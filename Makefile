@@ -39,6 +39,8 @@ fuzz-smoke: ## run each fuzz target for 10 s
 	go test ./upstream -run '^$$' -fuzz '^FuzzReadPlainHead$$' -fuzztime 10s
 	go test ./internal/secret -run '^$$' -fuzz '^FuzzURL$$' -fuzztime 10s
 	go test ./internal/secret -run '^$$' -fuzz '^FuzzText$$' -fuzztime 10s
+	go test ./upstream -run '^$$' -fuzz '^FuzzJoin$$' -fuzztime 10s
+	go test ./proxy -run '^$$' -fuzz '^FuzzCheckPath$$' -fuzztime 10s
 
 .PHONY: bench
 bench: deps ## run the Go benchmarks (figures go to docs/BENCHMARKS.md)

@@ -91,7 +91,8 @@ func classify(err error) (status int, code connect.Code, detail any) {
 		return http.StatusBadRequest, connect.CodeInvalidArgument, err.Error()
 	case errors.Is(err, upstream.ErrTimeout):
 		return http.StatusGatewayTimeout, connect.CodeUnavailable, "upstream channel timed out: " + err.Error()
-	case errors.Is(err, upstream.ErrUnavailable), errors.Is(err, upstream.ErrRefused), errors.Is(err, proxy.ErrCorrupt):
+	case errors.Is(err, upstream.ErrUnavailable), errors.Is(err, upstream.ErrRefused), errors.Is(err, proxy.ErrCorrupt),
+		errors.Is(err, proxy.ErrTooLarge):
 		return http.StatusBadGateway, connect.CodeUnavailable, "upstream channel failed: " + err.Error()
 	case errors.Is(err, proxy.ErrNotFound), errors.Is(err, upstream.ErrNotFound):
 		return http.StatusNotFound, connect.CodeNotFound, err.Error()

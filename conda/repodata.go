@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"io"
 	"slices"
 	"strings"
 	"sync"
@@ -140,18 +141,38 @@ func Zstd(b []byte) []byte {
 	return enc.EncodeAll(b, nil)
 }
 
+// ZstdStream writes what r yields to w compressed with Zstd's settings,
+// holding only the encoder's window, not the input. The frame carries no
+// content size, so its bytes differ from Zstd's; it decodes the same.
+func ZstdStream(w io.Writer, r io.Reader) error {
+	enc := zstdEncoders.Get().(*zstd.Encoder)
+	defer zstdEncoders.Put(enc)
+	enc.Reset(w)
+	if _, err := io.Copy(enc, r); err != nil {
+		enc.Reset(nil)
+		return err
+	}
+	return enc.Close()
+}
+
+// Bzip2Stream writes what r yields to w compressed as Bzip2 does, holding
+// only a block at a time.
+func Bzip2Stream(w io.Writer, r io.Reader) error {
+	bw, err := bzip2.NewWriter(w, &bzip2.WriterConfig{Level: bzip2Level})
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(bw, r); err != nil {
+		return err
+	}
+	return bw.Close()
+}
+
 // Bzip2 compresses b with bzip2 at level 9. The same input always gives
 // the same bytes.
 func Bzip2(b []byte) []byte {
 	var buf bytes.Buffer
-	w, err := bzip2.NewWriter(&buf, &bzip2.WriterConfig{Level: bzip2Level})
-	if err == nil {
-		_, err = w.Write(b)
-	}
-	if err == nil {
-		err = w.Close()
-	}
-	if err != nil {
+	if err := Bzip2Stream(&buf, bytes.NewReader(b)); err != nil {
 		// Only an invalid level or a failing writer can cause this, and
 		// neither is possible with a constant level and a bytes.Buffer.
 		panic("conda: bzip2: " + err.Error())

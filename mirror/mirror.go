@@ -15,6 +15,7 @@
 package mirror
 
 import (
+	"bytes"
 	"context"
 	"encoding/hex"
 	"encoding/json"
@@ -73,7 +74,9 @@ type Config struct {
 	// BatchInterval publishes a smaller batch once this long has passed
 	// since the last publish, so a long sync shows progress. Default 30 s.
 	BatchInterval time.Duration
-	// MaxIndexSize bounds an upstream repodata document. Default 1 GiB.
+	// MaxIndexSize bounds an upstream repodata document, decoded and on
+	// the wire (the document is held in memory while it is planned).
+	// Default 1 GiB.
 	MaxIndexSize int64
 	// OnProgress, if set, sees every progress report of a sync.
 	OnProgress func(channel string, p jobs.Progress)
@@ -341,19 +344,26 @@ func (s *Syncer) fetchRepodata(ctx context.Context, ch *v1.Channel, sd, auth str
 }
 
 func (s *Syncer) get(ctx context.Context, url, auth string, limit int64) ([]byte, error) {
-	resp, err := s.up.Get(ctx, upstream.Request{URL: url, Authorization: auth})
+	resp, err := s.up.Get(ctx, upstream.Request{URL: url, Authorization: auth, MaxBytes: limit})
+	if errors.Is(err, upstream.ErrTooLarge) {
+		return nil, fmt.Errorf("%s: %w: %v", upstream.Redact(url), store.ErrTooLarge, err)
+	}
 	if err != nil {
 		return nil, err
 	}
 	defer resp.Body.Close()
-	b, err := io.ReadAll(io.LimitReader(resp.Body, limit+1))
-	if err != nil {
+	// The body is bounded (decoded and on the wire) by the upstream client;
+	// a known length is allocated once instead of grown by doubling.
+	var buf bytes.Buffer
+	if resp.ContentLength > 0 {
+		buf.Grow(int(resp.ContentLength) + bytes.MinRead)
+	}
+	if _, err := buf.ReadFrom(resp.Body); errors.Is(err, upstream.ErrTooLarge) {
+		return nil, fmt.Errorf("%s: %w: %v", upstream.Redact(url), store.ErrTooLarge, err)
+	} else if err != nil {
 		return nil, fmt.Errorf("%w: %s: %v", upstream.ErrUnavailable, upstream.Redact(url), err)
 	}
-	if int64(len(b)) > limit {
-		return nil, fmt.Errorf("%s: %w", upstream.Redact(url), store.ErrTooLarge)
-	}
-	return b, nil
+	return buf.Bytes(), nil
 }
 
 // selected applies the channel's includelist / excludelist to a filename:

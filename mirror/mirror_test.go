@@ -1,6 +1,8 @@
 package mirror_test
 
 import (
+	"bytes"
+	"compress/gzip"
 	"context"
 	"crypto/md5"
 	"crypto/rand"
@@ -105,6 +107,24 @@ func newUpstream(t *testing.T, n int, broken ...string) *upstreamChannel {
 	return u
 }
 
+// newMirrorChannel opens a store in memory with a catalog holding mirror
+// channel "m" of upstream url.
+func newMirrorChannel(t *testing.T, url string) (*store.Store, *catalog.Catalog, *applier) {
+	ctx := context.Background()
+	st, err := store.Open(ctx, store.Config{Dir: "/d", FS: vfs.NewMem()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = st.Close() })
+	cat := catalog.New(st, nil)
+	prop := &applier{cat: cat}
+	if _, err := prop.Propose(ctx, &v1.Command{Op: &v1.Command_CreateChannel{CreateChannel: &v1.CreateChannelOp{Channel: &v1.Channel{
+		Name: "m", MirrorChannelUrl: url, MirrorMode: "mirror"}}}}); err != nil {
+		t.Fatal(err)
+	}
+	return st, cat, prop
+}
+
 func (u *upstreamChannel) count(p string) int64 {
 	if c, ok := u.requests.Load(p); ok {
 		return c.(*atomic.Int64).Load()
@@ -123,17 +143,7 @@ func TestSyncPipelinesAndPublishes(t *testing.T) {
 	const n = 6000
 	bad := "linux-64/pkg7-1.7-0.conda"
 	up := newUpstream(t, n, bad)
-	st, err := store.Open(ctx, store.Config{Dir: "/d", FS: vfs.NewMem()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
-	cat := catalog.New(st, nil)
-	prop := &applier{cat: cat}
-	if _, err := prop.Propose(ctx, &v1.Command{Op: &v1.Command_CreateChannel{CreateChannel: &v1.CreateChannelOp{Channel: &v1.Channel{
-		Name: "m", MirrorChannelUrl: up.srv.URL + "/chan", MirrorMode: "mirror"}}}}); err != nil {
-		t.Fatal(err)
-	}
+	st, cat, prop := newMirrorChannel(t, up.srv.URL+"/chan")
 	var holds, releases atomic.Int64
 	var last jobs.Progress
 	var progMu sync.Mutex
@@ -203,5 +213,58 @@ func TestSyncPipelinesAndPublishes(t *testing.T) {
 	}
 	if c := up.conns.Load(); c > 16 {
 		t.Fatalf("%d connections for %d files", c, n)
+	}
+}
+
+// TestSyncBoundsRepodata: an upstream repodata.json larger than
+// MaxIndexSize decoded (a gzip bomb) or on the wire (gzip padded with empty
+// members) is refused: the subdir is recorded as an error and nothing of
+// it is published.
+func TestSyncBoundsRepodata(t *testing.T) {
+	ctx := context.Background()
+	gz := func(b []byte) []byte {
+		var buf bytes.Buffer
+		zw := gzip.NewWriter(&buf)
+		_, _ = zw.Write(b)
+		_ = zw.Close()
+		return buf.Bytes()
+	}
+	data := []byte("package bytes")
+	sum, md := sha256.Sum256(data), md5.Sum(data)
+	rec := func(sd string) []byte {
+		return conda.Repodata(sd, []conda.Record{{Filename: "p-1-0.conda", Subdir: sd, Fields: map[string]any{
+			"name": "p", "version": "1", "build": "0", "build_number": int64(0), "depends": []any{}, "subdir": sd,
+			"sha256": hex.EncodeToString(sum[:]), "md5": hex.EncodeToString(md[:]), "size": int64(len(data))}}})
+	}
+	bodies := map[string][]byte{
+		"/chan/channeldata.json":       []byte(`{"subdirs":["linux-64","noarch"]}`),
+		"/chan/linux-64/repodata.json": append(bytes.Repeat(gz(nil), (1<<20)/20), gz(rec("linux-64"))...),
+		"/chan/noarch/repodata.json":   gz(append(rec("noarch"), bytes.Repeat([]byte(" "), 1<<20)...)),
+	}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, ok := bodies[r.URL.Path]
+		switch {
+		case strings.HasSuffix(r.URL.Path, ".conda"):
+			_, _ = w.Write(data)
+		case !ok:
+			http.NotFound(w, r)
+		case strings.HasSuffix(r.URL.Path, "/repodata.json"):
+			w.Header().Set("Content-Encoding", "gzip")
+			_, _ = w.Write(b)
+		default:
+			_, _ = w.Write(b)
+		}
+	}))
+	defer srv.Close()
+	st, cat, prop := newMirrorChannel(t, srv.URL+"/chan")
+	var last jobs.Progress
+	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
+	s := mirror.New(mirror.Config{Logger: logger, MaxIndexSize: 64 << 10, OnProgress: func(_ string, p jobs.Progress) { last = p }},
+		cat, st, prop, upstream.New(upstream.Config{Logger: logger, Retries: 1, Backoff: 1}))
+	if err := s.Sync(ctx, "m", "owner", mirror.FromRepodata); err != nil {
+		t.Fatal(err)
+	}
+	if len(prop.published) != 0 || len(last.Errors) != 2 || !strings.Contains(strings.Join(last.Errors, "\n"), "too large") {
+		t.Fatalf("published %v, errors %q: want both subdirs refused as too large", prop.published, last.Errors)
 	}
 }

@@ -66,6 +66,9 @@ type Config struct {
 	InlineThreshold int64
 	// API configures the HTTP API.
 	API api.Config
+	// Proxy configures proxy channels (its Logger is the node's). Its
+	// MaxIndexSize bounds mirror channels' upstream repodata too.
+	Proxy proxy.Config
 	// BlobGrace is how long an unreferenced blob is kept after it was last
 	// written or verified before a sweep may delete it. Default 15 min.
 	BlobGrace time.Duration
@@ -147,6 +150,9 @@ func (c *Config) Validate() error {
 	}
 	if c.API.BodyMinRate < 0 && c.API.BodyMinRate != -1 {
 		errs = append(errs, fmt.Errorf("body min rate %d: must be positive, or -1 for no bound", c.API.BodyMinRate))
+	}
+	if err := c.Proxy.Validate(); err != nil {
+		errs = append(errs, err)
 	}
 	if c.AdminKey != "" && (len(c.AdminKey) < 16 || strings.ContainsAny(c.AdminKey, "/ \t\n")) {
 		errs = append(errs, errors.New("admin key must be at least 16 characters without '/' or spaces"))
@@ -266,8 +272,10 @@ func New(ctx context.Context, cfg Config) (n *Node, err error) {
 		cfg.API.RestrictedHTTPClient = upstream.NewHTTPClient(15*time.Second, &nets, cfg.Redirects)
 	}
 	n.up = upstream.New(upstream.Config{Logger: n.log, Restricted: cfg.FetchNetworks, Redirects: cfg.Redirects, Observe: func(o string) { n.prom.Upstream.WithLabelValues(o).Inc() }})
-	n.proxy = proxy.New(proxy.Config{Logger: n.log}, n.cat, n.st, n.cl, n.up)
-	n.mirror = mirror.New(mirror.Config{Logger: n.log, Hold: n.idx.Hold, OnProgress: func(ch string, p jobs.Progress) {
+	pcfg := cfg.Proxy
+	pcfg.Logger = n.log
+	n.proxy = proxy.New(pcfg, n.cat, n.st, n.cl, n.up)
+	n.mirror = mirror.New(mirror.Config{Logger: n.log, MaxIndexSize: cfg.Proxy.MaxIndexSize, Hold: n.idx.Hold, OnProgress: func(ch string, p jobs.Progress) {
 		n.prom.SyncFiles.WithLabelValues(ch, "done").Set(float64(p.FilesDone))
 		n.prom.SyncFiles.WithLabelValues(ch, "total").Set(float64(p.FilesTotal))
 		n.prom.SyncFiles.WithLabelValues(ch, "errors").Set(float64(len(p.Errors)))

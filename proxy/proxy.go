@@ -2,25 +2,32 @@
 // upstream conda channel. Index files are revalidated with conditional
 // requests once the channel's TTL has passed, in the background, while the
 // cached copy is served (stale-while-revalidate); when the upstream is down
-// the cached copy keeps being served, marked stale. Packages are immutable
-// once cached and verified against the upstream repodata's sha256 and size.
-// Concurrent misses for one file make one upstream request. When the
-// upstream publishes no repodata.json.zst, .bz2, current_repodata.json or
-// CEP-16 shards, the proxy derives them from its repodata.json, so clients
-// always get the fast path.
+// the cached copy keeps being served, marked stale. A package file is
+// served by the record the proxy's current copy of its subdir's
+// repodata.json has for it (fetched first if need be): an unlisted file is
+// not found, and the bytes served are always the blob named by the
+// record's sha256, fetched and checked against its sha256 and size before
+// they are stored (a record that changes under the same file name means
+// other bytes). Concurrent misses for one file make one upstream request.
+// When the upstream publishes no repodata.json.zst, .bz2,
+// current_repodata.json or CEP-16 shards, the proxy derives them from its
+// repodata.json, so clients always get the fast path; a derivation runs
+// once however many clients ask, and a bounded number run at a time.
 //
-// Cache pointers (path -> CID, upstream validators, validation time) are
-// replicated catalog records (ProxyEntry); the bytes are local blobs.
+// Only paths that can be a conda channel's files are fetched (checkPath).
+// Cache pointers of found files (path -> CID, upstream validators,
+// validation time) are replicated catalog records (ProxyEntry); the bytes
+// are local blobs; the upstream's 404s are remembered on the node only, for
+// a while (NegativeTTL, NegativeEntries).
 package proxy
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"net/http"
 	"strings"
 	"sync"
 	"time"
@@ -40,12 +47,12 @@ var (
 	// ErrNotFound: the upstream does not have the file.
 	ErrNotFound = errors.New("proxy: not found")
 	// ErrCorrupt: the upstream sent bytes that do not match its own
-	// repodata (sha256 or size); nothing was stored.
+	// repodata (sha256 or size), or a repodata.json that does not parse;
+	// nothing was stored.
 	ErrCorrupt = errors.New("proxy: upstream sent corrupt data")
+	// ErrTooLarge: an upstream index file is larger than MaxIndexSize.
+	ErrTooLarge = errors.New("proxy: upstream index file too large")
 )
-
-// negativeTTL bounds how long a 404 from the upstream is remembered.
-const negativeTTL = time.Minute
 
 // Proposer replicates catalog commands.
 type Proposer interface {
@@ -56,19 +63,44 @@ type Proposer interface {
 type Blobs interface {
 	Put(ctx context.Context, r io.Reader, opt store.PutOptions) (store.BlobInfo, error)
 	Has(ctx context.Context, c cid.Cid) bool
+	Stat(ctx context.Context, c cid.Cid) (store.BlobInfo, error)
 	ReadAll(ctx context.Context, c cid.Cid) ([]byte, error)
 	Open(ctx context.Context, c cid.Cid) (*store.Blob, error)
 }
 
-// Config configures a Proxy.
+// DefaultMaxIndexSize is the default bound of an upstream index file.
+const DefaultMaxIndexSize = 1 << 30
+
+// Config configures a Proxy. Zero values take the defaults.
 type Config struct {
-	// MaxIndexSize bounds an upstream index file. Default 1 GiB.
+	// MaxIndexSize bounds an upstream index file (repodata.json and the
+	// like), decoded and on the wire. Default DefaultMaxIndexSize (1 GiB).
 	MaxIndexSize int64
+	// NegativeTTL is how long an upstream 404 is remembered (on this node
+	// only), at most the channel's TTL when it has one. Default 1 min.
+	NegativeTTL time.Duration
+	// NegativeEntries bounds the 404s remembered. Default 10,000.
+	NegativeEntries int
+	// Derivations bounds the index derivations (and parses of a
+	// repodata.json for its package records) running at once. Default 1.
+	Derivations int
+	// RecordsCached bounds the package records kept in memory, over all
+	// cached repodata.json files (each costs about 150 bytes); one
+	// repodata.json with more records is still kept, alone. Default 1<<20.
+	RecordsCached int
 	// RefreshTimeout bounds a background revalidation. Default 2 min.
 	RefreshTimeout time.Duration
 	// Now returns the current time; tests replace it.
 	Now    func() time.Time
 	Logger *slog.Logger
+}
+
+// Validate reports a configuration that cannot work.
+func (c *Config) Validate() error {
+	if c.MaxIndexSize < 0 || c.NegativeTTL < 0 || c.NegativeEntries < 0 || c.Derivations < 0 || c.RecordsCached < 0 || c.RefreshTimeout < 0 {
+		return errors.New("proxy: config: negative bound")
+	}
+	return nil
 }
 
 // Proxy serves proxy channels.
@@ -80,11 +112,13 @@ type Proxy struct {
 	up    *upstream.Client
 	log   *slog.Logger
 	sf    singleflight.Group
+	neg   *negCache
+	sets  *recordSets
+	work  chan struct{} // a slot per derivation running (Config.Derivations)
 
 	mu         sync.Mutex
 	failures   map[string]failure // key -> last failed revalidation
 	refreshing map[string]bool    // keys with a revalidation in flight
-	parsed     map[cid.Cid]map[string]want
 
 	// hits keeps, per file, what a cache hit derives from its entry (the
 	// decoded CID, that the blob is stored, the modification time), for as
@@ -110,16 +144,22 @@ type failure struct {
 // retryAfter spaces revalidation attempts while the upstream fails.
 const retryAfter = 10 * time.Second
 
-// want is what the upstream repodata says a package file is.
-type want struct {
-	sha256 []byte
-	size   int64
-}
-
 // New returns a proxy.
 func New(cfg Config, cat *catalog.Catalog, blobs Blobs, prop Proposer, up *upstream.Client) *Proxy {
 	if cfg.MaxIndexSize == 0 {
-		cfg.MaxIndexSize = 1 << 30
+		cfg.MaxIndexSize = DefaultMaxIndexSize
+	}
+	if cfg.NegativeTTL == 0 {
+		cfg.NegativeTTL = time.Minute
+	}
+	if cfg.NegativeEntries == 0 {
+		cfg.NegativeEntries = 10000
+	}
+	if cfg.Derivations == 0 {
+		cfg.Derivations = 1
+	}
+	if cfg.RecordsCached == 0 {
+		cfg.RecordsCached = 1 << 20
 	}
 	if cfg.RefreshTimeout == 0 {
 		cfg.RefreshTimeout = 2 * time.Minute
@@ -131,7 +171,8 @@ func New(cfg Config, cat *catalog.Catalog, blobs Blobs, prop Proposer, up *upstr
 		cfg.Logger = slog.Default()
 	}
 	return &Proxy{cfg: cfg, cat: cat, blobs: blobs, prop: prop, up: up, log: cfg.Logger.With("component", "proxy"),
-		failures: map[string]failure{}, refreshing: map[string]bool{}, parsed: map[cid.Cid]map[string]want{}}
+		neg: newNegCache(cfg.NegativeEntries), sets: newRecordSets(cfg.RecordsCached), work: make(chan struct{}, cfg.Derivations),
+		failures: map[string]failure{}, refreshing: map[string]bool{}}
 }
 
 // Result is a file to serve.
@@ -167,8 +208,8 @@ func (p *Proxy) Get(ctx context.Context, ch *v1.Channel, path string) (Result, e
 // client whose request caused the fetch gets its first bytes at once
 // instead of after the whole download (clients time out waiting for large
 // packages otherwise). Begin is called at most once, after the upstream
-// answered, and only when the file's size and sha256 are known from the
-// upstream's repodata; it returns the writer for the body. All but the last
+// answered (a package's size and sha256 are always known by then, from the
+// upstream's repodata); it returns the writer for the body. All but the last
 // byte are written while the file downloads, the last byte only once the
 // file is verified and stored, so a client never receives a whole file that
 // turns out to be corrupt: it sees the response cut short. The writer is
@@ -185,31 +226,83 @@ func (p *Proxy) GetStreaming(ctx context.Context, ch *v1.Channel, path string, s
 }
 
 func (p *Proxy) get(ctx context.Context, ch *v1.Channel, path string, sink Sink) (Result, error) {
+	if err := checkPath(path); err != nil {
+		return Result{}, fmt.Errorf("%w: %s/%s: %v", ErrNotFound, ch.Name, path, err)
+	}
+	if p.neg.has(key(ch.Name, path), p.cfg.Now()) {
+		return Result{}, fmt.Errorf("%w: %s/%s", ErrNotFound, ch.Name, path)
+	}
+	if conda.IsPackageFile(path) {
+		return p.getPackage(ctx, ch, path, sink)
+	}
+	return p.getIndex(ctx, ch, path)
+}
+
+// getIndex answers an index file (anything but a package).
+func (p *Proxy) getIndex(ctx context.Context, ch *v1.Channel, path string) (Result, error) {
 	e, err := p.cat.ProxyEntry(ctx, ch.Name, path)
 	if err != nil && !errors.Is(err, catalog.ErrNotFound) {
 		return Result{}, err
 	}
-	now := p.cfg.Now()
-	if e != nil && p.sourceChanged(ctx, ch, e) {
-		e = nil // derived from an older repodata.json: derive again
+	if e != nil && e.Status != http.StatusOK {
+		e = nil // a 404 replicated by an older version: not trusted any more
+	}
+	validated, refresh := time.Time{}, path
+	if e != nil {
+		validated = time.Unix(e.ValidatedUnix, 0)
+		if srcCID, ok := derivedFrom(e); ok {
+			// A derived file is as fresh as its source, which is what gets
+			// revalidated; once the source changed, it is derived again.
+			src, _, _ := derivable(path)
+			se, err := p.cat.ProxyEntry(ctx, ch.Name, src)
+			if err != nil || se.Status != http.StatusOK || se.Cid != srcCID {
+				e = nil
+			} else {
+				validated, refresh = time.Unix(se.ValidatedUnix, 0), src
+			}
+		}
 	}
 	if e != nil {
-		age := now.Sub(time.Unix(e.ValidatedUnix, 0))
-		if e.Status == 404 {
-			if age < min(negativeTTL, ttl(ch)) {
-				return Result{}, fmt.Errorf("%w: %s/%s", ErrNotFound, ch.Name, path)
-			}
-		} else if h, ok := p.stored(ctx, ch.Name, path, e); ok {
+		if h, ok := p.stored(ctx, ch.Name, path, e); ok {
+			age := p.cfg.Now().Sub(validated)
 			res := Result{CID: h.cid, ModTime: h.mod, Age: age, Immutable: isImmutable(path)}
 			if res.Immutable || age < ttl(ch) {
 				return res, nil
 			}
 			// Past the TTL: answer now, revalidate in the background.
-			p.refreshAsync(ch, path)
+			p.refreshAsync(ch, refresh)
 			p.mu.Lock()
-			_, res.Stale = p.failures[key(ch.Name, path)]
+			_, res.Stale = p.failures[key(ch.Name, refresh)]
 			p.mu.Unlock()
 			return res, nil
+		}
+	}
+	v, err, _ := p.sf.Do(key(ch.Name, path), func() (any, error) {
+		return p.fetch(context.WithoutCancel(ctx), ch, path, nil)
+	})
+	if err != nil {
+		return Result{}, err
+	}
+	res := v.(Result)
+	res.Fetched = true
+	return res, nil
+}
+
+// getPackage answers a package file by the record of the proxy's current
+// copy of the subdir's repodata.json: the blob named by its sha256, fetched
+// and verified first if it is not stored yet.
+func (p *Proxy) getPackage(ctx context.Context, ch *v1.Channel, path string, sink Sink) (Result, error) {
+	w, err := p.packageRecord(ctx, ch, path)
+	if err != nil {
+		return Result{}, err
+	}
+	e, err := p.cat.ProxyEntry(ctx, ch.Name, path)
+	if err != nil && !errors.Is(err, catalog.ErrNotFound) {
+		return Result{}, err
+	}
+	if e != nil && e.Status == http.StatusOK {
+		if h, ok := p.stored(ctx, ch.Name, path, e); ok && h.cid == w.cid {
+			return Result{CID: h.cid, ModTime: h.mod, Age: p.cfg.Now().Sub(time.Unix(e.ValidatedUnix, 0)), Immutable: true}, nil
 		}
 	}
 	// The function runs in the first caller's goroutine: only that
@@ -219,8 +312,8 @@ func (p *Proxy) get(ctx context.Context, ch *v1.Channel, path string, sink Sink)
 	if sink != nil {
 		st = &stream{sink: sink}
 	}
-	v, err, _ := p.sf.Do(key(ch.Name, path), func() (any, error) {
-		return p.fetch(context.WithoutCancel(ctx), ch, path, nil, st)
+	v, err, _ := p.sf.Do(key(ch.Name, path)+"\x00"+w.cid.KeyString(), func() (any, error) {
+		return p.fetchPackage(context.WithoutCancel(ctx), ch, path, w, st)
 	})
 	if st != nil && st.f != nil {
 		st.f.wait() // the sink's writer is the caller's until it returns
@@ -256,23 +349,27 @@ func (p *Proxy) stored(ctx context.Context, channel, path string, e *v1.ProxyEnt
 	return h, true
 }
 
-// sourceChanged reports a derived entry whose source repodata.json has
-// been replaced since it was derived.
-func (p *Proxy) sourceChanged(ctx context.Context, ch *v1.Channel, e *v1.ProxyEntry) bool {
-	srcCID, ok := strings.CutPrefix(e.Etag, derivedPrefix)
-	if !ok {
-		return false
-	}
-	src, _ := derivable(e.Path)
-	se, err := p.cat.ProxyEntry(ctx, ch.Name, src)
-	return err != nil || se.Cid != srcCID
-}
-
 func ttl(ch *v1.Channel) time.Duration {
 	if ch.Ttl <= 0 {
 		return 0
 	}
 	return time.Duration(ch.Ttl) * time.Second
+}
+
+// negativeTTL is how long an upstream 404 of ch is remembered.
+func (p *Proxy) negativeTTL(ch *v1.Channel) time.Duration {
+	if t := ttl(ch); t > 0 && t < p.cfg.NegativeTTL {
+		return t
+	}
+	return p.cfg.NegativeTTL
+}
+
+// notFound remembers that the upstream of ch has no path, and returns
+// ErrNotFound.
+func (p *Proxy) notFound(ch *v1.Channel, path string) error {
+	now := p.cfg.Now()
+	p.neg.add(key(ch.Name, path), now.Add(p.negativeTTL(ch)), now)
+	return fmt.Errorf("%w: %s/%s", ErrNotFound, ch.Name, path)
 }
 
 func modTime(e *v1.ProxyEntry) time.Time {
@@ -308,7 +405,7 @@ func (p *Proxy) refreshAsync(ch *v1.Channel, path string) {
 			if e != nil && p.cfg.Now().Sub(time.Unix(e.ValidatedUnix, 0)) < ttl(ch) {
 				return nil, nil // someone refreshed it meanwhile
 			}
-			return p.fetch(ctx, ch, path, e, nil)
+			return p.fetch(ctx, ch, path, e)
 		})
 		p.mu.Lock()
 		delete(p.refreshing, k)
@@ -324,30 +421,47 @@ func (p *Proxy) refreshAsync(ch *v1.Channel, path string) {
 	}()
 }
 
-// fetch gets path from the upstream (conditionally when cached is set),
-// stores it and records the entry. Missing derivable index variants are
-// built from the subdir's repodata.json.
 // stream is a cold fetch's way to the client that caused it.
 type stream struct {
 	sink Sink
 	f    *follower // set once the sink began
 }
 
-func (p *Proxy) fetch(ctx context.Context, ch *v1.Channel, path string, cached *v1.ProxyEntry, st *stream) (Result, error) {
-	req := upstream.Request{URL: upstream.Join(ch.MirrorChannelUrl, path), Authorization: ch.GetMetadata().GetUpstreamAuthorization()}
-	if cached != nil && cached.Status == 200 && !strings.HasPrefix(cached.Etag, derivedPrefix) {
+func (p *Proxy) request(ch *v1.Channel, path string, maxBytes int64) upstream.Request {
+	return upstream.Request{URL: upstream.Join(ch.MirrorChannelUrl, path), Authorization: ch.GetMetadata().GetUpstreamAuthorization(), MaxBytes: maxBytes}
+}
+
+// fetch gets index file path from the upstream (conditionally when cached
+// is set), stores it and records the entry. Missing derivable index
+// variants are built from the subdir's repodata.json; a member of a group
+// of derived files (a shard, current_repodata.json.zst) is not asked from
+// an upstream that did not have the group's first file.
+func (p *Proxy) fetch(ctx context.Context, ch *v1.Channel, path string, cached *v1.ProxyEntry) (Result, error) {
+	_, anchor, canDerive := derivable(path)
+	if canDerive && path != anchor {
+		if ae, err := p.cat.ProxyEntry(ctx, ch.Name, anchor); err == nil && ae.Status == http.StatusOK {
+			if _, derived := derivedFrom(ae); derived {
+				return p.derive(ctx, ch, path)
+			}
+		}
+	}
+	req := p.request(ch, path, p.cfg.MaxIndexSize)
+	if cached != nil && cached.Status == http.StatusOK && !strings.HasPrefix(cached.Etag, derivedPrefix) {
 		req.IfNoneMatch, req.IfModifiedSince = cached.Etag, cached.LastModified
 	}
 	resp, err := p.up.Get(ctx, req)
 	if errors.Is(err, upstream.ErrNotFound) {
-		if src, ok := derivable(path); ok {
-			return p.derive(ctx, ch, path, src)
+		if canDerive {
+			res, err := p.derive(ctx, ch, path)
+			if errors.Is(err, ErrNotFound) {
+				return Result{}, p.notFound(ch, path)
+			}
+			return res, err
 		}
-		neg := &v1.ProxyEntry{Channel: ch.Name, Path: path, Status: 404, ValidatedUnix: p.cfg.Now().Unix()}
-		if perr := p.record(ctx, neg); perr != nil {
-			return Result{}, perr
-		}
-		return Result{}, fmt.Errorf("%w: %s/%s", ErrNotFound, ch.Name, path)
+		return Result{}, p.notFound(ch, path)
+	}
+	if errors.Is(err, upstream.ErrTooLarge) {
+		return Result{}, fmt.Errorf("%w: %s/%s: %v", ErrTooLarge, ch.Name, path, err)
 	}
 	if err != nil {
 		return Result{}, err
@@ -365,40 +479,80 @@ func (p *Proxy) fetch(ctx context.Context, ch *v1.Channel, path string, cached *
 		return Result{CID: c, ModTime: modTime(next), Immutable: isImmutable(path)}, nil
 	}
 	defer resp.Body.Close()
-	opt := store.PutOptions{MaxSize: p.cfg.MaxIndexSize}
-	if conda.IsPackageFile(path) {
-		opt.MaxSize = 0
-		if w, ok := p.expected(ctx, ch, path); ok {
-			opt.WantSHA256 = w.sha256
-			opt.WantSize, opt.WantSizeSet = w.size, w.size > 0
+	body := &readTracker{r: resp.Body}
+	info, err := p.blobs.Put(ctx, body, store.PutOptions{MaxSize: p.cfg.MaxIndexSize})
+	if errors.Is(err, store.ErrTooLarge) || errors.Is(body.err, upstream.ErrTooLarge) {
+		return Result{}, fmt.Errorf("%w: %s/%s is larger than %d bytes", ErrTooLarge, ch.Name, path, p.cfg.MaxIndexSize)
+	}
+	if err := p.bodyErr(body, err, req.URL); err != nil {
+		return Result{}, fmt.Errorf("store %s/%s: %w", ch.Name, path, err)
+	}
+	e := &v1.ProxyEntry{Channel: ch.Name, Path: path, Cid: info.CID.String(), Etag: resp.ETag, LastModified: resp.LastModified, ValidatedUnix: p.cfg.Now().Unix(), Size: info.Size, Status: http.StatusOK}
+	if err := p.record(ctx, e); err != nil {
+		return Result{}, err
+	}
+	return Result{CID: info.CID, ModTime: modTime(e), Immutable: isImmutable(path)}, nil
+}
+
+// bodyErr tells an upstream that broke off (truncated, reset) from a local
+// failure of a Put of its body; either way nothing was stored.
+func (p *Proxy) bodyErr(body *readTracker, putErr error, url string) error {
+	if body.err != nil && !errors.Is(body.err, io.EOF) {
+		return fmt.Errorf("%w: %s: %v", upstream.ErrUnavailable, upstream.Redact(url), body.err)
+	}
+	return putErr
+}
+
+// fetchPackage stores the package file path whose upstream record is w,
+// verified against the record's sha256 and size (the download stops at
+// the record's size, counted decoded and on the wire), and records it.
+// Bytes already stored (under another path or channel, or an earlier
+// record) are not fetched again.
+func (p *Proxy) fetchPackage(ctx context.Context, ch *v1.Channel, path string, w want, st *stream) (Result, error) {
+	now := p.cfg.Now()
+	if info, err := p.blobs.Stat(ctx, w.cid); err == nil && info.Size == w.size {
+		e := &v1.ProxyEntry{Channel: ch.Name, Path: path, Cid: w.cid.String(), ValidatedUnix: now.Unix(), Size: w.size, Status: http.StatusOK}
+		if err := p.record(ctx, e); err != nil {
+			return Result{}, err
 		}
+		return Result{CID: w.cid, ModTime: now, Immutable: true}, nil
+	}
+	req := p.request(ch, path, w.size)
+	resp, err := p.up.Get(ctx, req)
+	switch {
+	case errors.Is(err, upstream.ErrNotFound):
+		return Result{}, p.notFound(ch, path) // listed, but not there
+	case errors.Is(err, upstream.ErrTooLarge):
+		return Result{}, fmt.Errorf("%w: %s/%s: %v", ErrCorrupt, ch.Name, path, err)
+	case err != nil:
+		return Result{}, err
+	case resp.NotModified:
+		return Result{}, fmt.Errorf("%w: %s: unasked 304", upstream.ErrUnavailable, upstream.Redact(req.URL))
+	}
+	defer resp.Body.Close()
+	sum, err := store.SHA256Of(w.cid)
+	if err != nil {
+		return Result{}, err
 	}
 	body := &readTracker{r: resp.Body}
 	var fol *follower
-	if st != nil && opt.WantSizeSet && len(opt.WantSHA256) == sha256.Size {
-		c, err := store.CIDFromSHA256(opt.WantSHA256)
-		if err == nil {
-			mod := lastModified(resp.LastModified, p.cfg.Now())
-			if w := st.sink.Begin(Result{CID: c, ModTime: mod, Immutable: true, Fetched: true}, opt.WantSize); w != nil {
-				fol = newFollower(w, opt.WantSize)
-				st.f = fol
-				defer fol.abort() // unless finished first
-				body.r = io.TeeReader(resp.Body, fol)
-			}
+	if st != nil {
+		mod := lastModified(resp.LastModified, now)
+		if out := st.sink.Begin(Result{CID: w.cid, ModTime: mod, Immutable: true, Fetched: true}, w.size); out != nil {
+			fol = newFollower(out, w.size)
+			st.f = fol
+			defer fol.abort() // unless finished first
+			body.r = io.TeeReader(resp.Body, fol)
 		}
 	}
-	info, err := p.blobs.Put(ctx, body, opt)
-	if errors.Is(err, store.ErrDigestMismatch) || errors.Is(err, store.ErrSizeMismatch) {
+	info, err := p.blobs.Put(ctx, body, store.PutOptions{WantSHA256: sum, WantSize: w.size, WantSizeSet: true, MaxSize: w.size})
+	if errors.Is(err, store.ErrDigestMismatch) || errors.Is(err, store.ErrSizeMismatch) || errors.Is(err, store.ErrTooLarge) || errors.Is(body.err, upstream.ErrTooLarge) {
 		return Result{}, fmt.Errorf("%w: %s: %v", ErrCorrupt, upstream.Redact(req.URL), err)
 	}
-	if body.err != nil && !errors.Is(body.err, io.EOF) {
-		// The upstream broke off (truncated, reset): nothing was stored.
-		return Result{}, fmt.Errorf("%w: %s: %v", upstream.ErrUnavailable, upstream.Redact(req.URL), body.err)
-	}
-	if err != nil {
+	if err := p.bodyErr(body, err, req.URL); err != nil {
 		return Result{}, fmt.Errorf("store %s/%s: %w", ch.Name, path, err)
 	}
-	e := &v1.ProxyEntry{Channel: ch.Name, Path: path, Cid: info.CID.String(), Etag: resp.ETag, LastModified: resp.LastModified, ValidatedUnix: p.cfg.Now().Unix(), Size: info.Size, Status: 200}
+	e := &v1.ProxyEntry{Channel: ch.Name, Path: path, Cid: info.CID.String(), Etag: resp.ETag, LastModified: resp.LastModified, ValidatedUnix: now.Unix(), Size: info.Size, Status: http.StatusOK}
 	if err := p.record(ctx, e); err != nil {
 		return Result{}, err
 	}
@@ -418,7 +572,7 @@ func (p *Proxy) fetch(ctx context.Context, ch *v1.Channel, path string, cached *
 			}{b.Content(), b}, nil
 		})
 	}
-	return Result{CID: info.CID, ModTime: modTime(e), Immutable: isImmutable(path)}, nil
+	return Result{CID: info.CID, ModTime: modTime(e), Immutable: true}, nil
 }
 
 func (p *Proxy) record(ctx context.Context, es ...*v1.ProxyEntry) error {
@@ -428,64 +582,15 @@ func (p *Proxy) record(ctx context.Context, es ...*v1.ProxyEntry) error {
 
 func cloneEntry(e *v1.ProxyEntry) *v1.ProxyEntry { return proto.Clone(e).(*v1.ProxyEntry) }
 
-// expected looks the package up in the cached repodata of its subdir.
-func (p *Proxy) expected(ctx context.Context, ch *v1.Channel, path string) (want, bool) {
-	subdir, fn, ok := strings.Cut(path, "/")
-	if !ok {
-		return want{}, false
+// acquire takes a slot for a derivation (Config.Derivations); release
+// gives it back.
+func (p *Proxy) acquire(ctx context.Context) (release func(), err error) {
+	select {
+	case p.work <- struct{}{}:
+		return func() { <-p.work }, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
 	}
-	e, err := p.cat.ProxyEntry(ctx, ch.Name, subdir+"/repodata.json")
-	if err != nil || e.Cid == "" {
-		return want{}, false
-	}
-	c, err := cid.Decode(e.Cid)
-	if err != nil {
-		return want{}, false
-	}
-	p.mu.Lock()
-	m, ok := p.parsed[c]
-	p.mu.Unlock()
-	if !ok {
-		raw, err := p.blobs.ReadAll(ctx, c)
-		if err != nil {
-			return want{}, false
-		}
-		doc, err := conda.ParseRepodata(raw)
-		if err != nil {
-			return want{}, false
-		}
-		m = map[string]want{}
-		for _, r := range doc.Records() {
-			h, _ := r.Fields["sha256"].(string)
-			sum, err := hex.DecodeString(h)
-			if err != nil || len(sum) != 32 {
-				continue
-			}
-			size, _ := fieldInt(r.Fields["size"])
-			m[r.Filename] = want{sha256: sum, size: size}
-		}
-		p.mu.Lock()
-		if len(p.parsed) > 16 {
-			clear(p.parsed)
-		}
-		p.parsed[c] = m
-		p.mu.Unlock()
-	}
-	w, ok := m[fn]
-	return w, ok
-}
-
-func fieldInt(v any) (int64, bool) {
-	switch n := v.(type) {
-	case int64:
-		return n, true
-	case float64:
-		return int64(n), true
-	case interface{ Int64() (int64, error) }:
-		i, err := n.Int64()
-		return i, err == nil
-	}
-	return 0, false
 }
 
 // readTracker remembers the error of the upstream body, to tell an

@@ -2,6 +2,7 @@ package proxy_test
 
 import (
 	"bytes"
+	"compress/gzip"
 	"context"
 	"crypto/md5"
 	"crypto/sha256"
@@ -26,6 +27,7 @@ import (
 	"github.com/condamesh/condamesh/proxy"
 	"github.com/condamesh/condamesh/store"
 	"github.com/condamesh/condamesh/upstream"
+	"github.com/klauspost/compress/zstd"
 )
 
 // applier proposes by applying directly to the catalog (no Raft needed to
@@ -34,11 +36,16 @@ type applier struct {
 	mu  sync.Mutex
 	cat *catalog.Catalog
 	idx uint64
+	// onPropose, if set, sees every command (under the applier's lock).
+	onPropose func(*v1.Command)
 }
 
 func (a *applier) Propose(ctx context.Context, cmd *v1.Command) (any, error) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	if a.onPropose != nil {
+		a.onPropose(cmd)
+	}
 	a.idx++
 	cmd.TimeUnixNano = time.Now().UnixNano()
 	return a.cat.Apply(ctx, a.idx, cmd)
@@ -82,10 +89,22 @@ func (f *fault) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	if mode == "corrupt" {
+	pkg := conda.IsPackageFile(r.URL.Path)
+	switch {
+	case mode == "corrupt" && pkg:
 		b = append(bytes.Clone(b[:len(b)-1]), b[len(b)-1]^0xff)
+	case mode == "gzipbomb" && pkg:
+		// A few KB on the wire, the file and 1 MB more decoded.
+		w.Header().Set("Content-Encoding", "gzip")
+		_, _ = w.Write(gzipped(append(bytes.Clone(b), make([]byte, 1<<20)...)))
+		return
+	case mode == "gzippad" && pkg:
+		// The right bytes decoded, after 2 MB of empty gzip members.
+		w.Header().Set("Content-Encoding", "gzip")
+		_, _ = w.Write(append(bytes.Repeat(gzipped(nil), (2<<20)/20), gzipped(b)...))
+		return
 	}
-	if mode == "truncate" {
+	if mode == "truncate" && pkg {
 		// Promise the whole body, send half, then drop the connection.
 		w.Header().Set("Content-Length", fmt.Sprint(len(b)))
 		w.Header().Set("ETag", etag)
@@ -98,7 +117,7 @@ func (f *fault) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	w.Header().Set("ETag", etag)
-	if mode == "gated" {
+	if mode == "gated" && pkg {
 		w.Header().Set("Content-Length", fmt.Sprint(len(b)))
 		_, _ = w.Write(b[:len(b)/2])
 		w.(http.Flusher).Flush()
@@ -116,6 +135,16 @@ func (f *fault) hitsOf(p string) int64 {
 		return 0
 	}
 	return f.hits[p].Load()
+}
+
+// total is the number of requests the upstream received.
+func (f *fault) total() (n int64) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, h := range f.hits {
+		n += h.Load()
+	}
+	return n
 }
 
 type rig struct {
@@ -236,7 +265,9 @@ func TestDerivedVariantsAndNotFound(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !bytes.Equal(zst, conda.Zstd(r.up.files["/c/linux-64/repodata.json"])) {
+	dec, _ := zstd.NewReader(nil)
+	defer dec.Close()
+	if got, err := dec.DecodeAll(zst, nil); err != nil || !bytes.Equal(got, r.up.files["/c/linux-64/repodata.json"]) {
 		t.Fatal("derived .zst is not the upstream repodata.json compressed")
 	}
 	if _, idx, err := r.get(t, "linux-64/repodata_shards.msgpack.zst"); err != nil || len(idx) == 0 {
@@ -245,6 +276,14 @@ func TestDerivedVariantsAndNotFound(t *testing.T) {
 	if _, _, err := r.get(t, "linux-64/missing-1-0.conda"); !errors.Is(err, proxy.ErrNotFound) {
 		t.Fatalf("missing file: %v", err)
 	}
+}
+
+func gzipped(b []byte) []byte {
+	var buf bytes.Buffer
+	zw := gzip.NewWriter(&buf)
+	_, _ = zw.Write(b)
+	_ = zw.Close()
+	return buf.Bytes()
 }
 
 func waitUntil(t *testing.T, ok func() bool) {
@@ -411,12 +450,12 @@ func TestColdPackageStreams(t *testing.T) {
 		}
 	})
 
-	t.Run("unknown digest not streamed", func(t *testing.T) {
-		r := newRig(t) // the subdir's repodata was never fetched
+	t.Run("index fetched first", func(t *testing.T) {
+		r := newRig(t) // the subdir's repodata was never fetched: it is, before the package
 		rec := &recorder{}
 		res, err := r.p.GetStreaming(ctx, r.ch, pkg, rec)
-		if err != nil || rec.began != 0 || !res.Fetched {
-			t.Fatalf("%v, began %d", err, rec.began)
+		if err != nil || rec.began != 1 || !res.Fetched || !bytes.Equal(rec.bytes(), r.pkg) || r.up.hitsOf("/c/linux-64/repodata.json") != 1 {
+			t.Fatalf("%v, began %d, %d bytes", err, rec.began, len(rec.bytes()))
 		}
 	})
 }

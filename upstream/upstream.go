@@ -23,6 +23,7 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/condamesh/condamesh/internal/secret"
@@ -40,6 +41,10 @@ var (
 	// ErrRefused: the upstream answered with a client error other than 404
 	// (401, 403, ...), which retrying does not fix.
 	ErrRefused = errors.New("upstream: refused")
+	// ErrTooLarge: the response body is longer than Request.MaxBytes
+	// allows (decoded, or as sent on the wire); returned by Get or by the
+	// body's Read.
+	ErrTooLarge = errors.New("upstream: response too large")
 )
 
 // Config configures a Client. Zero values take the defaults.
@@ -145,6 +150,11 @@ type Request struct {
 	Restricted bool
 	// Validators of a cached copy, for a conditional request.
 	IfNoneMatch, IfModifiedSince string
+	// MaxBytes, if > 0, bounds the body: its decoded length, and the bytes
+	// received on the wire (a gzip body may take wireAllowance(MaxBytes)).
+	// Past either, the body's Read fails with ErrTooLarge; a Content-Length
+	// beyond it fails Get at once.
+	MaxBytes int64
 }
 
 // Response is a 200 (Body set, must be closed) or a 304 (NotModified).
@@ -216,6 +226,9 @@ func (c *Client) attempt(ctx context.Context, r Request) (*Response, bool, error
 		return nil, false, fmt.Errorf("%w: %s: %v", ErrRefused, Redact(r.URL), redactErr(err))
 	}
 	req.Header.Set("User-Agent", "condamesh")
+	// Asked for here, gzip is not decoded by the transport but by Body,
+	// which counts the bytes on the wire too (see Request.MaxBytes).
+	req.Header.Set("Accept-Encoding", "gzip")
 	if r.Authorization != "" {
 		req.Header.Set("Authorization", r.Authorization)
 	}
@@ -243,7 +256,15 @@ func (c *Client) attempt(ctx context.Context, r Request) (*Response, bool, error
 	out := &Response{ETag: resp.Header.Get("ETag"), LastModified: resp.Header.Get("Last-Modified"), ContentLength: resp.ContentLength}
 	switch {
 	case resp.StatusCode == http.StatusOK:
-		out.Body = resp.Body
+		gz := strings.EqualFold(resp.Header.Get("Content-Encoding"), "gzip")
+		if r.MaxBytes > 0 && !gz && resp.ContentLength > r.MaxBytes {
+			resp.Body.Close()
+			return nil, false, fmt.Errorf("%w: %s: %d bytes, more than %d", ErrTooLarge, Redact(r.URL), resp.ContentLength, r.MaxBytes)
+		}
+		out.Body = newBody(resp.Body, gz, r.MaxBytes, Redact(r.URL))
+		if gz {
+			out.ContentLength = -1
+		}
 		return out, false, nil
 	case resp.StatusCode == http.StatusNotModified:
 		resp.Body.Close()
@@ -288,10 +309,17 @@ func redactErr(err error) error {
 	return err
 }
 
-// Join appends a channel-relative path to an upstream channel URL.
+// Join appends a channel-relative path to an upstream channel URL. path is
+// decoded (as a request path is after routing): each of its segments is
+// escaped, so that "?", "#", "%" or an escaped "/" in it stay part of the
+// one segment they are in.
 func Join(base, path string) string {
 	for len(base) > 0 && base[len(base)-1] == '/' {
 		base = base[:len(base)-1]
 	}
-	return base + "/" + path
+	segs := strings.Split(path, "/")
+	for i, s := range segs {
+		segs[i] = url.PathEscape(s)
+	}
+	return base + "/" + strings.Join(segs, "/")
 }

@@ -78,6 +78,11 @@ func TestServeRejectsBadConfig(t *testing.T) {
 	if code != 1 || !strings.Contains(errb.String(), "debug address") {
 		t.Fatalf("bad --debug-addr: exit %d, stderr %q", code, errb.String())
 	}
+	errb.Reset()
+	code = run(context.Background(), []string{"serve", "--max-upstream-index-size", "-1", "--data-dir", t.TempDir()}, &out, &errb)
+	if code != 1 || !strings.Contains(errb.String(), "proxy: config") {
+		t.Fatalf("negative --max-upstream-index-size: exit %d, stderr %q", code, errb.String())
+	}
 	t.Setenv("CONDAMESH_LOG_LEVEL", "loud")
 	code = run(context.Background(), []string{"serve", "--data-dir", t.TempDir()}, &out, &errb)
 	if code != 2 || !strings.Contains(errb.String(), "--log-level") {

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/condamesh/condamesh/node"
+	"github.com/condamesh/condamesh/proxy"
 	"github.com/condamesh/condamesh/upstream"
 	"github.com/spf13/cobra"
 )
@@ -60,6 +61,7 @@ func newServe() *cobra.Command {
 	f.StringVar(&cfg.KeySecretFile, "api-key-secret-file", "", "file holding the secret that keys stored API key hashes, created if missing; the same on every node (default <data-dir>/api-key-secret)")
 	f.StringVar(&cfg.API.MetricsToken, "metrics-token", "", "scrape token of /metrics: with it (Authorization: Bearer) private channels' series are shown, without it summed under channel=\"_private\" (prefer the env twin CONDAMESH_METRICS_TOKEN)")
 	f.Int64Var(&quota, "channel-quota", 0, "default size limit in bytes of new channels (0: none)")
+	f.Int64Var(&cfg.Proxy.MaxIndexSize, "max-upstream-index-size", proxy.DefaultMaxIndexSize, "largest upstream index file (repodata.json) a proxy or mirror channel reads, in bytes, decoded and on the wire")
 	var clockOffset time.Duration
 	f.DurationVar(&clockOffset, "clock-offset", 0, "shift this node's clock for download timestamps and metrics windows (testing, replays)")
 	var countDownloads, leanHTTP bool

@@ -1,0 +1,75 @@
+package proxy
+
+import (
+	"errors"
+	"strings"
+
+	"github.com/condamesh/condamesh/conda"
+)
+
+// maxPathLen bounds a proxied path: a subdir, "/", and a package file name
+// at their longest.
+const maxPathLen = 64 + 1 + 255
+
+// topFiles are the channel-level files a proxy fetches.
+var topFiles = map[string]bool{"channeldata.json": true, "index.html": true}
+
+// subdirFiles are the index files of a subdir a proxy fetches (besides
+// packages and shards).
+var subdirFiles = map[string]bool{
+	"repodata.json": true, "repodata.json.zst": true, "repodata.json.bz2": true, "repodata.json.gz": true,
+	"current_repodata.json": true, "current_repodata.json.zst": true, "current_repodata.json.bz2": true, "current_repodata.json.gz": true,
+	"repodata_from_packages.json": true, "repodata_from_packages.json.zst": true, "repodata_from_packages.json.bz2": true,
+	"repodata_from_packages.json.gz": true, "repodata_shards.msgpack.zst": true, "repodata.jlap": true,
+	"patch_instructions.json": true, "index.html": true,
+}
+
+// errBadPath explains why a path cannot be a conda channel's file; Get
+// answers such a path with ErrNotFound, before any upstream request.
+var errBadPath = errors.New("not a conda channel file")
+
+// checkPath reports whether p (decoded, channel-relative) can name a file
+// of a conda channel: a channel-level index file, a subdir's index file,
+// a package file with a valid name, or a CEP-16 shard. Anything else (other
+// depths, characters outside conda's names, unknown file names, longer
+// than maxPathLen) is refused.
+func checkPath(p string) error {
+	if len(p) > maxPathLen {
+		return errBadPath
+	}
+	segs := strings.Split(p, "/")
+	switch {
+	case len(segs) == 1:
+		if topFiles[p] {
+			return nil
+		}
+	case !conda.ValidSubdir(segs[0]):
+	case len(segs) == 2:
+		if subdirFiles[segs[1]] {
+			return nil
+		}
+		if _, err := conda.ParseFilename(segs[1]); err == nil {
+			return nil
+		}
+	case len(segs) == 3:
+		if segs[1] == "shards" && isShardName(segs[2]) {
+			return nil
+		}
+	}
+	return errBadPath
+}
+
+// isShardName reports a CEP-16 shard file name: 64 lowercase hex digits
+// (the sha256 of the shard) and ".msgpack.zst".
+func isShardName(f string) bool {
+	h, ok := strings.CutSuffix(f, ".msgpack.zst")
+	if !ok || len(h) != 64 {
+		return false
+	}
+	for i := 0; i < len(h); i++ {
+		if c := h[i]; !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f') {
+			return false
+		}
+	}
+	return true
+}
