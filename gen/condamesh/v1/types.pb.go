@@ -1096,12 +1096,12 @@ type ProxyEntry struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Channel       string                 `protobuf:"bytes,1,opt,name=channel,proto3" json:"channel,omitempty"`
 	Path          string                 `protobuf:"bytes,2,opt,name=path,proto3" json:"path,omitempty"`
-	Cid           string                 `protobuf:"bytes,3,opt,name=cid,proto3" json:"cid,omitempty"`                                           // empty for a cached 404
+	Cid           string                 `protobuf:"bytes,3,opt,name=cid,proto3" json:"cid,omitempty"`                                           // empty only in negative entries of older versions (ignored)
 	Etag          string                 `protobuf:"bytes,4,opt,name=etag,proto3" json:"etag,omitempty"`                                         // upstream ETag
 	LastModified  string                 `protobuf:"bytes,5,opt,name=last_modified,json=lastModified,proto3" json:"last_modified,omitempty"`     // upstream Last-Modified
 	ValidatedUnix int64                  `protobuf:"varint,6,opt,name=validated_unix,json=validatedUnix,proto3" json:"validated_unix,omitempty"` // last time the upstream confirmed it
 	Size          int64                  `protobuf:"varint,7,opt,name=size,proto3" json:"size,omitempty"`
-	Status        int32                  `protobuf:"varint,8,opt,name=status,proto3" json:"status,omitempty"` // 200, or 404 for a negative entry
+	Status        int32                  `protobuf:"varint,8,opt,name=status,proto3" json:"status,omitempty"` // 200; 404 entries of older versions are ignored (404s are node-local now)
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
