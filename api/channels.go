@@ -257,25 +257,13 @@ func (s *Server) restCreateChannel(w http.ResponseWriter, r *http.Request) {
 // public channels; others see public channels plus their own (public=true)
 // or only their own (public=false).
 func (s *Server) listChannels(ctx context.Context, id *identity, memberOnly bool, q string) ([]*v1.ChannelInfo, error) {
-	chans, err := s.cat.Channels(ctx)
+	chans, err := s.visibleChannels(ctx, id, memberOnly)
 	if err != nil {
 		return nil, err
 	}
-	mine := map[string]bool{}
-	if !id.anonymous() {
-		if id.scoped() {
-			for _, r := range id.key.Roles {
-				mine[catalog.ChannelKey(r.Channel)] = true
-			}
-		} else if mine, err = s.cat.UserChannels(ctx, id.user.Id); err != nil {
-			return nil, err
-		}
-	}
 	var out []*v1.ChannelInfo
 	for _, ch := range chans {
-		own := mine[catalog.ChannelKey(ch.Name)]
-		visible := own || (!ch.Private && (!memberOnly || id.anonymous()))
-		if !visible || (q != "" && !strings.Contains(strings.ToLower(ch.Name), strings.ToLower(q))) {
+		if q != "" && !strings.Contains(strings.ToLower(ch.Name), strings.ToLower(q)) {
 			continue
 		}
 		ci, err := s.channelInfo(ctx, ch)
@@ -285,6 +273,45 @@ func (s *Server) listChannels(ctx context.Context, id *identity, memberOnly bool
 		out = append(out, ci)
 	}
 	return out, nil
+}
+
+// visibleChannels returns the channels the caller sees in listings and
+// searches: those where it has a channel role, plus the public ones unless
+// memberOnly (anonymous callers always see the public ones). Elevated users
+// see no more, as in Quetz.
+func (s *Server) visibleChannels(ctx context.Context, id *identity, memberOnly bool) ([]*v1.Channel, error) {
+	chans, err := s.cat.Channels(ctx)
+	if err != nil {
+		return nil, err
+	}
+	mine, err := s.callerChannels(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	out := chans[:0]
+	for _, ch := range chans {
+		if mine[catalog.ChannelKey(ch.Name)] || (!ch.Private && (!memberOnly || id.anonymous())) {
+			out = append(out, ch)
+		}
+	}
+	return out, nil
+}
+
+// callerChannels returns the channel keys (catalog.ChannelKey) where the
+// caller has a channel role: a scoped key's channels, or the user's
+// memberships. Anonymous callers have none.
+func (s *Server) callerChannels(ctx context.Context, id *identity) (map[string]bool, error) {
+	mine := map[string]bool{}
+	switch {
+	case id.anonymous():
+		return mine, nil
+	case id.scoped():
+		for _, r := range id.key.Roles {
+			mine[catalog.ChannelKey(r.Channel)] = true
+		}
+		return mine, nil
+	}
+	return s.cat.UserChannels(ctx, id.user.Id)
 }
 
 func (s *Server) restListChannelsCommon(r *http.Request, id *identity) ([]channelJSON, error) {

@@ -12,6 +12,7 @@ import (
 	"github.com/condamesh/condamesh/catalog"
 	v1 "github.com/condamesh/condamesh/gen/condamesh/v1"
 	"github.com/condamesh/condamesh/internal/secret"
+	"github.com/condamesh/condamesh/jobs"
 )
 
 // jobJSON is Quetz's Job.
@@ -228,6 +229,9 @@ func (s *Server) restCreateJob(w http.ResponseWriter, r *http.Request) {
 		} else if !ok {
 			return 0, nil, validation([]any{"body", "items_spec"}, "string_type", "Input should be a valid string", nil)
 		}
+		if _, err := jobs.ParseItemsSpec(items); err != nil {
+			return 0, nil, validation([]any{"body", "items_spec"}, "value_error", "Value error, "+err.Error(), items)
+		}
 		if s.jobs == nil || !s.jobs.Known(manifest) {
 			return 0, nil, validation([]any{"body", "manifest"}, "value_error", fmt.Sprintf("Value error, invalid function %s: not a built-in job", manifest), manifest)
 		}
@@ -367,6 +371,9 @@ func toTaskJSON(t *v1.Task) taskJSON {
 	// Task texts come from errors that may quote upstream URLs: masked
 	// again here for records written before masking.
 	out := taskJSON{ID: t.Id, JobID: t.JobId, Created: naive(t.CreatedUnix), Status: t.Status, PackageVersion: map[string]any{}, Message: secret.Text(t.Message)}
+	if t.VersionFilename != "" { // a task of an items_spec job: Quetz's filename and id, plus where
+		out.PackageVersion = map[string]any{"filename": t.VersionFilename, "id": t.VersionSha256, "channel_name": t.VersionChannel, "platform": t.VersionPlatform}
+	}
 	if t.FilesTotal > 0 || t.BytesTotal > 0 || len(t.Errors) > 0 {
 		out.Progress = &progress{FilesTotal: t.FilesTotal, FilesDone: t.FilesDone, BytesTotal: t.BytesTotal, BytesDone: t.BytesDone, Current: secret.Text(t.Current), Errors: make([]string, 0, len(t.Errors))}
 		for _, e := range t.Errors {

@@ -159,6 +159,10 @@ func TestJobsAPI(t *testing.T) {
 	if !strings.Contains(string(r.body), "Not allowed") {
 		t.Fatalf("%v", r)
 	}
+	// One package file for the items_spec "*" to select (one task per file).
+	e.newChannel(t, "jobs-api", false, admin)
+	one := pkgSpec("one", "1.0", "noarch")
+	e.upload(t, admin, "jobs-api", condatest.Filename(one, ".conda"), condatest.Conda(t, one)).want(t, 201)
 	var j jobOut
 	e.do(t, "POST", "/api/jobs", admin, map[string]any{"manifest": "generate_indexes", "items_spec": "*"}, nil).want(t, 201).decode(t, &j)
 	if got := e.waitJob(t, j.ID, "success"); got.ItemsSpec == nil || *got.ItemsSpec != "*" {

@@ -90,7 +90,11 @@ func (s *Server) restRemoveMember(w http.ResponseWriter, r *http.Request) {
 		if err != nil {
 			return 0, nil, err
 		}
-		username := r.URL.Query().Get("username")
+		vals, ok := r.URL.Query()["username"]
+		if !ok {
+			return 0, nil, validation([]any{"query", "username"}, "missing", "Field required", nil)
+		}
+		username := vals[0]
 		u, err := s.userFor(ctx, username)
 		if err != nil {
 			return 0, nil, err

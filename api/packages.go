@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"slices"
 	"sort"
 	"time"
 
@@ -45,13 +46,18 @@ type uploaderJSON struct {
 }
 
 func (s *Server) toPackageJSON(ctx context.Context, p *v1.Package) packageJSON {
-	out := packageJSON{Name: p.Name, Summary: strOrNil(p.Summary), Description: strOrNil(p.Description), URL: strOrNil(p.Url), Platforms: p.Platforms}
+	vers, _ := s.cat.Versions(ctx, p.Channel, p.Name)
+	return packageJSONFrom(p, vers)
+}
+
+// packageJSONFrom builds a package's JSON from its record and its files.
+func packageJSONFrom(p *v1.Package, vers []*v1.PackageVersion) packageJSON {
+	out := packageJSON{Name: p.Name, Summary: strOrNil(p.Summary), Description: strOrNil(p.Description), URL: strOrNil(p.Url), Platforms: slices.Clone(p.Platforms)}
 	if out.Platforms == nil {
 		out.Platforms = []string{}
 	}
 	sort.Strings(out.Platforms)
-	vers, err := s.cat.Versions(ctx, p.Channel, p.Name)
-	if err == nil && len(vers) > 0 {
+	if len(vers) > 0 {
 		cur, latest := vers[0], vers[0]
 		for _, v := range vers[1:] {
 			if conda.CompareVersions(v.Version, cur.Version) > 0 {
@@ -131,21 +137,11 @@ func (s *Server) restPackages(r *http.Request, id *identity) ([]packageJSON, err
 }
 
 func (s *Server) restListPackages(w http.ResponseWriter, r *http.Request) {
-	s.handle(w, r, func(id *identity) (int, any, error) {
-		out, err := s.restPackages(r, id)
-		return http.StatusOK, out, err
-	})
+	serveList(s, w, r, false, func(id *identity) ([]packageJSON, error) { return s.restPackages(r, id) })
 }
 
 func (s *Server) restListPackagesPaginated(w http.ResponseWriter, r *http.Request) {
-	s.handle(w, r, func(id *identity) (int, any, error) {
-		out, err := s.restPackages(r, id)
-		if err != nil {
-			return 0, nil, err
-		}
-		body, err := paginated(r, out)
-		return http.StatusOK, body, err
-	})
+	serveList(s, w, r, true, func(id *identity) ([]packageJSON, error) { return s.restPackages(r, id) })
 }
 
 func (s *Server) restCreatePackage(w http.ResponseWriter, r *http.Request) {
@@ -228,37 +224,45 @@ func (s *Server) restDeletePackage(w http.ResponseWriter, r *http.Request) {
 	})
 }
 
+// listVersions is a package's files, newest version first, optionally
+// only those created in [time_created__ge, time_created__le].
+func (s *Server) listVersions(r *http.Request, id *identity) ([]versionJSON, error) {
+	ctx := r.Context()
+	var ge, le int64 = -1, -1
+	for name, dst := range map[string]*int64{"time_created__ge": &ge, "time_created__le": &le} {
+		if v := r.URL.Query().Get(name); v != "" {
+			t, err := parseNaive(v)
+			if err != nil {
+				return nil, validation([]any{"query", name}, "datetime_parsing", "Input should be a valid datetime", v)
+			}
+			*dst = t.Unix()
+		}
+	}
+	ch, p, err := s.packageFor(ctx, id, r.PathValue("channel"), r.PathValue("package"))
+	if err != nil {
+		return nil, err
+	}
+	vers, err := s.cat.Versions(ctx, ch.Name, p.Name)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]versionJSON, 0, len(vers))
+	for _, v := range vers {
+		if (ge >= 0 && v.CreatedUnix < ge) || (le >= 0 && v.CreatedUnix > le) {
+			continue
+		}
+		out = append(out, s.toVersionJSON(ctx, v))
+	}
+	sort.SliceStable(out, func(i, j int) bool { return conda.CompareVersions(out[i].Version, out[j].Version) > 0 })
+	return out, nil
+}
+
 func (s *Server) restListVersions(w http.ResponseWriter, r *http.Request) {
-	s.handle(w, r, func(id *identity) (int, any, error) {
-		ctx := r.Context()
-		ch, p, err := s.packageFor(ctx, id, r.PathValue("channel"), r.PathValue("package"))
-		if err != nil {
-			return 0, nil, err
-		}
-		vers, err := s.cat.Versions(ctx, ch.Name, p.Name)
-		if err != nil {
-			return 0, nil, err
-		}
-		var ge, le int64 = -1, -1
-		for name, dst := range map[string]*int64{"time_created__ge": &ge, "time_created__le": &le} {
-			if v := r.URL.Query().Get(name); v != "" {
-				t, err := parseNaive(v)
-				if err != nil {
-					return 0, nil, validation([]any{"query", name}, "datetime_parsing", "Input should be a valid datetime", v)
-				}
-				*dst = t.Unix()
-			}
-		}
-		out := make([]versionJSON, 0, len(vers))
-		for _, v := range vers {
-			if (ge >= 0 && v.CreatedUnix < ge) || (le >= 0 && v.CreatedUnix > le) {
-				continue
-			}
-			out = append(out, s.toVersionJSON(ctx, v))
-		}
-		sort.SliceStable(out, func(i, j int) bool { return conda.CompareVersions(out[i].Version, out[j].Version) > 0 })
-		return http.StatusOK, out, nil
-	})
+	serveList(s, w, r, false, func(id *identity) ([]versionJSON, error) { return s.listVersions(r, id) })
+}
+
+func (s *Server) restListVersionsPaginated(w http.ResponseWriter, r *http.Request) {
+	serveList(s, w, r, true, func(id *identity) ([]versionJSON, error) { return s.listVersions(r, id) })
 }
 
 // parseNaive parses Quetz's naive ISO datetimes (and RFC 3339).

@@ -151,6 +151,25 @@ func paginated[T any](r *http.Request, items []T) (any, error) {
 	}, nil
 }
 
+// serveList answers the list a handler computes: as a bare JSON array, or
+// (paged) in the pagination envelope, with skip and limit checked first
+// (FastAPI validates query parameters before the handler runs).
+func serveList[T any](s *Server, w http.ResponseWriter, r *http.Request, paged bool, list func(id *identity) ([]T, error)) {
+	s.handle(w, r, func(id *identity) (int, any, error) {
+		if paged {
+			if _, _, err := page(r); err != nil {
+				return 0, nil, err
+			}
+		}
+		out, err := list(id)
+		if err != nil || !paged {
+			return http.StatusOK, out, err
+		}
+		body, err := paginated(r, out)
+		return http.StatusOK, body, err
+	})
+}
+
 // naive formats a time as Quetz does: ISO-8601 without zone, meaning UTC.
 func naive(unix int64) string {
 	if unix == 0 {

@@ -21,10 +21,10 @@ import (
 	"github.com/ipfs/go-cid"
 )
 
-// Cache lifetimes of served files.
+// Cache lifetimes of served files. Index files live for the channel's ttl
+// (Quetz's Cache-Control: max-age={channel.ttl}).
 const (
 	cacheImmutable = "public, max-age=31536000, immutable"
-	cacheIndex     = "public, max-age=30"
 	cacheMissing   = "no-cache"
 )
 
@@ -128,14 +128,39 @@ func (s *Server) serveIndex(w http.ResponseWriter, r *http.Request, ch *v1.Chann
 		s.writeError(w, r, err)
 		return
 	}
-	cc := cacheIndex
+	cc := s.maxAges.get(max(ch.Ttl, 0), publicMaxAge)
 	if strings.Contains(p, "/shards/") {
 		cc = cacheImmutable
 	}
-	s.serveBlob(ctx, w, r, ch, p, pub.CID, pub.ModTime, cc)
+	encoding := ""
+	if gzipVariant(p) {
+		// Both forms vary with Accept-Encoding, and each has its own ETag
+		// (its own CID), so caches and revalidations never mix them up.
+		w.Header()["Vary"] = varyAcceptEncoding
+		if acceptsGzip(r.Header) {
+			gz, err := s.idx.File(ctx, ch.Name, p+".gz")
+			switch {
+			case err == nil:
+				pub, encoding = gz, "gzip"
+			case !errors.Is(err, indexer.ErrNotFound): // not yet published: identity
+				s.writeError(w, r, err)
+				return
+			}
+		}
+	}
+	s.serveEncodedBlob(ctx, w, r, ch, p, pub.CID, pub.ModTime, cc, encoding)
 }
 
+var varyAcceptEncoding = []string{"Accept-Encoding"}
+
+// serveBlob answers the blob c as the file p.
 func (s *Server) serveBlob(ctx context.Context, w http.ResponseWriter, r *http.Request, ch *v1.Channel, p string, c cid.Cid, mod time.Time, cacheControl string) {
+	s.serveEncodedBlob(ctx, w, r, ch, p, c, mod, cacheControl, "")
+}
+
+// serveEncodedBlob answers the blob c as the file p, encoded with the
+// Content-Encoding encoding ("" for none) for 200 and 206 answers.
+func (s *Server) serveEncodedBlob(ctx context.Context, w http.ResponseWriter, r *http.Request, ch *v1.Channel, p string, c cid.Cid, mod time.Time, cacheControl, encoding string) {
 	etag := s.etags.get(c, quotedCID)
 	if inm := headerValue(r.Header, "If-None-Match"); inm != "" && etagMatch(inm, etag) {
 		// The ETag is the content's CID: a match is decided without
@@ -159,6 +184,9 @@ func (s *Server) serveBlob(ctx context.Context, w http.ResponseWriter, r *http.R
 		return
 	}
 	defer blob.Close()
+	if encoding != "" {
+		w.Header()["Content-Encoding"] = []string{encoding}
+	}
 	if !plainGet(r.Header) {
 		s.blobHeader(w.Header(), etag, cacheControl, p, blob.Info.Size, false, mod)
 		http.ServeContent(w, r, "", mod, blob.Content()) // ranges and date preconditions
@@ -259,9 +287,13 @@ func (k *proxySink) Begin(res proxy.Result, size int64) io.Writer {
 }
 
 // contentType names the media type of a served path. Compressed files are
-// served as themselves, never with a Content-Encoding.
+// served as themselves (repodata.json.gz is application/gzip); only the
+// negotiated gzip form of repodata.json is sent as JSON with a
+// Content-Encoding.
 func contentType(p string) string {
 	switch {
+	case strings.HasSuffix(p, ".gz"):
+		return "application/gzip"
 	case strings.HasSuffix(p, ".json"):
 		return "application/json"
 	case strings.HasSuffix(p, ".html"):

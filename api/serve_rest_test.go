@@ -79,25 +79,27 @@ func testRESTServing(t *testing.T, mode ...nodetest.Option) {
 		for _, tc := range []struct {
 			path  string
 			ctype string // prefix; "" = not checked
-			cache string // "immutable" or "short"
+			cache string // "immutable" or "ttl" (the channel's, Quetz's default 36000)
 			want  []byte // nil = not checked
 		}{
 			{"linux-64/" + linuxFile, "", "immutable", linuxData},
 			{"noarch/" + noarchFile, "", "immutable", noarchData},
 			{shard, "", "immutable", nil},
-			{"linux-64/repodata.json", "application/json", "short", nil},
-			{"linux-64/repodata.json.zst", "", "short", nil},
-			{"linux-64/repodata.json.bz2", "", "short", nil},
-			{"linux-64/current_repodata.json", "application/json", "short", nil},
-			{"linux-64/repodata_shards.msgpack.zst", "", "short", nil},
-			{"noarch/repodata.json", "application/json", "short", nil},
-			{"channeldata.json", "application/json", "short", nil},
-			{"index.html", "text/html", "short", nil},
-			{"linux-64/index.html", "text/html", "short", nil},
+			{"linux-64/repodata.json", "application/json", "ttl", nil},
+			{"linux-64/repodata.json.zst", "", "ttl", nil},
+			{"linux-64/repodata.json.bz2", "", "ttl", nil},
+			{"linux-64/repodata.json.gz", "application/gzip", "ttl", nil},
+			{"linux-64/current_repodata.json", "application/json", "ttl", nil},
+			{"linux-64/current_repodata.json.gz", "application/gzip", "ttl", nil},
+			{"linux-64/repodata_shards.msgpack.zst", "", "ttl", nil},
+			{"noarch/repodata.json", "application/json", "ttl", nil},
+			{"channeldata.json", "application/json", "ttl", nil},
+			{"index.html", "text/html", "ttl", nil},
+			{"linux-64/index.html", "text/html", "ttl", nil},
 		} {
 			t.Run(tc.path, func(t *testing.T) {
 				p := "/get/srv/" + tc.path
-				full := e.do(t, "GET", p, "", nil, hdr{"Accept-Encoding": "gzip, deflate, br, zstd"}).want(t, 200)
+				full := e.do(t, "GET", p, "", nil, nil).want(t, 200)
 				h := full.header
 				if tc.want != nil && !bytes.Equal(full.body, tc.want) {
 					t.Errorf("body differs from the uploaded file")
@@ -109,7 +111,7 @@ func testRESTServing(t *testing.T, mode ...nodetest.Option) {
 					t.Errorf("Content-Size = %q, body has %d bytes", got, len(full.body))
 				}
 				if ce := h.Get("Content-Encoding"); ce != "" {
-					t.Errorf("Content-Encoding = %q, want none (files are served as stored)", ce)
+					t.Errorf("Content-Encoding = %q, want none (no Accept-Encoding: identity)", ce)
 				}
 				if tc.ctype != "" && !strings.HasPrefix(h.Get("Content-Type"), tc.ctype) {
 					t.Errorf("Content-Type = %q, want %s", h.Get("Content-Type"), tc.ctype)
@@ -120,9 +122,9 @@ func testRESTServing(t *testing.T, mode ...nodetest.Option) {
 					if cc != immutable {
 						t.Errorf("Cache-Control = %q, want %q", cc, immutable)
 					}
-				case "short":
-					if age := maxAge(cc); age < 0 || age > 600 || strings.Contains(cc, "immutable") {
-						t.Errorf("Cache-Control = %q, want a short max-age", cc)
+				case "ttl":
+					if cc != "public, max-age=36000" {
+						t.Errorf("Cache-Control = %q, want the channel ttl's max-age=36000", cc)
 					}
 				}
 				etag := h.Get("ETag")

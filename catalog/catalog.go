@@ -271,6 +271,24 @@ func (c *Catalog) UserChannels(ctx context.Context, userID string) (map[string]b
 	return out, err
 }
 
+// Users returns every user (anonymous key users included) for which keep
+// is true, in id order.
+func (c *Catalog) Users(ctx context.Context, keep func(*v1.User) bool) ([]*v1.User, error) {
+	return list[v1.User](ctx, c.st, []byte("m/user/"), keep)
+}
+
+// UserMembers returns the memberships of userID: its channel roles, then
+// its package roles, each in channel (and package) key order.
+func (c *Catalog) UserMembers(ctx context.Context, userID string) ([]*v1.Member, error) {
+	mine := func(m *v1.Member) bool { return m.UserId == userID }
+	chans, err := list[v1.Member](ctx, c.st, []byte("m/mem/"), mine)
+	if err != nil {
+		return nil, err
+	}
+	pkgs, err := list[v1.Member](ctx, c.st, []byte("m/pmem/"), mine)
+	return append(chans, pkgs...), err
+}
+
 // Job returns a job.
 func (c *Catalog) Job(ctx context.Context, id int64) (*v1.Job, error) {
 	var j v1.Job

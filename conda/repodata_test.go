@@ -3,6 +3,7 @@ package conda
 import (
 	"bytes"
 	"compress/bzip2"
+	"compress/gzip"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -534,8 +535,23 @@ func TestCompression(t *testing.T) {
 	if _, err := out.ReadFrom(bzip2.NewReader(bytes.NewReader(bz))); err != nil || !bytes.Equal(out.Bytes(), in) {
 		t.Errorf("Bzip2 round trip: %v", err)
 	}
-	if len(z) >= len(in)/4 || len(bz) >= len(in)/4 {
-		t.Errorf("poor compression: %d -> zst %d, bz2 %d", len(in), len(z), len(bz))
+	gz := Gzip(in)
+	if !bytes.Equal(gz, Gzip(in)) {
+		t.Errorf("Gzip not deterministic")
+	}
+	zr, err := gzip.NewReader(bytes.NewReader(gz))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if zr.Name != "" || !zr.ModTime.IsZero() || zr.OS != 255 {
+		t.Errorf("gzip header carries name %q, time %v, OS %d", zr.Name, zr.ModTime, zr.OS)
+	}
+	out.Reset()
+	if _, err := out.ReadFrom(zr); err != nil || !bytes.Equal(out.Bytes(), in) {
+		t.Errorf("Gzip round trip: %v", err)
+	}
+	if len(z) >= len(in)/4 || len(bz) >= len(in)/4 || len(gz) >= len(in)/4 {
+		t.Errorf("poor compression: %d -> zst %d, bz2 %d, gz %d", len(in), len(z), len(bz), len(gz))
 	}
 }
 

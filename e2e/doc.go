@@ -3,4 +3,9 @@
 // Debian's conda-package-handling (cph), and solve and download with a real
 // conda client, rattler (npm @conda-org/rattler, pinned in package.json).
 // `make test` (and .ci/run) installs the npm package and cph first.
+//
+// rattler 0.3.5 under Node cannot read a response with a Content-Encoding,
+// which the server sends to clients asking for gzip (repodata.json), so
+// solve.cjs asks for identity; TestRepodataGzipClients checks the gzip
+// path with curl --compressed and Python requests (python3-requests).
 package e2e

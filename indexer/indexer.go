@@ -1,7 +1,9 @@
 // Package indexer publishes each channel's index files: it derives
-// repodata.json (+ .zst, .bz2), current_repodata.json, CEP-16 shards,
-// channeldata.json and the index.html pages from the catalog's records,
-// stores them as blobs and keeps a local pointer per published path.
+// repodata.json (+ .zst, .bz2, .gz), current_repodata.json (+ .zst, .gz),
+// CEP-16 shards, channeldata.json and the index.html pages from the
+// catalog's records, stores them as blobs and keeps a local pointer per
+// published path. The .gz variants are computed once per rebuild, so
+// Accept-Encoding: gzip is answered from stored bytes, never per request.
 //
 // Everything it writes is derived and local (store.LocalPrefix), so every
 // node computes identical bytes (and ETags) from the same replicated records,
@@ -13,8 +15,8 @@
 //
 //	l/idx/<channel>/<path>     pointer: CID, "\n", last-modified unix seconds, and for a
 //	                           shard no longer in the index, "\n" + when it was superseded
-//	l/igen/<channel>/<subdir>  generation of the subdir that the pointers reflect
-//	l/igen/<channel>//         channel generation reflected by channeldata.json and index.html
+//	l/igen/<channel>/<subdir>  generation of the subdir that the pointers reflect, "/", layout
+//	l/igen/<channel>//         channel generation reflected by channeldata.json and index.html, "/", layout
 package indexer
 
 import (
@@ -250,6 +252,15 @@ func igenKey(ch, subdir string) []byte {
 	return []byte("l/igen/" + catalog.ChannelKey(ch) + "/" + subdir)
 }
 
+// layout names the set of files a rebuild publishes. It is stored with each
+// generation mark, so a node whose build publishes more files (layout 2
+// added the .gz variants) rebuilds every subdir once after an upgrade
+// instead of waiting for the next change.
+const layout = "2"
+
+// igenValue is the generation mark of published files.
+func igenValue(gen uint64) []byte { return []byte(strconv.FormatUint(gen, 10) + "/" + layout) }
+
 // Published is a published index file.
 type Published struct {
 	CID     cid.Cid
@@ -336,7 +347,7 @@ func (ix *Indexer) freshStored(ctx context.Context, ch, subdir string) (bool, er
 	if err != nil {
 		return false, err
 	}
-	return string(have) == strconv.FormatUint(want, 10), nil
+	return string(have) == string(igenValue(want)), nil
 }
 
 // WaitFresh returns once the published files of the channel reflect the
@@ -463,12 +474,17 @@ func (ix *Indexer) publishSubdir(ctx context.Context, ch *v1.Channel, sd string,
 	// The variants are independent: build them in parallel (bzip2 and the
 	// shards dominate on large subdirs).
 	rd := conda.Repodata(sd, recs)
-	var cur, rdZst, rdBz2, curZst, shardIndex []byte
+	var cur, rdZst, rdBz2, rdGz, curZst, curGz, shardIndex []byte
 	var shards map[string][]byte
 	var g errgroup.Group
 	g.Go(func() error { rdZst = conda.Zstd(rd); return nil })
 	g.Go(func() error { rdBz2 = conda.Bzip2(rd); return nil })
-	g.Go(func() error { cur = conda.CurrentRepodata(sd, recs); curZst = conda.Zstd(cur); return nil })
+	g.Go(func() error { rdGz = conda.Gzip(rd); return nil })
+	g.Go(func() error {
+		cur = conda.CurrentRepodata(sd, recs)
+		curZst, curGz = conda.Zstd(cur), conda.Gzip(cur)
+		return nil
+	})
 	g.Go(func() (err error) { shardIndex, shards, err = conda.Shards(sd, recs); return err })
 	if err := g.Wait(); err != nil {
 		return err
@@ -477,8 +493,10 @@ func (ix *Indexer) publishSubdir(ctx context.Context, ch *v1.Channel, sd string,
 		{sd + "/repodata.json", rd},
 		{sd + "/repodata.json.zst", rdZst},
 		{sd + "/repodata.json.bz2", rdBz2},
+		{sd + "/repodata.json.gz", rdGz},
 		{sd + "/current_repodata.json", cur},
 		{sd + "/current_repodata.json.zst", curZst},
+		{sd + "/current_repodata.json.gz", curGz},
 		{sd + "/repodata_shards.msgpack.zst", shardIndex},
 	}
 	hexes := make([]string, 0, len(shards))
@@ -515,7 +533,7 @@ func (ix *Indexer) publishSubdir(ctx context.Context, ch *v1.Channel, sd string,
 		return err
 	}
 	writes = append(writes, retired...)
-	writes = append(writes, store.LocalWrite{Key: igenKey(ch.Name, sd), Value: []byte(strconv.FormatUint(gen, 10))})
+	writes = append(writes, store.LocalWrite{Key: igenKey(ch.Name, sd), Value: igenValue(gen)})
 	return ix.commit(ctx, writes)
 }
 
@@ -567,7 +585,7 @@ func (ix *Indexer) publishChannel(ctx context.Context, ch *v1.Channel, gen uint6
 	if err != nil {
 		return err
 	}
-	writes = append(writes, store.LocalWrite{Key: igenKey(ch.Name, ""), Value: []byte(strconv.FormatUint(gen, 10))})
+	writes = append(writes, store.LocalWrite{Key: igenKey(ch.Name, ""), Value: igenValue(gen)})
 	return ix.commit(ctx, writes)
 }
 

@@ -1,8 +1,11 @@
 package indexer_test
 
 import (
+	"bytes"
+	"compress/gzip"
 	"context"
 	"fmt"
+	"io"
 	"log/slog"
 	"strings"
 	"testing"
@@ -134,7 +137,7 @@ func TestIdenticalAcrossReplicas(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	for _, p := range []string{"linux-64/repodata.json", "linux-64/repodata.json.zst", "linux-64/repodata.json.bz2", "linux-64/repodata_shards.msgpack.zst", "linux-64/current_repodata.json", "noarch/repodata.json", "channeldata.json", "index.html", "linux-64/index.html"} {
+	for _, p := range []string{"linux-64/repodata.json", "linux-64/repodata.json.zst", "linux-64/repodata.json.bz2", "linux-64/repodata.json.gz", "linux-64/repodata_shards.msgpack.zst", "linux-64/current_repodata.json", "linux-64/current_repodata.json.gz", "noarch/repodata.json", "channeldata.json", "index.html", "linux-64/index.html"} {
 		if a.file(t, p) != b.file(t, p) {
 			t.Errorf("%s differs between replicas", p)
 		}
@@ -364,5 +367,88 @@ func TestHeldChannelWaitsForRelease(t *testing.T) {
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatal(err)
+	}
+}
+
+// readFile returns the bytes of a published file.
+func (r *rig) readFile(t *testing.T, path string) []byte {
+	t.Helper()
+	p, err := r.ix.File(context.Background(), "c", path)
+	if err != nil {
+		t.Fatalf("%s: %v", path, err)
+	}
+	b, err := r.st.ReadAll(context.Background(), p.CID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// Issue #9 point 23: repodata.json and current_repodata.json are also
+// published gzip-compressed, computed once per rebuild, decoding to the
+// same bytes; an index published by an older build (no .gz, generation
+// marks without a layout) is rebuilt once at the next reconcile.
+func TestGzipVariants(t *testing.T) {
+	ctx := context.Background()
+	r := newRig(t)
+	r.apply(t, &v1.Command{Op: &v1.Command_CreateChannel{CreateChannel: &v1.CreateChannelOp{Channel: &v1.Channel{Name: "c"}}}})
+	r.apply(t, put(version("zlib", "linux-64"), version("tzdata", "noarch")))
+	if err := r.ix.Reconcile(ctx, "c"); err != nil {
+		t.Fatal(err)
+	}
+	check := func(t *testing.T) {
+		for _, sd := range []string{"linux-64", "noarch"} {
+			for _, name := range []string{"repodata.json", "current_repodata.json"} {
+				p := sd + "/" + name
+				zr, err := gzip.NewReader(bytes.NewReader(r.readFile(t, p+".gz")))
+				if err != nil {
+					t.Fatalf("%s.gz: %v", p, err)
+				}
+				plain, err := io.ReadAll(zr)
+				if err != nil || !bytes.Equal(plain, r.readFile(t, p)) {
+					t.Errorf("%s.gz does not decode to %s: %v", p, p, err)
+				}
+			}
+		}
+	}
+	check(t)
+
+	// An older build's state: the same generations marked without a
+	// layout, and no .gz pointers.
+	var writes []store.LocalWrite
+	for _, prefix := range []string{"l/igen/c/", "l/idx/c/"} {
+		err := r.st.Scan(ctx, []byte(prefix), func(k, v []byte) error {
+			switch key := string(k); {
+			case strings.HasSuffix(key, ".gz"):
+				writes = append(writes, store.LocalWrite{Key: bytes.Clone(k)})
+			case prefix == "l/igen/c/":
+				gen, _, _ := strings.Cut(string(v), "/")
+				writes = append(writes, store.LocalWrite{Key: bytes.Clone(k), Value: []byte(gen)})
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := r.st.WriteLocal(ctx, writes); err != nil {
+		t.Fatal(err)
+	}
+	r.ix = indexer.New(r.cat, r.st, testlog.New(t, slog.LevelWarn)) // the upgraded node starts
+	if _, err := r.ix.File(ctx, "c", "linux-64/repodata.json.gz"); err != indexer.ErrNotFound {
+		t.Fatalf("old state still has a .gz: %v", err)
+	}
+	if ok, _ := r.ix.Fresh(ctx, "c", "linux-64"); ok {
+		t.Fatal("an index of an older layout counts as fresh")
+	}
+	if err := r.ix.Reconcile(ctx, "c"); err != nil {
+		t.Fatal(err)
+	}
+	if got := r.ix.SubdirBuilds(); got != 2 {
+		t.Errorf("upgrade rebuilt %d subdirs, want 2", got)
+	}
+	check(t)
+	if err := r.ix.Reconcile(ctx, "c"); err != nil || r.ix.SubdirBuilds() != 2 {
+		t.Errorf("second reconcile after the upgrade rebuilt: %v %d", err, r.ix.SubdirBuilds())
 	}
 }

@@ -44,25 +44,39 @@ func ValidatePackages(cat *catalog.Catalog, blobs Blobs, prop Proposer, idx Reco
 			return err
 		}
 		for _, v := range vers {
-			c, err := store.CIDFromHex(v.Sha256)
-			if err == nil {
-				err = blobs.Verify(ctx, c)
-			}
-			if err == nil {
-				continue
-			}
-			if ctx.Err() != nil {
-				return ctx.Err()
-			}
-			if !errors.Is(err, store.ErrNotFound) && !errors.Is(err, store.ErrDigestMismatch) {
-				return fmt.Errorf("verify %s/%s: %w", v.Platform, v.Filename, err)
-			}
-			if _, err := prop.Propose(ctx, &v1.Command{Op: &v1.Command_DeleteVersion{DeleteVersion: &v1.DeleteVersionOp{Channel: v.Channel, Platform: v.Platform, Filename: v.Filename}}}); err != nil {
+			if err := validateVersion(ctx, blobs, prop, v); err != nil {
 				return err
 			}
 		}
 		return idx.Reconcile(ctx, j.Channel)
 	}
+}
+
+// ValidatePackage is validate_packages on one package file (a job with an
+// items_spec): the file is removed from its channel if its blob is missing
+// or no longer hashes to its sha256. The indexer republishes on its own.
+func ValidatePackage(blobs Blobs, prop Proposer) ItemAction {
+	return func(ctx context.Context, _ *v1.Job, v *v1.PackageVersion) error {
+		return validateVersion(ctx, blobs, prop, v)
+	}
+}
+
+func validateVersion(ctx context.Context, blobs Blobs, prop Proposer, v *v1.PackageVersion) error {
+	c, err := store.CIDFromHex(v.Sha256)
+	if err == nil {
+		err = blobs.Verify(ctx, c)
+	}
+	if err == nil {
+		return nil
+	}
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	if !errors.Is(err, store.ErrNotFound) && !errors.Is(err, store.ErrDigestMismatch) {
+		return fmt.Errorf("verify %s/%s: %w", v.Platform, v.Filename, err)
+	}
+	_, err = prop.Propose(ctx, &v1.Command{Op: &v1.Command_DeleteVersion{DeleteVersion: &v1.DeleteVersionOp{Channel: v.Channel, Platform: v.Platform, Filename: v.Filename}}})
+	return err
 }
 
 // Reindex is the reindex action. It re-reads every package file of the
@@ -78,20 +92,8 @@ func Reindex(cat *catalog.Catalog, blobs Blobs, prop Proposer, idx Reconciler) A
 		if err != nil {
 			return err
 		}
-		var fixed []*v1.PackageVersion
-		for _, v := range vers {
-			nv, err := reread(ctx, blobs, v)
-			if err != nil {
-				return fmt.Errorf("reindex %s/%s: %w", v.Platform, v.Filename, err)
-			}
-			if string(nv.RecordJson) != string(v.RecordJson) || string(nv.AboutJson) != string(v.AboutJson) {
-				fixed = append(fixed, nv)
-			}
-		}
-		if len(fixed) > 0 {
-			if _, err := prop.Propose(ctx, &v1.Command{Op: &v1.Command_PutVersions{PutVersions: &v1.PutVersionsOp{Versions: fixed, Force: true}}}); err != nil {
-				return err
-			}
+		if err := rewriteRecords(ctx, blobs, prop, vers); err != nil {
+			return err
 		}
 		if ch, err := cat.Channel(ctx, j.Channel); err == nil && ch.MirrorMode != "proxy" {
 			if err := adopt(ctx, cat, blobs, prop, j); err != nil {
@@ -100,6 +102,34 @@ func Reindex(cat *catalog.Catalog, blobs Blobs, prop Proposer, idx Reconciler) A
 		}
 		return idx.Reconcile(ctx, j.Channel)
 	}
+}
+
+// ReindexPackage is reindex on one package file (a job with an
+// items_spec): its record is rewritten from the archive's info/ files.
+func ReindexPackage(blobs Blobs, prop Proposer) ItemAction {
+	return func(ctx context.Context, _ *v1.Job, v *v1.PackageVersion) error {
+		return rewriteRecords(ctx, blobs, prop, []*v1.PackageVersion{v})
+	}
+}
+
+// rewriteRecords re-reads each file's archive and replaces the records
+// that differ, in one command.
+func rewriteRecords(ctx context.Context, blobs Blobs, prop Proposer, vers []*v1.PackageVersion) error {
+	var fixed []*v1.PackageVersion
+	for _, v := range vers {
+		nv, err := reread(ctx, blobs, v)
+		if err != nil {
+			return fmt.Errorf("reindex %s/%s: %w", v.Platform, v.Filename, err)
+		}
+		if string(nv.RecordJson) != string(v.RecordJson) || string(nv.AboutJson) != string(v.AboutJson) {
+			fixed = append(fixed, nv)
+		}
+	}
+	if len(fixed) == 0 {
+		return nil
+	}
+	_, err := prop.Propose(ctx, &v1.Command{Op: &v1.Command_PutVersions{PutVersions: &v1.PutVersionsOp{Versions: fixed, Force: true}}})
+	return err
 }
 
 // adopt publishes the unreferenced package archives of the store into the

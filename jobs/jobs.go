@@ -31,6 +31,10 @@ type Proposer interface {
 // Action executes one run of a job.
 type Action func(ctx context.Context, job *v1.Job) error
 
+// ItemAction executes a job on one package file its items_spec selected;
+// job.Channel is the file's channel.
+type ItemAction func(ctx context.Context, job *v1.Job, v *v1.PackageVersion) error
+
 // Config configures a Runner.
 type Config struct {
 	// Interval between scheduling passes. Default 1 s.
@@ -54,6 +58,7 @@ type Runner struct {
 
 	mu      sync.Mutex
 	actions map[string]Action
+	items   map[string]ItemAction
 	wake    chan struct{}
 }
 
@@ -71,7 +76,7 @@ func New(cfg Config, cat *catalog.Catalog, prop Proposer, isLeader func() bool) 
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	return &Runner{cfg: cfg, cat: cat, prop: prop, isLeader: isLeader, log: cfg.Logger.With("component", "jobs"), actions: map[string]Action{}, wake: make(chan struct{}, 1)}
+	return &Runner{cfg: cfg, cat: cat, prop: prop, isLeader: isLeader, log: cfg.Logger.With("component", "jobs"), actions: map[string]Action{}, items: map[string]ItemAction{}, wake: make(chan struct{}, 1)}
 }
 
 // Register installs the handler of a manifest (an action name).
@@ -79,6 +84,15 @@ func (r *Runner) Register(manifest string, a Action) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.actions[manifest] = a
+}
+
+// RegisterItems installs how a manifest acts on one package file, for jobs
+// with an items_spec. A manifest without one runs its channel action once
+// on each channel holding selected files.
+func (r *Runner) RegisterItems(manifest string, a ItemAction) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.items[manifest] = a
 }
 
 // Known reports whether a manifest has a handler.
@@ -184,32 +198,33 @@ func (r *Runner) runOnce(ctx context.Context, j *v1.Job) error {
 	if err := r.putJob(ctx, j); err != nil {
 		return err
 	}
-	res, err := r.prop.Propose(ctx, &v1.Command{Op: &v1.Command_PutTask{PutTask: &v1.PutTaskOp{Task: &v1.Task{JobId: j.Id, Status: "running"}}}})
-	if err != nil {
-		return err
-	}
-	cr, _ := res.(*catalog.Result)
-	if cr == nil {
-		return fmt.Errorf("jobs: task not created")
-	}
-	rep := &reporter{r: r, interval: r.cfg.ProgressInterval, task: &v1.Task{Id: cr.TaskID, JobId: j.Id, Status: "running"}}
 	r.mu.Lock()
-	act := r.actions[j.Manifest]
+	act, item := r.actions[j.Manifest], r.items[j.Manifest]
 	r.mu.Unlock()
 	start := time.Now()
 	var runErr error
-	if act == nil {
-		runErr = fmt.Errorf("%w: %s", ErrUnknownAction, j.Manifest)
+	if j.ItemsSpec != nil {
+		var err error
+		if runErr, err = r.runItems(ctx, j, act, item); err != nil {
+			return err
+		}
 	} else {
-		runErr = act(context.WithValue(ctx, reporterKey{}, rep), j)
+		var err error
+		if runErr, err = r.runTask(ctx, j, nil, func(ctx context.Context) error {
+			if act == nil {
+				return fmt.Errorf("%w: %s", ErrUnknownAction, j.Manifest)
+			}
+			return act(ctx, j)
+		}); err != nil {
+			return err
+		}
 	}
 	if ctx.Err() != nil {
 		return ctx.Err() // shutting down: recover() reschedules it
 	}
-	task := rep.final()
-	task.Status, j.Status = "success", "success"
+	j.Status = "success"
 	if runErr != nil {
-		task.Status, task.Message, j.Status = "failed", secret.Text(runErr.Error()), "failed"
+		j.Status = "failed"
 		r.log.Warn("job failed", "job", j.Id, "manifest", j.Manifest, "channel", j.Channel, "err", secret.Err(runErr))
 	} else {
 		r.log.Info("job done", "job", j.Id, "manifest", j.Manifest, "channel", j.Channel, "took", time.Since(start))
@@ -220,10 +235,123 @@ func (r *Runner) runOnce(ctx context.Context, j *v1.Job) error {
 	if cur, err := r.cat.Job(ctx, j.Id); err == nil && cur.Status == "cancelled" {
 		j.Status = "cancelled"
 	}
-	if err := r.putTask(ctx, task); err != nil {
-		return err
-	}
 	return r.putJob(ctx, j)
+}
+
+// runTask records a running task (for item, on that package file), runs
+// fn with progress reporting onto it, and records its outcome. It returns
+// fn's error, and separately a failure to record the task.
+func (r *Runner) runTask(ctx context.Context, j *v1.Job, item *v1.PackageVersion, fn func(ctx context.Context) error) (runErr, err error) {
+	t := &v1.Task{JobId: j.Id, Status: "running"}
+	if item != nil {
+		t.VersionChannel, t.VersionPlatform, t.VersionFilename, t.VersionSha256 = item.Channel, item.Platform, item.Filename, item.Sha256
+	}
+	res, err := r.prop.Propose(ctx, &v1.Command{Op: &v1.Command_PutTask{PutTask: &v1.PutTaskOp{Task: t}}})
+	if err != nil {
+		return nil, err
+	}
+	cr, _ := res.(*catalog.Result)
+	if cr == nil {
+		return nil, fmt.Errorf("jobs: task not created")
+	}
+	t = proto.Clone(t).(*v1.Task)
+	t.Id = cr.TaskID
+	rep := &reporter{r: r, interval: r.cfg.ProgressInterval, task: t}
+	runErr = fn(context.WithValue(ctx, reporterKey{}, rep))
+	if ctx.Err() != nil {
+		return runErr, ctx.Err()
+	}
+	task := rep.final()
+	task.Status = "success"
+	if runErr != nil {
+		task.Status, task.Message = "failed", secret.Text(runErr.Error())
+	}
+	return runErr, r.putTask(ctx, task)
+}
+
+// runItems runs a job with an items_spec: one task per selected package
+// file, acted on by the manifest's item action, or (without one) by its
+// channel action run once per channel, whose outcome each file's task of
+// that channel records. Files with an earlier task of the job that was not
+// skipped are left out, unless the job repeats (Quetz: a forced re-run
+// marks earlier tasks skipped). It returns the first failure.
+func (r *Runner) runItems(ctx context.Context, j *v1.Job, act Action, item ItemAction) (runErr, err error) {
+	spec, perr := ParseItemsSpec(j.GetItemsSpec())
+	if perr != nil {
+		return perr, nil
+	}
+	vers, err := r.selectItems(ctx, j, spec)
+	if err != nil {
+		return nil, err
+	}
+	byChannel := map[string]error{} // outcome of the channel action, per channel
+	for _, v := range vers {
+		each := proto.Clone(j).(*v1.Job)
+		each.Channel = v.Channel
+		failed, err := r.runTask(ctx, j, v, func(ctx context.Context) error {
+			switch {
+			case item != nil:
+				return item(ctx, each, v)
+			case act == nil:
+				return fmt.Errorf("%w: %s", ErrUnknownAction, j.Manifest)
+			}
+			if done, ok := byChannel[v.Channel]; ok {
+				return done
+			}
+			byChannel[v.Channel] = act(ctx, each)
+			return byChannel[v.Channel]
+		})
+		if err != nil {
+			return nil, err
+		}
+		if failed != nil && runErr == nil {
+			runErr = fmt.Errorf("%s/%s/%s: %w", v.Channel, v.Platform, v.Filename, failed)
+		}
+	}
+	return runErr, nil
+}
+
+// selectItems lists the package files the job's spec selects (of its
+// channel, or of every channel), in channel, subdir and filename order,
+// without those an earlier task of the job acted on.
+func (r *Runner) selectItems(ctx context.Context, j *v1.Job, spec ItemsSpec) ([]*v1.PackageVersion, error) {
+	done := map[string]bool{}
+	if j.RepeatEverySeconds == nil {
+		tasks, err := r.cat.Tasks(ctx, j.Id)
+		if err != nil {
+			return nil, err
+		}
+		for _, t := range tasks {
+			if t.VersionFilename != "" && t.Status != "skipped" {
+				done[catalog.ChannelKey(t.VersionChannel)+"/"+t.VersionPlatform+"/"+t.VersionFilename] = true
+			}
+		}
+	}
+	var chans []string
+	if j.Channel != "" {
+		chans = []string{j.Channel}
+	} else {
+		all, err := r.cat.Channels(ctx)
+		if err != nil {
+			return nil, err
+		}
+		for _, ch := range all {
+			chans = append(chans, ch.Name)
+		}
+	}
+	var out []*v1.PackageVersion
+	for _, ch := range chans {
+		vers, err := r.cat.Versions(ctx, ch, "")
+		if err != nil {
+			return nil, err
+		}
+		for _, v := range vers {
+			if spec.Match(v) && !done[catalog.ChannelKey(v.Channel)+"/"+v.Platform+"/"+v.Filename] {
+				out = append(out, v)
+			}
+		}
+	}
+	return out, nil
 }
 
 func (r *Runner) putJob(ctx context.Context, j *v1.Job) error {

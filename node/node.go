@@ -564,6 +564,10 @@ func (n *Node) registerActions() {
 	n.jobs.Register("generate_indexes", everywhere(jobs.GenerateIndexes(n.idx)))
 	n.jobs.Register("validate_packages", everywhere(jobs.ValidatePackages(n.cat, n.st, n.cl, n.idx)))
 	n.jobs.Register("reindex", everywhere(jobs.Reindex(n.cat, n.st, n.cl, n.idx)))
+	// Jobs with an items_spec: these two act on each selected file; the
+	// others run their channel action on each channel holding one.
+	n.jobs.RegisterItems("validate_packages", jobs.ValidatePackage(n.st, n.cl))
+	n.jobs.RegisterItems("reindex", jobs.ReindexPackage(n.st, n.cl))
 	for manifest, dry := range map[string]bool{"cleanup": false, "cleanup_dry_run": true} {
 		cleanup := jobs.Cleanup(n.cat, n.cl, dry, n.jobs)
 		n.jobs.Register(manifest, func(ctx context.Context, j *v1.Job) error {

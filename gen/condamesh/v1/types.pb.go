@@ -968,20 +968,26 @@ func (x *Job) GetLastRunUnix() int64 {
 
 // Task is one run of a job, with its progress.
 type Task struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Id            int64                  `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
-	JobId         int64                  `protobuf:"varint,2,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
-	CreatedUnix   int64                  `protobuf:"varint,3,opt,name=created_unix,json=createdUnix,proto3" json:"created_unix,omitempty"`
-	Status        string                 `protobuf:"bytes,4,opt,name=status,proto3" json:"status,omitempty"`
-	Message       string                 `protobuf:"bytes,5,opt,name=message,proto3" json:"message,omitempty"`
-	FilesTotal    int64                  `protobuf:"varint,6,opt,name=files_total,json=filesTotal,proto3" json:"files_total,omitempty"`
-	FilesDone     int64                  `protobuf:"varint,7,opt,name=files_done,json=filesDone,proto3" json:"files_done,omitempty"`
-	BytesTotal    int64                  `protobuf:"varint,8,opt,name=bytes_total,json=bytesTotal,proto3" json:"bytes_total,omitempty"`
-	BytesDone     int64                  `protobuf:"varint,9,opt,name=bytes_done,json=bytesDone,proto3" json:"bytes_done,omitempty"`
-	Current       string                 `protobuf:"bytes,10,opt,name=current,proto3" json:"current,omitempty"`
-	Errors        []string               `protobuf:"bytes,11,rep,name=errors,proto3" json:"errors,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	Id          int64                  `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
+	JobId       int64                  `protobuf:"varint,2,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
+	CreatedUnix int64                  `protobuf:"varint,3,opt,name=created_unix,json=createdUnix,proto3" json:"created_unix,omitempty"`
+	Status      string                 `protobuf:"bytes,4,opt,name=status,proto3" json:"status,omitempty"`
+	Message     string                 `protobuf:"bytes,5,opt,name=message,proto3" json:"message,omitempty"`
+	FilesTotal  int64                  `protobuf:"varint,6,opt,name=files_total,json=filesTotal,proto3" json:"files_total,omitempty"`
+	FilesDone   int64                  `protobuf:"varint,7,opt,name=files_done,json=filesDone,proto3" json:"files_done,omitempty"`
+	BytesTotal  int64                  `protobuf:"varint,8,opt,name=bytes_total,json=bytesTotal,proto3" json:"bytes_total,omitempty"`
+	BytesDone   int64                  `protobuf:"varint,9,opt,name=bytes_done,json=bytesDone,proto3" json:"bytes_done,omitempty"`
+	Current     string                 `protobuf:"bytes,10,opt,name=current,proto3" json:"current,omitempty"`
+	Errors      []string               `protobuf:"bytes,11,rep,name=errors,proto3" json:"errors,omitempty"`
+	// The package file a task of an items_spec job acted on (Quetz's
+	// package_version); empty for a channel action's task.
+	VersionChannel  string `protobuf:"bytes,12,opt,name=version_channel,json=versionChannel,proto3" json:"version_channel,omitempty"`
+	VersionPlatform string `protobuf:"bytes,13,opt,name=version_platform,json=versionPlatform,proto3" json:"version_platform,omitempty"`
+	VersionFilename string `protobuf:"bytes,14,opt,name=version_filename,json=versionFilename,proto3" json:"version_filename,omitempty"`
+	VersionSha256   string `protobuf:"bytes,15,opt,name=version_sha256,json=versionSha256,proto3" json:"version_sha256,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *Task) Reset() {
@@ -1089,6 +1095,34 @@ func (x *Task) GetErrors() []string {
 		return x.Errors
 	}
 	return nil
+}
+
+func (x *Task) GetVersionChannel() string {
+	if x != nil {
+		return x.VersionChannel
+	}
+	return ""
+}
+
+func (x *Task) GetVersionPlatform() string {
+	if x != nil {
+		return x.VersionPlatform
+	}
+	return ""
+}
+
+func (x *Task) GetVersionFilename() string {
+	if x != nil {
+		return x.VersionFilename
+	}
+	return ""
+}
+
+func (x *Task) GetVersionSha256() string {
+	if x != nil {
+		return x.VersionSha256
+	}
+	return ""
 }
 
 // ProxyEntry is one cached upstream file of a proxy channel.
@@ -1454,7 +1488,7 @@ const file_condamesh_v1_types_proto_rawDesc = "" +
 	" \x01(\x03R\vlastRunUnixB\r\n" +
 	"\v_items_specB\x10\n" +
 	"\x0e_start_at_unixB\x17\n" +
-	"\x15_repeat_every_seconds\"\xb4\x02\n" +
+	"\x15_repeat_every_seconds\"\xda\x03\n" +
 	"\x04Task\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x03R\x02id\x12\x15\n" +
 	"\x06job_id\x18\x02 \x01(\x03R\x05jobId\x12!\n" +
@@ -1471,7 +1505,11 @@ const file_condamesh_v1_types_proto_rawDesc = "" +
 	"bytes_done\x18\t \x01(\x03R\tbytesDone\x12\x18\n" +
 	"\acurrent\x18\n" +
 	" \x01(\tR\acurrent\x12\x16\n" +
-	"\x06errors\x18\v \x03(\tR\x06errors\"\xd8\x01\n" +
+	"\x06errors\x18\v \x03(\tR\x06errors\x12'\n" +
+	"\x0fversion_channel\x18\f \x01(\tR\x0eversionChannel\x12)\n" +
+	"\x10version_platform\x18\r \x01(\tR\x0fversionPlatform\x12)\n" +
+	"\x10version_filename\x18\x0e \x01(\tR\x0fversionFilename\x12%\n" +
+	"\x0eversion_sha256\x18\x0f \x01(\tR\rversionSha256\"\xd8\x01\n" +
 	"\n" +
 	"ProxyEntry\x12\x18\n" +
 	"\achannel\x18\x01 \x01(\tR\achannel\x12\x12\n" +
