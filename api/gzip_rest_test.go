@@ -204,3 +204,32 @@ func TestRESTIndexTTL(t *testing.T) {
 	e.do(t, "PATCH", "/api/channels/ttl", admin, map[string]any{"ttl": 7}, nil).want(t, 200)
 	check("public, max-age=7")
 }
+
+// TestProxyGzipIndexes: a proxy channel offers the same gzip forms as a
+// local one, derived once from the upstream's repodata.json (the upstream
+// here has no .gz), with their own ETags and revalidation.
+func TestProxyGzipIndexes(t *testing.T) {
+	up := newRecordingUpstream(t)
+	e := start(t)
+	e.do(t, "POST", "/api/channels", admin, map[string]any{"name": "pxgz", "private": false, "mirror_channel_url": up.URL + "/c", "mirror_mode": "proxy"}, nil).want(t, 201)
+	for _, p := range []string{"linux-64/repodata.json", "linux-64/current_repodata.json"} {
+		path := "/get/pxgz/" + p
+		plain := e.get(t, path, "").want(t, 200)
+		zipped := e.do(t, "GET", path, "", nil, hdr{"Accept-Encoding": "gzip, deflate"}).want(t, 200)
+		h := zipped.header
+		if h.Get("Content-Encoding") != "gzip" || h.Get("Vary") != "Accept-Encoding" || plain.header.Get("Vary") != "Accept-Encoding" {
+			t.Fatalf("%s: Content-Encoding %q, Vary %q / %q", p, h.Get("Content-Encoding"), h.Get("Vary"), plain.header.Get("Vary"))
+		}
+		if !bytes.Equal(gunzip(t, zipped.body), plain.body) {
+			t.Fatalf("%s: the gzip form does not decode to the identity form", p)
+		}
+		gzTag := h.Get("ETag")
+		if gzTag == "" || gzTag == plain.header.Get("ETag") {
+			t.Fatalf("%s: gzip ETag %q, identity %q", p, gzTag, plain.header.Get("ETag"))
+		}
+		e.do(t, "GET", path, "", nil, hdr{"Accept-Encoding": "gzip", "If-None-Match": gzTag}).want(t, 304)
+		if r := e.do(t, "GET", path, "", nil, hdr{"If-None-Match": gzTag}).want(t, 200); r.header.Get("Content-Encoding") != "" {
+			t.Fatalf("%s: a client without gzip got %q", p, r.header.Get("Content-Encoding"))
+		}
+	}
+}

@@ -399,12 +399,26 @@ func (s *Server) serveProxied(w http.ResponseWriter, r *http.Request, ch *v1.Cha
 	if res.Immutable {
 		cc = cacheImmutable
 	}
+	encoding := ""
+	if gzipVariant(p) {
+		// As for local channels: the gzip form (derived from the same
+		// repodata.json, once) for clients that ask for it, under its own
+		// ETag; identity when it cannot be had.
+		w.Header()["Vary"] = varyAcceptEncoding
+		if acceptsGzip(r.Header) {
+			if gz, err := s.proxy.Get(r.Context(), ch, p+".gz"); err == nil {
+				res.CID, res.ModTime, encoding = gz.CID, gz.ModTime, "gzip"
+			} else if !errors.Is(err, proxy.ErrNotFound) {
+				s.log.Warn("gzip form of a proxied index", "channel", ch.Name, "path", p, "err", err)
+			}
+		}
+	}
 	w.Header()["Age"] = []string{strconv.FormatInt(int64(res.Age/time.Second), 10)}
 	if res.Stale {
 		w.Header().Set("Warning", `110 condamesh "Response is Stale"`)
 		w.Header().Add("Warning", `111 condamesh "Revalidation Failed"`)
 	}
-	s.serveBlob(r.Context(), w, r, ch, p, res.CID, res.ModTime, cc)
+	s.serveEncodedBlob(r.Context(), w, r, ch, p, res.CID, res.ModTime, cc, encoding)
 }
 
 // HotPath reports whether a GET or HEAD of the request target is a conda

@@ -180,18 +180,24 @@ func Bzip2Stream(w io.Writer, r io.Reader) error {
 // serves identical bytes under the same ETag.
 func Gzip(b []byte) []byte {
 	var buf bytes.Buffer
-	w, err := gzip.NewWriterLevel(&buf, gzipLevel)
-	if err == nil {
-		w.OS = 255 // unknown: no trace of the build platform
-		_, err = w.Write(b)
-	}
-	if err == nil {
-		err = w.Close()
-	}
-	if err != nil {
+	if err := GzipStream(&buf, bytes.NewReader(b)); err != nil {
 		panic("conda: gzip: " + err.Error()) // a constant level into a bytes.Buffer cannot fail
 	}
 	return buf.Bytes()
+}
+
+// GzipStream writes what r yields to w as Gzip does (the same bytes for
+// the same input), holding only the compressor's window.
+func GzipStream(w io.Writer, r io.Reader) error {
+	zw, err := gzip.NewWriterLevel(w, gzipLevel)
+	if err != nil {
+		return err
+	}
+	zw.OS = 255 // unknown: no trace of the build platform
+	if _, err := io.Copy(zw, r); err != nil {
+		return err
+	}
+	return zw.Close()
 }
 
 // Bzip2 compresses b with bzip2 at level 9. The same input always gives

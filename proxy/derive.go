@@ -37,9 +37,9 @@ func derivable(path string) (src, anchor string, ok bool) {
 	}
 	src = subdir + "/repodata.json"
 	switch {
-	case file == "repodata.json.zst", file == "repodata.json.bz2":
+	case file == "repodata.json.zst", file == "repodata.json.bz2", file == "repodata.json.gz":
 		return src, path, true
-	case file == "current_repodata.json", file == "current_repodata.json.zst", file == "current_repodata.json.bz2":
+	case file == "current_repodata.json", file == "current_repodata.json.zst", file == "current_repodata.json.bz2", file == "current_repodata.json.gz":
 		return src, subdir + "/current_repodata.json", true
 	case file == "repodata_shards.msgpack.zst",
 		strings.HasPrefix(file, "shards/") && strings.HasSuffix(file, ".msgpack.zst") && !strings.Contains(file[len("shards/"):], "/"):
@@ -113,6 +113,8 @@ func (p *Proxy) deriveGroup(ctx context.Context, ch *v1.Channel, anchor, src str
 		stored, err = p.putCompressed(ctx, anchor, srcRes.CID, conda.ZstdStream)
 	case "repodata.json.bz2":
 		stored, err = p.putCompressed(ctx, anchor, srcRes.CID, conda.Bzip2Stream)
+	case "repodata.json.gz":
+		stored, err = p.putCompressed(ctx, anchor, srcRes.CID, conda.GzipStream)
 	default:
 		stored, err = p.putFromRecords(ctx, ch, subdir, file, srcRes.CID)
 	}
@@ -183,6 +185,7 @@ func (p *Proxy) putFromRecords(ctx context.Context, ch *v1.Channel, subdir, file
 		files[subdir+"/current_repodata.json"] = cur
 		files[subdir+"/current_repodata.json.zst"] = conda.Zstd(cur)
 		files[subdir+"/current_repodata.json.bz2"] = conda.Bzip2(cur)
+		files[subdir+"/current_repodata.json.gz"] = conda.Gzip(cur)
 	} else {
 		index, shards, err := conda.Shards(subdir, recs)
 		if err != nil {
