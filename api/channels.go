@@ -180,7 +180,7 @@ func (s *Server) createChannel(ctx context.Context, id *identity, req *v1.Create
 	} else if !id.elevated() && id.user.Role != "member" {
 		return nil, errServerRole("this operation requires owner, maintainer or member roles")
 	}
-	if req.SizeLimitSet {
+	if req.SizeLimitSet || ch.SizeLimit != nil { // Connect callers may set channel.size_limit alone
 		if !id.elevated() {
 			return nil, errServerRole("only server maintainer or owner can set channel size limit")
 		}
