@@ -9,16 +9,33 @@ import (
 	"log/slog"
 	"net/url"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/condamesh/condamesh/catalog"
 	v1 "github.com/condamesh/condamesh/gen/condamesh/v1"
 	"github.com/condamesh/condamesh/jobs"
 	"github.com/condamesh/condamesh/upstream"
+	"golang.org/x/sync/errgroup"
 )
 
-// maxMetricsBody bounds a mirror's metrics answer.
-const maxMetricsBody = 64 << 20
+// Bounds of a synchronize_metrics run. The registry's endpoints are given
+// by channel owners, and jobs run one after another on the leader: a
+// mirror that answers slowly, or never finishes its body, must not hold
+// the runner.
+const (
+	// maxMetricsBody bounds a mirror's metrics answer, decoded and on the
+	// wire.
+	maxMetricsBody = 64 << 20
+	// pullTimeout bounds one mirror's pull, body included.
+	pullTimeout = 10 * time.Second
+	// pullJobTimeout bounds one run over all of a channel's mirrors; the
+	// mirrors not pulled by then are pulled at the next run (their
+	// cursors did not move).
+	pullJobTimeout = 30 * time.Second
+	// pullParallel is how many mirrors are pulled at once.
+	pullParallel = 8
+)
 
 // ErrBadMetrics is a mirror's metrics answer that cannot be used.
 var ErrBadMetrics = errors.New("metrics: bad answer from mirror")
@@ -68,29 +85,40 @@ func (p *MirrorPuller) Pull(ctx context.Context, channel string) error {
 	return p.pull(ctx, channel, false)
 }
 
-func (p *MirrorPuller) pull(ctx context.Context, channel string, restricted bool) error {
-	mirrors, err := p.cat.Mirrors(ctx, channel)
+func (p *MirrorPuller) pull(parent context.Context, channel string, restricted bool) error {
+	mirrors, err := p.cat.Mirrors(parent, channel)
 	if err != nil {
 		return err
 	}
+	ctx, cancel := context.WithTimeout(parent, pullJobTimeout)
+	defer cancel()
+	var mu sync.Mutex
 	var prog jobs.Progress
 	prog.FilesTotal = int64(len(mirrors))
+	g := errgroup.Group{}
+	g.SetLimit(pullParallel)
 	for _, m := range mirrors {
-		if err := p.pullOne(ctx, channel, m, restricted); err != nil {
-			if ctx.Err() != nil {
-				return ctx.Err()
+		g.Go(func() error {
+			mctx, cancel := context.WithTimeout(ctx, pullTimeout)
+			err := p.pullOne(mctx, channel, m, restricted)
+			cancel()
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil && parent.Err() == nil {
+				shown := err.Error()
+				if restricted {
+					shown = "the mirror's metrics could not be pulled"
+				}
+				prog.Errors = append(prog.Errors, fmt.Sprintf("%s: %s", upstream.Redact(m.Url), shown))
+				p.log.Warn("pull mirror metrics", "channel", channel, "mirror", upstream.Redact(m.Url), "err", err)
 			}
-			shown := err.Error()
-			if restricted {
-				shown = "the mirror's metrics could not be pulled"
-			}
-			prog.Errors = append(prog.Errors, fmt.Sprintf("%s: %s", upstream.Redact(m.Url), shown))
-			p.log.Warn("pull mirror metrics", "channel", channel, "mirror", upstream.Redact(m.Url), "err", err)
-		}
-		prog.FilesDone++
-		jobs.Report(ctx, prog)
+			prog.FilesDone++
+			jobs.Report(parent, prog)
+			return nil
+		})
 	}
-	return nil
+	_ = g.Wait()
+	return parent.Err()
 }
 
 func (p *MirrorPuller) pullOne(ctx context.Context, channel string, m *v1.ChannelMirror, restricted bool) error {
@@ -109,7 +137,7 @@ func (p *MirrorPuller) pullOne(ctx context.Context, channel string, m *v1.Channe
 		return fmt.Errorf("%w: metrics endpoint: %v", ErrBadMetrics, err)
 	}
 	u.RawQuery = q // naive timestamps unencoded, as Quetz sends them
-	resp, err := p.up.Get(ctx, upstream.Request{URL: u.String(), Restricted: restricted})
+	resp, err := p.up.Get(ctx, upstream.Request{URL: u.String(), Restricted: restricted, MaxBytes: maxMetricsBody})
 	if err != nil {
 		return err
 	}
