@@ -56,6 +56,7 @@ type Proposer interface {
 type Blobs interface {
 	Put(ctx context.Context, r io.Reader, opt store.PutOptions) (store.BlobInfo, error)
 	Has(ctx context.Context, c cid.Cid) bool
+	Adopt(ctx context.Context, c cid.Cid) (store.BlobInfo, error)
 	Open(ctx context.Context, c cid.Cid) (*store.Blob, error)
 	Sync(ctx context.Context) error
 }
@@ -527,7 +528,7 @@ func (s *Syncer) download(ctx context.Context, ch *v1.Channel, owner, auth strin
 		for i := range cands {
 			c := &cands[i]
 			id, err := c.cid()
-			if err == nil && s.blobs.Has(ctx, id) { // already verified and stored: resume without downloading
+			if err == nil && s.adopt(ctx, id) { // already verified and stored: resume without downloading
 				v, err := s.record(ctx, ch, mode, c, id)
 				done(c, v, err)
 				continue
@@ -618,6 +619,13 @@ func (s *Syncer) put(ctx context.Context, c *candidate, body io.Reader) error {
 	return nil
 }
 
+// adopt reports whether the blob id is stored, protecting it from a
+// concurrent sweep until the record that references it is written.
+func (s *Syncer) adopt(ctx context.Context, id cid.Cid) bool {
+	_, err := s.blobs.Adopt(ctx, id)
+	return err == nil
+}
+
 // fetchOne makes one verified package file available, one request at a
 // time with the upstream client's retries, and returns its record.
 func (s *Syncer) fetchOne(ctx context.Context, ch *v1.Channel, auth string, mode Mode, c *candidate) (*v1.PackageVersion, error) {
@@ -625,7 +633,7 @@ func (s *Syncer) fetchOne(ctx context.Context, ch *v1.Channel, auth string, mode
 	if err != nil {
 		return nil, err
 	}
-	if !s.blobs.Has(ctx, id) {
+	if !s.adopt(ctx, id) {
 		resp, err := s.up.Get(ctx, upstream.Request{URL: c.url(ch), Authorization: auth})
 		if err != nil {
 			return nil, err

@@ -63,6 +63,7 @@ type Proposer interface {
 type Blobs interface {
 	Put(ctx context.Context, r io.Reader, opt store.PutOptions) (store.BlobInfo, error)
 	Has(ctx context.Context, c cid.Cid) bool
+	Adopt(ctx context.Context, c cid.Cid) (store.BlobInfo, error)
 	Stat(ctx context.Context, c cid.Cid) (store.BlobInfo, error)
 	ReadAll(ctx context.Context, c cid.Cid) ([]byte, error)
 	Open(ctx context.Context, c cid.Cid) (*store.Blob, error)
@@ -510,7 +511,7 @@ func (p *Proxy) bodyErr(body *readTracker, putErr error, url string) error {
 // record) are not fetched again.
 func (p *Proxy) fetchPackage(ctx context.Context, ch *v1.Channel, path string, w want, st *stream) (Result, error) {
 	now := p.cfg.Now()
-	if info, err := p.blobs.Stat(ctx, w.cid); err == nil && info.Size == w.size {
+	if info, err := p.blobs.Adopt(ctx, w.cid); err == nil && info.Size == w.size {
 		e := &v1.ProxyEntry{Channel: ch.Name, Path: path, Cid: w.cid.String(), ValidatedUnix: now.Unix(), Size: w.size, Status: http.StatusOK}
 		if err := p.record(ctx, e); err != nil {
 			return Result{}, err

@@ -365,6 +365,20 @@ func (s *Store) Sync(ctx context.Context) error {
 	return nil
 }
 
+// Adopt is for a caller about to reference a blob that is already stored
+// (a mirror or proxy that finds the bytes it needs): it marks the blob as
+// verified now under the CID's lock, so a sweep that did not see the new
+// reference yet leaves it alone for its grace period. It returns
+// ErrNotFound if the blob is not stored (or a sweep just deleted it): the
+// caller stores the bytes again.
+func (s *Store) Adopt(ctx context.Context, c cid.Cid) (BlobInfo, error) {
+	info, ok := s.lockedRefresh(ctx, c)
+	if !ok {
+		return BlobInfo{}, fmt.Errorf("%w: %s", ErrNotFound, c)
+	}
+	return info, nil
+}
+
 // lockedRefresh is refresh under the CID's lock.
 func (s *Store) lockedRefresh(ctx context.Context, c cid.Cid) (BlobInfo, bool) {
 	mu := s.blobLock(c)
