@@ -64,6 +64,11 @@ func CheckChannelFields(ch *v1.Channel) error {
 		if err := CheckUpstreamURL("mirror_channel_url", ch.MirrorChannelUrl); err != nil {
 			return err
 		}
+		// File paths are appended to the channel URL: a query or fragment
+		// would swallow them (and pick the exact URL fetched).
+		if strings.ContainsAny(ch.MirrorChannelUrl, "?#") {
+			return ruleErr("value_error", "Value error, mirror_channel_url may not have a query or fragment (use metadata.upstream_authorization or /t/<token>/ for credentials)", secret.URL(ch.MirrorChannelUrl), "mirror_channel_url")
+		}
 	}
 	if ch.MirrorMode != "" && ch.MirrorMode != "proxy" && ch.MirrorMode != "mirror" {
 		return ruleErr("enum", "Input should be 'proxy' or 'mirror'", ch.MirrorMode, "mirror_mode")
