@@ -173,6 +173,9 @@ func (s *Server) createChannel(ctx context.Context, id *identity, req *v1.Create
 	} else if !errors.Is(err, catalog.ErrNotFound) {
 		return nil, err
 	}
+	// Only the server decides whose upstream is trusted: a maintainer's
+	// proxy or mirror reaches only what non-owners' fetches may reach.
+	ch.UpstreamRestricted = ch.MirrorChannelUrl != "" && !id.serverOwner()
 	if ch.MirrorChannelUrl != "" {
 		if !id.elevated() {
 			return nil, errServerRole("this operation requires owner or maintainer roles")

@@ -298,7 +298,7 @@ func (s *Syncer) scanSubdir(ctx context.Context, ch *v1.Channel, sd, auth string
 // subdirs reads the upstream channeldata.json; a missing or invalid one
 // means "try the known subdirs". noarch is always included.
 func (s *Syncer) subdirs(ctx context.Context, ch *v1.Channel, auth string) ([]string, error) {
-	body, err := s.get(ctx, upstream.Join(ch.MirrorChannelUrl, "channeldata.json"), auth, 64<<20)
+	body, err := s.get(ctx, ch, "channeldata.json", auth, 64<<20)
 	var cd struct {
 		Subdirs []string `json:"subdirs"`
 	}
@@ -334,7 +334,7 @@ func repodataNames(ch *v1.Channel) []string {
 func (s *Syncer) fetchRepodata(ctx context.Context, ch *v1.Channel, sd, auth string, names []string) ([]byte, []string, error) {
 	var lastErr error
 	for i, name := range names {
-		body, err := s.get(ctx, upstream.Join(ch.MirrorChannelUrl, sd+"/"+name), auth, s.cfg.MaxIndexSize)
+		body, err := s.get(ctx, ch, sd+"/"+name, auth, s.cfg.MaxIndexSize)
 		if errors.Is(err, upstream.ErrNotFound) {
 			lastErr = err
 			continue
@@ -344,8 +344,11 @@ func (s *Syncer) fetchRepodata(ctx context.Context, ch *v1.Channel, sd, auth str
 	return nil, nil, lastErr
 }
 
-func (s *Syncer) get(ctx context.Context, url, auth string, limit int64) ([]byte, error) {
-	resp, err := s.up.Get(ctx, upstream.Request{URL: url, Authorization: auth, MaxBytes: limit})
+// get fetches the channel-relative file rel of ch's upstream, up to limit
+// bytes.
+func (s *Syncer) get(ctx context.Context, ch *v1.Channel, rel, auth string, limit int64) ([]byte, error) {
+	url := upstream.Join(ch.MirrorChannelUrl, rel)
+	resp, err := s.up.Get(ctx, upstream.Request{URL: url, Authorization: auth, MaxBytes: limit, Restricted: ch.UpstreamRestricted})
 	if errors.Is(err, upstream.ErrTooLarge) {
 		return nil, fmt.Errorf("%s: %w: %v", upstream.Redact(url), store.ErrTooLarge, err)
 	}
@@ -538,15 +541,16 @@ func (s *Syncer) download(ctx context.Context, ch *v1.Channel, owner, auth strin
 				continue
 			}
 			select {
-			case in <- &upstream.Item{Request: upstream.Request{URL: c.url(ch), Authorization: auth}, Tag: c}:
+			case in <- &upstream.Item{Request: upstream.Request{URL: c.url(ch), Authorization: auth, Restricted: ch.UpstreamRestricted}, Tag: c}:
 			case <-ctx.Done():
 				return
 			}
 		}
 	}()
 	err := s.up.GetMany(ctx, in, upstream.Many{
-		Base:  ch.MirrorChannelUrl,
-		Conns: s.cfg.Concurrency,
+		Base:       ch.MirrorChannelUrl,
+		Conns:      s.cfg.Concurrency,
+		Restricted: ch.UpstreamRestricted,
 		Handle: func(ctx context.Context, it *upstream.Item, body io.Reader) error {
 			c := it.Tag.(*candidate)
 			if err := s.put(ctx, c, body); err != nil {
@@ -634,7 +638,7 @@ func (s *Syncer) fetchOne(ctx context.Context, ch *v1.Channel, auth string, mode
 		return nil, err
 	}
 	if !s.adopt(ctx, id) {
-		resp, err := s.up.Get(ctx, upstream.Request{URL: c.url(ch), Authorization: auth})
+		resp, err := s.up.Get(ctx, upstream.Request{URL: c.url(ch), Authorization: auth, Restricted: ch.UpstreamRestricted})
 		if err != nil {
 			return nil, err
 		}

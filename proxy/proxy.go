@@ -429,7 +429,7 @@ type stream struct {
 }
 
 func (p *Proxy) request(ch *v1.Channel, path string, maxBytes int64) upstream.Request {
-	return upstream.Request{URL: upstream.Join(ch.MirrorChannelUrl, path), Authorization: ch.GetMetadata().GetUpstreamAuthorization(), MaxBytes: maxBytes}
+	return upstream.Request{URL: upstream.Join(ch.MirrorChannelUrl, path), Authorization: ch.GetMetadata().GetUpstreamAuthorization(), MaxBytes: maxBytes, Restricted: ch.UpstreamRestricted}
 }
 
 // fetch gets index file path from the upstream (conditionally when cached

@@ -30,6 +30,9 @@ type Many struct {
 	Base string
 	// Conns is the number of connections. Default 8.
 	Conns int
+	// Restricted dials only addresses Config.Restricted permits (the
+	// items' requests say Restricted too, for their fallback).
+	Restricted bool
 	// Depth is the most requests in flight on one connection. Default 8.
 	Depth int
 	// Handle consumes the body of a 200 answer. It is called from several
@@ -176,6 +179,9 @@ func (p *pipeline) dial(ctx context.Context) (net.Conn, error) {
 		addr = net.JoinHostPort(p.base.Hostname(), "80")
 	}
 	d := net.Dialer{Timeout: p.c.cfg.AttemptTimeout, KeepAlive: 30 * time.Second}
+	if p.m.Restricted {
+		d.Control = p.c.cfg.Restricted.control
+	}
 	return d.DialContext(ctx, "tcp", addr)
 }
 

@@ -178,8 +178,12 @@ type Channel struct {
 	Metadata         *ChannelMetadata       `protobuf:"bytes,8,opt,name=metadata,proto3" json:"metadata,omitempty"`
 	Size             int64                  `protobuf:"varint,9,opt,name=size,proto3" json:"size,omitempty"` // bytes of package files
 	CreatedUnix      int64                  `protobuf:"varint,10,opt,name=created_unix,json=createdUnix,proto3" json:"created_unix,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// Set by the server, never taken from a caller: the upstream URL was given
+	// by a caller who is not a server owner, so fetches from it are confined
+	// to the networks such callers may reach (--fetch-allow, --fetch-deny).
+	UpstreamRestricted bool `protobuf:"varint,11,opt,name=upstream_restricted,json=upstreamRestricted,proto3" json:"upstream_restricted,omitempty"`
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
 }
 
 func (x *Channel) Reset() {
@@ -280,6 +284,13 @@ func (x *Channel) GetCreatedUnix() int64 {
 		return x.CreatedUnix
 	}
 	return 0
+}
+
+func (x *Channel) GetUpstreamRestricted() bool {
+	if x != nil {
+		return x.UpstreamRestricted
+	}
+	return false
 }
 
 // Package is a package name inside a channel.
@@ -1403,7 +1414,7 @@ const file_condamesh_v1_types_proto_rawDesc = "" +
 	"\x1dprefer_repodata_from_packages\x18\x04 \x01(\bR\x1apreferRepodataFromPackages\x12\x14\n" +
 	"\x05prune\x18\x05 \x01(\bR\x05prune\x125\n" +
 	"\x16upstream_authorization\x18\x06 \x01(\tR\x15upstreamAuthorization\x122\n" +
-	"\x15sync_interval_seconds\x18\a \x01(\x03R\x13syncIntervalSeconds\"\xdf\x02\n" +
+	"\x15sync_interval_seconds\x18\a \x01(\x03R\x13syncIntervalSeconds\"\x90\x03\n" +
 	"\aChannel\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12 \n" +
 	"\vdescription\x18\x02 \x01(\tR\vdescription\x12\x18\n" +
@@ -1417,7 +1428,8 @@ const file_condamesh_v1_types_proto_rawDesc = "" +
 	"\bmetadata\x18\b \x01(\v2\x1d.condamesh.v1.ChannelMetadataR\bmetadata\x12\x12\n" +
 	"\x04size\x18\t \x01(\x03R\x04size\x12!\n" +
 	"\fcreated_unix\x18\n" +
-	" \x01(\x03R\vcreatedUnixB\r\n" +
+	" \x01(\x03R\vcreatedUnix\x12/\n" +
+	"\x13upstream_restricted\x18\v \x01(\bR\x12upstreamRestrictedB\r\n" +
 	"\v_size_limit\"\xf1\x01\n" +
 	"\aPackage\x12\x18\n" +
 	"\achannel\x18\x01 \x01(\tR\achannel\x12\x12\n" +
