@@ -3,7 +3,6 @@ package node_test
 import (
 	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -56,18 +55,10 @@ func TestMirrorMetricsCannotStallJobRunner(t *testing.T) {
 	n := nodetest.Start(t, func(c *node.Config) { c.FetchNetworks = &upstream.Networks{} })
 	do := func(key, method, path, body string) (int, map[string]any) {
 		t.Helper()
-		req, _ := http.NewRequest(method, n.URL()+path, strings.NewReader(body))
-		req.Header.Set("X-API-Key", key)
-		req.Header.Set("Content-Type", "application/json")
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
+		st, b := call(t, n.URL(), key, method, path, "application/json", strings.NewReader(body))
 		var out map[string]any
 		_ = json.Unmarshal(b, &out)
-		return resp.StatusCode, out
+		return st, out
 	}
 	st, u := do(nodetest.AdminKey, "POST", "/api/users", `{"username":"mallory","role":"member"}`)
 	if st != 201 {

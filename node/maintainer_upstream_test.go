@@ -3,7 +3,6 @@ package node_test
 import (
 	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -41,17 +40,8 @@ func TestMaintainerUpstreamIsConfined(t *testing.T) {
 	n := nodetest.Start(t) // default fetch networks: loopback denied to non-owners
 	do := func(key, method, path, body string) (int, string) {
 		t.Helper()
-		req, _ := http.NewRequest(method, n.URL()+path, strings.NewReader(body))
-		if key != "" {
-			req.Header.Set("X-API-Key", key)
-		}
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		return resp.StatusCode, string(b)
+		st, b := call(t, n.URL(), key, method, path, "", strings.NewReader(body))
+		return st, string(b)
 	}
 	st, b := do(nodetest.AdminKey, "POST", "/api/users", `{"username":"mia","role":"maintainer"}`)
 	if st != 201 {

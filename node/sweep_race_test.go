@@ -33,18 +33,7 @@ func TestSweepKeepsBlobAMirrorJustAdopted(t *testing.T) {
 	ctx := context.Background()
 	do := func(method, path, ctype string, body io.Reader) (int, []byte) {
 		t.Helper()
-		req, _ := http.NewRequest(method, n.URL()+path, body)
-		req.Header.Set("X-API-Key", nodetest.AdminKey)
-		if ctype != "" {
-			req.Header.Set("Content-Type", ctype)
-		}
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		return resp.StatusCode, b
+		return call(t, n.URL(), nodetest.AdminKey, method, path, ctype, body)
 	}
 	// A package uploaded to a local channel, then deleted from it: its blob
 	// stays until a sweep, unreferenced.
