@@ -26,6 +26,7 @@ type rateBody struct {
 	minRate int64
 	n       int64
 	failed  bool
+	done    bool // the body ended: no deadline is set any more
 }
 
 func (b *rateBody) deadline() time.Time {
@@ -41,6 +42,11 @@ func (b *rateBody) Read(p []byte) (int, error) {
 	if b.failed {
 		return 0, errSlowBody
 	}
+	if b.done {
+		// A deadline armed now would outlive the body and cut net/http's
+		// background read of the connection (cancelling the request).
+		return b.body.Read(p)
+	}
 	if err := b.rc.SetReadDeadline(b.deadline()); err != nil {
 		// The writer cannot set deadlines (an in-process test writer):
 		// nothing to enforce.
@@ -51,6 +57,10 @@ func (b *rateBody) Read(p []byte) (int, error) {
 	if errors.Is(err, os.ErrDeadlineExceeded) {
 		b.failed = true
 		return n, errSlowBody
+	}
+	if err != nil {
+		b.done = true
+		_ = b.rc.SetReadDeadline(time.Time{})
 	}
 	return n, err
 }
