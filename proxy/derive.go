@@ -63,7 +63,9 @@ func (p *Proxy) derive(ctx context.Context, ch *v1.Channel, path string) (Result
 		}
 	}
 	v, err, _ := p.sf.Do("derive\x00"+key(ch.Name, anchor), func() (any, error) {
-		return p.deriveGroup(ctx, ch, anchor, src)
+		// Shared by every caller waiting on it: the first one leaving
+		// must not fail the others.
+		return p.deriveGroup(context.WithoutCancel(ctx), ch, anchor, src)
 	})
 	if err != nil {
 		return Result{}, fmt.Errorf("derive %s from %s: %w", path, src, err)

@@ -51,6 +51,7 @@ func (p *Proxy) records(ctx context.Context, c cid.Cid) (map[string]want, error)
 		return rs.m, rs.err
 	}
 	v, err, _ := p.sf.Do("records\x00"+c.KeyString(), func() (any, error) {
+		ctx := context.WithoutCancel(ctx) // shared by every caller waiting on it
 		if rs, ok := p.sets.get(c); ok {
 			return rs, nil
 		}
