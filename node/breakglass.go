@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 
 	"github.com/condamesh/condamesh/catalog"
 	v1 "github.com/condamesh/condamesh/gen/condamesh/v1"
@@ -18,6 +20,14 @@ import (
 // once. The node's store is locked while it runs: a running node makes it
 // fail. Its addresses are ephemeral loopback ports; nothing is served.
 func RestoreOwner(ctx context.Context, cfg Config, username string, newKey bool) (key string, created bool, err error) {
+	// The key secret must be the one the node serves with: a new one
+	// would make the printed key useless, and every other key too.
+	if cfg.KeySecretFile == "" {
+		cfg.KeySecretFile = filepath.Join(cfg.DataDir, "api-key-secret")
+	}
+	if _, err := os.Stat(cfg.KeySecretFile); err != nil {
+		return "", false, fmt.Errorf("node: restore owner: no API key secret at %s (%w): pass the --api-key-secret-file the node serves with, or start it once with this version", cfg.KeySecretFile, err)
+	}
 	cfg.HTTPAddr, cfg.RaftAddr, cfg.GossipAddr, cfg.DebugAddr = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0", ""
 	n, err := New(ctx, cfg)
 	if err != nil {

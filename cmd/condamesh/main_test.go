@@ -245,6 +245,15 @@ func TestAdminRestoreOwner(t *testing.T) {
 	if _, errOut, code := restore(); code != 1 || !strings.Contains(errOut, "accepts 1 arg") {
 		t.Fatalf("restore-owner without a user: exit %d %s", code, errOut)
 	}
+	// A key secret that is not the node's (here: none at the given path) is
+	// refused rather than created: the key printed would not log in.
+	moved := filepath.Join(t.TempDir(), "elsewhere")
+	if out, errOut, code := restore("--api-key-secret-file", moved, "ops"); code != 1 || !strings.Contains(errOut, "no API key secret") {
+		t.Fatalf("restore-owner with a missing key secret: exit %d\n%s%s", code, out, errOut)
+	}
+	if _, err := os.Stat(moved); err == nil {
+		t.Fatal("restore-owner created a new key secret")
+	}
 
 	n = n.Restart(t)
 	for user, key := range map[string]string{"ops": opsKey, "rescue": rescueKey} {
