@@ -491,7 +491,24 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	if status >= 500 {
 		s.log.Error("request failed", "method", r.Method, "path", secret.URL(r.URL.Path), "err", secret.Err(err))
 	} else {
-		s.log.Debug("request refused", "method", r.Method, "path", secret.URL(r.URL.Path), "status", status, "err", secret.Err(err))
+		s.log.Debug("request refused", "method", r.Method, "path", secret.URL(r.URL.Path), "status", status, "err", refusal(err))
 	}
 	writeJSON(w, status, map[string]any{"detail": detail})
+}
+
+// refusal is what the log says of a refused request: a validation error's
+// fields and types, never the input it quotes back to its caller (a body
+// that may hold credentials); other errors with their secrets masked.
+func refusal(err error) any {
+	var ae *Error
+	if errors.As(err, &ae) {
+		if fes, ok := ae.Detail.([]fieldError); ok {
+			out := make([]string, len(fes))
+			for i, fe := range fes {
+				out[i] = fmt.Sprintf("%v: %s", fe.Loc, fe.Type)
+			}
+			return strings.Join(out, "; ")
+		}
+	}
+	return secret.Err(err)
 }
