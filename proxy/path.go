@@ -30,9 +30,11 @@ var errBadPath = errors.New("not a conda channel file")
 
 // checkPath reports whether p (decoded, channel-relative) can name a file
 // of a conda channel: a channel-level index file, a subdir's index file,
-// a package file with a valid name, or a CEP-16 shard. Anything else (other
-// depths, characters outside conda's names, unknown file names, longer
-// than maxPathLen) is refused.
+// a package file with a valid name, or a CEP-16 shard, in a subdir conda
+// knows. Anything else (other depths, characters outside conda's names,
+// unknown file names or subdirs, longer than maxPathLen) is refused: an
+// upstream that answers 200 for any subdir would otherwise let random
+// subdir names write replicated cache entries.
 func checkPath(p string) error {
 	if len(p) > maxPathLen {
 		return errBadPath
@@ -43,7 +45,7 @@ func checkPath(p string) error {
 		if topFiles[p] {
 			return nil
 		}
-	case !conda.ValidSubdir(segs[0]):
+	case !conda.KnownSubdir(segs[0]):
 	case len(segs) == 2:
 		if subdirFiles[segs[1]] {
 			return nil

@@ -32,6 +32,8 @@ func TestCheckPath(t *testing.T) {
 		"linux-64/../noarch/repodata.json": false,
 		"../linux-64/repodata.json":        false,
 		"Linux-64/repodata.json":           false,
+		"linux-65/repodata.json":           false, // not a subdir conda knows
+		"s0a1b2c3/repodata.json":           false,
 		"linux-64/a/repodata.json":         false,
 		"linux-64/shards/abc.msgpack.zst":  false,
 		strings.ToUpper(shard):             false,
