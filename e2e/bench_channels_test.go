@@ -109,7 +109,14 @@ func BenchmarkProxy(b *testing.B) {
 	}
 	sort.Strings(paths)
 	big := "linux-64/big-1.0-0.conda" // a 1 MiB package, a typical size
-	bigConda(b, filepath.Join(ng.root, "chan", big), "big", 1<<20)
+	bigPath := filepath.Join(b.TempDir(), "big-1.0-0.conda")
+	bigConda(b, bigPath, "big", 1<<20)
+	bigData, err := os.ReadFile(bigPath)
+	if err != nil {
+		b.Fatal(err)
+	}
+	up.put(b, "linux-64", "big-1.0-0.conda", bigData) // listed: a proxy serves only what the index lists
+	up.write(b)
 	for name, hot := range map[string]string{"hot-hit-1MiB": big, "hot-hit-small": paths[0]} {
 		download(b, s.url+"/get/p/"+hot)
 		b.Run(name, func(b *testing.B) {
