@@ -133,3 +133,38 @@ func TestSlowBodyIsCut(t *testing.T) {
 		t.Fatalf("normal body: status %d", resp.StatusCode)
 	}
 }
+
+// TestConnectionCapPerClient: one client address holds at most
+// --max-conns-per-ip connections; another address still gets in.
+func TestConnectionCapPerClient(t *testing.T) {
+	n := nodetest.Start(t, func(c *node.Config) { c.MaxConns, c.MaxConnsPerIP = 100, 2 })
+	addr := strings.TrimPrefix(n.URL(), "http://")
+	dialFrom := func(src string) net.Conn {
+		t.Helper()
+		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(src)}}
+		c, err := d.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		return c
+	}
+	a1, a2 := dialFrom("127.0.0.1"), dialFrom("127.0.0.1")
+	if get(t, a1) != 200 || get(t, a2) != 200 {
+		t.Fatal("the first two connections of a client are served")
+	}
+	if st := get(t, dialFrom("127.0.0.1")); st != 0 {
+		t.Fatalf("a third connection from the same address: status %d, want it closed", st)
+	}
+	if st := get(t, dialFrom("127.0.0.2")); st != 200 {
+		t.Fatalf("another client address: status %d", st)
+	}
+	a1.Close()
+	deadline := time.Now().Add(10 * time.Second)
+	for get(t, dialFrom("127.0.0.1")) != 200 {
+		if time.Now().After(deadline) {
+			t.Fatal("the client got no slot back after closing a connection")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}

@@ -93,6 +93,9 @@ type Config struct {
 	// MaxConns caps the HTTP connections open at once (every protocol);
 	// connections over it are closed at accept. Default 8192.
 	MaxConns int
+	// MaxConnsPerIP caps the HTTP connections of one client address, so
+	// one client cannot hold every slot. Default 1024; -1: no such cap.
+	MaxConnsPerIP int
 	// FetchNetworks confines the server-side fetches made for callers who
 	// are not server owners (mirror registry checks, their
 	// synchronize_metrics jobs). Nil: upstream.DefaultRestricted().
@@ -114,6 +117,7 @@ func DefaultConfig() Config {
 		GossipAddr:      "127.0.0.1:8301",
 		ShutdownTimeout: 30 * time.Second,
 		MaxConns:        8192,
+		MaxConnsPerIP:   1024,
 	}
 }
 
@@ -144,6 +148,9 @@ func (c *Config) Validate() error {
 	}
 	if err := c.Redirects.Validate(); err != nil {
 		errs = append(errs, err)
+	}
+	if c.MaxConnsPerIP < -1 {
+		errs = append(errs, fmt.Errorf("max conns per IP %d: must be positive, or -1 for no cap", c.MaxConnsPerIP))
 	}
 	if c.MaxConns < 0 {
 		errs = append(errs, fmt.Errorf("max conns %d: must be positive (0: the default)", c.MaxConns))
@@ -298,7 +305,11 @@ func New(ctx context.Context, cfg Config) (n *Node, err error) {
 	if maxConns == 0 {
 		maxConns = DefaultConfig().MaxConns
 	}
-	n.httpLn = newCapListener(n.httpLn, maxConns, n.log)
+	perIP := cfg.MaxConnsPerIP
+	if perIP == 0 {
+		perIP = DefaultConfig().MaxConnsPerIP
+	}
+	n.httpLn = newCapListener(n.httpLn, maxConns, perIP, n.log)
 	var protos http.Protocols
 	protos.SetHTTP1(true)
 	protos.SetUnencryptedHTTP2(true)

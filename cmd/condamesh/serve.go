@@ -56,6 +56,7 @@ func newServe() *cobra.Command {
 	f.StringVar(&cfg.GossipAddr, "gossip-addr", cfg.GossipAddr, "gossip (memberlist) listen address")
 	f.StringVar(&cfg.DebugAddr, "debug-addr", "", "serve Go's profiler (/debug/pprof/) on this address (loopback only: no authentication)")
 	f.IntVar(&cfg.MaxConns, "max-conns", cfg.MaxConns, "most HTTP connections open at once (more are closed at accept)")
+	f.IntVar(&cfg.MaxConnsPerIP, "max-conns-per-ip", cfg.MaxConnsPerIP, "most HTTP connections open at once from one client address (-1: no such cap)")
 	f.Int64Var(&cfg.API.BodyMinRate, "body-min-rate", 4<<10, "slowest average rate of a request body in bytes/s after --body-grace (-1: no bound)")
 	f.DurationVar(&cfg.API.BodyGrace, "body-grace", 30*time.Second, "time a request body has before --body-min-rate counts")
 	f.StringVar(&cfg.KeySecretFile, "api-key-secret-file", "", "file holding the secret that keys stored API key hashes, created if missing; the same on every node (default <data-dir>/api-key-secret)")
