@@ -2,8 +2,11 @@ package upstream
 
 import (
 	"compress/gzip"
+	"context"
 	"fmt"
 	"io"
+	"sync/atomic"
+	"time"
 )
 
 // wireAllowance is how many bytes on the wire a gzip body decoding to at
@@ -82,4 +85,41 @@ func (z *lazyGzip) Read(p []byte) (int, error) {
 		return 0, z.err
 	}
 	return z.zr.Read(p)
+}
+
+// stallGuard cuts a response body whose Read waits idle for a byte: it
+// cancels the request (which ends the blocked Read) and reports
+// ErrTimeout. Only time spent inside Read counts, so a consumer that
+// pauses between reads is not mistaken for a stalled upstream. Close
+// releases the request.
+type stallGuard struct {
+	rc     io.ReadCloser
+	idle   time.Duration
+	cancel context.CancelFunc
+	timer  *time.Timer
+	fired  atomic.Bool
+}
+
+func newStallGuard(rc io.ReadCloser, idle time.Duration, cancel context.CancelFunc) *stallGuard {
+	g := &stallGuard{rc: rc, idle: idle, cancel: cancel}
+	g.timer = time.AfterFunc(idle, func() { g.fired.Store(true); cancel() })
+	g.timer.Stop()
+	return g
+}
+
+func (g *stallGuard) Read(p []byte) (int, error) {
+	g.timer.Reset(g.idle)
+	n, err := g.rc.Read(p)
+	g.timer.Stop()
+	if err != nil && g.fired.Load() {
+		return n, fmt.Errorf("%w: the upstream sent nothing for %s", ErrTimeout, g.idle)
+	}
+	return n, err
+}
+
+func (g *stallGuard) Close() error {
+	g.timer.Stop()
+	err := g.rc.Close()
+	g.cancel()
+	return err
 }

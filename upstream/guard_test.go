@@ -196,3 +196,59 @@ func TestRestrictedFetch(t *testing.T) {
 	}
 	resp.Body.Close()
 }
+
+// TestStalledBodyIsCut: an upstream that sends its head and a few bytes,
+// then nothing, is cut after AttemptTimeout of silence (ErrTimeout), so no
+// reader (and no request waiting on the same file) waits for ever; a
+// reader that pauses between reads is not cut.
+func TestStalledBodyIsCut(t *testing.T) {
+	release := make(chan struct{})
+	defer close(release)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Length", "1000")
+		_, _ = io.WriteString(w, "abc")
+		w.(http.Flusher).Flush()
+		if r.URL.Path == "/slow-reader" {
+			_, _ = io.WriteString(w, strings.Repeat("x", 997))
+			return
+		}
+		select {
+		case <-release:
+		case <-r.Context().Done():
+		}
+	}))
+	defer srv.Close()
+	c := upstream.New(upstream.Config{AttemptTimeout: 300 * time.Millisecond, Retries: 1})
+	resp, err := c.Get(context.Background(), upstream.Request{URL: srv.URL + "/stall"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if !errors.Is(err, upstream.ErrTimeout) {
+			t.Fatalf("stalled body: %v, want ErrTimeout", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("a stalled upstream body was never cut")
+	}
+
+	resp, err = c.Get(context.Background(), upstream.Request{URL: srv.URL + "/slow-reader"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	buf := make([]byte, 3)
+	if _, err := io.ReadFull(resp.Body, buf); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(600 * time.Millisecond) // the reader pauses longer than the idle bound
+	if rest, err := io.ReadAll(resp.Body); err != nil || len(rest) != 997 {
+		t.Fatalf("a reader that paused was cut: %d bytes, %v", len(rest), err)
+	}
+}

@@ -220,7 +220,16 @@ func (c *Client) get(ctx context.Context, r Request) (*Response, error) {
 	return nil, last
 }
 
-func (c *Client) attempt(ctx context.Context, r Request) (*Response, bool, error) {
+func (c *Client) attempt(parent context.Context, r Request) (resp0 *Response, retry bool, err0 error) {
+	// The request lives until its body is closed; a body that stalls for
+	// AttemptTimeout is cut (stallGuard), so no reader waits on a silent
+	// upstream for ever.
+	ctx, cancel := context.WithCancel(parent)
+	defer func() {
+		if resp0 == nil || resp0.Body == nil {
+			cancel()
+		}
+	}()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, r.URL, nil)
 	if err != nil {
 		return nil, false, fmt.Errorf("%w: %s: %v", ErrRefused, Redact(r.URL), redactErr(err))
@@ -261,7 +270,7 @@ func (c *Client) attempt(ctx context.Context, r Request) (*Response, bool, error
 			resp.Body.Close()
 			return nil, false, fmt.Errorf("%w: %s: %d bytes, more than %d", ErrTooLarge, Redact(r.URL), resp.ContentLength, r.MaxBytes)
 		}
-		out.Body = newBody(resp.Body, gz, r.MaxBytes, Redact(r.URL))
+		out.Body = newBody(newStallGuard(resp.Body, c.cfg.AttemptTimeout, cancel), gz, r.MaxBytes, Redact(r.URL))
 		if gz {
 			out.ContentLength = -1
 		}
