@@ -8,4 +8,9 @@
 // which the server sends to clients asking for gzip (repodata.json), so
 // solve.cjs asks for identity; TestRepodataGzipClients checks the gzip
 // path with curl --compressed and Python requests (python3-requests).
+//
+// attack_test.go and proxy_verify_test.go replay the attacks of issue 9
+// against the binary as a black box: gzip bombs, credentials in answers
+// and logs, the lean HTTP loop's odd requests against net/http, corrupt
+// and unlisted upstream files, and random 404 paths against the Raft log.
 package e2e
