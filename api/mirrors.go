@@ -179,7 +179,11 @@ func (s *Server) registerWithPrimary(r *http.Request, ch *v1.Channel, apiKey str
 	if apiKey != "" {
 		req.Header.Set("X-API-Key", apiKey)
 	}
-	resp, err := s.cfg.HTTPClient.Do(req)
+	hc := s.cfg.HTTPClient
+	if ch.UpstreamRestricted { // the upstream a caller who is not a server owner gave
+		hc = s.cfg.RestrictedHTTPClient
+	}
+	resp, err := hc.Do(req)
 	if err != nil {
 		s.log.Warn("register mirror with its primary", "channel", ch.Name, "err", secret.Err(err))
 		return
