@@ -95,7 +95,7 @@ func Reindex(cat *catalog.Catalog, blobs Blobs, prop Proposer, idx Reconciler) A
 		if err := rewriteRecords(ctx, blobs, prop, vers); err != nil {
 			return err
 		}
-		if ch, err := cat.Channel(ctx, j.Channel); err == nil && ch.MirrorMode != "proxy" {
+		if ch, err := cat.Channel(ctx, j.Channel); err == nil && ch.MirrorMode != "proxy" && mayAdopt(ctx, cat, j) {
 			if err := adopt(ctx, cat, blobs, prop, j); err != nil {
 				return err
 			}
@@ -132,6 +132,14 @@ func rewriteRecords(ctx context.Context, blobs Blobs, prop Proposer, vers []*v1.
 	return err
 }
 
+// mayAdopt reports whether the job's owner may take the store's
+// unreferenced archives: they may be packages deleted from any channel,
+// private ones included, so only server owners and maintainers may.
+func mayAdopt(ctx context.Context, cat *catalog.Catalog, j *v1.Job) bool {
+	u, err := cat.User(ctx, j.OwnerId)
+	return err == nil && (u.Role == "owner" || u.Role == "maintainer")
+}
+
 // adopt publishes the unreferenced package archives of the store into the
 // job's channel, in batches.
 func adopt(ctx context.Context, cat *catalog.Catalog, blobs Blobs, prop Proposer, j *v1.Job) error {
@@ -161,6 +169,15 @@ func adopt(ctx context.Context, cat *catalog.Catalog, blobs Blobs, prop Proposer
 		}
 		if _, err := cat.Version(ctx, j.Channel, v.Platform, v.Filename); err == nil {
 			continue
+		}
+		if a, ok := blobs.(interface {
+			Adopt(context.Context, cid.Cid) (store.BlobInfo, error)
+		}); ok {
+			// Verified now under the CID's lock: a sweep that marked
+			// before this record commits leaves the blob alone.
+			if _, err := a.Adopt(ctx, b.CID); err != nil {
+				continue
+			}
 		}
 		batch = append(batch, v)
 		p.FilesDone++
