@@ -280,8 +280,11 @@ func (c *Client) attempt(parent context.Context, r Request) (resp0 *Response, re
 		out.NotModified = true
 		return out, false, nil
 	}
-	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
-	resp.Body.Close()
+	// The drain (for the connection's reuse) is cut after the same silence
+	// as a 200's body: an error answer that never ends must not hold Get.
+	drain := newStallGuard(resp.Body, c.cfg.AttemptTimeout, cancel)
+	_, _ = io.Copy(io.Discard, io.LimitReader(drain, 64<<10))
+	drain.Close()
 	status := strconv.Itoa(resp.StatusCode)
 	switch {
 	case resp.StatusCode == http.StatusNotFound || resp.StatusCode == http.StatusGone:
