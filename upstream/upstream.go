@@ -112,9 +112,28 @@ func New(cfg Config) *Client {
 		rtr = newTransport(cfg.AttemptTimeout, cfg.Restricted)
 	}
 	return &Client{cfg: cfg,
-		hc:  &http.Client{Transport: tr, CheckRedirect: cfg.Redirects.checkRedirect},
-		hr:  &http.Client{Transport: rtr, CheckRedirect: cfg.Redirects.checkRedirect},
+		hc:  &http.Client{Transport: guardTransport{tr, cfg.AttemptTimeout}, CheckRedirect: cfg.Redirects.checkRedirect},
+		hr:  &http.Client{Transport: guardTransport{rtr, cfg.AttemptTimeout}, CheckRedirect: cfg.Redirects.checkRedirect},
 		log: cfg.Logger.With("component", "upstream")}
+}
+
+// guardTransport puts every response body under a stallGuard, net/http's
+// own reads included: the client drains a redirect's body inside Do,
+// where the guard attempt puts on the final body does not run yet.
+type guardTransport struct {
+	rt   http.RoundTripper
+	idle time.Duration
+}
+
+func (g guardTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	ctx, cancel := context.WithCancel(req.Context())
+	resp, err := g.rt.RoundTrip(req.WithContext(ctx))
+	if err != nil {
+		cancel()
+		return nil, err
+	}
+	resp.Body = newStallGuard(resp.Body, g.idle, cancel)
+	return resp, nil
 }
 
 // NewHTTPClient returns a plain HTTP client for server-side calls outside
