@@ -96,6 +96,7 @@ func (s *Server) restAddMirror(w http.ResponseWriter, r *http.Request) {
 		}
 		_, err = s.prop.Propose(ctx, &v1.Command{Op: &v1.Command_PutMirror{PutMirror: &v1.PutMirrorOp{Mirror: &v1.ChannelMirror{
 			Id: NewUUID(), Channel: ch.Name, Url: m.URL, ApiEndpoint: m.APIEndpoint, MetricsEndpoint: m.MetricsEndpoint,
+			Restricted: !id.serverOwner(),
 		}}}})
 		if errors.Is(err, catalog.ErrExists) {
 			return 0, nil, apiErr(ErrConflict, "mirror %s is already registered", secret.URL(m.URL))

@@ -100,13 +100,15 @@ func (p *MirrorPuller) pull(parent context.Context, channel string, restricted b
 	for _, m := range mirrors {
 		g.Go(func() error {
 			mctx, cancel := context.WithTimeout(ctx, pullTimeout)
-			err := p.pullOne(mctx, channel, m, restricted)
+			// Confined if the job's owner or whoever registered the
+			// mirror is not a server owner.
+			err := p.pullOne(mctx, channel, m, restricted || m.Restricted)
 			cancel()
 			mu.Lock()
 			defer mu.Unlock()
 			if err != nil && parent.Err() == nil {
 				shown := err.Error()
-				if restricted {
+				if restricted || m.Restricted {
 					shown = "the mirror's metrics could not be pulled"
 				}
 				prog.Errors = append(prog.Errors, fmt.Sprintf("%s: %s", upstream.Redact(m.Url), shown))

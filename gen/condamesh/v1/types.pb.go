@@ -1246,8 +1246,12 @@ type ChannelMirror struct {
 	ApiEndpoint          string                 `protobuf:"bytes,4,opt,name=api_endpoint,json=apiEndpoint,proto3" json:"api_endpoint,omitempty"`
 	MetricsEndpoint      string                 `protobuf:"bytes,5,opt,name=metrics_endpoint,json=metricsEndpoint,proto3" json:"metrics_endpoint,omitempty"`
 	LastSynchronisedUnix int64                  `protobuf:"varint,6,opt,name=last_synchronised_unix,json=lastSynchronisedUnix,proto3" json:"last_synchronised_unix,omitempty"` // metrics cursor: hours before it are counted
-	unknownFields        protoimpl.UnknownFields
-	sizeCache            protoimpl.SizeCache
+	// Set by the server at registration: registered by a caller who is not a
+	// server owner, so its endpoints are fetched only within the networks such
+	// callers may reach, whoever runs the job.
+	Restricted    bool `protobuf:"varint,7,opt,name=restricted,proto3" json:"restricted,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ChannelMirror) Reset() {
@@ -1320,6 +1324,13 @@ func (x *ChannelMirror) GetLastSynchronisedUnix() int64 {
 		return x.LastSynchronisedUnix
 	}
 	return 0
+}
+
+func (x *ChannelMirror) GetRestricted() bool {
+	if x != nil {
+		return x.Restricted
+	}
+	return false
 }
 
 // DownloadCount is a number of downloads of one file in one hour.
@@ -1531,14 +1542,17 @@ const file_condamesh_v1_types_proto_rawDesc = "" +
 	"\rlast_modified\x18\x05 \x01(\tR\flastModified\x12%\n" +
 	"\x0evalidated_unix\x18\x06 \x01(\x03R\rvalidatedUnix\x12\x12\n" +
 	"\x04size\x18\a \x01(\x03R\x04size\x12\x16\n" +
-	"\x06status\x18\b \x01(\x05R\x06status\"\xcf\x01\n" +
+	"\x06status\x18\b \x01(\x05R\x06status\"\xef\x01\n" +
 	"\rChannelMirror\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x18\n" +
 	"\achannel\x18\x02 \x01(\tR\achannel\x12\x10\n" +
 	"\x03url\x18\x03 \x01(\tR\x03url\x12!\n" +
 	"\fapi_endpoint\x18\x04 \x01(\tR\vapiEndpoint\x12)\n" +
 	"\x10metrics_endpoint\x18\x05 \x01(\tR\x0fmetricsEndpoint\x124\n" +
-	"\x16last_synchronised_unix\x18\x06 \x01(\x03R\x14lastSynchronisedUnix\"\x94\x01\n" +
+	"\x16last_synchronised_unix\x18\x06 \x01(\x03R\x14lastSynchronisedUnix\x12\x1e\n" +
+	"\n" +
+	"restricted\x18\a \x01(\bR\n" +
+	"restricted\"\x94\x01\n" +
 	"\rDownloadCount\x12\x18\n" +
 	"\achannel\x18\x01 \x01(\tR\achannel\x12\x1a\n" +
 	"\bplatform\x18\x02 \x01(\tR\bplatform\x12\x1a\n" +
