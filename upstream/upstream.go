@@ -239,16 +239,10 @@ func (c *Client) get(ctx context.Context, r Request) (*Response, error) {
 	return nil, last
 }
 
-func (c *Client) attempt(parent context.Context, r Request) (resp0 *Response, retry bool, err0 error) {
-	// The request lives until its body is closed; a body that stalls for
-	// AttemptTimeout is cut (stallGuard), so no reader waits on a silent
-	// upstream for ever.
-	ctx, cancel := context.WithCancel(parent)
-	defer func() {
-		if resp0 == nil || resp0.Body == nil {
-			cancel()
-		}
-	}()
+// attempt makes one request. Every response body is under the silence
+// bound of guardTransport (AttemptTimeout), so neither the caller's reads
+// nor the drain of an error answer wait on a silent upstream for ever.
+func (c *Client) attempt(ctx context.Context, r Request) (*Response, bool, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, r.URL, nil)
 	if err != nil {
 		return nil, false, fmt.Errorf("%w: %s: %v", ErrRefused, Redact(r.URL), redactErr(err))
@@ -289,7 +283,7 @@ func (c *Client) attempt(parent context.Context, r Request) (resp0 *Response, re
 			resp.Body.Close()
 			return nil, false, fmt.Errorf("%w: %s: %d bytes, more than %d", ErrTooLarge, Redact(r.URL), resp.ContentLength, r.MaxBytes)
 		}
-		out.Body = newBody(newStallGuard(resp.Body, c.cfg.AttemptTimeout, cancel), gz, r.MaxBytes, Redact(r.URL))
+		out.Body = newBody(resp.Body, gz, r.MaxBytes, Redact(r.URL))
 		if gz {
 			out.ContentLength = -1
 		}
@@ -299,11 +293,10 @@ func (c *Client) attempt(parent context.Context, r Request) (resp0 *Response, re
 		out.NotModified = true
 		return out, false, nil
 	}
-	// The drain (for the connection's reuse) is cut after the same silence
-	// as a 200's body: an error answer that never ends must not hold Get.
-	drain := newStallGuard(resp.Body, c.cfg.AttemptTimeout, cancel)
-	_, _ = io.Copy(io.Discard, io.LimitReader(drain, 64<<10))
-	drain.Close()
+	// The drain (for the connection's reuse) is under guardTransport's
+	// silence bound too: an error answer that never ends does not hold Get.
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+	resp.Body.Close()
 	status := strconv.Itoa(resp.StatusCode)
 	switch {
 	case resp.StatusCode == http.StatusNotFound || resp.StatusCode == http.StatusGone:
