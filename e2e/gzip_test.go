@@ -89,7 +89,7 @@ func TestRepodataGzipClients(t *testing.T) {
 			}
 		})
 		t.Run("python requests "+name, func(t *testing.T) {
-			out, err := exec.Command("python3", "-c", pyRequests, u).Output()
+			out, err := exec.Command(pythonWithRequests(t), "-c", pyRequests, u).Output()
 			if err != nil {
 				t.Fatalf("python3 requests (Debian: python3-requests): %v: %s", err, out)
 			}
@@ -147,4 +147,18 @@ func TestRepodataGzipClients(t *testing.T) {
 			t.Errorf("rattler did not read repodata.json: %v", fetched)
 		}
 	})
+}
+
+// pythonWithRequests is a Python interpreter that can import requests:
+// the one on PATH, or Debian's (python3-requests, which .ci/run installs)
+// when PATH has another one first (pyenv).
+func pythonWithRequests(t *testing.T) string {
+	t.Helper()
+	for _, py := range []string{"python3", "/usr/bin/python3"} {
+		if exec.Command(py, "-c", "import requests").Run() == nil {
+			return py
+		}
+	}
+	t.Fatal("no python3 with requests: install python3-requests (scripts/install-test-deps.sh does)")
+	return ""
 }

@@ -9,7 +9,7 @@ need=()
 for pair in cph:conda-package-handling nginx:nginx wrk:wrk zstd:zstd curl:curl; do
   command -v "${pair%%:*}" >/dev/null 2>&1 || need+=("${pair#*:}")
 done
-python3 -c 'import requests' >/dev/null 2>&1 || need+=(python3-requests)
+{ python3 -c 'import requests' || /usr/bin/python3 -c 'import requests'; } >/dev/null 2>&1 || need+=(python3-requests)
 if [ ${#need[@]} -gt 0 ]; then
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
   export DEBIAN_FRONTEND=noninteractive
