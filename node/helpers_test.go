@@ -3,9 +3,13 @@ package node_test
 import (
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"io"
 	"net/http"
+	"strings"
 	"testing"
+
+	"github.com/condamesh/condamesh/node/nodetest"
 )
 
 func sha(b []byte) string {
@@ -34,4 +38,18 @@ func call(t *testing.T, base, key, method, path, ctype string, body io.Reader) (
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
 	return resp.StatusCode, b
+}
+
+// newUser makes a user with a server role through n's API (as the admin)
+// and returns its API key.
+func newUser(t *testing.T, base, name, role string) string {
+	t.Helper()
+	st, b := call(t, base, nodetest.AdminKey, "POST", "/api/users", "application/json", strings.NewReader(`{"username":"`+name+`","role":"`+role+`"}`))
+	var u struct {
+		Key string `json:"api_key"`
+	}
+	if err := json.Unmarshal(b, &u); st != 201 || err != nil || u.Key == "" {
+		t.Fatalf("create user %s (%s): %d %s", name, role, st, b)
+	}
+	return u.Key
 }

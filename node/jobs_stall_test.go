@@ -60,11 +60,7 @@ func TestMirrorMetricsCannotStallJobRunner(t *testing.T) {
 		_ = json.Unmarshal(b, &out)
 		return st, out
 	}
-	st, u := do(nodetest.AdminKey, "POST", "/api/users", `{"username":"mallory","role":"member"}`)
-	if st != 201 {
-		t.Fatalf("create user: %d %v", st, u)
-	}
-	mallory := u["api_key"].(string)
+	mallory := newUser(t, n.URL(), "mallory", "member")
 	if st, b := do(mallory, "POST", "/api/channels", `{"name":"evil","private":false}`); st != 201 {
 		t.Fatalf("create channel: %d %v", st, b)
 	}

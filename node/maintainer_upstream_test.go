@@ -43,14 +43,7 @@ func TestMaintainerUpstreamIsConfined(t *testing.T) {
 		st, b := call(t, n.URL(), key, method, path, "", strings.NewReader(body))
 		return st, string(b)
 	}
-	st, b := do(nodetest.AdminKey, "POST", "/api/users", `{"username":"mia","role":"maintainer"}`)
-	if st != 201 {
-		t.Fatalf("create maintainer: %d %s", st, b)
-	}
-	var u struct {
-		Key string `json:"api_key"`
-	}
-	_ = json.Unmarshal([]byte(b), &u)
+	mia := newUser(t, n.URL(), "mia", "maintainer")
 
 	channel := func(key, name, mode string) {
 		t.Helper()
@@ -59,13 +52,13 @@ func TestMaintainerUpstreamIsConfined(t *testing.T) {
 			t.Fatalf("create %s: %d %s", name, st, b)
 		}
 	}
-	channel(u.Key, "imds", "proxy")
-	st, b = do("", "GET", "/get/imds/channeldata.json", "")
+	channel(mia, "imds", "proxy")
+	st, b := do("", "GET", "/get/imds/channeldata.json", "")
 	if strings.Contains(b, "AKIA-INTERNAL-ONLY") || reached() > 0 {
 		t.Fatalf("a maintainer's proxy channel fetched from loopback: %d %s", st, b)
 	}
-	channel(u.Key, "imds-mirror", "mirror")
-	st, b = do(u.Key, "PUT", "/api/channels/imds-mirror/actions", `{"action":"synchronize_repodata"}`)
+	channel(mia, "imds-mirror", "mirror")
+	st, b = do(mia, "PUT", "/api/channels/imds-mirror/actions", `{"action":"synchronize_repodata"}`)
 	if st != 200 {
 		t.Fatalf("sync: %d %s", st, b)
 	}

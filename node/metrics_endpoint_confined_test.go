@@ -47,22 +47,15 @@ func TestMemberMetricsEndpointIsConfined(t *testing.T) {
 		st, b := call(t, n.URL(), key, method, path, "", strings.NewReader(body))
 		return st, string(b)
 	}
-	st, b := do(nodetest.AdminKey, "POST", "/api/users", `{"username":"eve","role":"member"}`)
-	if st != 201 {
-		t.Fatalf("create member: %d %s", st, b)
-	}
-	var u struct {
-		Key string `json:"api_key"`
-	}
-	_ = json.Unmarshal([]byte(b), &u)
-	if st, b := do(u.Key, "POST", "/api/channels", `{"name":"evec","private":false}`); st != 201 {
+	eve := newUser(t, n.URL(), "eve", "member")
+	if st, b := do(eve, "POST", "/api/channels", `{"name":"evec","private":false}`); st != 201 {
 		t.Fatalf("member creates a channel: %d %s", st, b)
 	}
 	reg := fmt.Sprintf(`{"url":"%s/get/m","api_endpoint":"%s/api/channels/m","metrics_endpoint":"%s/internal/admin"}`, api.URL, api.URL, internal.URL)
-	if st, b := do(u.Key, "POST", "/api/channels/evec/mirrors", reg); st != 201 {
+	if st, b := do(eve, "POST", "/api/channels/evec/mirrors", reg); st != 201 {
 		t.Fatalf("member registers a mirror: %d %s", st, b)
 	}
-	st, b = do(nodetest.AdminKey, "PUT", "/api/channels/evec/actions", `{"action":"synchronize_metrics"}`)
+	st, b := do(nodetest.AdminKey, "PUT", "/api/channels/evec/actions", `{"action":"synchronize_metrics"}`)
 	if st != 200 {
 		t.Fatalf("owner runs synchronize_metrics: %d %s", st, b)
 	}

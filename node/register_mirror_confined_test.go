@@ -1,7 +1,6 @@
 package node_test
 
 import (
-	"encoding/json"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -34,16 +33,9 @@ func TestMaintainerMirrorRegistrationIsConfined(t *testing.T) {
 	}))
 	defer internal.Close()
 	n := nodetest.Start(t) // default fetch networks: loopback denied to non-owners
-	st, b := call(t, n.URL(), nodetest.AdminKey, "POST", "/api/users", "", strings.NewReader(`{"username":"mia","role":"maintainer"}`))
-	if st != 201 {
-		t.Fatalf("create maintainer: %d %s", st, b)
-	}
-	var u struct {
-		Key string `json:"api_key"`
-	}
-	_ = json.Unmarshal(b, &u)
+	mia := newUser(t, n.URL(), "mia", "maintainer")
 	body := fmt.Sprintf(`{"name":"reg","private":false,"mirror_mode":"mirror","mirror_channel_url":"%s/get/admin"}`, internal.URL)
-	st, b = call(t, n.URL(), u.Key, "POST", "/api/channels?register_mirror=true&mirror_api_key=chosen-header", "", strings.NewReader(body))
+	st, b := call(t, n.URL(), mia, "POST", "/api/channels?register_mirror=true&mirror_api_key=chosen-header", "", strings.NewReader(body))
 	if st != 201 {
 		t.Fatalf("create mirror channel: %d %s", st, b)
 	}

@@ -35,18 +35,11 @@ func TestReindexDoesNotAdoptOthersPackages(t *testing.T) {
 		t.Fatalf("delete package: %d %s", st, b)
 	}
 
-	st, b := do(nodetest.AdminKey, "POST", "/api/users", []byte(`{"username":"eve","role":"member"}`))
-	if st != 201 {
-		t.Fatalf("create member: %d %s", st, b)
-	}
-	var u struct {
-		Key string `json:"api_key"`
-	}
-	_ = json.Unmarshal(b, &u)
-	if st, b := do(u.Key, "POST", "/api/channels", []byte(`{"name":"eve","private":false}`)); st != 201 {
+	eve := newUser(t, n.URL(), "eve", "member")
+	if st, b := do(eve, "POST", "/api/channels", []byte(`{"name":"eve","private":false}`)); st != 201 {
 		t.Fatalf("member creates a channel: %d %s", st, b)
 	}
-	st, b = do(u.Key, "PUT", "/api/channels/eve/actions", []byte(`{"action":"reindex"}`))
+	st, b := do(eve, "PUT", "/api/channels/eve/actions", []byte(`{"action":"reindex"}`))
 	if st != 200 {
 		t.Fatalf("reindex: %d %s", st, b)
 	}
