@@ -25,6 +25,7 @@ func (s *Server) connectRoutes() {
 		func() (string, http.Handler) { return condameshv1connect.NewChannelServiceHandler(r, opts...) },
 		func() (string, http.Handler) { return condameshv1connect.NewPackageServiceHandler(r, opts...) },
 		func() (string, http.Handler) { return condameshv1connect.NewKeyServiceHandler(r, opts...) },
+		func() (string, http.Handler) { return condameshv1connect.NewClusterServiceHandler(r, opts...) },
 	} {
 		path, h := reg()
 		s.mux.Handle(path, s.authenticateFirst(h))

@@ -99,7 +99,15 @@ func classify(err error) (status int, code connect.Code, detail any) {
 	case errors.Is(err, errSlowBody):
 		return http.StatusRequestTimeout, connect.CodeDeadlineExceeded, "request body arrived too slowly"
 	case errors.Is(err, cluster.ErrNotLeader):
-		return http.StatusServiceUnavailable, connect.CodeUnavailable, "not the leader, retry"
+		return http.StatusServiceUnavailable, connect.CodeUnavailable, "no cluster leader reachable, retry"
+	case errors.Is(err, cluster.ErrUnknownNode):
+		return http.StatusNotFound, connect.CodeNotFound, err.Error()
+	case errors.Is(err, cluster.ErrNoQuorum), errors.Is(err, cluster.ErrOtherCluster):
+		return http.StatusConflict, connect.CodeFailedPrecondition, err.Error()
+	case errors.Is(err, cluster.ErrConfig):
+		return http.StatusUnprocessableEntity, connect.CodeInvalidArgument, err.Error()
+	case errors.Is(err, catalog.ErrApply):
+		return http.StatusInternalServerError, connect.CodeInternal, "Internal Server Error"
 	case errors.Is(err, context.DeadlineExceeded):
 		return http.StatusGatewayTimeout, connect.CodeDeadlineExceeded, "deadline exceeded"
 	case errors.Is(err, context.Canceled):

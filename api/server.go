@@ -68,9 +68,15 @@ type Deps struct {
 	// Prom, if set, receives request, download and proxy metrics and is
 	// served at /metricsp and /metrics.
 	Prom *metrics.Prom
-	// Ready reports whether the node can serve (Raft has a leader); it
-	// backs /health/ready.
+	// Ready reports whether the node can serve (Raft has a leader and
+	// this node has applied what it committed); it backs /health/ready.
 	Ready func() bool
+	// Cluster, if set, serves ClusterService and /api/cluster, and the
+	// linearizable reads (?consistent=true).
+	Cluster Cluster
+	// Mounts are further handlers by path prefix (the node-to-node
+	// PeerService), served outside the API's authentication.
+	Mounts map[string]http.Handler
 }
 
 // Config configures the API. Zero values take the documented defaults.
@@ -180,6 +186,8 @@ type Server struct {
 	ops       []operation
 	mux       *http.ServeMux
 	ready     func() bool
+	cluster   Cluster
+	mounts    map[string]http.Handler
 	etags     textCache[cid.Cid]
 	dates     textCache[int64]
 	maxAges   textCache[int64]
@@ -193,7 +201,7 @@ func New(cfg Config, d Deps) *Server {
 	if err != nil {
 		panic(err)
 	}
-	s := &Server{cfg: cfg, keys: keys, log: cfg.Logger.With("component", "api"), cat: d.Catalog, prop: d.Proposer, blobs: d.Blobs, idx: d.Indexes, jobs: d.Jobs, proxy: d.Proxies, downloads: d.Downloads, prom: d.Prom, mux: http.NewServeMux(), ready: d.Ready}
+	s := &Server{cfg: cfg, keys: keys, log: cfg.Logger.With("component", "api"), cat: d.Catalog, prop: d.Proposer, blobs: d.Blobs, idx: d.Indexes, jobs: d.Jobs, proxy: d.Proxies, downloads: d.Downloads, prom: d.Prom, mux: http.NewServeMux(), ready: d.Ready, cluster: d.Cluster, mounts: d.Mounts}
 	s.routes()
 	return s
 }
@@ -213,6 +221,12 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	s.paceBody(w, r)
+	if s.cluster != nil && consistentRead(r) {
+		if err := s.cluster.ReadIndex(r.Context()); err != nil {
+			s.writeError(w, r, err)
+			return
+		}
+	}
 	if s.prom == nil {
 		s.dispatch(w, r)
 		return
@@ -343,8 +357,13 @@ const apiNotFound = "/api/"
 func (s *Server) routes() {
 	m := s.mux
 	s.ops = []operation{
-		{"GET /health/ready", "health", "Readiness: Raft has a leader", s.healthReady},
+		{"GET /health/ready", "health", "Readiness: a leader is known and this node has applied what it committed", s.healthReady},
 		{"GET /health/live", "health", "Liveness", s.healthLive},
+		{"GET /api/cluster/nodes", "cluster", "List the cluster's nodes (server owner)", s.restClusterNodes},
+		{"GET /api/cluster/status", "cluster", "This node's cluster status (server owner)", s.restClusterStatus},
+		{"POST /api/cluster/join", "cluster", "Join this node and the cluster of the gossip peers given (server owner)", s.restClusterJoin},
+		{"POST /api/cluster/leave", "cluster", "Leave the cluster gracefully, then stop this node (server owner)", s.restClusterLeave},
+		{"DELETE /api/cluster/nodes/{id}", "cluster", "Remove a (dead) node from the cluster (server owner)", s.restClusterRemove},
 		{"POST /api/channels", "channels", "Create a channel (local, proxy or mirror)", s.restCreateChannel},
 		{"GET /api/channels", "channels", "List visible channels", s.restListChannels},
 		{"GET /api/paginated/channels", "channels", "List visible channels, paginated", s.restListChannelsPaginated},
@@ -412,6 +431,9 @@ func (s *Server) routes() {
 		m.Handle("GET /metrics", h)
 	}
 	m.HandleFunc("GET /docs", s.swaggerUI)
+	for path, h := range s.mounts {
+		m.Handle(path, h)
+	}
 
 	s.connectRoutes()
 

@@ -30,14 +30,27 @@ func (c *Catalog) Apply(ctx context.Context, index uint64, cmd *v1.Command) (*Re
 	if index != 0 && index <= applied {
 		return &Result{}, nil
 	}
+	if res, opErr, ok := c.repeated(ctx, cmd); ok {
+		// A retried forward of a command applied before: answer its
+		// result again, change nothing but the applied index.
+		if err := c.st.ApplyBatch(ctx, index, c.st.NewBatch()); err != nil {
+			return nil, err
+		}
+		return res, opErr
+	}
 	b := c.st.NewBatch()
 	a := &applier{ctx: ctx, b: b, now: time.Unix(0, cmd.GetTimeUnixNano()).UTC(), changed: map[string]bool{}, bumped: map[string]bool{}}
 	res, opErr := a.apply(cmd)
 	if opErr != nil {
-		// Record the index alone, so a replay skips this entry too.
+		// Record the index (and the request id's result) alone, so a
+		// replay skips this entry too.
 		b.Close()
 		b = c.st.NewBatch()
-		a.changed = nil
+		a.b, a.changed = b, nil
+	}
+	if err := a.remember(cmd, res, opErr); err != nil {
+		b.Close()
+		return nil, err
 	}
 	err = c.st.ApplyBatch(ctx, index, b)
 	c.Invalidate()
@@ -550,6 +563,9 @@ func (a *applier) putTask(t *v1.Task) (*Result, error) {
 // validate rejects commands whose required parts are absent, so that Apply
 // never dereferences a nil message from an untrusted log entry.
 func validate(cmd *v1.Command) error {
+	if len(cmd.GetRequestId()) > maxRequestID {
+		return fmt.Errorf("%w: request id of %d bytes (at most %d)", ErrInvalid, len(cmd.GetRequestId()), maxRequestID)
+	}
 	switch op := cmd.GetOp().(type) {
 	case *v1.Command_CreateChannel:
 		if op.CreateChannel.GetChannel() == nil {
@@ -694,6 +710,17 @@ func PeriodStart(period string, t time.Time) time.Time {
 var Periods = []string{"H", "D", "M", "Y"}
 
 func (a *applier) addDownloads(op *v1.AddDownloadsOp) error {
+	if op.NodeId != "" {
+		// A node's own batch: apply each sequence number once.
+		k := kDownloadSeq(op.NodeId)
+		last, _ := a.b.Get(k)
+		if op.Seq <= u64(last) {
+			return nil
+		}
+		if err := a.b.Set(k, putU64(op.Seq)); err != nil {
+			return err
+		}
+	}
 	var mirror v1.ChannelMirror
 	if op.MirrorId != "" {
 		if err := a.get(kMirror(op.MirrorChannel, op.MirrorId), &mirror); err != nil {

@@ -407,3 +407,16 @@ func (c *Catalog) MirrorDownloads(ctx context.Context, mirrorID string, fn func(
 		return fn(rest[0], hour, rest[2], rest[3], int64(u64(v)))
 	})
 }
+
+// DownloadSeq is the last download batch sequence number applied for a
+// node (0: none), from which the node's counter continues after a restart.
+func (c *Catalog) DownloadSeq(ctx context.Context, nodeID string) (uint64, error) {
+	v, err := c.st.Get(ctx, kDownloadSeq(nodeID))
+	if errors.Is(err, store.ErrNotFound) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, err
+	}
+	return u64(v), nil
+}

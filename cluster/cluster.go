@@ -2,32 +2,91 @@ package cluster
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
 	v1 "github.com/condamesh/condamesh/gen/condamesh/v1"
 	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/memberlist"
 	"github.com/hashicorp/raft"
 	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
 	"google.golang.org/protobuf/proto"
 )
 
-// Config configures a node's Raft.
+// Config configures a node's Raft and gossip.
 type Config struct {
-	// NodeID is this node's stable Raft server id. Required.
+	// NodeID is this node's stable Raft server id and gossip name. Required.
 	NodeID string
-	// Dir holds the Raft log (raft.db) and snapshots. Required.
+	// Dir holds the Raft log (raft.db), snapshots, the cluster id and the
+	// known peers. Required.
 	Dir string
 	// RaftAddr is the TCP address Raft binds; port 0 picks one.
 	RaftAddr string
-	// Bootstrap makes a node with no Raft state a one-voter cluster.
+	// RaftAdvertise is the Raft address peers dial. Default: RaftAddr with
+	// the bound port, its host replaced by AdvertiseHost when RaftAddr's
+	// host is unspecified (0.0.0.0, ::).
+	RaftAdvertise string
+	// GossipAddr is the memberlist address (TCP and UDP); port 0 picks one.
+	// Empty: no gossip (a single node that never joins; tests of Raft).
+	GossipAddr string
+	// GossipAdvertise is the gossip address peers use. Default as
+	// RaftAdvertise.
+	GossipAdvertise string
+	// AdvertiseHost replaces an unspecified bind host in advertised
+	// addresses. Default: the first private IPv4 address of the machine.
+	AdvertiseHost string
+	// HTTPURL is the advertised base URL of the node's HTTP listener,
+	// where peers call PeerService.
+	HTTPURL string
+	// Site names the node's site (gossiped).
+	Site string
+	// Version is the build version (gossiped, shown by node list).
+	Version string
+	// Join lists gossip addresses of members to join (retried until one
+	// answers). Known peers from earlier runs are tried too.
+	Join []string
+	// Bootstrap makes a node that belongs to no cluster (no cluster id, no
+	// Raft state) a one-voter cluster. Ignored with Join.
 	Bootstrap bool
+	// Voters is the number of Raft voters the leader aims for (3 or 5);
+	// further nodes are non-voters. Default 3.
+	Voters int
+	// NonVoter keeps this node a non-voter.
+	NonVoter bool
+	// PromoteAfter is how long a non-voter must be caught up before the
+	// leader promotes it. Default 2 s.
+	PromoteAfter time.Duration
+	// ReapAfter is how long a server must be dead (gossip) before the
+	// leader removes it from Raft. Default 30 s.
+	ReapAfter time.Duration
+	// MaxLag is how many entries a caught-up node may trail the leader's
+	// commit index (promotion, readiness). Default 250.
+	MaxLag uint64
+	// PeerSecret authenticates node-to-node calls (PeerService). Every
+	// node of a cluster has the same one. Required with gossip.
+	PeerSecret []byte
+	// SecretFingerprint is gossiped so that a node with another API key
+	// secret is refused at the merge with a clear message.
+	SecretFingerprint string
+	// PeerClient makes node-to-node calls. Default: a plain HTTP client.
+	PeerClient *http.Client
+	// ForwardTimeout bounds one Propose (forwarding and retries) when the
+	// caller's context has no deadline. Default 30 s.
+	ForwardTimeout time.Duration
+	// Fast shortens gossip timers (loopback clusters, tests).
+	Fast bool
 	// HeartbeatTimeout, ElectionTimeout, LeaderLeaseTimeout tune Raft;
 	// zero takes raft.DefaultConfig's values.
 	HeartbeatTimeout, ElectionTimeout, LeaderLeaseTimeout time.Duration
@@ -39,40 +98,108 @@ type Config struct {
 
 // Validate reports a configuration that cannot work.
 func (c *Config) Validate() error {
+	var errs []error
 	switch {
 	case c.NodeID == "":
-		return errors.New("cluster: config: NodeID is required")
+		errs = append(errs, errors.New("NodeID is required"))
 	case c.Dir == "":
-		return errors.New("cluster: config: Dir is required")
+		errs = append(errs, errors.New("Dir is required"))
 	case c.RaftAddr == "":
-		return errors.New("cluster: config: RaftAddr is required")
+		errs = append(errs, errors.New("RaftAddr is required"))
+	}
+	if c.Voters != 0 && (c.Voters < 1 || c.Voters > 7) {
+		errs = append(errs, fmt.Errorf("voters %d: want 1 to 7 (3 or 5 recommended)", c.Voters))
+	}
+	if c.GossipAddr != "" && len(c.PeerSecret) < 16 {
+		errs = append(errs, errors.New("PeerSecret of at least 16 bytes is required with gossip"))
+	}
+	if len(c.Site) > 64 {
+		errs = append(errs, fmt.Errorf("site %q: at most 64 characters", c.Site))
+	}
+	for _, j := range c.Join {
+		if _, _, err := net.SplitHostPort(j); err != nil {
+			errs = append(errs, fmt.Errorf("join %q: want host:port: %w", j, err))
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("%w: %w", ErrConfig, err)
 	}
 	return nil
 }
 
-// Cluster is a running Raft member.
-type Cluster struct {
-	cfg       Config
-	raft      *raft.Raft
-	transport *raft.NetworkTransport
-	logs      *raftboltdb.BoltStore
-	log       *slog.Logger
-	closed    atomic.Bool
+func (c *Config) setDefaults() {
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	if c.Voters == 0 {
+		c.Voters = 3
+	}
+	if c.PromoteAfter == 0 {
+		c.PromoteAfter = 2 * time.Second
+	}
+	if c.ReapAfter == 0 {
+		c.ReapAfter = 30 * time.Second
+	}
+	if c.MaxLag == 0 {
+		c.MaxLag = 250
+	}
+	if c.ForwardTimeout == 0 {
+		c.ForwardTimeout = 30 * time.Second
+	}
+	if c.PeerClient == nil {
+		c.PeerClient = &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 16, IdleConnTimeout: time.Minute}}
+	}
 }
 
-// Open starts Raft on sm. With Bootstrap and no existing state the node
-// bootstraps a one-voter cluster and becomes leader shortly after.
-func Open(ctx context.Context, cfg Config, sm stateMachine) (*Cluster, error) {
+// Cluster is a running Raft member with its gossip membership.
+type Cluster struct {
+	cfg        Config
+	raft       *raft.Raft
+	transport  *raft.NetworkTransport
+	logs       *boltStore
+	fsm        *fsm
+	ml         *memberlist.Memberlist
+	log        *slog.Logger
+	raftAdv    string
+	peers      *peerClients
+	members    members
+	events     chan event
+	eventsLost atomic.Bool
+	idMu       sync.Mutex
+	clusterID  string
+	// termReady is the term in which this leader's barrier has applied:
+	// reads (ReadIndex) are only served from it.
+	termReady atomic.Uint64
+	stop      chan struct{}
+	wg        sync.WaitGroup
+	closed    atomic.Bool
+	left      atomic.Bool
+}
+
+// Open starts Raft on sm and joins gossip. A node that belongs to no
+// cluster bootstraps one when Bootstrap is set and Join is empty; a node
+// with Join waits to be added by the leader.
+func Open(ctx context.Context, cfg Config, sm stateMachine) (c *Cluster, err error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	if cfg.Logger == nil {
-		cfg.Logger = slog.Default()
-	}
+	cfg.setDefaults()
 	lg := cfg.Logger.With("component", "cluster")
 	hl := hclogAdapter(lg)
 	if err := os.MkdirAll(cfg.Dir, 0o755); err != nil {
 		return nil, fmt.Errorf("cluster: create dir: %w", err)
+	}
+	c = &Cluster{cfg: cfg, log: lg, events: make(chan event, 1024), stop: make(chan struct{})}
+	var closers []func() error
+	defer func() {
+		if err != nil {
+			for i := len(closers) - 1; i >= 0; i-- {
+				_ = closers[i]()
+			}
+		}
+	}()
+	if c.clusterID, err = readClusterID(c.clusterIDPath()); err != nil {
+		return nil, err
 	}
 	rc := raft.DefaultConfig()
 	rc.LocalID = raft.ServerID(cfg.NodeID)
@@ -94,81 +221,323 @@ func Open(ctx context.Context, cfg Config, sm stateMachine) (*Cluster, error) {
 	if err != nil {
 		return nil, fmt.Errorf("cluster: open raft log: %w", err)
 	}
+	c.logs = logs
+	closers = append(closers, logs.Close)
 	snaps, err := raft.NewFileSnapshotStoreWithLogger(cfg.Dir, 2, hl)
 	if err != nil {
-		_ = logs.Close()
 		return nil, fmt.Errorf("cluster: open snapshots: %w", err)
 	}
-	addr, err := net.ResolveTCPAddr("tcp", cfg.RaftAddr)
+	ln, err := net.Listen("tcp", cfg.RaftAddr)
 	if err != nil {
-		_ = logs.Close()
-		return nil, fmt.Errorf("cluster: raft address: %w", err)
+		return nil, fmt.Errorf("cluster: listen raft: %w", err)
 	}
-	trans, err := raft.NewTCPTransportWithLogger(cfg.RaftAddr, addrOrNil(addr), 3, 10*time.Second, hl)
+	c.raftAdv, err = advertised(cfg.RaftAdvertise, ln.Addr().String(), cfg.AdvertiseHost)
 	if err != nil {
-		_ = logs.Close()
-		return nil, fmt.Errorf("cluster: raft transport: %w", err)
+		_ = ln.Close()
+		return nil, err
 	}
-	if cfg.Bootstrap {
-		has, err := raft.HasExistingState(logs, logs, snaps)
-		if err != nil {
-			_ = trans.Close()
-			_ = logs.Close()
-			return nil, fmt.Errorf("cluster: check raft state: %w", err)
-		}
-		if !has {
-			conf := raft.Configuration{Servers: []raft.Server{{ID: rc.LocalID, Address: trans.LocalAddr()}}}
-			if err := raft.BootstrapCluster(rc, logs, logs, snaps, trans, conf); err != nil {
-				_ = trans.Close()
-				_ = logs.Close()
-				return nil, fmt.Errorf("cluster: bootstrap: %w", err)
-			}
-			lg.Info("bootstrapped single-node cluster")
+	stream := &streamLayer{Listener: ln, adv: c.raftAdv}
+	c.transport = raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{Stream: stream, MaxPool: 3, Timeout: 10 * time.Second, Logger: hl})
+	closers = append(closers, c.transport.Close)
+	has, err := raft.HasExistingState(logs, logs, snaps)
+	if err != nil {
+		return nil, fmt.Errorf("cluster: check raft state: %w", err)
+	}
+	if has && c.clusterID == "" {
+		// A node from before cluster ids: it is its own cluster.
+		if err := c.newClusterID(); err != nil {
+			return nil, err
 		}
 	}
-	r, err := raft.NewRaft(rc, &fsm{sm: sm}, logs, logs, snaps, trans)
+	if recovered, err := recoverFromPeersJSON(rc, cfg.Dir, sm, logs, snaps, c.transport, lg); err != nil {
+		return nil, err
+	} else if recovered {
+		has = true
+	}
+	if !has && c.clusterID == "" && cfg.Bootstrap && len(cfg.Join) == 0 {
+		if err := c.newClusterID(); err != nil {
+			return nil, err
+		}
+		conf := raft.Configuration{Servers: []raft.Server{{ID: rc.LocalID, Address: raft.ServerAddress(c.raftAdv)}}}
+		if err := raft.BootstrapCluster(rc, logs, logs, snaps, c.transport, conf); err != nil {
+			return nil, fmt.Errorf("cluster: bootstrap: %w", err)
+		}
+		lg.Info("bootstrapped single-node cluster", "cluster", c.clusterID)
+	}
+	c.fsm = newFSM(sm, lg)
+	r, err := raft.NewRaft(rc, c.fsm, logs, logs, snaps, c.transport)
 	if err != nil {
-		_ = trans.Close()
-		_ = logs.Close()
 		return nil, fmt.Errorf("cluster: start raft: %w", err)
 	}
-	return &Cluster{cfg: cfg, raft: r, transport: trans, logs: logs, log: lg}, nil
+	c.raft = r
+	closers = append(closers, func() error { return r.Shutdown().Error() })
+	c.peers = newPeerClients(cfg.PeerClient, peerToken(cfg.PeerSecret))
+	if cfg.GossipAddr != "" {
+		if err := c.startGossip(); err != nil {
+			return nil, err
+		}
+	}
+	c.wg.Add(2)
+	go c.reconcileLoop()
+	go c.leaderLoop()
+	if c.ml != nil {
+		c.wg.Add(1)
+		go c.joinLoop()
+	}
+	return c, nil
 }
 
-func addrOrNil(a *net.TCPAddr) net.Addr {
-	if a.Port == 0 {
-		return nil // let the transport advertise the bound port
+func (c *Cluster) clusterIDPath() string { return filepath.Join(c.cfg.Dir, "cluster-id") }
+
+func readClusterID(p string) (string, error) {
+	b, err := os.ReadFile(p)
+	if errors.Is(err, os.ErrNotExist) {
+		return "", nil
+	}
+	if err != nil {
+		return "", fmt.Errorf("cluster: read cluster id: %w", err)
+	}
+	return strings.TrimSpace(string(b)), nil
+}
+
+func (c *Cluster) newClusterID() error {
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	id := hex.EncodeToString(b[:])
+	if err := writeFileSync(c.clusterIDPath(), []byte(id+"\n")); err != nil {
+		return fmt.Errorf("cluster: persist cluster id: %w", err)
+	}
+	c.idMu.Lock()
+	c.clusterID = id
+	c.idMu.Unlock()
+	return nil
+}
+
+// ClusterID names the cluster this node belongs to ("" before it joined).
+func (c *Cluster) ClusterID() string {
+	c.idMu.Lock()
+	defer c.idMu.Unlock()
+	return c.clusterID
+}
+
+// HasState reports whether dir holds a node's cluster state (a cluster id
+// or a Raft log): such a node restarts into its cluster.
+func HasState(dir string) bool {
+	if id, _ := readClusterID(filepath.Join(dir, "cluster-id")); id != "" {
+		return true
+	}
+	_, err := os.Stat(filepath.Join(dir, "raft.db"))
+	return err == nil
+}
+
+func writeFileSync(p string, b []byte) error {
+	tmp := p + ".tmp"
+	f, err := os.Create(tmp)
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(b); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmp, p)
+}
+
+// advertised returns the address peers should dial: explicit if given,
+// else bound with an unspecified host replaced.
+func advertised(explicit, bound, host string) (string, error) {
+	if explicit != "" {
+		if _, _, err := net.SplitHostPort(explicit); err != nil {
+			return "", fmt.Errorf("%w: advertise address %q: %w", ErrConfig, explicit, err)
+		}
+		return explicit, nil
+	}
+	h, p, err := net.SplitHostPort(bound)
+	if err != nil {
+		return "", fmt.Errorf("%w: bound address %q: %w", ErrConfig, bound, err)
+	}
+	if ip := net.ParseIP(h); ip != nil && ip.IsUnspecified() {
+		if host == "" {
+			if host, err = PrivateIP(); err != nil {
+				return "", err
+			}
+		}
+		h = host
+	}
+	return net.JoinHostPort(h, p), nil
+}
+
+// PrivateIP returns the first private (else any non-loopback) IPv4
+// address of the machine.
+func PrivateIP() (string, error) {
+	addrs, err := net.InterfaceAddrs()
+	if err != nil {
+		return "", fmt.Errorf("cluster: list addresses: %w", err)
+	}
+	var fallback string
+	for _, a := range addrs {
+		ipn, ok := a.(*net.IPNet)
+		if !ok || ipn.IP.To4() == nil || ipn.IP.IsLoopback() {
+			continue
+		}
+		if ipn.IP.IsPrivate() {
+			return ipn.IP.String(), nil
+		}
+		if fallback == "" {
+			fallback = ipn.IP.String()
+		}
+	}
+	if fallback == "" {
+		return "", fmt.Errorf("%w: binding an unspecified address needs --advertise-addr (no usable interface address)", ErrConfig)
+	}
+	return fallback, nil
+}
+
+// streamLayer is Raft's listener and dialer; Addr reports the advertised
+// address.
+type streamLayer struct {
+	net.Listener
+	adv string
+}
+
+func (s *streamLayer) Addr() net.Addr {
+	a, err := net.ResolveTCPAddr("tcp", s.adv)
+	if err != nil {
+		return s.Listener.Addr()
 	}
 	return a
 }
 
-// RaftAddr returns the address Raft listens on (with the real port).
-func (c *Cluster) RaftAddr() string { return string(c.transport.LocalAddr()) }
+func (s *streamLayer) Dial(addr raft.ServerAddress, timeout time.Duration) (net.Conn, error) {
+	return net.DialTimeout("tcp", string(addr), timeout)
+}
+
+func (c *Cluster) startGossip() error {
+	cfg := c.cfg
+	mc := memberlist.DefaultLANConfig()
+	if cfg.Fast {
+		mc = memberlist.DefaultLocalConfig()
+	}
+	host, port, err := net.SplitHostPort(cfg.GossipAddr)
+	if err != nil {
+		return fmt.Errorf("%w: gossip address: %w", ErrConfig, err)
+	}
+	mc.Name = cfg.NodeID
+	mc.BindAddr = host
+	mc.BindPort, _ = strconv.Atoi(port)
+	if cfg.GossipAdvertise != "" {
+		h, p, err := net.SplitHostPort(cfg.GossipAdvertise)
+		if err != nil {
+			return fmt.Errorf("%w: gossip advertise address: %w", ErrConfig, err)
+		}
+		mc.AdvertiseAddr = h
+		mc.AdvertisePort, _ = strconv.Atoi(p)
+	} else if ip := net.ParseIP(host); ip != nil && ip.IsUnspecified() && cfg.AdvertiseHost != "" {
+		mc.AdvertiseAddr = cfg.AdvertiseHost
+	}
+	mc.Logger = NewStdLogger(c.log.With("component", "gossip"))
+	d := gossipDelegate{c: c}
+	mc.Delegate, mc.Events, mc.Merge, mc.Alive = d, d, d, d
+	mc.DeadNodeReclaimTime = 5 * time.Second // a restarted node may come back on new addresses
+	if _, err := EncodeMeta(c.localMeta()); err != nil {
+		return err
+	}
+	ml, err := memberlist.Create(mc)
+	if err != nil {
+		return fmt.Errorf("cluster: start gossip: %w", err)
+	}
+	c.ml = ml
+	if mc.BindPort == 0 && mc.AdvertisePort == 0 {
+		// Port 0: memberlist advertises the port it bound.
+		c.log.Debug("gossip bound", "addr", c.GossipAddr())
+	}
+	return nil
+}
+
+// localMeta is what this node gossips about itself.
+func (c *Cluster) localMeta() *v1.NodeMeta {
+	return &v1.NodeMeta{
+		ClusterId:         c.ClusterID(),
+		RaftAddr:          c.raftAdv,
+		HttpUrl:           c.cfg.HTTPURL,
+		Site:              c.cfg.Site,
+		ProtoMin:          ProtoMin,
+		ProtoMax:          ProtoMax,
+		Version:           c.cfg.Version,
+		NonVoter:          c.cfg.NonVoter,
+		SecretFingerprint: c.cfg.SecretFingerprint,
+	}
+}
+
+// ProtoMin and ProtoMax are the command versions this build applies.
+const (
+	ProtoMin = 1
+	ProtoMax = 1
+)
+
+// GossipAddr is the advertised gossip address ("" without gossip).
+func (c *Cluster) GossipAddr() string {
+	if c.ml == nil {
+		return ""
+	}
+	n := c.ml.LocalNode()
+	return net.JoinHostPort(n.Addr.String(), strconv.Itoa(int(n.Port)))
+}
+
+// RaftAddr returns the advertised Raft address (with the real port).
+func (c *Cluster) RaftAddr() string { return c.raftAdv }
 
 // LastIndex is the index of the last entry in the local Raft log.
 func (c *Cluster) LastIndex() uint64 { return c.raft.LastIndex() }
 
-// AppliedIndex is the index of the last entry applied to the FSM.
-func (c *Cluster) AppliedIndex() uint64 { return c.raft.AppliedIndex() }
+// AppliedIndex is the index of the last entry the state machine applied.
+func (c *Cluster) AppliedIndex() uint64 { return c.fsm.applied.Load() }
 
 // IsLeader reports whether this node is the Raft leader.
 func (c *Cluster) IsLeader() bool { return c.raft.State() == raft.Leader }
 
-// WaitLeader blocks until this cluster has a leader and this node has applied
-// everything committed before it became ready, or ctx ends.
+// LeaderID names the current leader ("" when none is known).
+func (c *Cluster) LeaderID() string {
+	_, id := c.raft.LeaderWithID()
+	return string(id)
+}
+
+// Ready reports whether this node can serve: it knows a leader and has
+// applied what the leader committed (within MaxLag), and it applies
+// commands (not halted).
+func (c *Cluster) Ready() bool {
+	if c.closed.Load() || c.fsm.halted() != "" {
+		return false
+	}
+	if c.LeaderID() == "" {
+		return false
+	}
+	if c.IsLeader() {
+		return c.termReady.Load() == c.raft.CurrentTerm()
+	}
+	return c.fsm.applied.Load()+c.cfg.MaxLag >= c.raft.CommitIndex()
+}
+
+// WaitLeader blocks until this node is ready (see Ready) or ctx ends.
 func (c *Cluster) WaitLeader(ctx context.Context) error {
 	t := time.NewTicker(20 * time.Millisecond)
 	defer t.Stop()
 	for {
-		if addr, _ := c.raft.LeaderWithID(); addr != "" {
-			if !c.IsLeader() {
-				return nil
-			}
-			return c.raft.Barrier(timeoutOf(ctx)).Error()
+		if c.Ready() {
+			return nil
 		}
 		select {
 		case <-ctx.Done():
 			return fmt.Errorf("cluster: wait for leader: %w", ctx.Err())
+		case <-c.stop:
+			return ErrClosed
 		case <-t.C:
 		}
 	}
@@ -181,9 +550,12 @@ func timeoutOf(ctx context.Context) time.Duration {
 	return 30 * time.Second
 }
 
-// Propose replicates cmd and returns what the state machine's Apply returned.
-// The command's time is set here, on the proposer, so that Apply is
-// deterministic on every node.
+// Propose replicates cmd through the leader and returns what the state
+// machine's Apply returned. On a follower the command is forwarded to the
+// leader (PeerService.Forward) and Propose returns once this node has
+// applied it too, so a handler reading after a write sees it. The command
+// gets the proposer's time (Apply never reads a clock) and a request id:
+// a forward retried after an ambiguous failure applies once.
 func (c *Cluster) Propose(ctx context.Context, cmd *v1.Command) (any, error) {
 	if c.closed.Load() {
 		return nil, ErrClosed
@@ -191,41 +563,198 @@ func (c *Cluster) Propose(ctx context.Context, cmd *v1.Command) (any, error) {
 	if cmd.TimeUnixNano == 0 {
 		cmd.TimeUnixNano = time.Now().UnixNano()
 	}
+	if cmd.RequestId == "" {
+		var b [16]byte
+		_, _ = rand.Read(b[:])
+		cmd.RequestId = hex.EncodeToString(b[:])
+	}
 	data, err := proto.Marshal(cmd)
 	if err != nil {
 		return nil, fmt.Errorf("cluster: marshal command: %w", err)
 	}
-	if !c.IsLeader() {
-		return nil, ErrNotLeader
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, c.cfg.ForwardTimeout)
+		defer cancel()
 	}
-	f := c.raft.Apply(data, timeoutOf(ctx))
-	if err := f.Error(); err != nil {
-		if errors.Is(err, raft.ErrNotLeader) || errors.Is(err, raft.ErrLeadershipLost) {
-			return nil, fmt.Errorf("%w: %w", ErrNotLeader, err)
+	backoff := 10 * time.Millisecond
+	var lastErr error
+	for {
+		if c.closed.Load() {
+			return nil, ErrClosed
 		}
-		return nil, fmt.Errorf("cluster: apply: %w", err)
+		val, err, retry := c.proposeOnce(ctx, data)
+		if !retry {
+			return val, err
+		}
+		lastErr = err
+		select {
+		case <-ctx.Done():
+			if lastErr != nil {
+				return nil, fmt.Errorf("%w: %w (%w)", ErrNotLeader, lastErr, ctx.Err())
+			}
+			return nil, fmt.Errorf("%w: %w", ErrNotLeader, ctx.Err())
+		case <-c.stop:
+			return nil, ErrClosed
+		case <-time.After(backoff):
+		}
+		backoff = min(backoff*2, 500*time.Millisecond)
 	}
-	if err := ctx.Err(); err != nil {
-		return nil, err
-	}
-	res, _ := f.Response().(applyResult)
-	return res.val, res.err
 }
 
-// Close shuts Raft down (waiting for in-flight applies), then its transport
-// and log store.
+// proposeOnce applies data on the leader (here or by forwarding). retry
+// reports a failure after which the same command may be sent again.
+func (c *Cluster) proposeOnce(ctx context.Context, data []byte) (val any, err error, retry bool) {
+	if c.IsLeader() {
+		f := c.raft.Apply(data, timeoutOf(ctx))
+		if err := f.Error(); err != nil {
+			if errors.Is(err, raft.ErrNotLeader) || errors.Is(err, raft.ErrLeadershipLost) || errors.Is(err, raft.ErrEnqueueTimeout) {
+				return nil, err, true
+			}
+			return nil, fmt.Errorf("cluster: apply: %w", err), false
+		}
+		res, _ := f.Response().(applyResult)
+		return res.val, res.err, false
+	}
+	leader := c.LeaderID()
+	if leader == "" {
+		return nil, errors.New("no leader known"), true
+	}
+	url := c.httpURLOf(leader)
+	if url == "" {
+		return nil, fmt.Errorf("leader %s has no known HTTP address", leader), true
+	}
+	resp, err := c.peers.forward(ctx, url, data)
+	if err != nil {
+		if ctx.Err() != nil || isFinal(err) {
+			return nil, err, false
+		}
+		return nil, err, true
+	}
+	if err := c.fsm.waitApplied(ctx, resp.GetIndex(), c.stop); err != nil {
+		return nil, err, false
+	}
+	v, e := c.fsm.sm.DecodeResult(resp.GetResult())
+	return v, e, false
+}
+
+// httpURLOf is a member's advertised HTTP URL.
+func (c *Cluster) httpURLOf(id string) string {
+	if id == c.cfg.NodeID {
+		return c.cfg.HTTPURL
+	}
+	if m, ok := c.members.get(id); ok && m.meta != nil {
+		return m.meta.HttpUrl
+	}
+	return ""
+}
+
+// ReadIndex makes the next local read linearizable: it gets the commit
+// index from the leader (which confirms its leadership with a quorum) and
+// waits until this node has applied it.
+func (c *Cluster) ReadIndex(ctx context.Context) error {
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, c.cfg.ForwardTimeout)
+		defer cancel()
+	}
+	for {
+		idx, err := c.readIndexOnce(ctx)
+		if err == nil {
+			return c.fsm.waitApplied(ctx, idx, c.stop)
+		}
+		if ctx.Err() != nil || isFinal(err) {
+			return fmt.Errorf("%w: %w", ErrNotLeader, err)
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%w: %w", ErrNotLeader, err)
+		case <-c.stop:
+			return ErrClosed
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+func (c *Cluster) readIndexOnce(ctx context.Context) (uint64, error) {
+	if c.IsLeader() {
+		return c.leaderReadIndex()
+	}
+	leader := c.LeaderID()
+	if leader == "" {
+		return 0, errors.New("no leader known")
+	}
+	url := c.httpURLOf(leader)
+	if url == "" {
+		return 0, fmt.Errorf("leader %s has no known HTTP address", leader)
+	}
+	return c.peers.readIndex(ctx, url)
+}
+
+// leaderReadIndex is the read index on the leader: its commit index, once
+// a quorum confirmed the leadership and an entry of this term is applied.
+func (c *Cluster) leaderReadIndex() (uint64, error) {
+	if c.termReady.Load() != c.raft.CurrentTerm() {
+		return 0, errors.New("leader not ready in this term")
+	}
+	idx := c.raft.CommitIndex()
+	if err := c.raft.VerifyLeader().Error(); err != nil {
+		return 0, err
+	}
+	return idx, nil
+}
+
+// leaderLoop marks a new leader ready for reads once its barrier applied
+// (every entry of earlier terms is applied then).
+func (c *Cluster) leaderLoop() {
+	defer c.wg.Done()
+	obs := c.raft.LeaderCh()
+	for {
+		select {
+		case <-c.stop:
+			return
+		case isLeader := <-obs:
+			if !isLeader {
+				continue
+			}
+			term := c.raft.CurrentTerm()
+			if err := c.raft.Barrier(30 * time.Second).Error(); err != nil {
+				c.log.Warn("leader barrier", "err", err)
+				continue
+			}
+			c.termReady.Store(term)
+			c.log.Info("leading", "term", term)
+			c.kick()
+		}
+	}
+}
+
+// Close leaves nothing behind: it stops the reconciler, gossip (without a
+// leave: see Leave), Raft (waiting for in-flight applies), then its
+// transport and log store.
 func (c *Cluster) Close() error {
 	if c.closed.Swap(true) {
 		return nil
 	}
-	err := c.raft.Shutdown().Error()
-	if e := c.transport.Close(); err == nil {
-		err = e
+	close(c.stop)
+	c.fsm.stop()
+	var errs []error
+	if c.ml != nil {
+		if err := c.ml.Shutdown(); err != nil {
+			errs = append(errs, err)
+		}
 	}
-	if e := c.logs.Close(); err == nil {
-		err = e
+	if err := c.raft.Shutdown().Error(); err != nil {
+		errs = append(errs, err)
 	}
-	if err != nil {
+	c.wg.Wait()
+	if err := c.transport.Close(); err != nil {
+		errs = append(errs, err)
+	}
+	if err := c.logs.Close(); err != nil {
+		errs = append(errs, err)
+	}
+	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("cluster: close: %w", err)
 	}
 	return nil

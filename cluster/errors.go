@@ -4,11 +4,26 @@ import "errors"
 
 // Sentinel errors returned by the cluster.
 var (
-	// ErrNotLeader is returned by Propose on a node that is not the leader
-	// (and cannot forward).
-	ErrNotLeader = errors.New("cluster: not leader")
+	// ErrNotLeader: no leader could be reached to apply a command or
+	// confirm a read (an election is under way, or this node is cut off).
+	ErrNotLeader = errors.New("cluster: no leader reachable")
 	// ErrClosed is returned after Close.
 	ErrClosed = errors.New("cluster: closed")
 	// ErrBadCommand is returned for a log entry that is not a valid Command.
 	ErrBadCommand = errors.New("cluster: bad command")
+	// ErrConfig is a configuration that cannot work.
+	ErrConfig = errors.New("cluster: config")
+	// ErrBadPeer is a peer's message that does not parse.
+	ErrBadPeer = errors.New("cluster: bad peer message")
+	// ErrOtherCluster refuses a peer of another cluster (or with another
+	// API key secret).
+	ErrOtherCluster = errors.New("cluster: peer of another cluster")
+	// ErrUnknownNode: no member has that id.
+	ErrUnknownNode = errors.New("cluster: unknown node")
+	// ErrNoQuorum refuses a change that would leave the cluster without a
+	// quorum of live voters.
+	ErrNoQuorum = errors.New("cluster: change would lose quorum")
+	// ErrNotMember refuses a node-to-node call from a caller that is not a
+	// cluster member.
+	ErrNotMember = errors.New("cluster: caller is not a cluster member")
 )

@@ -4,6 +4,9 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"log/slog"
+	"sync"
+	"sync/atomic"
 
 	v1 "github.com/condamesh/condamesh/gen/condamesh/v1"
 	"github.com/condamesh/condamesh/store"
@@ -17,12 +20,36 @@ type stateMachine interface {
 	Apply(ctx context.Context, index uint64, cmd *v1.Command) (any, error)
 	Snapshot(ctx context.Context) (*store.Snapshot, error)
 	Restore(ctx context.Context, r io.Reader) error
+	// AppliedIndex is the last index the state machine stored.
+	AppliedIndex(ctx context.Context) (uint64, error)
+	// EncodeResult and DecodeResult carry Apply's result from the leader
+	// to a follower that forwarded the command; the decoded error must
+	// match the same sentinel errors.
+	EncodeResult(val any, err error) *v1.ApplyResult
+	DecodeResult(r *v1.ApplyResult) (any, error)
 }
 
-// fsm adapts raft.FSM onto a stateMachine.
-type fsm struct{ sm stateMachine }
+// fsm adapts raft.FSM onto a stateMachine and tracks the applied index, so
+// that a follower can wait for its own apply of a forwarded command.
+type fsm struct {
+	sm      stateMachine
+	log     *slog.Logger
+	applied atomic.Uint64
+	mu      sync.Mutex
+	changed chan struct{} // closed and replaced when applied moves
+	done    chan struct{}
+	stopped sync.Once
+}
 
 var _ raft.FSM = (*fsm)(nil)
+
+func newFSM(sm stateMachine, log *slog.Logger) *fsm {
+	f := &fsm{sm: sm, log: log, changed: make(chan struct{}), done: make(chan struct{})}
+	if idx, err := sm.AppliedIndex(context.Background()); err == nil {
+		f.applied.Store(idx)
+	}
+	return f
+}
 
 // applyResult is what raft hands back through ApplyFuture.Response.
 type applyResult struct {
@@ -44,6 +71,7 @@ func DecodeCommand(data []byte) (*v1.Command, error) {
 }
 
 func (f *fsm) Apply(l *raft.Log) any {
+	defer f.setApplied(l.Index)
 	cmd, err := DecodeCommand(l.Data)
 	if err != nil {
 		return applyResult{err: err}
@@ -51,6 +79,40 @@ func (f *fsm) Apply(l *raft.Log) any {
 	val, err := f.sm.Apply(context.Background(), l.Index, cmd)
 	return applyResult{val: val, err: err}
 }
+
+func (f *fsm) setApplied(idx uint64) {
+	f.mu.Lock()
+	if idx > f.applied.Load() {
+		f.applied.Store(idx)
+	}
+	close(f.changed)
+	f.changed = make(chan struct{})
+	f.mu.Unlock()
+}
+
+// waitApplied blocks until the state machine applied index idx.
+func (f *fsm) waitApplied(ctx context.Context, idx uint64, stop <-chan struct{}) error {
+	for {
+		f.mu.Lock()
+		ch := f.changed
+		f.mu.Unlock()
+		if f.applied.Load() >= idx {
+			return nil
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return fmt.Errorf("cluster: wait for apply of %d: %w", idx, ctx.Err())
+		case <-stop:
+			return ErrClosed
+		}
+	}
+}
+
+// halted says why the FSM stopped applying ("" while it applies).
+func (f *fsm) halted() string { return "" }
+
+func (f *fsm) stop() { f.stopped.Do(func() { close(f.done) }) }
 
 // Snapshot only captures a Pebble snapshot; Persist does the I/O.
 func (f *fsm) Snapshot() (raft.FSMSnapshot, error) {
@@ -63,7 +125,17 @@ func (f *fsm) Snapshot() (raft.FSMSnapshot, error) {
 
 func (f *fsm) Restore(rc io.ReadCloser) error {
 	defer rc.Close()
-	return f.sm.Restore(context.Background(), rc)
+	if err := f.sm.Restore(context.Background(), rc); err != nil {
+		return err
+	}
+	if idx, err := f.sm.AppliedIndex(context.Background()); err == nil {
+		f.mu.Lock()
+		f.applied.Store(idx)
+		close(f.changed)
+		f.changed = make(chan struct{})
+		f.mu.Unlock()
+	}
+	return nil
 }
 
 type fsmSnapshot struct{ s *store.Snapshot }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"testing"
 
 	"github.com/cockroachdb/pebble/v2/vfs"
@@ -29,6 +30,13 @@ func (m *testMachine) Snapshot(ctx context.Context) (*store.Snapshot, error) {
 	return m.st.Snapshot(ctx)
 }
 func (m *testMachine) Restore(ctx context.Context, r io.Reader) error { return m.st.Restore(ctx, r) }
+func (m *testMachine) AppliedIndex(ctx context.Context) (uint64, error) {
+	return m.st.AppliedIndex(ctx)
+}
+func (m *testMachine) EncodeResult(v any, err error) *v1.ApplyResult {
+	return catalog.EncodeResult(v, err)
+}
+func (m *testMachine) DecodeResult(r *v1.ApplyResult) (any, error) { return catalog.DecodeResult(r) }
 
 func newMachine(t *testing.T) *testMachine {
 	t.Helper()
@@ -63,7 +71,7 @@ func (m *memSink) Close() error  { return nil }
 func TestFSMRoundTrip(t *testing.T) {
 	ctx := context.Background()
 	src := newMachine(t)
-	f := &fsm{sm: src}
+	f := newFSM(src, slog.Default())
 	cmds := []*v1.Command{
 		{TimeUnixNano: 1e18, Op: &v1.Command_PutUser{PutUser: &v1.PutUserOp{User: &v1.User{Id: "u1", Username: "alice", Role: "owner"}}}},
 		{TimeUnixNano: 1e18, Op: &v1.Command_CreateChannel{CreateChannel: &v1.CreateChannelOp{Channel: &v1.Channel{Name: "Chan", Ttl: 10}, OwnerId: "u1"}}},
@@ -110,7 +118,7 @@ func TestFSMRoundTrip(t *testing.T) {
 	}
 	snap.Release()
 	dst := newMachine(t)
-	if err := (&fsm{sm: dst}).Restore(io.NopCloser(bytes.NewReader(sink.Bytes()))); err != nil {
+	if err := (newFSM(dst, slog.Default())).Restore(io.NopCloser(bytes.NewReader(sink.Bytes()))); err != nil {
 		t.Fatal(err)
 	}
 	if !bytes.Equal(dump(t, src.st), dump(t, dst.st)) {

@@ -26,6 +26,13 @@ type DownloadsConfig struct {
 	// are pending. Default 1000.
 	MaxPending int
 	Logger     *slog.Logger
+	// NodeID and LastSeq number this node's batches: each carries the
+	// node id and a sequence number above the last one applied (LastSeq
+	// reads it from the replicated state), and a batch whose write failed
+	// is retried as it was, so an ambiguous failure cannot count twice.
+	// Without NodeID batches are not numbered.
+	NodeID  string
+	LastSeq func(ctx context.Context, nodeID string) (uint64, error)
 }
 
 type dlKey struct {
@@ -43,6 +50,9 @@ type Downloads struct {
 	mu      sync.Mutex
 	pending map[dlKey]int64
 	wake    chan struct{}
+	flushMu sync.Mutex         // one flush at a time
+	unsent  *v1.AddDownloadsOp // a batch whose write failed, retried first
+	seq     uint64             // last sequence number used (0: not loaded)
 }
 
 // NewDownloads returns a counter.
@@ -93,9 +103,18 @@ func (d *Downloads) Run(ctx context.Context) error {
 	}
 }
 
-// Flush writes every pending count in one command. On failure the counts
-// stay pending for the next flush.
+// Flush writes the pending counts in one command. A batch whose write
+// failed is written again, unchanged, before new counts: with its
+// sequence number the FSM applies it once however often it is sent.
 func (d *Downloads) Flush(ctx context.Context) error {
+	d.flushMu.Lock()
+	defer d.flushMu.Unlock()
+	if d.unsent != nil {
+		if err := d.send(ctx, d.unsent); err != nil {
+			return err
+		}
+		d.unsent = nil
+	}
 	d.mu.Lock()
 	batch := d.pending
 	d.pending = map[dlKey]int64{}
@@ -120,13 +139,40 @@ func (d *Downloads) Flush(ctx context.Context) error {
 		}
 		return a.Filename < b.Filename
 	})
-	if _, err := d.prop.Propose(ctx, &v1.Command{Op: &v1.Command_AddDownloads{AddDownloads: &v1.AddDownloadsOp{Counts: counts}}}); err != nil {
-		d.mu.Lock()
-		for k, n := range batch {
-			d.pending[k] += n
+	op := &v1.AddDownloadsOp{Counts: counts}
+	if d.cfg.NodeID == "" {
+		if err := d.send(ctx, op); err != nil {
+			d.unpend(batch) // unnumbered: merged into the next batch
+			return err
 		}
-		d.mu.Unlock()
+		return nil
+	}
+	if d.seq == 0 && d.cfg.LastSeq != nil {
+		last, err := d.cfg.LastSeq(ctx, d.cfg.NodeID)
+		if err != nil {
+			d.unpend(batch)
+			return err
+		}
+		d.seq = last
+	}
+	d.seq++
+	op.NodeId, op.Seq = d.cfg.NodeID, d.seq
+	if err := d.send(ctx, op); err != nil {
+		d.unsent = op
 		return err
 	}
 	return nil
+}
+
+func (d *Downloads) send(ctx context.Context, op *v1.AddDownloadsOp) error {
+	_, err := d.prop.Propose(ctx, &v1.Command{Op: &v1.Command_AddDownloads{AddDownloads: op}})
+	return err
+}
+
+func (d *Downloads) unpend(batch map[dlKey]int64) {
+	d.mu.Lock()
+	for k, n := range batch {
+		d.pending[k] += n
+	}
+	d.mu.Unlock()
 }

@@ -34,7 +34,6 @@ import (
 	"github.com/condamesh/condamesh/proxy"
 	"github.com/condamesh/condamesh/store"
 	"github.com/condamesh/condamesh/upstream"
-	"github.com/hashicorp/memberlist"
 	"github.com/ipfs/go-cid"
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/protobuf/proto"
@@ -50,6 +49,35 @@ type Config struct {
 	RaftAddr string
 	// GossipAddr is the memberlist address (TCP and UDP). Port 0 picks one.
 	GossipAddr string
+	// AdvertiseAddr is the host peers reach this node at, used in every
+	// advertised address whose listener binds an unspecified host
+	// (0.0.0.0, ::). Default: the machine's first private IPv4 address.
+	AdvertiseAddr string
+	// AdvertiseHTTP, AdvertiseRaft, AdvertiseGossip override one
+	// listener's advertised address (AdvertiseHTTP is a base URL, the
+	// others host:port).
+	AdvertiseHTTP, AdvertiseRaft, AdvertiseGossip string
+	// Join lists gossip addresses (host:port) of members of the cluster
+	// to join, retried until one answers. A joining node needs an empty
+	// data directory (or Wipe) and never creates an admin user.
+	Join []string
+	// NoBootstrap keeps a node without cluster state from bootstrapping
+	// a single-node cluster: it waits to be joined (`node join` run on a
+	// member, or Join).
+	NoBootstrap bool
+	// Wipe deletes the data directory's metadata (store and Raft state)
+	// before a node with Join starts, so a node of another cluster can
+	// join this one.
+	Wipe bool
+	// Site names this node's site.
+	Site string
+	// Voters is the number of Raft voters the cluster aims for (3 or 5);
+	// more nodes are non-voters. Default 3.
+	Voters int
+	// NonVoter keeps this node a non-voter.
+	NonVoter bool
+	// Version is the build version gossiped to peers.
+	Version string
 	// AdminKey, if set, is the API key given to the admin user created on
 	// first start (for automation); otherwise a random key is generated.
 	AdminKey string
@@ -180,7 +208,6 @@ type Node struct {
 	st        *store.Store
 	cat       *catalog.Catalog
 	cl        *cluster.Cluster
-	ml        *memberlist.Memberlist
 	idx       *indexer.Indexer
 	jobs      *jobs.Runner
 	up        *upstream.Client
@@ -197,6 +224,8 @@ type Node struct {
 	nodeID    string
 	closeMu   sync.Once
 	runDone   chan struct{}
+	stopRun   chan struct{} // closed to stop Run (after a leave)
+	stopOnce  sync.Once
 }
 
 // New opens a node: store, Raft, gossip and the HTTP listener are bound
@@ -220,7 +249,7 @@ func New(ctx context.Context, cfg Config) (n *Node, err error) {
 	if err := os.MkdirAll(cfg.DataDir, 0o755); err != nil {
 		return nil, fmt.Errorf("node: create data dir: %w", err)
 	}
-	n = &Node{cfg: cfg, log: cfg.Logger, runDone: make(chan struct{})}
+	n = &Node{cfg: cfg, log: cfg.Logger, runDone: make(chan struct{}), stopRun: make(chan struct{})}
 	var closers []func() error
 	defer func() {
 		if err != nil {
@@ -229,6 +258,9 @@ func New(ctx context.Context, cfg Config) (n *Node, err error) {
 			}
 		}
 	}()
+	if err := prepareJoin(cfg); err != nil {
+		return nil, err
+	}
 	if n.nodeID, err = loadNodeID(cfg.DataDir); err != nil {
 		return nil, err
 	}
@@ -251,19 +283,34 @@ func New(ctx context.Context, cfg Config) (n *Node, err error) {
 	n.cat = catalog.New(n.st, func(ch string) { idx.Notify(ch) })
 	idx = indexer.New(n.cat, n.st, n.log)
 	n.idx = idx
-	ccfg := cluster.Config{NodeID: n.nodeID, Dir: filepath.Join(cfg.DataDir, "raft"), RaftAddr: cfg.RaftAddr, Bootstrap: true, Logger: n.log}
+	n.httpLn, err = net.Listen("tcp", cfg.HTTPAddr)
+	if err != nil {
+		return nil, fmt.Errorf("node: listen http: %w", err)
+	}
+	closers = append(closers, n.httpLn.Close)
+	httpURL, err := advertisedURL(cfg, n.httpLn.Addr().String())
+	if err != nil {
+		return nil, err
+	}
+	ccfg := cluster.Config{
+		NodeID: n.nodeID, Dir: filepath.Join(cfg.DataDir, "raft"),
+		RaftAddr: cfg.RaftAddr, RaftAdvertise: cfg.AdvertiseRaft,
+		GossipAddr: cfg.GossipAddr, GossipAdvertise: cfg.AdvertiseGossip,
+		AdvertiseHost: cfg.AdvertiseAddr, HTTPURL: httpURL,
+		Site: cfg.Site, Version: cfg.Version, Join: cfg.Join,
+		Bootstrap: !cfg.NoBootstrap, Voters: cfg.Voters, NonVoter: cfg.NonVoter,
+		PeerSecret: cfg.API.KeySecret, SecretFingerprint: cluster.Fingerprint(cfg.API.KeySecret),
+		Fast: cfg.Fast, Logger: n.log,
+	}
 	if cfg.Fast {
 		ccfg.HeartbeatTimeout, ccfg.ElectionTimeout, ccfg.LeaderLeaseTimeout = 200*time.Millisecond, 200*time.Millisecond, 100*time.Millisecond
+		ccfg.PromoteAfter, ccfg.ReapAfter = 500*time.Millisecond, 3*time.Second
 	}
 	n.cl, err = cluster.Open(ctx, ccfg, &machine{cat: n.cat, st: n.st, idx: idx})
 	if err != nil {
 		return nil, err
 	}
 	closers = append(closers, n.cl.Close)
-	if n.ml, err = startGossip(cfg, n.nodeID, n.log); err != nil {
-		return nil, err
-	}
-	closers = append(closers, func() error { return n.ml.Shutdown() })
 	n.jobs = jobs.New(jobs.Config{Interval: time.Second, Logger: n.log}, n.cat, n.cl, n.cl.IsLeader)
 	n.registerActions()
 	n.prom = metrics.NewProm(n.storeSize)
@@ -290,17 +337,14 @@ func New(ctx context.Context, cfg Config) (n *Node, err error) {
 	n.jobs.Register("synchronize_repodata", n.mirror.Action(mirror.FromRepodata))
 	n.jobs.Register("synchronize", n.mirror.Action(mirror.FromArchives))
 	n.jobs.Register("synchronize_metrics", metrics.NewMirrorPuller(n.cat, n.cl, n.up, cfg.API.Now, n.log).Action())
-	n.downloads = metrics.NewDownloads(metrics.DownloadsConfig{FlushEvery: cfg.DownloadFlush, Logger: n.log}, n.cl)
+	n.downloads = metrics.NewDownloads(metrics.DownloadsConfig{FlushEvery: cfg.DownloadFlush, Logger: n.log, NodeID: n.nodeID, LastSeq: n.cat.DownloadSeq}, n.cl)
 	var counter api.Downloads = n.downloads
 	if cfg.NoDownloadCounting {
 		counter = nil
 	}
-	n.api = api.New(cfg.API, api.Deps{Catalog: n.cat, Proposer: n.cl, Blobs: n.st, Indexes: idx, Jobs: n.jobs, Proxies: n.proxy, Downloads: counter, Prom: n.prom, Ready: n.cl.IsLeader})
-	n.httpLn, err = net.Listen("tcp", cfg.HTTPAddr)
-	if err != nil {
-		return nil, fmt.Errorf("node: listen http: %w", err)
-	}
-	closers = append(closers, n.httpLn.Close)
+	peerPath, peerHandler := n.cl.PeerHandler()
+	n.api = api.New(cfg.API, api.Deps{Catalog: n.cat, Proposer: n.cl, Blobs: n.st, Indexes: idx, Jobs: n.jobs, Proxies: n.proxy, Downloads: counter, Prom: n.prom, Ready: n.cl.Ready,
+		Cluster: nodeCluster{n}, Mounts: map[string]http.Handler{peerPath: peerHandler}})
 	maxConns := cfg.MaxConns
 	if maxConns == 0 {
 		maxConns = DefaultConfig().MaxConns
@@ -353,24 +397,6 @@ type httpServer interface {
 	Shutdown(context.Context) error
 }
 
-func startGossip(cfg Config, id string, log *slog.Logger) (*memberlist.Memberlist, error) {
-	host, port, _ := net.SplitHostPort(cfg.GossipAddr)
-	mc := memberlist.DefaultLANConfig()
-	if cfg.Fast {
-		mc = memberlist.DefaultLocalConfig()
-	}
-	mc.Name = id
-	mc.BindAddr = host
-	fmt.Sscan(port, &mc.BindPort)
-	mc.AdvertisePort = 0
-	mc.Logger = cluster.NewStdLogger(log.With("component", "gossip"))
-	ml, err := memberlist.Create(mc)
-	if err != nil {
-		return nil, fmt.Errorf("node: start gossip: %w", err)
-	}
-	return ml, nil
-}
-
 // loadNodeID returns the node's stable id, creating it on first start.
 func loadNodeID(dir string) (string, error) {
 	p := filepath.Join(dir, "node-id")
@@ -395,8 +421,7 @@ type Addrs struct {
 
 // Addrs reports the bound addresses (with the ports picked for port 0).
 func (n *Node) Addrs() Addrs {
-	g := n.ml.LocalNode()
-	return Addrs{HTTP: n.httpLn.Addr().String(), Raft: n.cl.RaftAddr(), Gossip: net.JoinHostPort(g.Addr.String(), fmt.Sprint(g.Port))}
+	return Addrs{HTTP: n.httpLn.Addr().String(), Raft: n.cl.RaftAddr(), Gossip: n.cl.GossipAddr()}
 }
 
 // URL is the node's base HTTP URL.
@@ -423,9 +448,27 @@ func (n *Node) Propose(ctx context.Context, cmd *v1.Command) (any, error) {
 // WaitReady waits until Raft has a leader and local state is caught up.
 func (n *Node) WaitReady(ctx context.Context) error { return n.cl.WaitLeader(ctx) }
 
+// KeySecret is the node's API key secret (tests: every node of a test
+// cluster gets the first node's).
+func (n *Node) KeySecret() []byte { return n.cfg.API.KeySecret }
+
+// Kill stops serving and leaves Raft and gossip at once, without draining
+// or announcing anything: what peers see of a SIGKILL (tests). Run then
+// returns after stopping the rest.
+func (n *Node) Kill() {
+	_ = n.httpLn.Close()
+	_ = n.cl.Close()
+}
+
+// Cluster exposes the node's cluster membership to tests in this module.
+func (n *Node) Cluster() *cluster.Cluster { return n.cl }
+
 // EnsureAdmin creates the admin user (server role owner) on first start and
 // returns its new API key; on later starts it returns "" and created=false.
 func (n *Node) EnsureAdmin(ctx context.Context) (key string, created bool, err error) {
+	if len(n.cfg.Join) > 0 || n.cfg.NoBootstrap {
+		return "", false, nil // a joining node never creates users
+	}
 	if err := n.WaitReady(ctx); err != nil {
 		return "", false, err
 	}
@@ -475,6 +518,8 @@ func (n *Node) Run(ctx context.Context) error {
 	g.Go(func() error {
 		select {
 		case <-gctx.Done():
+		case <-n.stopRun:
+			n.log.Info("stopping after leaving the cluster")
 		case err := <-bgErr:
 			n.log.Error("background worker failed, shutting down", "err", err)
 		}
@@ -489,8 +534,9 @@ func (n *Node) Run(ctx context.Context) error {
 // shutdown stops, in order: the HTTP server (draining requests, so no
 // accepted write is cut), the background workers (indexer, jobs: a job cut
 // short is rescheduled on the next start), then flushes the pending
-// download counts, then gossip (leave, so peers stop
-// routing here), Raft (finishing in-flight applies), then the store.
+// download counts, then gossip and Raft (finishing in-flight applies;
+// without a leave: a restarting node stays a member, see Leave), then the
+// store.
 func (n *Node) shutdown(ctx context.Context, stopWorkers func()) error {
 	var errs []error
 	if err := n.front.Shutdown(ctx); err != nil {
@@ -507,10 +553,6 @@ func (n *Node) shutdown(ctx context.Context, stopWorkers func()) error {
 
 func (n *Node) closeRest(ctx context.Context, errs *[]error) {
 	n.closeMu.Do(func() {
-		if err := n.ml.Leave(time.Second); err != nil {
-			n.log.Debug("gossip leave", "err", err)
-		}
-		_ = n.ml.Shutdown()
 		if err := n.cl.Close(); err != nil {
 			*errs = append(*errs, err)
 		}
@@ -541,6 +583,14 @@ func (m *machine) Apply(ctx context.Context, index uint64, cmd *v1.Command) (any
 }
 
 func (m *machine) Snapshot(ctx context.Context) (*store.Snapshot, error) { return m.st.Snapshot(ctx) }
+
+func (m *machine) AppliedIndex(ctx context.Context) (uint64, error) { return m.st.AppliedIndex(ctx) }
+
+func (m *machine) EncodeResult(val any, err error) *v1.ApplyResult {
+	return catalog.EncodeResult(val, err)
+}
+
+func (m *machine) DecodeResult(r *v1.ApplyResult) (any, error) { return catalog.DecodeResult(r) }
 
 func (m *machine) Restore(ctx context.Context, r io.Reader) error {
 	err := m.st.Restore(ctx, r)

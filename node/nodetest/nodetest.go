@@ -20,9 +20,11 @@ const AdminKey = "nodetest-admin-key-0123456789"
 // Node is a running test node.
 type Node struct {
 	*node.Node
-	Dir  string
-	cfg  node.Config
-	stop func()
+	Dir     string
+	cfg     node.Config
+	stop    func()
+	crashed bool
+	down    bool
 }
 
 // Option changes a test node's configuration.
@@ -68,10 +70,11 @@ func startWith(t testing.TB, dir string, cfg node.Config) *Node {
 	go func() { done <- n.Run(runCtx) }()
 	tn := &Node{Node: n, Dir: dir, cfg: cfg}
 	tn.stop = sync.OnceFunc(func() {
+		tn.down = true
 		cancel()
 		select {
 		case err := <-done:
-			if err != nil {
+			if err != nil && !tn.crashed {
 				t.Errorf("node run: %v", err)
 			}
 		case <-time.After(30 * time.Second):
@@ -84,6 +87,11 @@ func startWith(t testing.TB, dir string, cfg node.Config) *Node {
 	if _, _, err := n.EnsureAdmin(wctx); err != nil {
 		t.Fatalf("node not ready: %v", err)
 	}
+	if len(cfg.Join) > 0 {
+		if err := n.WaitReady(wctx); err != nil {
+			t.Fatalf("joining node not ready: %v", err)
+		}
+	}
 	return tn
 }
 
@@ -91,9 +99,28 @@ func startWith(t testing.TB, dir string, cfg node.Config) *Node {
 func (n *Node) Stop() { n.stop() }
 
 // Restart stops the node and starts a new one on the same data directory
-// and configuration (ports picked afresh).
+// and configuration. A member of a cluster keeps its addresses (its peers
+// know them); a single node gets new ports.
 func (n *Node) Restart(t testing.TB) *Node {
 	t.Helper()
 	n.Stop()
-	return startWith(t, n.Dir, n.cfg)
+	cfg := n.cfg
+	if n.member() {
+		a := n.Addrs()
+		cfg.HTTPAddr, cfg.RaftAddr, cfg.GossipAddr = a.HTTP, a.Raft, a.Gossip
+	}
+	return startWith(t, n.Dir, cfg)
 }
+
+// Crash stops the node the way SIGKILL would as far as its peers can
+// tell: listeners and Raft close at once, nothing is drained, flushed or
+// announced. The data directory stays for a Restart.
+func (n *Node) Crash() {
+	n.crashed = true
+	n.Node.Kill()
+	n.stop()
+}
+
+func (n *Node) stopped() bool { return n.down }
+
+func (n *Node) member() bool { return len(n.cfg.Join) > 0 || n.cfg.Fast }

@@ -26,6 +26,10 @@ const (
 type Command struct {
 	state        protoimpl.MessageState `protogen:"open.v1"`
 	TimeUnixNano int64                  `protobuf:"varint,1,opt,name=time_unix_nano,json=timeUnixNano,proto3" json:"time_unix_nano,omitempty"`
+	// request_id makes a command apply once however often a forward is
+	// retried: the FSM remembers the result of each id for a while and
+	// answers a repeat with it.
+	RequestId string `protobuf:"bytes,5,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
 	// Types that are valid to be assigned to Op:
 	//
 	//	*Command_CreateChannel
@@ -84,6 +88,13 @@ func (x *Command) GetTimeUnixNano() int64 {
 		return x.TimeUnixNano
 	}
 	return 0
+}
+
+func (x *Command) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
 }
 
 func (x *Command) GetOp() isCommand_Op {
@@ -1114,6 +1125,12 @@ type AddDownloadsOp struct {
 	MirrorId      string                 `protobuf:"bytes,2,opt,name=mirror_id,json=mirrorId,proto3" json:"mirror_id,omitempty"`
 	MirrorChannel string                 `protobuf:"bytes,3,opt,name=mirror_channel,json=mirrorChannel,proto3" json:"mirror_channel,omitempty"`
 	CursorUnix    int64                  `protobuf:"varint,4,opt,name=cursor_unix,json=cursorUnix,proto3" json:"cursor_unix,omitempty"`
+	// node_id and seq: a node's own counts carry its id and a sequence
+	// number that grows with each batch; the FSM applies a batch only if its
+	// seq is above the last one applied for that node, so a flush retried
+	// after an ambiguous failure counts once.
+	NodeId        string `protobuf:"bytes,5,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	Seq           uint64 `protobuf:"varint,6,opt,name=seq,proto3" json:"seq,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1176,13 +1193,29 @@ func (x *AddDownloadsOp) GetCursorUnix() int64 {
 	return 0
 }
 
+func (x *AddDownloadsOp) GetNodeId() string {
+	if x != nil {
+		return x.NodeId
+	}
+	return ""
+}
+
+func (x *AddDownloadsOp) GetSeq() uint64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
+}
+
 var File_condamesh_v1_command_proto protoreflect.FileDescriptor
 
 const file_condamesh_v1_command_proto_rawDesc = "" +
 	"\n" +
-	"\x1acondamesh/v1/command.proto\x12\fcondamesh.v1\x1a\x18condamesh/v1/types.proto\"\xd4\b\n" +
+	"\x1acondamesh/v1/command.proto\x12\fcondamesh.v1\x1a\x18condamesh/v1/types.proto\"\xf3\b\n" +
 	"\aCommand\x12$\n" +
-	"\x0etime_unix_nano\x18\x01 \x01(\x03R\ftimeUnixNano\x12F\n" +
+	"\x0etime_unix_nano\x18\x01 \x01(\x03R\ftimeUnixNano\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x05 \x01(\tR\trequestId\x12F\n" +
 	"\x0ecreate_channel\x18\n" +
 	" \x01(\v2\x1d.condamesh.v1.CreateChannelOpH\x00R\rcreateChannel\x12F\n" +
 	"\x0eupdate_channel\x18\v \x01(\v2\x1d.condamesh.v1.UpdateChannelOpH\x00R\rupdateChannel\x12F\n" +
@@ -1243,13 +1276,15 @@ const file_condamesh_v1_command_proto_rawDesc = "" +
 	"\x06mirror\x18\x01 \x01(\v2\x1b.condamesh.v1.ChannelMirrorR\x06mirror\":\n" +
 	"\x0eDeleteMirrorOp\x12\x18\n" +
 	"\achannel\x18\x01 \x01(\tR\achannel\x12\x0e\n" +
-	"\x02id\x18\x02 \x01(\tR\x02id\"\xaa\x01\n" +
+	"\x02id\x18\x02 \x01(\tR\x02id\"\xd5\x01\n" +
 	"\x0eAddDownloadsOp\x123\n" +
 	"\x06counts\x18\x01 \x03(\v2\x1b.condamesh.v1.DownloadCountR\x06counts\x12\x1b\n" +
 	"\tmirror_id\x18\x02 \x01(\tR\bmirrorId\x12%\n" +
 	"\x0emirror_channel\x18\x03 \x01(\tR\rmirrorChannel\x12\x1f\n" +
 	"\vcursor_unix\x18\x04 \x01(\x03R\n" +
-	"cursorUnixB\xae\x01\n" +
+	"cursorUnix\x12\x17\n" +
+	"\anode_id\x18\x05 \x01(\tR\x06nodeId\x12\x10\n" +
+	"\x03seq\x18\x06 \x01(\x04R\x03seqB\xae\x01\n" +
 	"\x10com.condamesh.v1B\fCommandProtoP\x01Z;github.com/condamesh/condamesh/gen/condamesh/v1;condameshv1\xa2\x02\x03CXX\xaa\x02\fCondamesh.V1\xca\x02\fCondamesh\\V1\xe2\x02\x18Condamesh\\V1\\GPBMetadata\xea\x02\rCondamesh::V1b\x06proto3"
 
 var (

@@ -1,0 +1,150 @@
+package nodetest
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/condamesh/condamesh/node"
+)
+
+// Cluster is a set of test nodes joined into one cluster.
+type Cluster struct {
+	Nodes []*Node
+	t     testing.TB
+}
+
+// WithVoters sets the number of voters the cluster aims for.
+func WithVoters(v int) Option { return func(c *node.Config) { c.Voters = v } }
+
+// WithSite sets a node's site.
+func WithSite(s string) Option { return func(c *node.Config) { c.Site = s } }
+
+// NewCluster starts n nodes through the same wiring as `serve`: the first
+// bootstraps (and creates the admin user), the others start with Join set
+// to its gossip address. It returns once every node is ready (knows the
+// leader and has applied what it committed) and min(n, voters) nodes are
+// voters.
+func NewCluster(t testing.TB, n int, opts ...Option) *Cluster {
+	t.Helper()
+	c := &Cluster{t: t}
+	first := Start(t, opts...)
+	c.Nodes = append(c.Nodes, first)
+	for i := 1; i < n; i++ {
+		c.Add(t, opts...)
+	}
+	voters := first.cfg.Voters
+	if voters == 0 {
+		voters = 3
+	}
+	c.WaitVoters(t, min(n, voters))
+	return c
+}
+
+// Add starts one more node that joins the cluster.
+func (c *Cluster) Add(t testing.TB, opts ...Option) *Node {
+	t.Helper()
+	dir := t.TempDir()
+	cfg := node.DefaultLocalConfig(dir)
+	cfg.Logger = c.Nodes[0].cfg.Logger
+	for _, o := range opts {
+		o(&cfg)
+	}
+	for _, n := range c.Nodes {
+		if !n.crashed {
+			cfg.Join = append(cfg.Join, n.Addrs().Gossip)
+			break
+		}
+	}
+	// Every node of a cluster has the same API key secret.
+	cfg.API.KeySecret = c.Nodes[0].KeySecret()
+	tn := startWith(t, dir, cfg)
+	c.Nodes = append(c.Nodes, tn)
+	return tn
+}
+
+// Live returns the nodes that are not stopped or crashed.
+func (c *Cluster) Live() []*Node {
+	var out []*Node
+	for _, n := range c.Nodes {
+		if !n.crashed && !n.stopped() {
+			out = append(out, n)
+		}
+	}
+	return out
+}
+
+// Leader waits until one live node leads (and is ready) and returns it.
+func (c *Cluster) Leader(t testing.TB) *Node {
+	t.Helper()
+	var leader *Node
+	c.poll(t, 30*time.Second, "a leader", func() bool {
+		for _, n := range c.Live() {
+			if n.Cluster().IsLeader() && n.Cluster().Ready() {
+				leader = n
+				return true
+			}
+		}
+		return false
+	})
+	return leader
+}
+
+// Followers returns the live nodes that do not lead.
+func (c *Cluster) Followers(t testing.TB) []*Node {
+	t.Helper()
+	l := c.Leader(t)
+	var out []*Node
+	for _, n := range c.Live() {
+		if n != l {
+			out = append(out, n)
+		}
+	}
+	return out
+}
+
+// WaitVoters waits until the leader's Raft configuration has want voters.
+func (c *Cluster) WaitVoters(t testing.TB, want int) {
+	t.Helper()
+	c.poll(t, 60*time.Second, fmt.Sprintf("%d voters", want), func() bool {
+		l := c.Leader(t)
+		nodes, err := l.Cluster().Nodes(context.Background())
+		if err != nil {
+			return false
+		}
+		v := 0
+		for _, n := range nodes {
+			if n.Voter {
+				v++
+			}
+		}
+		return v == want
+	})
+}
+
+// WaitApplied waits until every live node has applied the leader's last
+// index.
+func (c *Cluster) WaitApplied(t testing.TB) {
+	t.Helper()
+	want := c.Leader(t).Cluster().LastIndex()
+	c.poll(t, 30*time.Second, fmt.Sprintf("every node at index %d", want), func() bool {
+		for _, n := range c.Live() {
+			if n.Cluster().AppliedIndex() < want {
+				return false
+			}
+		}
+		return true
+	})
+}
+
+func (c *Cluster) poll(t testing.TB, d time.Duration, what string, ok func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !ok() {
+		if time.Now().After(deadline) {
+			t.Fatalf("cluster: no %s within %v", what, d)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
