@@ -104,6 +104,8 @@ func classify(err error) (status int, code connect.Code, detail any) {
 		return http.StatusNotFound, connect.CodeNotFound, err.Error()
 	case errors.Is(err, cluster.ErrNoQuorum), errors.Is(err, cluster.ErrOtherCluster):
 		return http.StatusConflict, connect.CodeFailedPrecondition, err.Error()
+	case errors.Is(err, cluster.ErrJoin):
+		return http.StatusBadGateway, connect.CodeUnavailable, err.Error()
 	case errors.Is(err, cluster.ErrConfig):
 		return http.StatusUnprocessableEntity, connect.CodeInvalidArgument, err.Error()
 	case errors.Is(err, catalog.ErrApply):

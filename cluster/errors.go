@@ -23,6 +23,8 @@ var (
 	// ErrNoQuorum refuses a change that would leave the cluster without a
 	// quorum of live voters.
 	ErrNoQuorum = errors.New("cluster: change would lose quorum")
+	// ErrJoin: no peer of a join answered.
+	ErrJoin = errors.New("cluster: join: no peer answered")
 	// ErrNotMember refuses a node-to-node call from a caller that is not a
 	// cluster member.
 	ErrNotMember = errors.New("cluster: caller is not a cluster member")

@@ -2,7 +2,6 @@ package cluster
 
 import (
 	"bytes"
-	"errors"
 	"fmt"
 	"net"
 	"strconv"
@@ -253,5 +252,3 @@ func stateName(s memberlist.NodeStateType) string {
 		return "dead"
 	}
 }
-
-var errNoPeers = errors.New("cluster: no peer answered")

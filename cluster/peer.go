@@ -95,7 +95,14 @@ func (p peerServer) Leave(ctx context.Context, req *v1.PeerLeaveRequest) (*v1.Pe
 		return nil, connect.NewError(connect.CodeUnavailable, errors.New("not the leader"))
 	}
 	if err := p.c.removeServer(req.GetId()); err != nil {
-		return nil, connect.NewError(connect.CodeFailedPrecondition, err)
+		code := connect.CodeUnavailable
+		switch {
+		case errors.Is(err, ErrUnknownNode):
+			code = connect.CodeNotFound
+		case errors.Is(err, ErrNoQuorum):
+			code = connect.CodeFailedPrecondition
+		}
+		return nil, connect.NewError(code, err)
 	}
 	return &v1.PeerLeaveResponse{}, nil
 }
@@ -169,6 +176,12 @@ func (p *peerClients) status(ctx context.Context, url string) (*v1.NodeInfo, err
 
 func (p *peerClients) leave(ctx context.Context, url, id string) error {
 	_, err := p.client(url).Leave(ctx, &v1.PeerLeaveRequest{Id: id})
+	switch connect.CodeOf(err) {
+	case connect.CodeNotFound:
+		return fmt.Errorf("%w: %s", ErrUnknownNode, id)
+	case connect.CodeFailedPrecondition:
+		return fmt.Errorf("%w: %s", ErrNoQuorum, connectMessage(err))
+	}
 	if err != nil {
 		return fmt.Errorf("cluster: leave through %s: %w", url, err)
 	}
@@ -197,4 +210,12 @@ func raftStateName(s raft.RaftState) string {
 	default:
 		return "none"
 	}
+}
+
+func connectMessage(err error) string {
+	var ce *connect.Error
+	if errors.As(err, &ce) {
+		return ce.Message()
+	}
+	return err.Error()
 }

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -265,10 +266,11 @@ func (c *Cluster) Join(ctx context.Context, peers []string) (int, error) {
 	}
 	n, err := c.ml.Join(peers)
 	if n == 0 {
-		if err == nil {
-			err = errNoPeers
+		if err != nil && strings.Contains(err.Error(), ErrOtherCluster.Error()) {
+			// memberlist flattens the merge delegate's error into text.
+			return 0, fmt.Errorf("%w: join %v: %s", ErrOtherCluster, peers, err)
 		}
-		return 0, fmt.Errorf("cluster: join %v: %w", peers, err)
+		return 0, fmt.Errorf("%w: %v: %v", ErrJoin, peers, err)
 	}
 	c.savePeers()
 	return n, nil

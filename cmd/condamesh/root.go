@@ -23,7 +23,7 @@ func newRoot(stdout, stderr io.Writer) *cobra.Command {
 	root.SetOut(stdout)
 	root.SetErr(stderr)
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error { return usageError{err} })
-	root.AddCommand(newServe(), newChannel(), newUpload(), newKey(), newMetrics(), newAdmin())
+	root.AddCommand(newServe(), newChannel(), newUpload(), newKey(), newMetrics(), newAdmin(), newNode())
 	return root
 }
 

@@ -45,6 +45,9 @@ func newServe() *cobra.Command {
 			if created {
 				fmt.Fprintf(cmd.OutOrStdout(), "Created user \"admin\" (server owner). Its API key is shown only now:\n\n    %s\n\nUse it with --api-key or CONDAMESH_API_KEY.\n", key)
 			}
+			if len(cfg.Join) > 0 || cfg.NoBootstrap {
+				fmt.Fprintf(cmd.OutOrStdout(), "condamesh node %s joining a cluster (gossip %s; peers %s)\n", n.ID(), n.Addrs().Gossip, strings.Join(cfg.Join, ","))
+			}
 			fmt.Fprintf(cmd.OutOrStdout(), "condamesh serving on %s (conda channels at %s/get/<channel>)\n", n.URL(), n.URL())
 			return <-runErr
 		},
@@ -54,6 +57,16 @@ func newServe() *cobra.Command {
 	f.StringVar(&cfg.HTTPAddr, "http-addr", cfg.HTTPAddr, "HTTP listen address (REST, Connect, /get)")
 	f.StringVar(&cfg.RaftAddr, "raft-addr", cfg.RaftAddr, "Raft listen address")
 	f.StringVar(&cfg.GossipAddr, "gossip-addr", cfg.GossipAddr, "gossip (memberlist) listen address")
+	f.StringVar(&cfg.AdvertiseAddr, "advertise-addr", "", "host peers reach this node at, for listeners bound to 0.0.0.0 or :: (default: the first private IPv4 address)")
+	f.StringVar(&cfg.AdvertiseHTTP, "advertise-http", "", "base URL peers reach the HTTP listener at (default http://<advertise host>:<http port>)")
+	f.StringVar(&cfg.AdvertiseRaft, "advertise-raft", "", "host:port peers reach Raft at (default <advertise host>:<raft port>)")
+	f.StringVar(&cfg.AdvertiseGossip, "advertise-gossip", "", "host:port peers reach gossip at (default <advertise host>:<gossip port>)")
+	f.StringSliceVar(&cfg.Join, "join", nil, "gossip addresses host:port of cluster members to join (comma-separated; retried until one answers); needs an empty data directory on first start")
+	f.BoolVar(&cfg.NoBootstrap, "no-bootstrap", false, "on a data directory without cluster state, wait to be joined (`condamesh node join` on a member) instead of bootstrapping a single-node cluster")
+	f.BoolVar(&cfg.Wipe, "wipe", false, "with --join or --no-bootstrap: delete the data directory's store and Raft state first (a node of another cluster joining this one)")
+	f.StringVar(&cfg.Site, "site", "", "name of this node's site (at most 64 characters)")
+	f.IntVar(&cfg.Voters, "voters", 3, "Raft voters the cluster aims for (3 or 5); further nodes are non-voters")
+	f.BoolVar(&cfg.NonVoter, "non-voter", false, "never make this node a Raft voter")
 	f.StringVar(&cfg.DebugAddr, "debug-addr", "", "serve Go's profiler (/debug/pprof/) on this address (loopback only: no authentication)")
 	f.IntVar(&cfg.MaxConns, "max-conns", cfg.MaxConns, "most HTTP connections open at once (more are closed at accept)")
 	f.IntVar(&cfg.MaxConnsPerIP, "max-conns-per-ip", cfg.MaxConnsPerIP, "most HTTP connections open at once from one client address (-1: no such cap)")
