@@ -80,7 +80,12 @@ func (a *applier) apply(cmd *v1.Command) (*Result, error) {
 	if err := validate(cmd); err != nil {
 		return nil, err
 	}
+	if err := a.fence(cmd); err != nil {
+		return nil, err
+	}
 	switch op := cmd.GetOp().(type) {
+	case *v1.Command_ClaimJobs:
+		return nil, a.b.Set(kJobsTerm(), putU64(max(op.ClaimJobs.GetTerm(), a.jobsTerm())))
 	case *v1.Command_CreateChannel:
 		return nil, a.createChannel(op.CreateChannel)
 	case *v1.Command_UpdateChannel:
@@ -762,4 +767,18 @@ func (a *applier) addDownloads(op *v1.AddDownloadsOp) error {
 func (a *applier) add(key []byte, n int64) error {
 	v, _ := a.b.Get(key)
 	return a.b.Set(key, putU64(u64(v)+uint64(n)))
+}
+
+func (a *applier) jobsTerm() uint64 {
+	v, _ := a.b.Get(kJobsTerm())
+	return u64(v)
+}
+
+// fence refuses a job runner's write (fence_term set) from a term older
+// than the one that last claimed the jobs.
+func (a *applier) fence(cmd *v1.Command) error {
+	if t := cmd.GetFenceTerm(); t != 0 && t < a.jobsTerm() {
+		return fmt.Errorf("%w: term %d, jobs claimed in term %d", ErrFenced, t, a.jobsTerm())
+	}
+	return nil
 }

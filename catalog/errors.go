@@ -13,6 +13,9 @@ var (
 	ErrInvalid = errors.New("catalog: invalid command")
 	// ErrQuota: the change would put the channel above its size limit.
 	ErrQuota = errors.New("catalog: above quota")
+	// ErrFenced: a job runner's write from a term that lost the jobs to a
+	// newer leader.
+	ErrFenced = errors.New("catalog: job write from a deposed leader")
 	// ErrLastOwner: the change would leave the server without an owner.
 	ErrLastOwner = errors.New("catalog: the last server owner cannot be demoted or removed")
 )

@@ -47,6 +47,7 @@ func kDownloads(ch, period string) []byte {
 func kDownload(ch, period string, bucket int64, platform, filename string) []byte {
 	return []byte(fmt.Sprintf("m/dl/%s/%s/%012d/%s/%s", ChannelKey(ch), period, bucket, platform, filename))
 }
+func kJobsTerm() []byte               { return []byte("m/jobsterm") }
 func kDownloadSeq(node string) []byte { return []byte("m/dlseq/" + node) }
 func kDownloadsAll(ch string) []byte  { return []byte("m/dl/" + ChannelKey(ch) + "/") }
 func kDownloadTotal(ch, platform, filename string) []byte {

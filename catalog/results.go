@@ -33,6 +33,7 @@ var errorCodes = []struct {
 	{"invalid", ErrInvalid},
 	{"quota", ErrQuota},
 	{"last_owner", ErrLastOwner},
+	{"fenced", ErrFenced},
 }
 
 // ErrApply is the kind of an error that has no catalog sentinel (a store

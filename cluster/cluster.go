@@ -169,11 +169,15 @@ type Cluster struct {
 	clusterID  string
 	// termReady is the term in which this leader's barrier has applied:
 	// reads (ReadIndex) are only served from it.
-	termReady atomic.Uint64
-	stop      chan struct{}
-	wg        sync.WaitGroup
-	closed    atomic.Bool
-	left      atomic.Bool
+	termReady  atomic.Uint64
+	leadMu     sync.Mutex
+	leadCtx    context.Context // ends with this node's leadership
+	leadCancel context.CancelFunc
+	leadTerm   uint64
+	stop       chan struct{}
+	wg         sync.WaitGroup
+	closed     atomic.Bool
+	left       atomic.Bool
 }
 
 // Open starts Raft on sm and joins gossip. A node that belongs to no
@@ -714,6 +718,7 @@ func (c *Cluster) leaderLoop() {
 		case <-c.stop:
 			return
 		case isLeader := <-obs:
+			c.endLeadership()
 			if !isLeader {
 				continue
 			}
@@ -723,10 +728,35 @@ func (c *Cluster) leaderLoop() {
 				continue
 			}
 			c.termReady.Store(term)
+			c.leadMu.Lock()
+			c.leadCtx, c.leadCancel = context.WithCancel(context.Background())
+			c.leadTerm = term
+			c.leadMu.Unlock()
 			c.log.Info("leading", "term", term)
 			c.kick()
 		}
 	}
+}
+
+func (c *Cluster) endLeadership() {
+	c.leadMu.Lock()
+	defer c.leadMu.Unlock()
+	if c.leadCancel != nil {
+		c.leadCancel()
+		c.leadCtx, c.leadCancel, c.leadTerm = nil, nil, 0
+	}
+}
+
+// Leadership returns, on the leader, a context that ends when this
+// leadership does, and its term (work that must run once in the cluster
+// runs under it, fenced by the term); ok is false elsewhere.
+func (c *Cluster) Leadership() (ctx context.Context, term uint64, ok bool) {
+	c.leadMu.Lock()
+	defer c.leadMu.Unlock()
+	if c.leadCtx == nil || c.leadCtx.Err() != nil || !c.IsLeader() {
+		return nil, 0, false
+	}
+	return c.leadCtx, c.leadTerm, true
 }
 
 // Close leaves nothing behind: it stops the reconciler, gossip (without a
@@ -737,6 +767,7 @@ func (c *Cluster) Close() error {
 		return nil
 	}
 	close(c.stop)
+	c.endLeadership()
 	c.fsm.stop()
 	var errs []error
 	if c.ml != nil {

@@ -48,13 +48,17 @@ type Config struct {
 	Logger *slog.Logger
 }
 
+// Leadership reports, on the Raft leader, a context that ends with the
+// leadership and its term; ok is false on other nodes.
+type Leadership func() (ctx context.Context, term uint64, ok bool)
+
 // Runner turns pending jobs into tasks and runs them.
 type Runner struct {
-	cfg      Config
-	cat      *catalog.Catalog
-	prop     Proposer
-	isLeader func() bool
-	log      *slog.Logger
+	cfg  Config
+	cat  *catalog.Catalog
+	prop Proposer
+	lead Leadership
+	log  *slog.Logger
 
 	mu      sync.Mutex
 	actions map[string]Action
@@ -62,8 +66,10 @@ type Runner struct {
 	wake    chan struct{}
 }
 
-// New returns a runner. isLeader gates execution to the Raft leader.
-func New(cfg Config, cat *catalog.Catalog, prop Proposer, isLeader func() bool) *Runner {
+// New returns a runner. lead gates execution to the Raft leader: a run
+// happens under the leadership's context (a deposed leader's run is
+// cancelled) and its job and task writes are fenced by its term.
+func New(cfg Config, cat *catalog.Catalog, prop Proposer, lead Leadership) *Runner {
 	if cfg.Interval == 0 {
 		cfg.Interval = time.Second
 	}
@@ -76,7 +82,7 @@ func New(cfg Config, cat *catalog.Catalog, prop Proposer, isLeader func() bool) 
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	return &Runner{cfg: cfg, cat: cat, prop: prop, isLeader: isLeader, log: cfg.Logger.With("component", "jobs"), actions: map[string]Action{}, items: map[string]ItemAction{}, wake: make(chan struct{}, 1)}
+	return &Runner{cfg: cfg, cat: cat, prop: prop, lead: lead, log: cfg.Logger.With("component", "jobs"), actions: map[string]Action{}, items: map[string]ItemAction{}, wake: make(chan struct{}, 1)}
 }
 
 // Register installs the handler of a manifest (an action name).
@@ -115,15 +121,21 @@ func (r *Runner) Wake() {
 func (r *Runner) Run(ctx context.Context) error {
 	t := time.NewTicker(r.cfg.Interval)
 	defer t.Stop()
-	recovered := false
+	var recovered uint64 // the term whose claim and recovery are done
 	for {
-		if r.isLeader() {
-			if !recovered {
-				recovered = r.recover(ctx) == nil
+		if lctx, term, ok := r.lead(); ok {
+			run, cancel := context.WithCancel(context.WithValue(ctx, termKey{}, term))
+			stop := context.AfterFunc(lctx, cancel) // leadership lost: stop the run
+			if recovered != term && r.claim(run, term) == nil && r.recover(run) == nil {
+				recovered = term
 			}
-			if err := r.Pass(ctx); err != nil && ctx.Err() == nil {
-				r.log.Error("job pass", "err", err)
+			if recovered == term {
+				if err := r.Pass(run); err != nil && run.Err() == nil {
+					r.log.Error("job pass", "err", err)
+				}
 			}
+			stop()
+			cancel()
 		}
 		select {
 		case <-ctx.Done():
@@ -246,7 +258,7 @@ func (r *Runner) runTask(ctx context.Context, j *v1.Job, item *v1.PackageVersion
 	if item != nil {
 		t.VersionChannel, t.VersionPlatform, t.VersionFilename, t.VersionSha256 = item.Channel, item.Platform, item.Filename, item.Sha256
 	}
-	res, err := r.prop.Propose(ctx, &v1.Command{Op: &v1.Command_PutTask{PutTask: &v1.PutTaskOp{Task: t}}})
+	res, err := r.propose(ctx, &v1.Command{Op: &v1.Command_PutTask{PutTask: &v1.PutTaskOp{Task: t}}})
 	if err != nil {
 		return nil, err
 	}
@@ -354,12 +366,27 @@ func (r *Runner) selectItems(ctx context.Context, j *v1.Job, spec ItemsSpec) ([]
 	return out, nil
 }
 
+// termKey carries the leadership term a run is fenced with.
+type termKey struct{}
+
+// propose replicates a job runner's write, fenced with the run's term.
+func (r *Runner) propose(ctx context.Context, cmd *v1.Command) (any, error) {
+	cmd.FenceTerm, _ = ctx.Value(termKey{}).(uint64)
+	return r.prop.Propose(ctx, cmd)
+}
+
+// claim fences off every earlier leader's job writes.
+func (r *Runner) claim(ctx context.Context, term uint64) error {
+	_, err := r.prop.Propose(ctx, &v1.Command{Op: &v1.Command_ClaimJobs{ClaimJobs: &v1.ClaimJobsOp{Term: term}}})
+	return err
+}
+
 func (r *Runner) putJob(ctx context.Context, j *v1.Job) error {
-	_, err := r.prop.Propose(ctx, &v1.Command{Op: &v1.Command_PutJob{PutJob: &v1.PutJobOp{Job: j}}})
+	_, err := r.propose(ctx, &v1.Command{Op: &v1.Command_PutJob{PutJob: &v1.PutJobOp{Job: j}}})
 	return err
 }
 
 func (r *Runner) putTask(ctx context.Context, t *v1.Task) error {
-	_, err := r.prop.Propose(ctx, &v1.Command{Op: &v1.Command_PutTask{PutTask: &v1.PutTaskOp{Task: t}}})
+	_, err := r.propose(ctx, &v1.Command{Op: &v1.Command_PutTask{PutTask: &v1.PutTaskOp{Task: t}}})
 	return err
 }

@@ -311,7 +311,7 @@ func New(ctx context.Context, cfg Config) (n *Node, err error) {
 		return nil, err
 	}
 	closers = append(closers, n.cl.Close)
-	n.jobs = jobs.New(jobs.Config{Interval: time.Second, Logger: n.log}, n.cat, n.cl, n.cl.IsLeader)
+	n.jobs = jobs.New(jobs.Config{Interval: time.Second, Logger: n.log}, n.cat, n.cl, n.cl.Leadership)
 	n.registerActions()
 	n.prom = metrics.NewProm(n.storeSize)
 	n.prom.WatchRaft(n.cl.LastIndex, n.cl.AppliedIndex)

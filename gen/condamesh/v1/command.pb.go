@@ -30,6 +30,10 @@ type Command struct {
 	// retried: the FSM remembers the result of each id for a while and
 	// answers a repeat with it.
 	RequestId string `protobuf:"bytes,5,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	// fence_term fences the job runner's writes (jobs, tasks): a command
+	// with a fence term below the last ClaimJobsOp's term is refused, so a
+	// deposed leader's job run cannot write over the new leader's.
+	FenceTerm uint64 `protobuf:"varint,6,opt,name=fence_term,json=fenceTerm,proto3" json:"fence_term,omitempty"`
 	// Types that are valid to be assigned to Op:
 	//
 	//	*Command_CreateChannel
@@ -48,6 +52,7 @@ type Command struct {
 	//	*Command_PutMirror
 	//	*Command_DeleteMirror
 	//	*Command_AddDownloads
+	//	*Command_ClaimJobs
 	Op            isCommand_Op `protobuf_oneof:"op"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -95,6 +100,13 @@ func (x *Command) GetRequestId() string {
 		return x.RequestId
 	}
 	return ""
+}
+
+func (x *Command) GetFenceTerm() uint64 {
+	if x != nil {
+		return x.FenceTerm
+	}
+	return 0
 }
 
 func (x *Command) GetOp() isCommand_Op {
@@ -248,6 +260,15 @@ func (x *Command) GetAddDownloads() *AddDownloadsOp {
 	return nil
 }
 
+func (x *Command) GetClaimJobs() *ClaimJobsOp {
+	if x != nil {
+		if x, ok := x.Op.(*Command_ClaimJobs); ok {
+			return x.ClaimJobs
+		}
+	}
+	return nil
+}
+
 type isCommand_Op interface {
 	isCommand_Op()
 }
@@ -316,6 +337,10 @@ type Command_AddDownloads struct {
 	AddDownloads *AddDownloadsOp `protobuf:"bytes,25,opt,name=add_downloads,json=addDownloads,proto3,oneof"`
 }
 
+type Command_ClaimJobs struct {
+	ClaimJobs *ClaimJobsOp `protobuf:"bytes,26,opt,name=claim_jobs,json=claimJobs,proto3,oneof"`
+}
+
 func (*Command_CreateChannel) isCommand_Op() {}
 
 func (*Command_UpdateChannel) isCommand_Op() {}
@@ -347,6 +372,8 @@ func (*Command_PutMirror) isCommand_Op() {}
 func (*Command_DeleteMirror) isCommand_Op() {}
 
 func (*Command_AddDownloads) isCommand_Op() {}
+
+func (*Command_ClaimJobs) isCommand_Op() {}
 
 // CreateChannelOp creates a channel; owner_id becomes its channel owner.
 type CreateChannelOp struct {
@@ -1207,15 +1234,63 @@ func (x *AddDownloadsOp) GetSeq() uint64 {
 	return 0
 }
 
+// ClaimJobsOp: the leader of term takes over the job runner; job and task
+// writes fenced with an older term are refused from then on.
+type ClaimJobsOp struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Term          uint64                 `protobuf:"varint,1,opt,name=term,proto3" json:"term,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ClaimJobsOp) Reset() {
+	*x = ClaimJobsOp{}
+	mi := &file_condamesh_v1_command_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ClaimJobsOp) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ClaimJobsOp) ProtoMessage() {}
+
+func (x *ClaimJobsOp) ProtoReflect() protoreflect.Message {
+	mi := &file_condamesh_v1_command_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ClaimJobsOp.ProtoReflect.Descriptor instead.
+func (*ClaimJobsOp) Descriptor() ([]byte, []int) {
+	return file_condamesh_v1_command_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *ClaimJobsOp) GetTerm() uint64 {
+	if x != nil {
+		return x.Term
+	}
+	return 0
+}
+
 var File_condamesh_v1_command_proto protoreflect.FileDescriptor
 
 const file_condamesh_v1_command_proto_rawDesc = "" +
 	"\n" +
-	"\x1acondamesh/v1/command.proto\x12\fcondamesh.v1\x1a\x18condamesh/v1/types.proto\"\xf3\b\n" +
+	"\x1acondamesh/v1/command.proto\x12\fcondamesh.v1\x1a\x18condamesh/v1/types.proto\"\xce\t\n" +
 	"\aCommand\x12$\n" +
 	"\x0etime_unix_nano\x18\x01 \x01(\x03R\ftimeUnixNano\x12\x1d\n" +
 	"\n" +
-	"request_id\x18\x05 \x01(\tR\trequestId\x12F\n" +
+	"request_id\x18\x05 \x01(\tR\trequestId\x12\x1d\n" +
+	"\n" +
+	"fence_term\x18\x06 \x01(\x04R\tfenceTerm\x12F\n" +
 	"\x0ecreate_channel\x18\n" +
 	" \x01(\v2\x1d.condamesh.v1.CreateChannelOpH\x00R\rcreateChannel\x12F\n" +
 	"\x0eupdate_channel\x18\v \x01(\v2\x1d.condamesh.v1.UpdateChannelOpH\x00R\rupdateChannel\x12F\n" +
@@ -1234,7 +1309,9 @@ const file_condamesh_v1_command_proto_rawDesc = "" +
 	"\n" +
 	"put_mirror\x18\x17 \x01(\v2\x19.condamesh.v1.PutMirrorOpH\x00R\tputMirror\x12C\n" +
 	"\rdelete_mirror\x18\x18 \x01(\v2\x1c.condamesh.v1.DeleteMirrorOpH\x00R\fdeleteMirror\x12C\n" +
-	"\radd_downloads\x18\x19 \x01(\v2\x1c.condamesh.v1.AddDownloadsOpH\x00R\faddDownloadsB\x04\n" +
+	"\radd_downloads\x18\x19 \x01(\v2\x1c.condamesh.v1.AddDownloadsOpH\x00R\faddDownloads\x12:\n" +
+	"\n" +
+	"claim_jobs\x18\x1a \x01(\v2\x19.condamesh.v1.ClaimJobsOpH\x00R\tclaimJobsB\x04\n" +
 	"\x02op\"]\n" +
 	"\x0fCreateChannelOp\x12/\n" +
 	"\achannel\x18\x01 \x01(\v2\x15.condamesh.v1.ChannelR\achannel\x12\x19\n" +
@@ -1284,7 +1361,9 @@ const file_condamesh_v1_command_proto_rawDesc = "" +
 	"\vcursor_unix\x18\x04 \x01(\x03R\n" +
 	"cursorUnix\x12\x17\n" +
 	"\anode_id\x18\x05 \x01(\tR\x06nodeId\x12\x10\n" +
-	"\x03seq\x18\x06 \x01(\x04R\x03seqB\xae\x01\n" +
+	"\x03seq\x18\x06 \x01(\x04R\x03seq\"!\n" +
+	"\vClaimJobsOp\x12\x12\n" +
+	"\x04term\x18\x01 \x01(\x04R\x04termB\xae\x01\n" +
 	"\x10com.condamesh.v1B\fCommandProtoP\x01Z;github.com/condamesh/condamesh/gen/condamesh/v1;condameshv1\xa2\x02\x03CXX\xaa\x02\fCondamesh.V1\xca\x02\fCondamesh\\V1\xe2\x02\x18Condamesh\\V1\\GPBMetadata\xea\x02\rCondamesh::V1b\x06proto3"
 
 var (
@@ -1299,7 +1378,7 @@ func file_condamesh_v1_command_proto_rawDescGZIP() []byte {
 	return file_condamesh_v1_command_proto_rawDescData
 }
 
-var file_condamesh_v1_command_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
+var file_condamesh_v1_command_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
 var file_condamesh_v1_command_proto_goTypes = []any{
 	(*Command)(nil),           // 0: condamesh.v1.Command
 	(*CreateChannelOp)(nil),   // 1: condamesh.v1.CreateChannelOp
@@ -1318,17 +1397,18 @@ var file_condamesh_v1_command_proto_goTypes = []any{
 	(*PutMirrorOp)(nil),       // 14: condamesh.v1.PutMirrorOp
 	(*DeleteMirrorOp)(nil),    // 15: condamesh.v1.DeleteMirrorOp
 	(*AddDownloadsOp)(nil),    // 16: condamesh.v1.AddDownloadsOp
-	(*Channel)(nil),           // 17: condamesh.v1.Channel
-	(*PackageVersion)(nil),    // 18: condamesh.v1.PackageVersion
-	(*Package)(nil),           // 19: condamesh.v1.Package
-	(*User)(nil),              // 20: condamesh.v1.User
-	(*ApiKey)(nil),            // 21: condamesh.v1.ApiKey
-	(*Member)(nil),            // 22: condamesh.v1.Member
-	(*Job)(nil),               // 23: condamesh.v1.Job
-	(*Task)(nil),              // 24: condamesh.v1.Task
-	(*ProxyEntry)(nil),        // 25: condamesh.v1.ProxyEntry
-	(*ChannelMirror)(nil),     // 26: condamesh.v1.ChannelMirror
-	(*DownloadCount)(nil),     // 27: condamesh.v1.DownloadCount
+	(*ClaimJobsOp)(nil),       // 17: condamesh.v1.ClaimJobsOp
+	(*Channel)(nil),           // 18: condamesh.v1.Channel
+	(*PackageVersion)(nil),    // 19: condamesh.v1.PackageVersion
+	(*Package)(nil),           // 20: condamesh.v1.Package
+	(*User)(nil),              // 21: condamesh.v1.User
+	(*ApiKey)(nil),            // 22: condamesh.v1.ApiKey
+	(*Member)(nil),            // 23: condamesh.v1.Member
+	(*Job)(nil),               // 24: condamesh.v1.Job
+	(*Task)(nil),              // 25: condamesh.v1.Task
+	(*ProxyEntry)(nil),        // 26: condamesh.v1.ProxyEntry
+	(*ChannelMirror)(nil),     // 27: condamesh.v1.ChannelMirror
+	(*DownloadCount)(nil),     // 28: condamesh.v1.DownloadCount
 }
 var file_condamesh_v1_command_proto_depIdxs = []int32{
 	1,  // 0: condamesh.v1.Command.create_channel:type_name -> condamesh.v1.CreateChannelOp
@@ -1347,24 +1427,25 @@ var file_condamesh_v1_command_proto_depIdxs = []int32{
 	14, // 13: condamesh.v1.Command.put_mirror:type_name -> condamesh.v1.PutMirrorOp
 	15, // 14: condamesh.v1.Command.delete_mirror:type_name -> condamesh.v1.DeleteMirrorOp
 	16, // 15: condamesh.v1.Command.add_downloads:type_name -> condamesh.v1.AddDownloadsOp
-	17, // 16: condamesh.v1.CreateChannelOp.channel:type_name -> condamesh.v1.Channel
-	17, // 17: condamesh.v1.UpdateChannelOp.channel:type_name -> condamesh.v1.Channel
-	18, // 18: condamesh.v1.PutVersionsOp.versions:type_name -> condamesh.v1.PackageVersion
-	19, // 19: condamesh.v1.CreatePackageOp.package:type_name -> condamesh.v1.Package
-	20, // 20: condamesh.v1.PutUserOp.user:type_name -> condamesh.v1.User
-	21, // 21: condamesh.v1.PutApiKeyOp.key:type_name -> condamesh.v1.ApiKey
-	20, // 22: condamesh.v1.PutApiKeyOp.anonymous_user:type_name -> condamesh.v1.User
-	22, // 23: condamesh.v1.SetMemberOp.member:type_name -> condamesh.v1.Member
-	23, // 24: condamesh.v1.PutJobOp.job:type_name -> condamesh.v1.Job
-	24, // 25: condamesh.v1.PutTaskOp.task:type_name -> condamesh.v1.Task
-	25, // 26: condamesh.v1.PutProxyEntriesOp.entries:type_name -> condamesh.v1.ProxyEntry
-	26, // 27: condamesh.v1.PutMirrorOp.mirror:type_name -> condamesh.v1.ChannelMirror
-	27, // 28: condamesh.v1.AddDownloadsOp.counts:type_name -> condamesh.v1.DownloadCount
-	29, // [29:29] is the sub-list for method output_type
-	29, // [29:29] is the sub-list for method input_type
-	29, // [29:29] is the sub-list for extension type_name
-	29, // [29:29] is the sub-list for extension extendee
-	0,  // [0:29] is the sub-list for field type_name
+	17, // 16: condamesh.v1.Command.claim_jobs:type_name -> condamesh.v1.ClaimJobsOp
+	18, // 17: condamesh.v1.CreateChannelOp.channel:type_name -> condamesh.v1.Channel
+	18, // 18: condamesh.v1.UpdateChannelOp.channel:type_name -> condamesh.v1.Channel
+	19, // 19: condamesh.v1.PutVersionsOp.versions:type_name -> condamesh.v1.PackageVersion
+	20, // 20: condamesh.v1.CreatePackageOp.package:type_name -> condamesh.v1.Package
+	21, // 21: condamesh.v1.PutUserOp.user:type_name -> condamesh.v1.User
+	22, // 22: condamesh.v1.PutApiKeyOp.key:type_name -> condamesh.v1.ApiKey
+	21, // 23: condamesh.v1.PutApiKeyOp.anonymous_user:type_name -> condamesh.v1.User
+	23, // 24: condamesh.v1.SetMemberOp.member:type_name -> condamesh.v1.Member
+	24, // 25: condamesh.v1.PutJobOp.job:type_name -> condamesh.v1.Job
+	25, // 26: condamesh.v1.PutTaskOp.task:type_name -> condamesh.v1.Task
+	26, // 27: condamesh.v1.PutProxyEntriesOp.entries:type_name -> condamesh.v1.ProxyEntry
+	27, // 28: condamesh.v1.PutMirrorOp.mirror:type_name -> condamesh.v1.ChannelMirror
+	28, // 29: condamesh.v1.AddDownloadsOp.counts:type_name -> condamesh.v1.DownloadCount
+	30, // [30:30] is the sub-list for method output_type
+	30, // [30:30] is the sub-list for method input_type
+	30, // [30:30] is the sub-list for extension type_name
+	30, // [30:30] is the sub-list for extension extendee
+	0,  // [0:30] is the sub-list for field type_name
 }
 
 func init() { file_condamesh_v1_command_proto_init() }
@@ -1390,6 +1471,7 @@ func file_condamesh_v1_command_proto_init() {
 		(*Command_PutMirror)(nil),
 		(*Command_DeleteMirror)(nil),
 		(*Command_AddDownloads)(nil),
+		(*Command_ClaimJobs)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -1397,7 +1479,7 @@ func file_condamesh_v1_command_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_condamesh_v1_command_proto_rawDesc), len(file_condamesh_v1_command_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   17,
+			NumMessages:   18,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
