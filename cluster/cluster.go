@@ -80,6 +80,11 @@ type Config struct {
 	// SecretFingerprint is gossiped so that a node with another API key
 	// secret is refused at the merge with a clear message.
 	SecretFingerprint string
+	// GossipKeys encrypt gossip (AES-GCM; 16, 24 or 32 bytes each): the
+	// first encrypts, all decrypt. Rotation, each step a rolling restart of
+	// every node: "old,new" (install), "new,old" (use), "new" (remove).
+	// Empty: gossip is not encrypted.
+	GossipKeys [][]byte
 	// PeerClient makes node-to-node calls. Default: a plain HTTP client.
 	PeerClient *http.Client
 	// ForwardTimeout bounds one Propose (forwarding and retries) when the
@@ -112,6 +117,11 @@ func (c *Config) Validate() error {
 	}
 	if c.GossipAddr != "" && len(c.PeerSecret) < 16 {
 		errs = append(errs, errors.New("PeerSecret of at least 16 bytes is required with gossip"))
+	}
+	for i, k := range c.GossipKeys {
+		if n := len(k); n != 16 && n != 24 && n != 32 {
+			errs = append(errs, fmt.Errorf("gossip key %d: %d bytes, want 16, 24 or 32", i+1, n))
+		}
 	}
 	if len(c.Site) > 64 {
 		errs = append(errs, fmt.Errorf("site %q: at most 64 characters", c.Site))
@@ -446,9 +456,25 @@ func (c *Cluster) startGossip() error {
 	} else if ip := net.ParseIP(host); ip != nil && ip.IsUnspecified() && cfg.AdvertiseHost != "" {
 		mc.AdvertiseAddr = cfg.AdvertiseHost
 	}
+	if mc.AdvertiseAddr != "" && net.ParseIP(mc.AdvertiseAddr) == nil {
+		// memberlist wants an IP: resolve a name (a pod's DNS name).
+		ips, err := net.LookupIP(mc.AdvertiseAddr)
+		if err != nil || len(ips) == 0 {
+			return fmt.Errorf("%w: gossip advertise host %q does not resolve: %v", ErrConfig, mc.AdvertiseAddr, err)
+		}
+		mc.AdvertiseAddr = ips[0].String()
+	}
 	mc.Logger = NewStdLogger(c.log.With("component", "gossip"))
 	d := gossipDelegate{c: c}
 	mc.Delegate, mc.Events, mc.Merge, mc.Alive = d, d, d, d
+	if len(cfg.GossipKeys) > 0 {
+		kr, err := memberlist.NewKeyring(cfg.GossipKeys, cfg.GossipKeys[0])
+		if err != nil {
+			return fmt.Errorf("%w: gossip keys: %w", ErrConfig, err)
+		}
+		mc.Keyring = kr
+		mc.GossipVerifyIncoming, mc.GossipVerifyOutgoing = true, true
+	}
 	mc.DeadNodeReclaimTime = 5 * time.Second // a restarted node may come back on new addresses
 	if _, err := EncodeMeta(c.localMeta()); err != nil {
 		return err

@@ -1,11 +1,14 @@
 package node_test
 
 import (
+	"bytes"
 	"context"
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/condamesh/condamesh/node"
 	"github.com/condamesh/condamesh/node/nodetest"
 )
 
@@ -46,4 +49,39 @@ func TestClusterJoinAndFollowerWrite(t *testing.T) {
 	if err != nil || len(nodes) != 3 {
 		t.Fatalf("nodes: %v %v", nodes, err)
 	}
+}
+
+// TestGossipEncryption: a node without the cluster's gossip key (or with
+// another one) cannot join; one whose keyring holds the key joins, and a
+// rotation step (the new key installed beside the one in use) keeps the
+// cluster together.
+func TestGossipEncryption(t *testing.T) {
+	oldKey := bytes.Repeat([]byte{1}, 32)
+	newKey := bytes.Repeat([]byte{2}, 16)
+	keys := func(k ...[]byte) nodetest.Option { return func(c *node.Config) { c.GossipKeys = k } }
+	c := nodetest.NewCluster(t, 1, keys(oldKey))
+	join := func(opts ...nodetest.Option) error {
+		cfg := node.DefaultLocalConfig(t.TempDir())
+		for _, o := range opts {
+			o(&cfg)
+		}
+		cfg.Join = []string{c.Nodes[0].Addrs().Gossip}
+		cfg.API.KeySecret = c.Nodes[0].KeySecret()
+		n, err := node.New(context.Background(), cfg)
+		if err != nil {
+			return err
+		}
+		defer n.Close(context.Background())
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+		defer cancel()
+		return n.WaitReady(ctx)
+	}
+	if err := join(); err == nil {
+		t.Fatal("a node without the gossip key joined")
+	}
+	if err := join(keys(newKey)); err == nil {
+		t.Fatal("a node with another gossip key joined")
+	}
+	c.Add(t, keys(oldKey, newKey)) // rotation, step 1: new key installed
+	c.WaitVoters(t, 2)
 }

@@ -76,6 +76,8 @@ type Config struct {
 	Voters int
 	// NonVoter keeps this node a non-voter.
 	NonVoter bool
+	// GossipKeys encrypt gossip (see cluster.Config.GossipKeys).
+	GossipKeys [][]byte
 	// Version is the build version gossiped to peers.
 	Version string
 	// AdminKey, if set, is the API key given to the admin user created on
@@ -300,7 +302,7 @@ func New(ctx context.Context, cfg Config) (n *Node, err error) {
 		Site: cfg.Site, Version: cfg.Version, Join: cfg.Join,
 		Bootstrap: !cfg.NoBootstrap, Voters: cfg.Voters, NonVoter: cfg.NonVoter,
 		PeerSecret: cfg.API.KeySecret, SecretFingerprint: cluster.Fingerprint(cfg.API.KeySecret),
-		Fast: cfg.Fast, Logger: n.log,
+		GossipKeys: cfg.GossipKeys, Fast: cfg.Fast, Logger: n.log,
 	}
 	if cfg.Fast {
 		ccfg.HeartbeatTimeout, ccfg.ElectionTimeout, ccfg.LeaderLeaseTimeout = 200*time.Millisecond, 200*time.Millisecond, 100*time.Millisecond

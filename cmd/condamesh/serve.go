@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/base64"
 	"fmt"
 	"log/slog"
 	"net/netip"
@@ -64,6 +65,8 @@ func newServe() *cobra.Command {
 	f.StringSliceVar(&cfg.Join, "join", nil, "gossip addresses host:port of cluster members to join (comma-separated; retried until one answers); needs an empty data directory on first start")
 	f.BoolVar(&cfg.NoBootstrap, "no-bootstrap", false, "on a data directory without cluster state, wait to be joined (`condamesh node join` on a member) instead of bootstrapping a single-node cluster")
 	f.BoolVar(&cfg.Wipe, "wipe", false, "with --join or --no-bootstrap: delete the data directory's store and Raft state first (a node of another cluster joining this one)")
+	var gossipKeys []string
+	f.StringSliceVar(&gossipKeys, "gossip-key", nil, "base64 gossip encryption keys (16, 24 or 32 bytes; `openssl rand -base64 32`): the first encrypts, all decrypt; rotate with rolling restarts: old,new then new,old then new (prefer the env twin CONDAMESH_GOSSIP_KEY)")
 	f.StringVar(&cfg.Site, "site", "", "name of this node's site (at most 64 characters)")
 	f.IntVar(&cfg.Voters, "voters", 3, "Raft voters the cluster aims for (3 or 5); further nodes are non-voters")
 	f.BoolVar(&cfg.NonVoter, "non-voter", false, "never make this node a Raft voter")
@@ -99,6 +102,13 @@ func newServe() *cobra.Command {
 		cfg.Redirects = upstream.RedirectPolicy(redirects)
 		if err := cfg.Redirects.Validate(); err != nil {
 			return usageError{err}
+		}
+		for _, k := range gossipKeys {
+			b, err := base64.StdEncoding.DecodeString(strings.TrimSpace(k))
+			if err != nil {
+				return usageError{fmt.Errorf("--gossip-key: not base64: %w", err)}
+			}
+			cfg.GossipKeys = append(cfg.GossipKeys, b)
 		}
 		cfg.NoDownloadCounting = !countDownloads
 		cfg.NoLeanHTTP = !leanHTTP
