@@ -77,7 +77,6 @@ func Open(ctx context.Context, cfg Config, sm stateMachine) (*Cluster, error) {
 	rc := raft.DefaultConfig()
 	rc.LocalID = raft.ServerID(cfg.NodeID)
 	rc.Logger = hl
-	rc.NoSnapshotRestoreOnStart = true // the FSM (Pebble) is persistent
 	if cfg.HeartbeatTimeout > 0 {
 		rc.HeartbeatTimeout = cfg.HeartbeatTimeout
 	}
@@ -99,6 +98,7 @@ func Open(ctx context.Context, cfg Config, sm stateMachine) (*Cluster, error) {
 		_ = logs.Close()
 		return nil, fmt.Errorf("cluster: open snapshots: %w", err)
 	}
+	rc.NoSnapshotRestoreOnStart = !restoreOnStart(ctx, sm, snaps, lg) // issue 10: the FSM is persistent, but restore a snapshot it is behind
 	addr, err := net.ResolveTCPAddr("tcp", cfg.RaftAddr)
 	if err != nil {
 		_ = logs.Close()

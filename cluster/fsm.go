@@ -17,6 +17,8 @@ type stateMachine interface {
 	Apply(ctx context.Context, index uint64, cmd *v1.Command) (any, error)
 	Snapshot(ctx context.Context) (*store.Snapshot, error)
 	Restore(ctx context.Context, r io.Reader) error
+	// AppliedIndex is the last Raft index the state machine holds.
+	AppliedIndex(ctx context.Context) (uint64, error)
 }
 
 // fsm adapts raft.FSM onto a stateMachine.

@@ -29,6 +29,9 @@ func (m *testMachine) Snapshot(ctx context.Context) (*store.Snapshot, error) {
 	return m.st.Snapshot(ctx)
 }
 func (m *testMachine) Restore(ctx context.Context, r io.Reader) error { return m.st.Restore(ctx, r) }
+func (m *testMachine) AppliedIndex(ctx context.Context) (uint64, error) {
+	return m.st.AppliedIndex(ctx)
+}
 
 func newMachine(t *testing.T) *testMachine {
 	t.Helper()

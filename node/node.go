@@ -542,6 +542,8 @@ func (m *machine) Apply(ctx context.Context, index uint64, cmd *v1.Command) (any
 
 func (m *machine) Snapshot(ctx context.Context) (*store.Snapshot, error) { return m.st.Snapshot(ctx) }
 
+func (m *machine) AppliedIndex(ctx context.Context) (uint64, error) { return m.st.AppliedIndex(ctx) }
+
 func (m *machine) Restore(ctx context.Context, r io.Reader) error {
 	err := m.st.Restore(ctx, r)
 	m.cat.Invalidate()
