@@ -100,6 +100,8 @@ func classify(err error) (status int, code connect.Code, detail any) {
 		return http.StatusRequestTimeout, connect.CodeDeadlineExceeded, "request body arrived too slowly"
 	case errors.Is(err, cluster.ErrNotLeader):
 		return http.StatusServiceUnavailable, connect.CodeUnavailable, "not the leader, retry"
+	case errors.Is(err, cluster.ErrHalted):
+		return http.StatusServiceUnavailable, connect.CodeUnavailable, "this node stopped applying the replicated log (an entry needs a newer condamesh); use another node"
 	case errors.Is(err, context.DeadlineExceeded):
 		return http.StatusGatewayTimeout, connect.CodeDeadlineExceeded, "deadline exceeded"
 	case errors.Is(err, context.Canceled):

@@ -58,6 +58,7 @@ type Cluster struct {
 	logs      *raftboltdb.BoltStore
 	log       *slog.Logger
 	closed    atomic.Bool
+	fsm       *fsm // issue 10 (command versions): Halted, and Close unblocks a halted Apply
 }
 
 // Open starts Raft on sm. With Bootstrap and no existing state the node
@@ -126,13 +127,14 @@ func Open(ctx context.Context, cfg Config, sm stateMachine) (*Cluster, error) {
 			lg.Info("bootstrapped single-node cluster")
 		}
 	}
-	r, err := raft.NewRaft(rc, &fsm{sm: sm}, logs, logs, snaps, trans)
+	f := newFSM(sm, lg) // issue 10 (command versions)
+	r, err := raft.NewRaft(rc, f, logs, logs, snaps, trans)
 	if err != nil {
 		_ = trans.Close()
 		_ = logs.Close()
 		return nil, fmt.Errorf("cluster: start raft: %w", err)
 	}
-	return &Cluster{cfg: cfg, raft: r, transport: trans, logs: logs, log: lg}, nil
+	return &Cluster{cfg: cfg, raft: r, transport: trans, logs: logs, log: lg, fsm: f}, nil
 }
 
 func addrOrNil(a *net.TCPAddr) net.Addr {
@@ -191,9 +193,13 @@ func (c *Cluster) Propose(ctx context.Context, cmd *v1.Command) (any, error) {
 	if cmd.TimeUnixNano == 0 {
 		cmd.TimeUnixNano = time.Now().UnixNano()
 	}
+	stampVersion(cmd) // issue 10 (command versions)
 	data, err := proto.Marshal(cmd)
 	if err != nil {
 		return nil, fmt.Errorf("cluster: marshal command: %w", err)
+	}
+	if h := c.Halted(); h != "" { // issue 10 (command versions): its FSM would never answer
+		return nil, fmt.Errorf("%w: %s", ErrHalted, h)
 	}
 	if !c.IsLeader() {
 		return nil, ErrNotLeader
@@ -218,7 +224,9 @@ func (c *Cluster) Close() error {
 	if c.closed.Swap(true) {
 		return nil
 	}
-	err := c.raft.Shutdown().Error()
+	shut := c.raft.Shutdown()
+	c.fsm.halt.shutdown() // issue 10 (command versions): release a halted Apply, which Shutdown waits for
+	err := shut.Error()
 	if e := c.transport.Close(); err == nil {
 		err = e
 	}

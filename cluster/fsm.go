@@ -2,8 +2,10 @@ package cluster
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 
 	v1 "github.com/condamesh/condamesh/gen/condamesh/v1"
 	"github.com/condamesh/condamesh/store"
@@ -22,7 +24,18 @@ type stateMachine interface {
 }
 
 // fsm adapts raft.FSM onto a stateMachine.
-type fsm struct{ sm stateMachine }
+type fsm struct {
+	sm   stateMachine
+	log  *slog.Logger
+	halt *halter
+}
+
+func newFSM(sm stateMachine, lg *slog.Logger) *fsm {
+	if lg == nil {
+		lg = slog.Default()
+	}
+	return &fsm{sm: sm, log: lg, halt: newHalter()}
+}
 
 var _ raft.FSM = (*fsm)(nil)
 
@@ -33,11 +46,16 @@ type applyResult struct {
 }
 
 // DecodeCommand parses a Raft log entry. It is exported for fuzzing: log
-// entries from a peer are untrusted input.
+// entries from a peer are untrusted input. An entry that is not a Command
+// is ErrBadCommand; a well-formed one this build cannot apply (a newer
+// version or operation) is *UnsupportedCommandError.
 func DecodeCommand(data []byte) (*v1.Command, error) {
 	var cmd v1.Command
 	if err := proto.Unmarshal(data, &cmd); err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrBadCommand, err)
+	}
+	if err := checkVersion(&cmd); err != nil {
+		return nil, err
 	}
 	if cmd.GetOp() == nil {
 		return nil, fmt.Errorf("%w: no operation", ErrBadCommand)
@@ -45,8 +63,18 @@ func DecodeCommand(data []byte) (*v1.Command, error) {
 	return &cmd, nil
 }
 
+// Apply applies one entry. An entry that does not decode is answered
+// ErrBadCommand (alike on every replica), one the catalog refuses with the
+// catalog's error; one that needs a newer build halts applying (halter).
 func (f *fsm) Apply(l *raft.Log) any {
+	if f.halt.stopped() {
+		return applyResult{err: ErrClosed}
+	}
 	cmd, err := DecodeCommand(l.Data)
+	if unsupported, ok := errors.AsType[*UnsupportedCommandError](err); ok {
+		f.halt.halt(f.log, l.Index, unsupported) // returns only at shutdown
+		return applyResult{err: err}
+	}
 	if err != nil {
 		return applyResult{err: err}
 	}

@@ -26,6 +26,12 @@ const (
 type Command struct {
 	state        protoimpl.MessageState `protogen:"open.v1"`
 	TimeUnixNano int64                  `protobuf:"varint,1,opt,name=time_unix_nano,json=timeUnixNano,proto3" json:"time_unix_nano,omitempty"`
+	// version is the command version needed to apply this command
+	// (catalog.RequiredVersion, stamped by the proposer). A node whose build
+	// applies a lower version (catalog.ProtocolVersion) stops applying the log
+	// at this entry instead of skipping it. 0 (entries written before versions
+	// existed) means 1.
+	Version uint32 `protobuf:"varint,2,opt,name=version,proto3" json:"version,omitempty"`
 	// Types that are valid to be assigned to Op:
 	//
 	//	*Command_CreateChannel
@@ -82,6 +88,13 @@ func (*Command) Descriptor() ([]byte, []int) {
 func (x *Command) GetTimeUnixNano() int64 {
 	if x != nil {
 		return x.TimeUnixNano
+	}
+	return 0
+}
+
+func (x *Command) GetVersion() uint32 {
+	if x != nil {
+		return x.Version
 	}
 	return 0
 }
@@ -1180,9 +1193,10 @@ var File_condamesh_v1_command_proto protoreflect.FileDescriptor
 
 const file_condamesh_v1_command_proto_rawDesc = "" +
 	"\n" +
-	"\x1acondamesh/v1/command.proto\x12\fcondamesh.v1\x1a\x18condamesh/v1/types.proto\"\xd4\b\n" +
+	"\x1acondamesh/v1/command.proto\x12\fcondamesh.v1\x1a\x18condamesh/v1/types.proto\"\xee\b\n" +
 	"\aCommand\x12$\n" +
-	"\x0etime_unix_nano\x18\x01 \x01(\x03R\ftimeUnixNano\x12F\n" +
+	"\x0etime_unix_nano\x18\x01 \x01(\x03R\ftimeUnixNano\x12\x18\n" +
+	"\aversion\x18\x02 \x01(\rR\aversion\x12F\n" +
 	"\x0ecreate_channel\x18\n" +
 	" \x01(\v2\x1d.condamesh.v1.CreateChannelOpH\x00R\rcreateChannel\x12F\n" +
 	"\x0eupdate_channel\x18\v \x01(\v2\x1d.condamesh.v1.UpdateChannelOpH\x00R\rupdateChannel\x12F\n" +
