@@ -104,12 +104,16 @@ func classify(err error) (status int, code connect.Code, detail any) {
 		return http.StatusNotFound, connect.CodeNotFound, err.Error()
 	case errors.Is(err, cluster.ErrNoQuorum), errors.Is(err, cluster.ErrOtherCluster):
 		return http.StatusConflict, connect.CodeFailedPrecondition, err.Error()
+	case errors.Is(err, cluster.ErrUnsupportedCommand):
+		return http.StatusServiceUnavailable, connect.CodeUnavailable, err.Error()
 	case errors.Is(err, cluster.ErrJoin):
 		return http.StatusBadGateway, connect.CodeUnavailable, err.Error()
 	case errors.Is(err, cluster.ErrConfig):
 		return http.StatusUnprocessableEntity, connect.CodeInvalidArgument, err.Error()
 	case errors.Is(err, catalog.ErrApply):
 		return http.StatusInternalServerError, connect.CodeInternal, "Internal Server Error"
+	case errors.Is(err, cluster.ErrHalted):
+		return http.StatusServiceUnavailable, connect.CodeUnavailable, "this node stopped applying the replicated log (an entry needs a newer condamesh); use another node"
 	case errors.Is(err, context.DeadlineExceeded):
 		return http.StatusGatewayTimeout, connect.CodeDeadlineExceeded, "deadline exceeded"
 	case errors.Is(err, context.Canceled):

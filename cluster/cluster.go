@@ -17,6 +17,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/condamesh/condamesh/catalog"
 	v1 "github.com/condamesh/condamesh/gen/condamesh/v1"
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/memberlist"
@@ -218,7 +219,6 @@ func Open(ctx context.Context, cfg Config, sm stateMachine) (c *Cluster, err err
 	rc := raft.DefaultConfig()
 	rc.LocalID = raft.ServerID(cfg.NodeID)
 	rc.Logger = hl
-	rc.NoSnapshotRestoreOnStart = true // the FSM (Pebble) is persistent
 	if cfg.HeartbeatTimeout > 0 {
 		rc.HeartbeatTimeout = cfg.HeartbeatTimeout
 	}
@@ -241,6 +241,7 @@ func Open(ctx context.Context, cfg Config, sm stateMachine) (c *Cluster, err err
 	if err != nil {
 		return nil, fmt.Errorf("cluster: open snapshots: %w", err)
 	}
+	rc.NoSnapshotRestoreOnStart = !restoreOnStart(ctx, sm, snaps, lg) // the FSM is persistent, but restore a snapshot it is behind
 	ln, err := net.Listen("tcp", cfg.RaftAddr)
 	if err != nil {
 		return nil, fmt.Errorf("cluster: listen raft: %w", err)
@@ -509,8 +510,30 @@ func (c *Cluster) localMeta() *v1.NodeMeta {
 // ProtoMin and ProtoMax are the command versions this build applies.
 const (
 	ProtoMin = 1
-	ProtoMax = 1
+	ProtoMax = catalog.ProtocolVersion
 )
+
+// clusterProto is the newest command version every voter applies (as
+// gossiped; a voter not heard of counts as ProtoMin): newer commands are
+// not proposed until every voter runs a build that applies them.
+func (c *Cluster) clusterProto() uint32 {
+	v := uint32(ProtoMax)
+	cf := c.raft.GetConfiguration()
+	if cf.Error() != nil {
+		return ProtoMin
+	}
+	for _, s := range cf.Configuration().Servers {
+		if s.Suffrage != raft.Voter || string(s.ID) == c.cfg.NodeID {
+			continue
+		}
+		m, ok := c.members.get(string(s.ID))
+		if !ok || m.meta == nil || m.meta.ProtoMax == 0 {
+			return ProtoMin
+		}
+		v = min(v, m.meta.ProtoMax)
+	}
+	return v
+}
 
 // GossipAddr is the advertised gossip address ("" without gossip).
 func (c *Cluster) GossipAddr() string {
@@ -543,7 +566,7 @@ func (c *Cluster) LeaderID() string {
 // applied what the leader committed (within MaxLag), and it applies
 // commands (not halted).
 func (c *Cluster) Ready() bool {
-	if c.closed.Load() || c.fsm.halted() != "" {
+	if c.closed.Load() || c.fsm.halt.halted() != "" {
 		return false
 	}
 	if c.LeaderID() == "" {
@@ -598,9 +621,16 @@ func (c *Cluster) Propose(ctx context.Context, cmd *v1.Command) (any, error) {
 		_, _ = rand.Read(b[:])
 		cmd.RequestId = hex.EncodeToString(b[:])
 	}
+	stampVersion(cmd)
 	data, err := proto.Marshal(cmd)
 	if err != nil {
 		return nil, fmt.Errorf("cluster: marshal command: %w", err)
+	}
+	if cmd.Version > ProtoMin && cmd.Version > c.clusterProto() {
+		return nil, fmt.Errorf("%w: command version %d is not applied by every voter yet (upgrade them first)", ErrUnsupportedCommand, cmd.Version)
+	}
+	if h := c.Halted(); h != "" { // its FSM would never answer
+		return nil, fmt.Errorf("%w: %s", ErrHalted, h)
 	}
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc
@@ -794,14 +824,15 @@ func (c *Cluster) Close() error {
 	}
 	close(c.stop)
 	c.endLeadership()
-	c.fsm.stop()
 	var errs []error
 	if c.ml != nil {
 		if err := c.ml.Shutdown(); err != nil {
 			errs = append(errs, err)
 		}
 	}
-	if err := c.raft.Shutdown().Error(); err != nil {
+	shut := c.raft.Shutdown()
+	c.fsm.halt.shutdown() // release a halted Apply, which Shutdown waits for
+	if err := shut.Error(); err != nil {
 		errs = append(errs, err)
 	}
 	c.wg.Wait()

@@ -28,4 +28,11 @@ var (
 	// ErrNotMember refuses a node-to-node call from a caller that is not a
 	// cluster member.
 	ErrNotMember = errors.New("cluster: caller is not a cluster member")
+	// ErrUnsupportedCommand is returned (wrapped in *UnsupportedCommandError)
+	// by DecodeCommand for a well-formed entry this build cannot apply: its
+	// version is above catalog.ProtocolVersion, or its operation is unknown.
+	ErrUnsupportedCommand = errors.New("cluster: command needs a newer version")
+	// ErrHalted is returned by Propose on a node that stopped applying the
+	// log at an entry it cannot apply (see Cluster.Halted).
+	ErrHalted = errors.New("cluster: applying halted")
 )

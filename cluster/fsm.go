@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -37,14 +38,16 @@ type fsm struct {
 	applied atomic.Uint64
 	mu      sync.Mutex
 	changed chan struct{} // closed and replaced when applied moves
-	done    chan struct{}
-	stopped sync.Once
+	halt    *halter
 }
 
 var _ raft.FSM = (*fsm)(nil)
 
 func newFSM(sm stateMachine, log *slog.Logger) *fsm {
-	f := &fsm{sm: sm, log: log, changed: make(chan struct{}), done: make(chan struct{})}
+	if log == nil {
+		log = slog.Default()
+	}
+	f := &fsm{sm: sm, log: log, changed: make(chan struct{}), halt: newHalter()}
 	if idx, err := sm.AppliedIndex(context.Background()); err == nil {
 		f.applied.Store(idx)
 	}
@@ -58,11 +61,16 @@ type applyResult struct {
 }
 
 // DecodeCommand parses a Raft log entry. It is exported for fuzzing: log
-// entries from a peer are untrusted input.
+// entries from a peer are untrusted input. An entry that is not a Command
+// is ErrBadCommand; a well-formed one this build cannot apply (a newer
+// version or operation) is *UnsupportedCommandError.
 func DecodeCommand(data []byte) (*v1.Command, error) {
 	var cmd v1.Command
 	if err := proto.Unmarshal(data, &cmd); err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrBadCommand, err)
+	}
+	if err := checkVersion(&cmd); err != nil {
+		return nil, err
 	}
 	if cmd.GetOp() == nil {
 		return nil, fmt.Errorf("%w: no operation", ErrBadCommand)
@@ -70,9 +78,23 @@ func DecodeCommand(data []byte) (*v1.Command, error) {
 	return &cmd, nil
 }
 
+// Apply applies one entry. An entry that does not decode is answered
+// ErrBadCommand (alike on every replica), one the catalog refuses with the
+// catalog's error; one that needs a newer build halts applying (halter).
 func (f *fsm) Apply(l *raft.Log) any {
-	defer f.setApplied(l.Index)
+	if f.halt.stopped() {
+		return applyResult{err: ErrClosed}
+	}
 	cmd, err := DecodeCommand(l.Data)
+	if unsupported, ok := errors.AsType[*UnsupportedCommandError](err); ok {
+		f.halt.halt(f.log, l.Index, unsupported) // returns only at shutdown
+		return applyResult{err: err}
+	}
+	defer f.setApplied(l.Index)
+	if unsupported, ok := errors.AsType[*UnsupportedCommandError](err); ok {
+		f.halt.halt(f.log, l.Index, unsupported) // returns only at shutdown
+		return applyResult{err: err}
+	}
 	if err != nil {
 		return applyResult{err: err}
 	}
@@ -108,11 +130,6 @@ func (f *fsm) waitApplied(ctx context.Context, idx uint64, stop <-chan struct{})
 		}
 	}
 }
-
-// halted says why the FSM stopped applying ("" while it applies).
-func (f *fsm) halted() string { return "" }
-
-func (f *fsm) stop() { f.stopped.Do(func() { close(f.done) }) }
 
 // Snapshot only captures a Pebble snapshot; Persist does the I/O.
 func (f *fsm) Snapshot() (raft.FSMSnapshot, error) {

@@ -143,7 +143,8 @@ func dump(t *testing.T, st *store.Store) []byte {
 }
 
 // FuzzDecodeCommand feeds arbitrary log entries to the decoder and, when
-// they decode, to a real catalog: neither may panic.
+// they decode, to a real catalog: neither may panic, and what decodes is
+// something this build applies.
 func FuzzDecodeCommand(f *testing.F) {
 	for _, c := range []*v1.Command{
 		{Op: &v1.Command_CreateChannel{CreateChannel: &v1.CreateChannelOp{Channel: &v1.Channel{Name: "c"}}}},
@@ -156,15 +157,21 @@ func FuzzDecodeCommand(f *testing.F) {
 	}
 	f.Add([]byte{})
 	f.Add([]byte{0x0a, 0xff})
+	f.Add(unknownOp())
+	newer, _ := proto.Marshal(&v1.Command{Version: catalog.ProtocolVersion + 1, Op: &v1.Command_DeleteChannel{DeleteChannel: &v1.DeleteChannelOp{Name: "c"}}})
+	f.Add(newer)
 	m := newMachineFuzz(f)
 	var idx uint64
 	f.Fuzz(func(t *testing.T, data []byte) {
 		cmd, err := DecodeCommand(data)
 		if err != nil {
-			if !errors.Is(err, ErrBadCommand) {
-				t.Fatalf("decode error not ErrBadCommand: %v", err)
+			if !errors.Is(err, ErrBadCommand) && !errors.Is(err, ErrUnsupportedCommand) {
+				t.Fatalf("decode error neither ErrBadCommand nor ErrUnsupportedCommand: %v", err)
 			}
 			return
+		}
+		if cmd.GetVersion() > catalog.ProtocolVersion || cmd.GetOp() == nil {
+			t.Fatalf("decoded a command this build cannot apply: version %d, op %v", cmd.GetVersion(), cmd.GetOp())
 		}
 		idx++
 		_, _ = m.cat.Apply(context.Background(), idx, cmd)

@@ -429,7 +429,7 @@ func (c *Cluster) LocalInfo() *v1.NodeInfo {
 		CommitIndex:   c.raft.CommitIndex(),
 		LeaderId:      c.LeaderID(),
 		Ready:         c.Ready(),
-		Halted:        c.fsm.halted(),
+		Halted:        c.fsm.halt.halted(),
 		LastContactMs: -1,
 	}
 	if c.left.Load() {

@@ -27,4 +27,5 @@
 //	<dir>/pebble/                      the Pebble database
 //	<dir>/blobs/<xx>/<cid>             file blobs, xx = last two characters of the CID
 //	<dir>/tmp/<random>                 blobs being written; removed on Open
+//	<dir>/tmp/restore-<random>-<n>.sst table files of a snapshot being restored; removed on Open
 package store

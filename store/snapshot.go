@@ -4,12 +4,17 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/rand"
 	"crypto/sha256"
 	"encoding/binary"
 	"fmt"
 	"io"
+	"slices"
 
 	"github.com/cockroachdb/pebble/v2"
+	"github.com/cockroachdb/pebble/v2/objstorage/objstorageprovider"
+	"github.com/cockroachdb/pebble/v2/sstable"
+	"github.com/cockroachdb/pebble/v2/vfs"
 )
 
 // Snapshot stream format (all integers unsigned varints unless noted):
@@ -82,12 +87,55 @@ func (sn *Snapshot) WriteTo(ctx context.Context, w io.Writer) error {
 // Close releases the snapshot.
 func (sn *Snapshot) Close() { _ = sn.snap.Close() }
 
-// Restore replaces the whole replicated keyspace with the snapshot read from
-// r, in one synced batch: either all of it is applied or none.
+// restoreChunk bounds the key and value bytes Restore writes into one table
+// file before it starts the next, so that a table writer's per-file state (its
+// index and filter) stays small whatever the size of the snapshot.
+const restoreChunk = 16 << 20
+
+// Restore replaces the whole replicated keyspace (and the applied index) with
+// the snapshot read from r.
+//
+// It streams: records go into table files under tmp/ (at most restoreChunk
+// bytes of records each), never into memory, and the trailing sha256 is
+// checked before anything changes. The files are then ingested in one atomic
+// Pebble step. Each file carries a range deletion over its own slice of the
+// m/ keyspace and the last one carries s/applied, so the ingest replaces the
+// old keyspace and the applied index together: a reader sees the old state or
+// the new one, never a mixture, and a crash at any point leaves the old state
+// whole (Open removes the table files of an interrupted restore). A truncated,
+// corrupt or cancelled snapshot therefore changes nothing and returns
+// ErrBadSnapshot (or the context's error).
 func (s *Store) Restore(ctx context.Context, r io.Reader) error {
 	if s.closed.Load() {
 		return ErrClosed
 	}
+	rs := &restorer{s: s, wopts: s.opts.MakeWriterOptions(0, s.db.TableFormat())}
+	_, _ = rand.Read(rs.id[:])
+	defer rs.abort()
+	if err := rs.read(ctx, r); err != nil {
+		return err
+	}
+	s.applyMu.Lock()
+	defer s.applyMu.Unlock()
+	if err := s.db.Ingest(ctx, rs.paths); err != nil {
+		return fmt.Errorf("store: restore: ingest: %w", err)
+	}
+	rs.paths = nil // Ingest moved them into the database
+	return nil
+}
+
+// restorer writes one snapshot stream into table files.
+type restorer struct {
+	s     *Store
+	wopts sstable.WriterOptions
+	id    [8]byte
+	paths []string        // files written so far, removed by abort unless ingested
+	w     *sstable.Writer // the file being written, nil between files
+	lo    []byte          // first key the current file's range deletion covers
+	bytes int             // record bytes in the current file
+}
+
+func (rs *restorer) read(ctx context.Context, r io.Reader) error {
 	br := bufio.NewReaderSize(r, 256<<10)
 	h := sha256.New()
 	hr := &hashReader{r: br, h: h}
@@ -99,16 +147,17 @@ func (s *Store) Restore(ctx context.Context, r io.Reader) error {
 	if _, err := io.ReadFull(hr, b8[:]); err != nil {
 		return fmt.Errorf("%w: missing applied index", ErrBadSnapshot)
 	}
-	b := s.db.NewBatch()
-	defer b.Close()
 	m := []byte(ReplicatedPrefix)
-	_ = b.DeleteRange(m, prefixEnd(m), nil)
+	if err := rs.open(m); err != nil {
+		return err
+	}
+	var k, v, prev []byte
 	for n := 0; ; n++ {
 		if n%4096 == 0 && ctx.Err() != nil {
 			return ctx.Err()
 		}
-		k, err := readField(hr)
-		if err != nil {
+		var err error
+		if k, err = readField(hr, k); err != nil {
 			return err
 		}
 		if len(k) == 0 {
@@ -117,24 +166,73 @@ func (s *Store) Restore(ctx context.Context, r io.Reader) error {
 		if !bytes.HasPrefix(k, m) {
 			return fmt.Errorf("%w: key %q outside the replicated keyspace", ErrBadSnapshot, k)
 		}
-		v, err := readField(hr)
-		if err != nil {
+		if n > 0 && bytes.Compare(k, prev) <= 0 {
+			return fmt.Errorf("%w: key %q out of order", ErrBadSnapshot, k)
+		}
+		prev = append(prev[:0], k...)
+		if v, err = readField(hr, v); err != nil {
 			return err
 		}
-		_ = b.Set(k, v, nil)
+		if rs.bytes >= restoreChunk {
+			if err := rs.finish(k); err != nil {
+				return err
+			}
+			if err := rs.open(k); err != nil {
+				return err
+			}
+		}
+		if err := rs.w.Set(k, v); err != nil {
+			return fmt.Errorf("store: restore: write table: %w", err)
+		}
+		rs.bytes += len(k) + len(v)
 	}
 	want := h.Sum(nil)
 	got := make([]byte, sha256.Size)
 	if _, err := io.ReadFull(br, got); err != nil || !bytes.Equal(got, want) {
 		return fmt.Errorf("%w: checksum mismatch", ErrBadSnapshot)
 	}
-	_ = b.Set([]byte(appliedKey), b8[:], nil)
-	s.applyMu.Lock()
-	defer s.applyMu.Unlock()
-	if err := b.Commit(pebble.Sync); err != nil {
-		return fmt.Errorf("store: restore: %w", err)
+	if err := rs.w.Set([]byte(appliedKey), b8[:]); err != nil {
+		return fmt.Errorf("store: restore: write table: %w", err)
+	}
+	return rs.finish(prefixEnd(m))
+}
+
+// open starts the next table file, whose range deletion will start at lo.
+func (rs *restorer) open(lo []byte) error {
+	p := rs.s.path("tmp", fmt.Sprintf("restore-%x-%d.sst", rs.id, len(rs.paths)))
+	f, err := rs.s.fs.Create(p, vfs.WriteCategoryUnspecified)
+	if err != nil {
+		return fmt.Errorf("store: restore: create table: %w", err)
+	}
+	rs.paths = append(rs.paths, p)
+	rs.w = sstable.NewWriter(objstorageprovider.NewFileWritable(f), rs.wopts)
+	rs.lo, rs.bytes = bytes.Clone(lo), 0
+	return nil
+}
+
+// finish deletes [lo, hi) in the current file (the keys it holds replace
+// whatever was there) and syncs and closes it.
+func (rs *restorer) finish(hi []byte) error {
+	w := rs.w
+	rs.w = nil
+	if err := w.DeleteRange(rs.lo, bytes.Clone(hi)); err != nil {
+		_ = w.Close()
+		return fmt.Errorf("store: restore: write table: %w", err)
+	}
+	if err := w.Close(); err != nil {
+		return fmt.Errorf("store: restore: write table: %w", err)
 	}
 	return nil
+}
+
+// abort closes and removes whatever was not ingested.
+func (rs *restorer) abort() {
+	if rs.w != nil {
+		_ = rs.w.Close()
+	}
+	for _, p := range rs.paths {
+		_ = rs.s.fs.Remove(p)
+	}
 }
 
 type hashReader struct {
@@ -159,7 +257,10 @@ func (h *hashReader) ReadByte() (byte, error) {
 	return c, err
 }
 
-func readField(r *hashReader) ([]byte, error) {
+// readField reads one length-prefixed field into buf's storage. The buffer
+// grows with the bytes that actually arrive, so a corrupt length costs no
+// more memory than the stream delivers.
+func readField(r *hashReader, buf []byte) ([]byte, error) {
 	n, err := binary.ReadUvarint(r)
 	if err != nil {
 		return nil, fmt.Errorf("%w: truncated", ErrBadSnapshot)
@@ -167,9 +268,15 @@ func readField(r *hashReader) ([]byte, error) {
 	if n > maxSnapshotField {
 		return nil, fmt.Errorf("%w: field of %d bytes", ErrBadSnapshot, n)
 	}
-	out := make([]byte, n)
-	if _, err := io.ReadFull(r, out); err != nil {
-		return nil, fmt.Errorf("%w: truncated", ErrBadSnapshot)
+	buf = buf[:0]
+	for uint64(len(buf)) < n {
+		step := int(min(n-uint64(len(buf)), 1<<20))
+		buf = slices.Grow(buf, step)
+		got, err := io.ReadFull(r, buf[len(buf):len(buf)+step])
+		buf = buf[:len(buf)+got]
+		if err != nil {
+			return nil, fmt.Errorf("%w: truncated", ErrBadSnapshot)
+		}
 	}
-	return out, nil
+	return buf, nil
 }

@@ -95,6 +95,7 @@ type Store struct {
 	fs     vfs.FS
 	osFS   bool // blob files may be opened with package os (zero-copy serving)
 	db     *pebble.DB
+	opts   *pebble.Options // with defaults filled: Restore writes tables with them
 	log    *slog.Logger
 	closed atomic.Bool
 	hot    *hotBlobs
@@ -118,6 +119,11 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		if err := s.fs.MkdirAll(d, 0o755); err != nil {
 			return nil, fmt.Errorf("store: create %s: %w", d, err)
 		}
+		// Make the directory's own entry durable: Pebble syncs the files
+		// and directories it creates, not their parents.
+		if err := syncDir(s.fs, s.fs.PathDir(d)); err != nil {
+			return nil, err
+		}
 	}
 	opts := &pebble.Options{FS: s.fs, Logger: pebbleLogger{s.log}, CacheSize: cfg.CacheSize, MemTableSize: uint64(cfg.MemTableSize)}
 	// Bloom filters on every level: most lookups of blob keys (CIDs, random
@@ -127,11 +133,12 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	for i := range opts.Levels {
 		opts.Levels[i].FilterPolicy = bloom.FilterPolicy(10)
 	}
+	opts.EnsureDefaults()
 	db, err := pebble.Open(s.path("pebble"), opts)
 	if err != nil {
 		return nil, fmt.Errorf("store: open pebble: %w", err)
 	}
-	s.db = db
+	s.db, s.opts = db, opts
 	if err := s.recover(ctx); err != nil {
 		_ = db.Close()
 		return nil, err

@@ -45,7 +45,7 @@ func dirFor(t *testing.T) string {
 	return d
 }
 
-func mustOpen(t *testing.T, cfg store.Config) *store.Store {
+func mustOpen(t testing.TB, cfg store.Config) *store.Store {
 	t.Helper()
 	s, err := store.Open(context.Background(), cfg)
 	if err != nil {

@@ -26,6 +26,12 @@ const (
 type Command struct {
 	state        protoimpl.MessageState `protogen:"open.v1"`
 	TimeUnixNano int64                  `protobuf:"varint,1,opt,name=time_unix_nano,json=timeUnixNano,proto3" json:"time_unix_nano,omitempty"`
+	// version is the command version needed to apply this command
+	// (catalog.RequiredVersion, stamped by the proposer). A node whose build
+	// applies a lower version (catalog.ProtocolVersion) stops applying the log
+	// at this entry instead of skipping it. 0 (entries written before versions
+	// existed) means 1.
+	Version uint32 `protobuf:"varint,2,opt,name=version,proto3" json:"version,omitempty"`
 	// request_id makes a command apply once however often a forward is
 	// retried: the FSM remembers the result of each id for a while and
 	// answers a repeat with it.
@@ -91,6 +97,13 @@ func (*Command) Descriptor() ([]byte, []int) {
 func (x *Command) GetTimeUnixNano() int64 {
 	if x != nil {
 		return x.TimeUnixNano
+	}
+	return 0
+}
+
+func (x *Command) GetVersion() uint32 {
+	if x != nil {
+		return x.Version
 	}
 	return 0
 }
@@ -1284,9 +1297,10 @@ var File_condamesh_v1_command_proto protoreflect.FileDescriptor
 
 const file_condamesh_v1_command_proto_rawDesc = "" +
 	"\n" +
-	"\x1acondamesh/v1/command.proto\x12\fcondamesh.v1\x1a\x18condamesh/v1/types.proto\"\xce\t\n" +
+	"\x1acondamesh/v1/command.proto\x12\fcondamesh.v1\x1a\x18condamesh/v1/types.proto\"\xe8\t\n" +
 	"\aCommand\x12$\n" +
-	"\x0etime_unix_nano\x18\x01 \x01(\x03R\ftimeUnixNano\x12\x1d\n" +
+	"\x0etime_unix_nano\x18\x01 \x01(\x03R\ftimeUnixNano\x12\x18\n" +
+	"\aversion\x18\x02 \x01(\rR\aversion\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x05 \x01(\tR\trequestId\x12\x1d\n" +
 	"\n" +
