@@ -232,8 +232,8 @@ cmd_start() {
 			[[ $(ls -A "$datadir") == api-key-secret ]] || fresh=0
 		fi
 		mkdir -p "$datadir"
-		local -a args=(serve --data-dir "$datadir" --http-addr "127.0.0.1:$http"
-			--raft-addr "127.0.0.1:$raft" --gossip-addr "127.0.0.1:$gossip")
+		local -a args=(serve --data-dir "$datadir")
+		args+=(--http-addr "127.0.0.1:$http" --raft-addr "127.0.0.1:$raft" --gossip-addr "127.0.0.1:$gossip")
 		site=""
 		if ((${#site_list[@]})); then
 			site=${site_list[(i - 1) % ${#site_list[@]}]}
