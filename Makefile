@@ -64,8 +64,9 @@ checkgenerate: generate ## fail if gen/ is not what proto/ generates
 	@test -z "$$(git status --porcelain -- gen proto)" || (git status --porcelain -- gen proto; echo "gen/ is stale: run make generate"; exit 1)
 
 .PHONY: lint
-lint: tools ## gofmt, go vet, buf lint and format
+lint: tools ## gofmt, go vet, shellcheck, buf lint and format
 	@test -z "$$(gofmt -l $$(git ls-files '*.go' | grep -v '^gen/'))" || (gofmt -l $$(git ls-files '*.go' | grep -v '^gen/'); exit 1)
 	go vet ./...
+	shellcheck deploy/local-cluster.sh scripts/install-test-deps.sh
 	buf lint
 	buf format -d --exit-code

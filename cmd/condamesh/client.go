@@ -117,9 +117,13 @@ func newChannel() *cobra.Command {
 	create.Flags().StringVar(&mode, "mode", "", "proxy or mirror (with --mirror-url)")
 	create.Flags().BoolVar(&noActions, "no-sync", false, "do not start the initial synchronisation of a mirror")
 
+	var listOut, getOut output
 	list := &cobra.Command{
 		Use: "list", Short: "List channels", Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if listOut.isJSON() {
+				return c.printREST(cmd, "/api/channels")
+			}
 			cl, err := c.channels()
 			if err != nil {
 				return err
@@ -128,22 +132,26 @@ func newChannel() *cobra.Command {
 			if err != nil {
 				return friendly(err)
 			}
-			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "NAME\tKIND\tPRIVATE\tPACKAGES\tSIZE")
-			for _, ci := range res.Channels {
-				ch := ci.Channel
-				kind := "local"
-				if ch.MirrorMode != "" {
-					kind = ch.MirrorMode
+			return writeTable(cmd.OutOrStdout(), func(tw *tabwriter.Writer) {
+				fmt.Fprintln(tw, "NAME\tKIND\tPRIVATE\tPACKAGES\tSIZE")
+				for _, ci := range res.Channels {
+					ch := ci.Channel
+					kind := "local"
+					if ch.MirrorMode != "" {
+						kind = ch.MirrorMode
+					}
+					fmt.Fprintf(tw, "%s\t%s\t%v\t%d\t%d\n", ch.Name, kind, ch.Private, ci.PackagesCount, ch.Size)
 				}
-				fmt.Fprintf(tw, "%s\t%s\t%v\t%d\t%d\n", ch.Name, kind, ch.Private, ci.PackagesCount, ch.Size)
-			}
-			return tw.Flush()
+			})
 		},
 	}
+	listOut.addFlag(list)
 	get := &cobra.Command{
-		Use: "get NAME", Short: "Show a channel as JSON", Args: cobra.ExactArgs(1),
+		Use: "get NAME", Short: "Show a channel's whole record (-o json: as GET /api/channels/NAME answers)", Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if getOut.isJSON() {
+				return c.printREST(cmd, "/api/channels/"+url.PathEscape(args[0]))
+			}
 			cl, err := c.channels()
 			if err != nil {
 				return err
@@ -155,6 +163,7 @@ func newChannel() *cobra.Command {
 			return printJSON(cmd.OutOrStdout(), res.Channel)
 		},
 	}
+	getOut.addFlag(get)
 	var setPrivate bool
 	var ttl int64
 	patch := &cobra.Command{
@@ -226,9 +235,13 @@ func newKey() *cobra.Command {
 	}
 	create.Flags().StringVar(&description, "description", "", "what the key is for")
 	create.Flags().StringVar(&expire, "expire", "", "expiry date YYYY-MM-DD")
+	var listOut output
 	list := &cobra.Command{
 		Use: "list", Short: "List your API keys", Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if listOut.isJSON() {
+				return c.printREST(cmd, "/api/api-keys")
+			}
 			cl, err := c.keys()
 			if err != nil {
 				return err
@@ -237,14 +250,15 @@ func newKey() *cobra.Command {
 			if err != nil {
 				return friendly(err)
 			}
-			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "KEY\tDESCRIPTION\tCREATED\tEXPIRES")
-			for _, k := range res.Keys {
-				fmt.Fprintf(tw, "%s…\t%s\t%s\t%s\n", k.KeyPrefix, k.Description, time.Unix(k.CreatedUnix, 0).UTC().Format(time.DateOnly), k.ExpireAt)
-			}
-			return tw.Flush()
+			return writeTable(cmd.OutOrStdout(), func(tw *tabwriter.Writer) {
+				fmt.Fprintln(tw, "KEY\tDESCRIPTION\tCREATED\tEXPIRES")
+				for _, k := range res.Keys {
+					fmt.Fprintf(tw, "%s…\t%s\t%s\t%s\n", k.KeyPrefix, k.Description, time.Unix(k.CreatedUnix, 0).UTC().Format(time.DateOnly), k.ExpireAt)
+				}
+			})
 		},
 	}
+	listOut.addFlag(list)
 	del := &cobra.Command{
 		Use: "delete KEY", Short: "Delete an API key", Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {

@@ -95,27 +95,14 @@ func TestMetricsCommand(t *testing.T) {
 	if _, errOut, code := cli(t, n, "channel", "create", "m-chan"); code != 0 {
 		t.Fatal(errOut)
 	}
-	dir := t.TempDir()
-	spec := condatest.Spec{Name: "mpkg", Version: "1.0", Build: "0", Subdir: "linux-64"}
-	pkg := filepath.Join(dir, condatest.Filename(spec, ".conda"))
-	if err := os.WriteFile(pkg, condatest.Conda(t, spec), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if _, errOut, code := cli(t, n, "upload", "--quiet", "m-chan", pkg); code != 0 {
-		t.Fatal(errOut)
-	}
-	resp, err := http.Get(n.URL() + "/get/m-chan/linux-64/" + filepath.Base(pkg))
-	if err != nil || resp.StatusCode != 200 {
-		t.Fatalf("download: %v %v", err, resp)
-	}
-	resp.Body.Close()
+	pkg := uploadAndDownload(t, n, "m-chan", "mpkg")
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		out, errOut, code := cli(t, n, "metrics", "m-chan")
 		if code != 0 {
 			t.Fatal(errOut)
 		}
-		if strings.Contains(out, "linux-64/"+filepath.Base(pkg)) && strings.Contains(out, "  1") {
+		if strings.Contains(out, "linux-64/"+pkg) && strings.Contains(out, "  1") {
 			break
 		}
 		if time.Now().After(deadline) {
@@ -127,6 +114,26 @@ func TestMetricsCommand(t *testing.T) {
 	if code != 0 || !strings.Contains(out, "this server") || !strings.Contains(out, "total") {
 		t.Fatalf("--by-mirror:\n%s", out)
 	}
+}
+
+// uploadAndDownload uploads a linux-64 package NAME-1.0-0.conda to
+// channel with the CLI and downloads it once; it returns the file name.
+func uploadAndDownload(t *testing.T, n *nodetest.Node, channel, name string) string {
+	t.Helper()
+	spec := condatest.Spec{Name: name, Version: "1.0", Build: "0", Subdir: "linux-64"}
+	pkg := filepath.Join(t.TempDir(), condatest.Filename(spec, ".conda"))
+	if err := os.WriteFile(pkg, condatest.Conda(t, spec), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, errOut, code := cli(t, n, "upload", "--quiet", channel, pkg); code != 0 {
+		t.Fatal(errOut)
+	}
+	resp, err := http.Get(n.URL() + "/get/" + channel + "/linux-64/" + filepath.Base(pkg))
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("download: %v %v", err, resp)
+	}
+	resp.Body.Close()
+	return filepath.Base(pkg)
 }
 
 // TestNoProgressBarsWhenPiped: with stderr not a terminal (a pipe, a log

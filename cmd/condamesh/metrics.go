@@ -11,14 +11,31 @@ import (
 )
 
 // newMetrics is `condamesh metrics CHANNEL`: download counts per file and
-// period, or with --by-mirror, where the channel's downloads happen.
+// period, or with --by-mirror, where the channel's downloads happen; -o json
+// prints the REST route's answer as it came.
 func newMetrics() *cobra.Command {
 	var c conn
+	var out output
 	var byMirror bool
 	var period, start, end, platform string
 	cmd := &cobra.Command{
 		Use: "metrics CHANNEL", Short: "Show a channel's download counts", Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			path := "/metrics/channels/" + url.PathEscape(args[0])
+			q := url.Values{"period": {period}}
+			for k, v := range map[string]string{"start": start, "end": end, "platform": platform} {
+				if v != "" {
+					q.Set(k, v)
+				}
+			}
+			if byMirror {
+				path += "/mirrors"
+			} else {
+				path += "?" + q.Encode()
+			}
+			if out.isJSON() {
+				return c.printREST(cmd, path)
+			}
 			base, err := c.base()
 			if err != nil {
 				return err
@@ -35,7 +52,7 @@ func newMetrics() *cobra.Command {
 						Total int64  `json:"total"`
 					} `json:"mirrors"`
 				}
-				if err := callJSON(cmd.Context(), hc, http.MethodGet, base+"/metrics/channels/"+url.PathEscape(args[0])+"/mirrors", nil, &by); err != nil {
+				if err := callJSON(cmd.Context(), hc, http.MethodGet, base+path, nil, &by); err != nil {
 					return err
 				}
 				fmt.Fprintln(tw, "WHERE\tDOWNLOADS")
@@ -46,12 +63,6 @@ func newMetrics() *cobra.Command {
 				fmt.Fprintf(tw, "total\t%d\n", by.Total)
 				return nil
 			}
-			q := url.Values{"period": {period}}
-			for k, v := range map[string]string{"start": start, "end": end, "platform": platform} {
-				if v != "" {
-					q.Set(k, v)
-				}
-			}
 			var res struct {
 				Packages map[string]struct {
 					Series []struct {
@@ -60,7 +71,7 @@ func newMetrics() *cobra.Command {
 					} `json:"series"`
 				} `json:"packages"`
 			}
-			if err := callJSON(cmd.Context(), hc, http.MethodGet, base+"/metrics/channels/"+url.PathEscape(args[0])+"?"+q.Encode(), nil, &res); err != nil {
+			if err := callJSON(cmd.Context(), hc, http.MethodGet, base+path, nil, &res); err != nil {
 				return err
 			}
 			files := make([]string, 0, len(res.Packages))
@@ -78,6 +89,7 @@ func newMetrics() *cobra.Command {
 		},
 	}
 	c.flags(cmd)
+	out.addFlag(cmd)
 	cmd.Flags().BoolVar(&byMirror, "by-mirror", false, "all-time downloads per registered mirror and on this server")
 	cmd.Flags().StringVar(&period, "period", "D", "H, D, M or Y")
 	cmd.Flags().StringVar(&start, "start", "", "first period (naive UTC, e.g. 2026-01-01T00:00)")
