@@ -9,11 +9,6 @@ import (
 	"testing"
 )
 
-// deployComing are the serve flags of issue 10 that deploy/ already uses
-// before serve has them. Remove each one when serve gets it: the test then
-// checks its uses like any other flag's (and fails while it is still here).
-var deployComing = map[string]bool{"join": true, "advertise-addr": true, "site": true}
-
 // deployNotServe are CONDAMESH_ variables deploy/ may name that are not
 // serve flags: the client commands' flags, and serve's first admin key.
 var deployNotServe = map[string]bool{"server": true, "api-key": true, "output": true, "admin-key": true, "help": true}
@@ -31,13 +26,8 @@ var (
 // README) use is one serve has, so they stay true as flags change.
 func TestDeployFilesUseServeFlags(t *testing.T) {
 	serve := newServe()
-	for name := range deployComing {
-		if serve.Flags().Lookup(name) != nil {
-			t.Errorf("serve has --%s now: remove it from deployComing", name)
-		}
-	}
 	known := func(name string) bool {
-		return serve.Flags().Lookup(name) != nil || deployComing[name] || deployNotServe[name]
+		return serve.Flags().Lookup(name) != nil || deployNotServe[name]
 	}
 	var files []string
 	for _, pattern := range []string{"../../deploy/*", "../../deploy/k8s/*"} {
