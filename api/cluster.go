@@ -18,6 +18,8 @@ type Cluster interface {
 	RemoveNode(ctx context.Context, id string) error
 	// ReadIndex waits until a linearizable read may be served locally.
 	ReadIndex(ctx context.Context) error
+	// IsLeader reports whether this node leads (its state is current).
+	IsLeader() bool
 }
 
 // ConsistentHeader asks a Connect call for a linearizable read (REST:

@@ -221,7 +221,10 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	s.paceBody(w, r)
-	if s.cluster != nil && consistentRead(r) {
+	if s.cluster != nil && !s.mounted(r) && (consistentRead(r) || (!safeMethod(r.Method) && !s.cluster.IsLeader())) {
+		// A linearizable read, or a write on a follower: the checks a
+		// write makes before it is proposed (does the channel exist? is the
+		// file new?) must see every write acknowledged anywhere before it.
 		if err := s.cluster.ReadIndex(r.Context()); err != nil {
 			s.writeError(w, r, err)
 			return
@@ -244,6 +247,20 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if strings.HasPrefix(route, "GET /get/") && sw.status == http.StatusOK {
 		s.prom.BytesServed.Add(float64(sw.written))
 	}
+}
+
+// mounted reports a request for a mounted handler (node-to-node calls).
+func (s *Server) mounted(r *http.Request) bool {
+	for p := range s.mounts {
+		if strings.HasPrefix(r.URL.Path, p) {
+			return true
+		}
+	}
+	return false
+}
+
+func safeMethod(m string) bool {
+	return m == http.MethodGet || m == http.MethodHead || m == http.MethodOptions
 }
 
 // dispatch routes conda file requests (most of the traffic, their route

@@ -226,6 +226,12 @@ func (s *server) mustDo(want int, method, path string, body string) []byte {
 // uploadMultipart posts files to /api/channels/{c}/files/.
 func (s *server) uploadMultipart(channel string, files map[string][]byte) (int, []byte) {
 	s.t.Helper()
+	return s.uploadMultipartKey(channel, adminKey, files)
+}
+
+// uploadMultipartKey is uploadMultipart with the API key given.
+func (s *server) uploadMultipartKey(channel, key string, files map[string][]byte) (int, []byte) {
+	s.t.Helper()
 	var buf bytes.Buffer
 	mw := multipart.NewWriter(&buf)
 	for name, data := range files {
@@ -233,7 +239,7 @@ func (s *server) uploadMultipart(channel string, files map[string][]byte) (int, 
 		_, _ = w.Write(data)
 	}
 	_ = mw.Close()
-	return s.do("POST", "/api/channels/"+channel+"/files/", adminKey, &buf, "Content-Type", mw.FormDataContentType())
+	return s.do("POST", "/api/channels/"+channel+"/files/", key, &buf, "Content-Type", mw.FormDataContentType())
 }
 
 // cli runs a condamesh client command against s.

@@ -80,6 +80,7 @@ func (c nodeCluster) RemoveNode(ctx context.Context, id string) error {
 	return c.n.cl.RemoveNode(ctx, id)
 }
 func (c nodeCluster) ReadIndex(ctx context.Context) error { return c.n.cl.ReadIndex(ctx) }
+func (c nodeCluster) IsLeader() bool                      { return c.n.cl.IsLeader() }
 
 // Leave leaves the cluster, then stops the node once the answer is sent
 // (Run returns): a node that left takes no part in the cluster any more.

@@ -1,0 +1,95 @@
+package e2e
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"path"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// TestLocalClusterOfThree runs deploy/local-cluster.sh with three real
+// processes: they form one cluster (three voters); a channel created on
+// node 1 and packages uploaded on node 2 are served by node 3 with the same
+// index bytes; rattler solves against node 2; node 3 answers a clear error,
+// not a 500, for package bytes it does not hold (peer transfer is the next
+// issue); after the leader is SIGKILLed, writes through a survivor work
+// again within the failover time.
+func TestLocalClusterOfThree(t *testing.T) {
+	c := startLocalCluster(t, 3)
+	key := c.file("admin-key")
+	nodes := make([]*server, 3)
+	for i := range nodes {
+		nodes[i] = &server{t: t, url: c.url(i + 1)}
+	}
+	var list []map[string]any
+	waitFor(t, 30*time.Second, "three voters", func() bool {
+		code, b := nodes[0].do("GET", "/api/cluster/nodes", key, nil)
+		if code != http.StatusOK || json.Unmarshal(b, &list) != nil || len(list) != 3 {
+			return false
+		}
+		for _, n := range list {
+			if n["voter"] != true || n["status"] != "alive" {
+				return false
+			}
+		}
+		return true
+	})
+	if code, b := nodes[0].do("POST", "/api/channels", key, strings.NewReader(`{"name":"meshchan","private":false}`)); code != http.StatusCreated {
+		t.Fatalf("create on node 1: %d %s", code, b)
+	}
+	pkgs := testPackages(t)
+	files := map[string][]byte{}
+	for name, b := range pkgs {
+		files[path.Base(name)] = b
+	}
+	if code, b := nodes[1].uploadMultipartKey("meshchan", key, files); code != http.StatusCreated {
+		t.Fatalf("upload on node 2: %d %s", code, b)
+	}
+	waitFor(t, 30*time.Second, "the same repodata on nodes 2 and 3", func() bool {
+		c2, b2 := nodes[1].do("GET", "/get/meshchan/noarch/repodata.json", "", nil)
+		c3, b3 := nodes[2].do("GET", "/get/meshchan/noarch/repodata.json", "", nil)
+		return c2 == 200 && c3 == 200 && bytes.Equal(b2, b3) && bytes.Contains(b3, []byte("bar-2.0-0.conda"))
+	})
+	got, err := solve(t, []string{"foo"}, []string{nodes[1].url + "/get/meshchan"}, []string{"linux-64", "noarch"})
+	if err != nil || len(got) != 3 {
+		t.Fatalf("rattler solve on node 2: %v %v", got, err)
+	}
+	for name := range pkgs {
+		code, b := nodes[2].do("GET", "/get/meshchan/"+name, "", nil)
+		if code == http.StatusOK {
+			continue // it may hold them one day: then they must be right
+		}
+		if code >= 500 && code != http.StatusServiceUnavailable || len(b) == 0 {
+			t.Fatalf("node 3 asked for %s it lacks: %d %q, want a clear error", name, code, b)
+		}
+	}
+	// SIGKILL the leader; a survivor takes writes again.
+	leader := -1
+	for _, n := range list {
+		if n["raft_state"] == "leader" {
+			for j := range nodes {
+				if nodes[j].url == n["http_url"] {
+					leader = j
+				}
+			}
+		}
+	}
+	if leader < 0 {
+		t.Fatalf("no leader in %v", list)
+	}
+	if err := syscall.Kill(c.pid(leader+1), syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	killed := time.Now()
+	survivor := nodes[(leader+1)%3]
+	waitFor(t, 30*time.Second, "a write after the leader's SIGKILL", func() bool {
+		code, _ := survivor.do("POST", "/api/channels", key, strings.NewReader(fmt.Sprintf(`{"name":"after-%d","private":false}`, time.Now().UnixNano())))
+		return code == http.StatusCreated
+	})
+	t.Logf("first acknowledged write %v after the leader's SIGKILL", time.Since(killed))
+}
