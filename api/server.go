@@ -221,10 +221,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	s.paceBody(w, r)
-	if s.cluster != nil && !s.mounted(r) && (consistentRead(r) || (!safeMethod(r.Method) && !s.cluster.IsLeader())) {
-		// A linearizable read, or a write on a follower: the checks a
-		// write makes before it is proposed (does the channel exist? is the
-		// file new?) must see every write acknowledged anywhere before it.
+	if s.cluster != nil && !s.mounted(r) && consistentRead(r) {
 		if err := s.cluster.ReadIndex(r.Context()); err != nil {
 			s.writeError(w, r, err)
 			return
