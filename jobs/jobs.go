@@ -126,7 +126,9 @@ func (r *Runner) Run(ctx context.Context) error {
 		if lctx, term, ok := r.lead(); ok {
 			run, cancel := context.WithCancel(context.WithValue(ctx, termKey{}, term))
 			stop := context.AfterFunc(lctx, cancel) // leadership lost: stop the run
-			if recovered != term && r.claim(run, term) == nil && r.recover(run) == nil {
+			// Claim (one Raft write) only once there is work: an idle
+			// cluster writes nothing.
+			if recovered != term && r.pending(run) && r.claim(run, term) == nil && r.recover(run) == nil {
 				recovered = term
 			}
 			if recovered == term {
@@ -373,6 +375,13 @@ type termKey struct{}
 func (r *Runner) propose(ctx context.Context, cmd *v1.Command) (any, error) {
 	cmd.FenceTerm, _ = ctx.Value(termKey{}).(uint64)
 	return r.prop.Propose(ctx, cmd)
+}
+
+// pending reports a job to recover (left running) or to run now.
+func (r *Runner) pending(ctx context.Context) bool {
+	now := r.cfg.Now()
+	jobs, err := r.cat.Jobs(ctx, func(j *v1.Job) bool { return j.Status == "running" || r.due(j, now) })
+	return err == nil && len(jobs) > 0
 }
 
 // claim fences off every earlier leader's job writes.
