@@ -54,3 +54,32 @@ func TestReadIndexOnQuietCluster(t *testing.T) {
 	c.Leader(t) // the new leader's last entries are its no-op and barrier
 	round("failover")
 }
+
+// TestFollowerWriteSeesAcknowledgedWrites: a write on a follower checks
+// the catalog (the channel exists, it does not yet) after every write the
+// cluster acknowledged before it began, however far the follower trails:
+// a channel created through the leader is at once patched, deleted and
+// created again through a follower.
+func TestFollowerWriteSeesAcknowledgedWrites(t *testing.T) {
+	c := nodetest.NewCluster(t, 3)
+	l, f := c.Leader(t), c.Followers(t)[0]
+	for i := range 20 {
+		ch := fmt.Sprintf("fresh%d", i)
+		steps := []struct {
+			n            *nodetest.Node
+			method, path string
+			body         string
+			want         int
+		}{
+			{l, http.MethodPost, "/api/channels", `{"name":"` + ch + `","private":false}`, http.StatusCreated},
+			{f, http.MethodPatch, "/api/channels/" + ch, `{"ttl":100}`, http.StatusOK},
+			{l, http.MethodDelete, "/api/channels/" + ch, "", http.StatusOK},
+			{f, http.MethodPost, "/api/channels", `{"name":"` + ch + `","private":false}`, http.StatusCreated},
+		}
+		for _, s := range steps {
+			if st, body := call(t, s.n.URL(), nodetest.AdminKey, s.method, s.path, "application/json", strings.NewReader(s.body)); st != s.want {
+				t.Fatalf("%s %s on %s: %d %s, want %d", s.method, s.path, s.n.ID(), st, body, s.want)
+			}
+		}
+	}
+}
