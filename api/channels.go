@@ -376,8 +376,13 @@ const noSizeLimit = -1
 
 // updateChannel is PATCH /api/channels/{c}: only private, size_limit, ttl
 // and metadata (merged key by key) change. Proxies accept it too (a Quetz
-// defect fixed). A negative size_limit removes the limit.
-func (s *Server) updateChannel(ctx context.Context, id *identity, req *v1.UpdateChannelRequest) (*v1.ChannelInfo, error) {
+// defect fixed). A negative size_limit removes the limit. metadataKeys
+// names the metadata fields the update sets (REST: those in the body); nil
+// sets all of them (Connect replaces the metadata). The command names the
+// fields it sets, so the catalog changes only those, on the channel as it
+// is when the command applies: two updates of different settings at the
+// same time both take effect.
+func (s *Server) updateChannel(ctx context.Context, id *identity, req *v1.UpdateChannelRequest, metadataKeys []string) (*v1.ChannelInfo, error) {
 	ch, err := s.channelFor(ctx, id, req.GetName())
 	if err != nil {
 		return nil, err
@@ -389,17 +394,21 @@ func (s *Server) updateChannel(ctx context.Context, id *identity, req *v1.Update
 		return nil, errServerRole("only server maintainer or owner can set channel size limit")
 	}
 	next := proto.Clone(ch).(*v1.Channel)
+	var fields []string
 	if req.Private != nil {
 		next.Private = *req.Private
+		fields = append(fields, "private")
 	}
 	if req.SizeLimit != nil {
 		next.SizeLimit = req.SizeLimit
 		if *req.SizeLimit < 0 {
 			next.SizeLimit = nil
 		}
+		fields = append(fields, "size_limit")
 	}
 	if req.Ttl != nil {
 		next.Ttl = *req.Ttl
+		fields = append(fields, "ttl")
 	}
 	if md := req.GetMetadata(); md != nil {
 		if err := catalog.CheckMetadata(md); err != nil {
@@ -408,8 +417,17 @@ func (s *Server) updateChannel(ctx context.Context, id *identity, req *v1.Update
 		md = proto.Clone(md).(*v1.ChannelMetadata)
 		secret.KeepMasked(ch.GetMetadata(), md) // a secret sent back as read stays
 		next.Metadata = md                      // REST merges key by key before (mergedMetadata)
+		if metadataKeys == nil {
+			fields = append(fields, "metadata")
+		}
+		for _, k := range metadataKeys {
+			fields = append(fields, "metadata."+k)
+		}
 	}
-	if _, err := s.prop.Propose(ctx, &v1.Command{Op: &v1.Command_UpdateChannel{UpdateChannel: &v1.UpdateChannelOp{Channel: next}}}); err != nil {
+	if len(fields) == 0 {
+		return s.channelInfo(ctx, ch)
+	}
+	if _, err := s.prop.Propose(ctx, &v1.Command{Op: &v1.Command_UpdateChannel{UpdateChannel: &v1.UpdateChannelOp{Channel: next, Fields: fields}}}); err != nil {
 		return nil, err
 	}
 	updated, err := s.cat.Channel(ctx, ch.Name)
@@ -430,6 +448,7 @@ func (s *Server) restPatchChannel(w http.ResponseWriter, r *http.Request) {
 			return 0, nil, err
 		}
 		req := &v1.UpdateChannelRequest{Name: r.PathValue("channel")}
+		var metadataKeys []string
 		for name := range fields {
 			switch name {
 			case "private":
@@ -451,16 +470,16 @@ func (s *Server) restPatchChannel(w http.ResponseWriter, r *http.Request) {
 				}
 				req.SizeLimit = &v
 			case "metadata":
-				md, err := s.mergedMetadata(ctx, r.PathValue("channel"), fields)
+				md, keys, err := s.mergedMetadata(ctx, r.PathValue("channel"), fields)
 				if err != nil {
 					return 0, nil, err
 				}
-				req.Metadata = md
+				req.Metadata, metadataKeys = md, keys
 			default:
 				return 0, nil, apiErr(ErrInvalid, "attribute '%s' of channel can not be changed", name)
 			}
 		}
-		ci, err := s.updateChannel(ctx, id, req)
+		ci, err := s.updateChannel(ctx, id, req, metadataKeys)
 		if err != nil {
 			return 0, nil, err
 		}
@@ -487,24 +506,26 @@ func (s *Server) restDeleteChannel(w http.ResponseWriter, r *http.Request) {
 }
 
 // mergedMetadata applies the metadata keys present in a PATCH body onto the
-// channel's stored metadata (Quetz merges key by key).
-func (s *Server) mergedMetadata(ctx context.Context, channel string, fields map[string]json.RawMessage) (*v1.ChannelMetadata, error) {
+// channel's stored metadata (Quetz merges key by key) and returns the keys
+// it set (not nil).
+func (s *Server) mergedMetadata(ctx context.Context, channel string, fields map[string]json.RawMessage) (*v1.ChannelMetadata, []string, error) {
 	md, err := parseMetadata(fields)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	var present map[string]json.RawMessage
 	_ = json.Unmarshal(fields["metadata"], &present)
 	cur, err := s.cat.Channel(ctx, channel)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	out := proto.Clone(cur.GetMetadata()).(*v1.ChannelMetadata)
 	if out == nil {
 		out = &v1.ChannelMetadata{}
 	}
+	keys := []string{}
 	if md == nil {
-		return out, nil
+		return out, keys, nil
 	}
 	for key := range present {
 		switch key {
@@ -522,7 +543,11 @@ func (s *Server) mergedMetadata(ctx context.Context, channel string, fields map[
 			out.UpstreamAuthorization = md.UpstreamAuthorization
 		case "sync_interval_seconds":
 			out.SyncIntervalSeconds = md.SyncIntervalSeconds
+		default:
+			continue
 		}
+		keys = append(keys, key)
 	}
-	return out, nil
+	sort.Strings(keys) // the command is the same whatever the map's order
+	return out, keys, nil
 }

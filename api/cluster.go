@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	v1 "github.com/condamesh/condamesh/gen/condamesh/v1"
+	"github.com/condamesh/condamesh/gen/condamesh/v1/condameshv1connect"
 )
 
 // Cluster is the node's cluster membership as the API uses it.
@@ -36,6 +37,40 @@ func consistentRead(r *http.Request) bool {
 	}
 	v := r.URL.Query().Get("consistent")
 	return v == "true" || v == "1"
+}
+
+// waitsReadIndex reports whether r is served only once this node has
+// applied everything committed when it arrived (the read index): a read
+// asking for it (consistentRead) and every write. A write's handler reads
+// the catalog before it proposes (does the channel exist, may the caller
+// change it, the record a PATCH changes); on a node that trails the
+// leader those reads would answer 404 or 409 for a write that another
+// node acknowledged already, which no order of the two explains. The
+// cluster membership calls are left out (a node joins before it has a
+// leader), and so are the node-to-node mounts.
+func (s *Server) waitsReadIndex(r *http.Request) bool {
+	if consistentRead(r) {
+		return true
+	}
+	if safeMethod(r.Method) || s.mounted(r) {
+		return false
+	}
+	p := r.URL.Path
+	if strings.HasPrefix(p, "/api/cluster/") || strings.HasPrefix(p, "/"+condameshv1connect.ClusterServiceName+"/") || connectReads[p] {
+		return false
+	}
+	return true
+}
+
+// connectReads are the Connect procedures that only read: local unless
+// asked for a consistent read, as REST GETs are. Every other procedure is
+// a write.
+var connectReads = map[string]bool{
+	condameshv1connect.ChannelServiceGetChannelProcedure:   true,
+	condameshv1connect.ChannelServiceListChannelsProcedure: true,
+	condameshv1connect.PackageServiceListPackagesProcedure: true,
+	condameshv1connect.PackageServiceListVersionsProcedure: true,
+	condameshv1connect.KeyServiceListKeysProcedure:         true,
 }
 
 // The cluster operations, shared by REST and Connect: server owners only.

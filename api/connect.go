@@ -90,7 +90,7 @@ func (r rpc) UpdateChannel(ctx context.Context, req *v1.UpdateChannelRequest) (*
 	if err != nil {
 		return nil, err
 	}
-	ci, err := r.s.updateChannel(ctx, id, req)
+	ci, err := r.s.updateChannel(ctx, id, req, nil)
 	if err != nil {
 		return nil, connectError(err)
 	}

@@ -72,7 +72,8 @@ type Deps struct {
 	// this node has applied what it committed); it backs /health/ready.
 	Ready func() bool
 	// Cluster, if set, serves ClusterService and /api/cluster, and the
-	// linearizable reads (?consistent=true).
+	// linearizable reads (?consistent=true); every write waits for its
+	// read index too (waitsReadIndex).
 	Cluster Cluster
 	// Mounts are further handlers by path prefix (the node-to-node
 	// PeerService), served outside the API's authentication.
@@ -221,7 +222,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	s.paceBody(w, r)
-	if s.cluster != nil && !s.mounted(r) && consistentRead(r) {
+	if s.cluster != nil && s.waitsReadIndex(r) {
 		if err := s.cluster.ReadIndex(r.Context()); err != nil {
 			s.writeError(w, r, err)
 			return

@@ -5,11 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	v1 "github.com/condamesh/condamesh/gen/condamesh/v1"
 	"github.com/condamesh/condamesh/store"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
 )
 
 // Result is what a successfully applied command returns to its proposer.
@@ -205,11 +207,46 @@ func (a *applier) updateChannel(op *v1.UpdateChannelOp) error {
 		return err
 	}
 	next := proto.Clone(ch).(*v1.Channel)
+	if len(op.GetFields()) > 0 {
+		next = proto.Clone(&cur).(*v1.Channel)
+		if err := setFields(next, ch, op.GetFields()); err != nil {
+			return err
+		}
+	}
 	next.Name, next.Size, next.CreatedUnix = cur.Name, cur.Size, cur.CreatedUnix
 	if err := a.put(kChannel(cur.Name), next); err != nil {
 		return err
 	}
 	return a.touch(cur.Name, "")
+}
+
+// setFields copies the named fields (a field of dst's type, or
+// "field.subfield" of a message field) from src to dst; a field src does
+// not have is cleared.
+func setFields(dst, src proto.Message, fields []string) error {
+	src = proto.Clone(src) // dst shares what it takes from src
+	for _, f := range fields {
+		d, s := dst.ProtoReflect(), src.ProtoReflect()
+		path := strings.Split(f, ".")
+		for len(path) > 1 {
+			fd := d.Descriptor().Fields().ByName(protoreflect.Name(path[0]))
+			if fd == nil || fd.Message() == nil || fd.IsList() || fd.IsMap() {
+				return fmt.Errorf("%w: update of field %q: %s has no fields", ErrInvalid, f, path[0])
+			}
+			d, s = d.Mutable(fd).Message(), s.Get(fd).Message()
+			path = path[1:]
+		}
+		fd := d.Descriptor().Fields().ByName(protoreflect.Name(path[0]))
+		if fd == nil {
+			return fmt.Errorf("%w: update of unknown field %q", ErrInvalid, f)
+		}
+		if s.Has(fd) {
+			d.Set(fd, s.Get(fd))
+		} else {
+			d.Clear(fd)
+		}
+	}
+	return nil
 }
 
 func (a *applier) deleteChannel(op *v1.DeleteChannelOp) error {

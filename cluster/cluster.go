@@ -709,7 +709,7 @@ func (c *Cluster) httpURLOf(id string) string {
 	return ""
 }
 
-// ReadIndex makes the next local read linearizable: it gets the commit
+// ReadIndex makes the next local read linearizable: it gets the read
 // index from the leader (which confirms its leadership with a quorum) and
 // waits until this node has applied it.
 func (c *Cluster) ReadIndex(ctx context.Context) error {
@@ -751,17 +751,39 @@ func (c *Cluster) readIndexOnce(ctx context.Context) (uint64, error) {
 	return c.peers.readIndex(ctx, url)
 }
 
-// leaderReadIndex is the read index on the leader: its commit index, once
-// a quorum confirmed the leadership and an entry of this term is applied.
+// leaderReadIndex is the read index on the leader, once a quorum
+// confirmed the leadership and the barrier of this term is applied: the
+// last command at or below the commit index. Every entry any node has
+// applied is at or below the commit index, so a node that has applied
+// that command shows every write acknowledged before the read. It is not
+// the commit index itself: the entries at the end of the log are often
+// not commands (a new leader's no-op and barrier, membership changes),
+// which no state machine applies, so a node waiting to have applied that
+// index would wait for the next write.
 func (c *Cluster) leaderReadIndex() (uint64, error) {
 	if c.termReady.Load() != c.raft.CurrentTerm() {
 		return 0, errors.New("leader not ready in this term")
 	}
-	idx := c.raft.CommitIndex()
+	commit, applied := c.raft.CommitIndex(), c.fsm.applied.Load()
 	if err := c.raft.VerifyLeader().Error(); err != nil {
 		return 0, err
 	}
-	return idx, nil
+	return c.lastCommand(commit, applied)
+}
+
+// lastCommand returns the index of the last command at or below idx, or
+// applied (the state machine's last command) once the search reaches it.
+func (c *Cluster) lastCommand(idx, applied uint64) (uint64, error) {
+	for ; idx > applied; idx-- {
+		var l raft.Log
+		if err := c.logs.GetLog(idx, &l); err != nil {
+			return 0, fmt.Errorf("cluster: read index: log entry %d: %w", idx, err)
+		}
+		if l.Type == raft.LogCommand {
+			return idx, nil
+		}
+	}
+	return applied, nil
 }
 
 // leaderLoop marks a new leader ready for reads once its barrier applied

@@ -149,6 +149,7 @@ func FuzzDecodeCommand(f *testing.F) {
 	for _, c := range []*v1.Command{
 		{Op: &v1.Command_CreateChannel{CreateChannel: &v1.CreateChannelOp{Channel: &v1.Channel{Name: "c"}}}},
 		{Op: &v1.Command_PutVersions{PutVersions: &v1.PutVersionsOp{Versions: []*v1.PackageVersion{{Channel: "c", Package: "p", Platform: "noarch", Filename: "p-1-0.conda"}}}}},
+		{Op: &v1.Command_UpdateChannel{UpdateChannel: &v1.UpdateChannelOp{Channel: &v1.Channel{Name: "c", Ttl: 5}, Fields: []string{"ttl", "metadata.prune", "metadata.includelist.items"}}}},
 		{Op: &v1.Command_DeleteChannel{DeleteChannel: &v1.DeleteChannelOp{Name: "c"}}},
 		{Op: &v1.Command_PutJob{PutJob: &v1.PutJobOp{Job: &v1.Job{Manifest: "reindex"}}}},
 	} {

@@ -441,10 +441,17 @@ func (x *CreateChannelOp) GetOwnerId() string {
 	return ""
 }
 
-// UpdateChannelOp replaces a channel's settings (name is the key).
+// UpdateChannelOp changes a channel's settings (name is the key).
 type UpdateChannelOp struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Channel       *Channel               `protobuf:"bytes,1,opt,name=channel,proto3" json:"channel,omitempty"`
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Channel *Channel               `protobuf:"bytes,1,opt,name=channel,proto3" json:"channel,omitempty"`
+	// fields names the settings this update sets, by Channel field name
+	// ("ttl", "private", "size_limit", "metadata"), or "metadata.<field>"
+	// for one field of the metadata. The others keep the values they have
+	// when the command applies, so that updates of different settings
+	// proposed at the same time do not undo each other. Empty: channel
+	// replaces every setting.
+	Fields        []string `protobuf:"bytes,2,rep,name=fields,proto3" json:"fields,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -482,6 +489,13 @@ func (*UpdateChannelOp) Descriptor() ([]byte, []int) {
 func (x *UpdateChannelOp) GetChannel() *Channel {
 	if x != nil {
 		return x.Channel
+	}
+	return nil
+}
+
+func (x *UpdateChannelOp) GetFields() []string {
+	if x != nil {
+		return x.Fields
 	}
 	return nil
 }
@@ -1329,9 +1343,10 @@ const file_condamesh_v1_command_proto_rawDesc = "" +
 	"\x02op\"]\n" +
 	"\x0fCreateChannelOp\x12/\n" +
 	"\achannel\x18\x01 \x01(\v2\x15.condamesh.v1.ChannelR\achannel\x12\x19\n" +
-	"\bowner_id\x18\x02 \x01(\tR\aownerId\"B\n" +
+	"\bowner_id\x18\x02 \x01(\tR\aownerId\"Z\n" +
 	"\x0fUpdateChannelOp\x12/\n" +
-	"\achannel\x18\x01 \x01(\v2\x15.condamesh.v1.ChannelR\achannel\"%\n" +
+	"\achannel\x18\x01 \x01(\v2\x15.condamesh.v1.ChannelR\achannel\x12\x16\n" +
+	"\x06fields\x18\x02 \x03(\tR\x06fields\"%\n" +
 	"\x0fDeleteChannelOp\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\"z\n" +
 	"\rPutVersionsOp\x128\n" +
