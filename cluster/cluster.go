@@ -70,7 +70,7 @@ type Config struct {
 	// leader promotes it. Default 2 s.
 	PromoteAfter time.Duration
 	// ReapAfter is how long a server must be dead (gossip) before the
-	// leader removes it from Raft. Default 30 s.
+	// leader removes it from Raft. Default 2 min.
 	ReapAfter time.Duration
 	// MaxLag is how many entries a caught-up node may trail the leader's
 	// commit index (promotion, readiness). Default 250.
@@ -149,7 +149,7 @@ func (c *Config) setDefaults() {
 		c.PromoteAfter = 2 * time.Second
 	}
 	if c.ReapAfter == 0 {
-		c.ReapAfter = 30 * time.Second
+		c.ReapAfter = 2 * time.Minute
 	}
 	if c.MaxLag == 0 {
 		c.MaxLag = 250
