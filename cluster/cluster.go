@@ -96,6 +96,12 @@ type Config struct {
 	// HeartbeatTimeout, ElectionTimeout, LeaderLeaseTimeout tune Raft;
 	// zero takes raft.DefaultConfig's values.
 	HeartbeatTimeout, ElectionTimeout, LeaderLeaseTimeout time.Duration
+	// CommitTimeout is how often the leader sends followers an append
+	// (possibly empty) when no new entry triggers one; it bounds how late
+	// a follower learns that an entry committed, and so how long a write
+	// sent to a follower waits for its own apply. Default 5 ms (raft's 50
+	// ms made a follower's write wait about 80 ms at p50).
+	CommitTimeout time.Duration
 	// SnapshotThreshold is the number of log entries between snapshots.
 	SnapshotThreshold uint64
 	// Logger receives logs; nil means slog.Default().
@@ -150,6 +156,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.ReapAfter == 0 {
 		c.ReapAfter = 2 * time.Minute
+	}
+	if c.CommitTimeout == 0 {
+		c.CommitTimeout = 5 * time.Millisecond
 	}
 	if c.MaxLag == 0 {
 		c.MaxLag = 250
@@ -231,6 +240,7 @@ func Open(ctx context.Context, cfg Config, sm stateMachine) (c *Cluster, err err
 	if cfg.SnapshotThreshold > 0 {
 		rc.SnapshotThreshold = cfg.SnapshotThreshold
 	}
+	rc.CommitTimeout = cfg.CommitTimeout
 	logs, err := raftboltdb.New(raftboltdb.Options{Path: filepath.Join(cfg.Dir, "raft.db")})
 	if err != nil {
 		return nil, fmt.Errorf("cluster: open raft log: %w", err)
@@ -542,6 +552,28 @@ func (c *Cluster) GossipAddr() string {
 	}
 	n := c.ml.LocalNode()
 	return net.JoinHostPort(n.Addr.String(), strconv.Itoa(int(n.Port)))
+}
+
+// Snapshot makes Raft take a snapshot now and, with compact, drop the
+// whole log it covers, so a node that joins later installs the snapshot
+// (tests and benchmarks of snapshot installs).
+func (c *Cluster) Snapshot(compact bool) error {
+	if compact {
+		rc := c.raft.ReloadableConfig()
+		saved := rc.TrailingLogs
+		rc.TrailingLogs = 1
+		if err := c.raft.ReloadConfig(rc); err != nil {
+			return fmt.Errorf("cluster: snapshot: %w", err)
+		}
+		defer func() {
+			rc.TrailingLogs = saved
+			_ = c.raft.ReloadConfig(rc)
+		}()
+	}
+	if err := c.raft.Snapshot().Error(); err != nil {
+		return fmt.Errorf("cluster: snapshot: %w", err)
+	}
+	return nil
 }
 
 // RaftAddr returns the advertised Raft address (with the real port).

@@ -305,7 +305,7 @@ func New(ctx context.Context, cfg Config) (n *Node, err error) {
 		GossipKeys: cfg.GossipKeys, Fast: cfg.Fast, Logger: n.log,
 	}
 	if cfg.Fast {
-		ccfg.HeartbeatTimeout, ccfg.ElectionTimeout, ccfg.LeaderLeaseTimeout = 200*time.Millisecond, 200*time.Millisecond, 100*time.Millisecond
+		ccfg.HeartbeatTimeout, ccfg.ElectionTimeout, ccfg.LeaderLeaseTimeout = 400*time.Millisecond, 400*time.Millisecond, 200*time.Millisecond
 		ccfg.PromoteAfter, ccfg.ReapAfter = 500*time.Millisecond, 3*time.Second
 	}
 	n.cl, err = cluster.Open(ctx, ccfg, &machine{cat: n.cat, st: n.st, idx: idx})

@@ -123,11 +123,12 @@ func (c *Cluster) WaitVoters(t testing.TB, want int) {
 	})
 }
 
-// WaitApplied waits until every live node has applied the leader's last
-// index.
+// WaitApplied waits until every live node has applied what the leader
+// has applied (its last command: configuration entries, barriers and
+// no-ops never reach a state machine).
 func (c *Cluster) WaitApplied(t testing.TB) {
 	t.Helper()
-	want := c.Leader(t).Cluster().LastIndex()
+	want := c.Leader(t).Cluster().AppliedIndex()
 	c.poll(t, 30*time.Second, fmt.Sprintf("every node at index %d", want), func() bool {
 		for _, n := range c.Live() {
 			if n.Cluster().AppliedIndex() < want {
