@@ -3,6 +3,7 @@ package cluster
 import (
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -86,8 +87,18 @@ type Config struct {
 	// every node: "old,new" (install), "new,old" (use), "new" (remove).
 	// Empty: gossip is not encrypted.
 	GossipKeys [][]byte
-	// PeerClient makes node-to-node calls. Default: a plain HTTP client.
+	// PeerClient makes node-to-node calls. Default: an HTTP client that
+	// uses TLS's client side for https URLs.
 	PeerClient *http.Client
+	// TLS, if set, secures Raft (and the default PeerClient): the Raft
+	// listener serves TLS with it and peers are dialed with it.
+	// Certificates is this node's certificate (its server and its client
+	// certificate), RootCAs verifies peers' certificates (nil: the system
+	// pool). With ClientCAs set, node-to-node TLS is mutual: the Raft
+	// listener requires a client certificate ClientCAs verify, and
+	// PeerService refuses a caller whose connection has no verified client
+	// certificate. Read once: new certificates need a restart.
+	TLS *tls.Config
 	// ForwardTimeout bounds one Propose (forwarding and retries) when the
 	// caller's context has no deadline. Default 30 s.
 	ForwardTimeout time.Duration
@@ -130,6 +141,9 @@ func (c *Config) Validate() error {
 			errs = append(errs, fmt.Errorf("gossip key %d: %d bytes, want 16, 24 or 32", i+1, n))
 		}
 	}
+	if c.TLS != nil && len(c.TLS.Certificates) == 0 {
+		errs = append(errs, errors.New("TLS without a certificate"))
+	}
 	if len(c.Site) > 64 {
 		errs = append(errs, fmt.Errorf("site %q: at most 64 characters", c.Site))
 	}
@@ -167,7 +181,8 @@ func (c *Config) setDefaults() {
 		c.ForwardTimeout = 30 * time.Second
 	}
 	if c.PeerClient == nil {
-		c.PeerClient = &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 16, IdleConnTimeout: time.Minute}}
+		c.PeerClient = &http.Client{Transport: &http.Transport{TLSClientConfig: clientTLS(c.TLS, nil), ForceAttemptHTTP2: c.TLS != nil,
+			MaxIdleConnsPerHost: 16, IdleConnTimeout: time.Minute, TLSHandshakeTimeout: handshakeTimeout}}
 	}
 }
 
@@ -262,6 +277,10 @@ func Open(ctx context.Context, cfg Config, sm stateMachine) (c *Cluster, err err
 		return nil, err
 	}
 	stream := &streamLayer{Listener: ln, adv: c.raftAdv}
+	if cfg.TLS != nil {
+		stream.Listener = &handshakeListener{Listener: tls.NewListener(ln, raftServerTLS(cfg.TLS)), log: lg}
+		stream.tls = clientTLS(cfg.TLS, []string{raftALPN})
+	}
 	c.transport = raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{Stream: stream, MaxPool: 3, Timeout: 10 * time.Second, Logger: hl})
 	closers = append(closers, c.transport.Close)
 	has, err := raft.HasExistingState(logs, logs, snaps)
@@ -296,7 +315,7 @@ func Open(ctx context.Context, cfg Config, sm stateMachine) (c *Cluster, err err
 	}
 	c.raft = r
 	closers = append(closers, func() error { return r.Shutdown().Error() })
-	c.peers = newPeerClients(cfg.PeerClient, peerToken(cfg.PeerSecret))
+	c.peers = newPeerClients(cfg.PeerClient, PeerToken(cfg.PeerSecret))
 	if cfg.GossipAddr != "" {
 		if err := c.startGossip(); err != nil {
 			return nil, err
@@ -426,10 +445,12 @@ func PrivateIP() (string, error) {
 }
 
 // streamLayer is Raft's listener and dialer; Addr reports the advertised
-// address.
+// address. With tls set, connections are TLS both ways (the listener is a
+// handshakeListener).
 type streamLayer struct {
 	net.Listener
 	adv string
+	tls *tls.Config // client side; nil: plain TCP
 }
 
 func (s *streamLayer) Addr() net.Addr {
@@ -441,7 +462,13 @@ func (s *streamLayer) Addr() net.Addr {
 }
 
 func (s *streamLayer) Dial(addr raft.ServerAddress, timeout time.Duration) (net.Conn, error) {
-	return net.DialTimeout("tcp", string(addr), timeout)
+	if s.tls == nil {
+		return net.DialTimeout("tcp", string(addr), timeout)
+	}
+	// The timeout covers the handshake; the peer's name is the host of
+	// its advertised Raft address.
+	d := tls.Dialer{NetDialer: &net.Dialer{Timeout: timeout}, Config: s.tls}
+	return d.Dial("tcp", string(addr))
 }
 
 func (c *Cluster) startGossip() error {
@@ -833,7 +860,17 @@ func (c *Cluster) leaderLoop() {
 				continue
 			}
 			term := c.raft.CurrentTerm()
-			if err := c.raft.Barrier(30 * time.Second).Error(); err != nil {
+			// A barrier on a halted FSM never completes, and raft may not
+			// answer it at shutdown: wait for it or for Close.
+			barrier := make(chan error, 1)
+			go func() { barrier <- c.raft.Barrier(30 * time.Second).Error() }()
+			var err error
+			select {
+			case err = <-barrier:
+			case <-c.stop:
+				return
+			}
+			if err != nil {
 				c.log.Warn("leader barrier", "err", err)
 				continue
 			}

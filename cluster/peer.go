@@ -23,12 +23,12 @@ import (
 // same bound Raft entries have in practice: a mirror batch stays far below.
 const MaxForward = 64 << 20
 
-// peerHeader carries a node-to-node call's token.
-const peerHeader = "Condamesh-Peer-Token"
+// PeerHeader carries a node-to-node call's token (PeerToken).
+const PeerHeader = "Condamesh-Peer-Token"
 
-// peerToken derives the node-to-node token from the shared secret (every
+// PeerToken derives the node-to-node token from the shared secret (every
 // member has the secret; nobody else does).
-func peerToken(secret []byte) string {
+func PeerToken(secret []byte) string {
 	m := hmac.New(sha256.New, secret)
 	m.Write([]byte("condamesh peer token v1"))
 	return hex.EncodeToString(m.Sum(nil))
@@ -43,13 +43,19 @@ func Fingerprint(secret []byte) string {
 }
 
 // PeerHandler returns the path and handler of PeerService, which the node
-// mounts on its HTTP listener. Callers without the peer token are refused
-// before their request is read.
+// mounts on its HTTP listener. Callers without the peer token, and with
+// mutual TLS (Config.TLS with ClientCAs) callers without a verified client
+// certificate, are refused before their request is read.
 func (c *Cluster) PeerHandler() (string, http.Handler) {
 	path, h := condameshv1connect.NewPeerServiceHandler(peerServer{c}, connect.WithReadMaxBytes(MaxForward), connect.WithSendMaxBytes(MaxForward))
-	want := []byte(peerToken(c.cfg.PeerSecret))
+	want := []byte(PeerToken(c.cfg.PeerSecret))
+	mutual := c.mutualTLS()
 	return path, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if got := r.Header.Get(peerHeader); subtle.ConstantTimeCompare([]byte(got), want) != 1 {
+		if mutual && !verifiedPeer(r) {
+			http.Error(w, ErrNotMember.Error()+": no client certificate from the cluster CA", http.StatusUnauthorized)
+			return
+		}
+		if got := r.Header.Get(PeerHeader); subtle.ConstantTimeCompare([]byte(got), want) != 1 {
 			http.Error(w, ErrNotMember.Error(), http.StatusUnauthorized)
 			return
 		}
@@ -144,7 +150,7 @@ type tokenTransport struct {
 
 func (t tokenTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 	r = r.Clone(r.Context())
-	r.Header.Set(peerHeader, t.token)
+	r.Header.Set(PeerHeader, t.token)
 	return t.next.RoundTrip(r)
 }
 

@@ -50,6 +50,9 @@ func advertisedURL(cfg Config, bound string) (string, error) {
 		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 			return "", fmt.Errorf("node: config: advertise http %q: want http(s)://host:port", cfg.AdvertiseHTTP)
 		}
+		if cfg.TLSCertFile != "" && u.Scheme != "https" {
+			return "", fmt.Errorf("node: config: advertise http %q: the listener serves TLS, want https://host:port", cfg.AdvertiseHTTP)
+		}
 		return cfg.AdvertiseHTTP, nil
 	}
 	h, p, err := net.SplitHostPort(bound)
@@ -64,7 +67,11 @@ func advertisedURL(cfg Config, bound string) (string, error) {
 			}
 		}
 	}
-	return "http://" + net.JoinHostPort(h, p), nil
+	scheme := "http"
+	if cfg.TLSCertFile != "" {
+		scheme = "https"
+	}
+	return scheme + "://" + net.JoinHostPort(h, p), nil
 }
 
 // nodeCluster is the cluster as the API's ClusterService uses it: a leave

@@ -21,6 +21,12 @@ func sha(b []byte) string {
 // returns the status and body.
 func call(t *testing.T, base, key, method, path, ctype string, body io.Reader) (int, []byte) {
 	t.Helper()
+	return callWith(t, http.DefaultClient, base, key, method, path, ctype, body)
+}
+
+// callWith is call through hc.
+func callWith(t *testing.T, hc *http.Client, base, key, method, path, ctype string, body io.Reader) (int, []byte) {
+	t.Helper()
 	req, err := http.NewRequest(method, base+path, body)
 	if err != nil {
 		t.Fatal(err)
@@ -31,7 +37,7 @@ func call(t *testing.T, base, key, method, path, ctype string, body io.Reader) (
 	if ctype != "" {
 		req.Header.Set("Content-Type", ctype)
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := hc.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -7,6 +7,7 @@ package node
 import (
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -78,6 +79,18 @@ type Config struct {
 	NonVoter bool
 	// GossipKeys encrypt gossip (see cluster.Config.GossipKeys).
 	GossipKeys [][]byte
+	// TLSCertFile and TLSKeyFile (PEM; the certificate file may carry
+	// intermediates after the node's certificate) turn TLS on: the HTTP
+	// listener serves HTTPS only (HTTP/1.1 and HTTP/2; the lean HTTP loop
+	// is off), the advertised URL is https://, and Raft and node-to-node
+	// calls use TLS, verifying peers against TLSCAFile. Both or neither.
+	// Read once at start: a new certificate needs a restart.
+	TLSCertFile, TLSKeyFile string
+	// TLSCAFile (PEM, needs TLSCertFile) verifies peers' certificates
+	// (default: the system pool) and makes node-to-node TLS mutual: Raft
+	// and PeerService require a client certificate it verifies. Public API
+	// clients need none (a certificate they offer must verify).
+	TLSCAFile string
 	// Version is the build version gossiped to peers.
 	Version string
 	// AdminKey, if set, is the API key given to the admin user created on
@@ -197,6 +210,12 @@ func (c *Config) Validate() error {
 	if err := c.API.Validate(); err != nil {
 		errs = append(errs, err)
 	}
+	if (c.TLSCertFile == "") != (c.TLSKeyFile == "") {
+		errs = append(errs, errors.New("tls cert file and tls key file go together"))
+	}
+	if c.TLSCAFile != "" && c.TLSCertFile == "" {
+		errs = append(errs, errors.New("tls ca file needs a tls cert file and key file (mutual TLS presents this node's certificate)"))
+	}
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("node: config: %w", err)
 	}
@@ -219,6 +238,7 @@ type Node struct {
 	prom      *metrics.Prom
 	api       *api.Server
 	httpLn    net.Listener
+	scheme    string       // of the HTTP listener: http, or https with TLS
 	srv       *http.Server // every connection outside the hot path
 	front     httpServer   // serves httpLn: a hotpath.Server over srv, or srv itself
 	debugLn   net.Listener
@@ -248,10 +268,20 @@ func New(ctx context.Context, cfg Config) (n *Node, err error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
+	tlsBase, err := loadTLS(cfg)
+	if err != nil {
+		return nil, err
+	}
+	if tlsBase != nil {
+		cfg.NoLeanHTTP = true // the lean loop speaks plain HTTP/1.1 only
+	}
 	if err := os.MkdirAll(cfg.DataDir, 0o755); err != nil {
 		return nil, fmt.Errorf("node: create data dir: %w", err)
 	}
-	n = &Node{cfg: cfg, log: cfg.Logger, runDone: make(chan struct{}), stopRun: make(chan struct{})}
+	n = &Node{cfg: cfg, log: cfg.Logger, scheme: "http", runDone: make(chan struct{}), stopRun: make(chan struct{})}
+	if tlsBase != nil {
+		n.scheme = "https"
+	}
 	var closers []func() error
 	defer func() {
 		if err != nil {
@@ -302,7 +332,7 @@ func New(ctx context.Context, cfg Config) (n *Node, err error) {
 		Site: cfg.Site, Version: cfg.Version, Join: cfg.Join,
 		Bootstrap: !cfg.NoBootstrap, Voters: cfg.Voters, NonVoter: cfg.NonVoter,
 		PeerSecret: cfg.API.KeySecret, SecretFingerprint: cluster.Fingerprint(cfg.API.KeySecret),
-		GossipKeys: cfg.GossipKeys, Fast: cfg.Fast, Logger: n.log,
+		GossipKeys: cfg.GossipKeys, TLS: tlsBase, Fast: cfg.Fast, Logger: n.log,
 	}
 	if cfg.Fast {
 		ccfg.HeartbeatTimeout, ccfg.ElectionTimeout, ccfg.LeaderLeaseTimeout = 400*time.Millisecond, 400*time.Millisecond, 200*time.Millisecond
@@ -359,9 +389,18 @@ func New(ctx context.Context, cfg Config) (n *Node, err error) {
 	var protos http.Protocols
 	protos.SetHTTP1(true)
 	protos.SetUnencryptedHTTP2(true)
+	var srvTLS *tls.Config
+	if tlsBase != nil {
+		// HTTPS only; ReadHeaderTimeout bounds the handshake too.
+		protos.SetUnencryptedHTTP2(false)
+		protos.SetHTTP2(true)
+		srvTLS = publicTLS(tlsBase)
+		n.httpLn = tls.NewListener(n.httpLn, srvTLS)
+	}
 	n.srv = &http.Server{
 		Handler:           n.api,
 		Protocols:         &protos,
+		TLSConfig:         srvTLS,
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       120 * time.Second,
 		ErrorLog:          slog.NewLogLogger(n.log.Handler(), slog.LevelDebug),
@@ -427,7 +466,7 @@ func (n *Node) Addrs() Addrs {
 }
 
 // URL is the node's base HTTP URL.
-func (n *Node) URL() string { return "http://" + n.httpLn.Addr().String() }
+func (n *Node) URL() string { return n.scheme + "://" + n.httpLn.Addr().String() }
 
 // ID is the node's stable id.
 func (n *Node) ID() string { return n.nodeID }

@@ -177,33 +177,41 @@ func TestServeLeanHTTPSwitch(t *testing.T) {
 			if tc.env != "" {
 				t.Setenv("CONDAMESH_LEAN_HTTP", tc.env)
 			}
-			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second) // not serving by then: fail
-			defer cancel()
 			args := append([]string{"serve", "--data-dir", t.TempDir(), "--http-addr", "127.0.0.1:0",
 				"--raft-addr", "127.0.0.1:0", "--gossip-addr", "127.0.0.1:0"}, tc.args...)
-			out, outW := io.Pipe()
-			var errb bytes.Buffer // read once run has returned
-			done := make(chan int, 1)
-			go func() {
-				code := run(ctx, args, outW, &errb)
-				outW.Close()
-				done <- code
-			}()
-			serving := false
-			for sc := bufio.NewScanner(out); sc.Scan(); {
-				if strings.Contains(sc.Text(), "condamesh serving on") && !serving {
-					serving = true
-					cancel()
-				}
-			}
-			if code := <-done; !serving || code != 0 {
-				t.Fatalf("serve exited with %d (serving: %v):\n%s", code, serving, errb.String())
-			}
-			if !strings.Contains(errb.String(), tc.want) {
-				t.Errorf("log lacks %q:\n%s", tc.want, errb.String())
+			_, logs := serveUntilServing(t, args)
+			if !strings.Contains(logs, tc.want) {
+				t.Errorf("log lacks %q:\n%s", tc.want, logs)
 			}
 		})
 	}
+}
+
+// serveUntilServing runs args (a serve command line) until it prints its
+// serving banner, then stops it; it returns the banner and the logs. A
+// serve that exits before serving, or with an error, fails the test.
+func serveUntilServing(t *testing.T, args []string) (banner, logs string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second) // not serving by then: fail
+	defer cancel()
+	out, outW := io.Pipe()
+	var errb bytes.Buffer // read once run has returned
+	done := make(chan int, 1)
+	go func() {
+		code := run(ctx, args, outW, &errb)
+		outW.Close()
+		done <- code
+	}()
+	for sc := bufio.NewScanner(out); sc.Scan(); {
+		if strings.Contains(sc.Text(), "condamesh serving on") && banner == "" {
+			banner = sc.Text()
+			cancel()
+		}
+	}
+	if code := <-done; banner == "" || code != 0 {
+		t.Fatalf("serve exited with %d (banner: %q):\n%s", code, banner, errb.String())
+	}
+	return banner, errb.String()
 }
 
 // TestAdminRestoreOwner runs the break-glass command on a real data

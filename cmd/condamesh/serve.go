@@ -67,6 +67,9 @@ func newServe() *cobra.Command {
 	f.BoolVar(&cfg.Wipe, "wipe", false, "with --join or --no-bootstrap: delete the data directory's store and Raft state first (a node of another cluster joining this one)")
 	var gossipKeys []string
 	f.StringSliceVar(&gossipKeys, "gossip-key", nil, "base64 gossip encryption keys (16, 24 or 32 bytes; `openssl rand -base64 32`): the first encrypts, all decrypt; rotate with rolling restarts: old,new then new,old then new (prefer the env twin CONDAMESH_GOSSIP_KEY)")
+	f.StringVar(&cfg.TLSCertFile, "tls-cert", "", "PEM certificate (and intermediates) of this node: HTTPS on --http-addr (the lean HTTP loop is off), TLS for Raft and node-to-node calls; read at start (restart to rotate)")
+	f.StringVar(&cfg.TLSKeyFile, "tls-key", "", "PEM private key of --tls-cert")
+	f.StringVar(&cfg.TLSCAFile, "tls-ca", "", "PEM CA certificates that verify the other nodes (default: the system pool); makes Raft and node-to-node calls mutual TLS (the node's certificate needs serverAuth and clientAuth usages); API clients need no certificate")
 	f.StringVar(&cfg.Site, "site", "", "name of this node's site (at most 64 characters)")
 	f.IntVar(&cfg.Voters, "voters", 3, "Raft voters the cluster aims for (3 or 5); further nodes are non-voters")
 	f.BoolVar(&cfg.NonVoter, "non-voter", false, "never make this node a Raft voter")
@@ -83,7 +86,7 @@ func newServe() *cobra.Command {
 	f.DurationVar(&clockOffset, "clock-offset", 0, "shift this node's clock for download timestamps and metrics windows (testing, replays)")
 	var countDownloads, leanHTTP bool
 	f.BoolVar(&countDownloads, "count-downloads", true, "count package downloads for the metrics API")
-	f.BoolVar(&leanHTTP, "lean-http", true, "answer conda clients' GET/HEAD /get requests on the lean HTTP/1.1 loop (false: net/http serves everything)")
+	f.BoolVar(&leanHTTP, "lean-http", true, "answer conda clients' GET/HEAD /get requests on the lean HTTP/1.1 loop (false: net/http serves everything; always off with --tls-cert)")
 	var fetchAllow, fetchDeny, redirects string
 	def := upstream.DefaultRestricted()
 	f.StringVar(&fetchAllow, "fetch-allow", "", "networks (CIDRs, comma-separated) that server-side fetches for callers who are not server owners may reach (empty: all but --fetch-deny)")

@@ -5,11 +5,16 @@ package nodetest
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"log/slog"
+	"net/http"
+	"os"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/condamesh/condamesh/internal/testcert"
 	"github.com/condamesh/condamesh/internal/testlog"
 	"github.com/condamesh/condamesh/node"
 )
@@ -33,6 +38,28 @@ type Option func(*node.Config)
 // PlainHTTP serves every request with net/http (the lean HTTP/1.1 loop
 // off), for running serving tests in both modes.
 func PlainHTTP(c *node.Config) { c.NoLeanHTTP = true }
+
+// WithTLS serves HTTPS and runs Raft and node-to-node calls over mutual
+// TLS with f's certificate and CA (clients: Node.HTTPClient).
+func WithTLS(f testcert.Files) Option {
+	return func(c *node.Config) { c.TLSCertFile, c.TLSKeyFile, c.TLSCAFile = f.Cert, f.Key, f.CA }
+}
+
+// HTTPClient is a client for the node's URL: with TLS one that trusts the
+// node's CA (and presents no client certificate, as conda clients do).
+func (n *Node) HTTPClient(t testing.TB) *http.Client {
+	t.Helper()
+	if n.cfg.TLSCAFile == "" {
+		return http.DefaultClient
+	}
+	pem, err := os.ReadFile(n.cfg.TLSCAFile)
+	if err != nil {
+		t.Fatalf("nodetest: read CA: %v", err)
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(pem)
+	return &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}, ForceAttemptHTTP2: true}}
+}
 
 // HTTPModes are the two ways a node serves HTTP, by name, as options for
 // Start: tests of what clients see run under both.
