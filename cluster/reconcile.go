@@ -117,6 +117,13 @@ func (c *Cluster) reconcile(caught map[string]time.Time) error {
 					continue
 				}
 			}
+			// It must answer as itself on its advertised HTTP URL first
+			// (with TLS: a certificate the CA verifies), so a gossip member
+			// that cannot be a peer never enters the configuration.
+			if st, err := c.peers.status(context.Background(), m.meta.HttpUrl); err != nil || st.GetId() != m.id {
+				c.log.Debug("not adding a member that does not answer as a peer", "node", m.id, "err", err)
+				continue
+			}
 			c.log.Info("adding node as non-voter", "node", m.id, "raft", m.meta.RaftAddr)
 			if err := c.raft.AddNonvoter(raft.ServerID(m.id), raft.ServerAddress(m.meta.RaftAddr), 0, 5*time.Second).Error(); err != nil {
 				errs = append(errs, err)

@@ -190,6 +190,17 @@ func TestTLSCluster(t *testing.T) {
 		if err := n.WaitReady(wctx); err == nil {
 			t.Fatal("a node with another CA's certificate became ready")
 		}
+		// The leader never put it in the Raft configuration: it does not
+		// answer as a peer with a certificate the CA verifies.
+		nodes, err := leader.Cluster().Nodes(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, x := range nodes {
+			if x.Id == n.ID() && x.RaftState != "none" {
+				t.Fatalf("the stranger is in the Raft configuration as %s", x.RaftState)
+			}
+		}
 		stillWhole(t)
 	})
 }
