@@ -200,9 +200,12 @@ func (s *Server) createChannel(ctx context.Context, id *identity, req *v1.Create
 		}
 		return nil, err
 	}
-	created, err := s.cat.Channel(ctx, ch.Name)
+	created, gone, err := s.readBack(ctx, ch)
 	if err != nil {
 		return nil, err
+	}
+	if gone {
+		return &v1.ChannelInfo{Channel: secret.Channel(created), MembersCount: 1}, nil
 	}
 	actions := req.GetActions().GetItems()
 	if req.Actions == nil && channelKind(created) == "mirror" {
@@ -430,11 +433,22 @@ func (s *Server) updateChannel(ctx context.Context, id *identity, req *v1.Update
 	if _, err := s.prop.Propose(ctx, &v1.Command{Op: &v1.Command_UpdateChannel{UpdateChannel: &v1.UpdateChannelOp{Channel: next, Fields: fields}}}); err != nil {
 		return nil, err
 	}
-	updated, err := s.cat.Channel(ctx, ch.Name)
-	if err != nil {
-		return nil, err
+	updated, gone, err := s.readBack(ctx, next)
+	if err != nil || gone {
+		return &v1.ChannelInfo{Channel: secret.Channel(updated)}, err
 	}
 	return s.channelInfo(ctx, updated)
+}
+
+// readBack reads a channel after a write to it was applied. A concurrent
+// delete may have removed it since: the write still happened, so the
+// answer is the channel as written (gone reports it), not a 404.
+func (s *Server) readBack(ctx context.Context, written *v1.Channel) (ch *v1.Channel, gone bool, err error) {
+	ch, err = s.cat.Channel(ctx, written.Name)
+	if errors.Is(err, catalog.ErrNotFound) {
+		return written, true, nil
+	}
+	return ch, false, err
 }
 
 func (s *Server) restPatchChannel(w http.ResponseWriter, r *http.Request) {

@@ -176,6 +176,13 @@ func (s *Server) serveEncodedBlob(ctx context.Context, w http.ResponseWriter, r 
 	}
 	blob, err := s.blobs.Open(ctx, c)
 	if errors.Is(err, store.ErrNotFound) {
+		if conda.IsPackageFile(path.Base(p)) {
+			// Listed in the channel, bytes not on this node (uploaded on
+			// another node of the cluster; peer fills are not there yet).
+			w.Header().Set("Cache-Control", "no-store")
+			s.writeError(w, r, apiErr(ErrNotFound, "%s/%s is in the channel, but its bytes are not on this node; download it from the node it was uploaded to", ch.Name, p))
+			return
+		}
 		s.notFound(w, r, ch, p)
 		return
 	}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"path"
 	"strings"
@@ -63,11 +64,30 @@ func TestLocalClusterOfThree(t *testing.T) {
 	}
 	for name := range pkgs {
 		code, b := nodes[2].do("GET", "/get/meshchan/"+name, "", nil)
-		if code == http.StatusOK {
-			continue // it may hold them one day: then they must be right
+		if code != http.StatusNotFound || !bytes.Contains(b, []byte("bytes are not on this node")) {
+			t.Fatalf("node 3 asked for %s it lacks: %d %q, want 404 saying the bytes are elsewhere", name, code, b)
 		}
-		if code >= 500 && code != http.StatusServiceUnavailable || len(b) == 0 {
-			t.Fatalf("node 3 asked for %s it lacks: %d %q, want a clear error", name, code, b)
+	}
+	// Index files are byte-identical with the same ETags on every node.
+	for _, f := range []string{"noarch/repodata.json", "linux-64/repodata.json.zst", "channeldata.json"} {
+		var etags []string
+		var bodies [][]byte
+		for _, n := range nodes {
+			resp, err := http.Get(n.url + "/get/meshchan/" + f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusOK {
+				t.Fatalf("%s on %s: %d", f, n.url, resp.StatusCode)
+			}
+			etags, bodies = append(etags, resp.Header.Get("ETag")), append(bodies, b)
+		}
+		for i := 1; i < len(nodes); i++ {
+			if etags[i] != etags[0] || !bytes.Equal(bodies[i], bodies[0]) {
+				t.Fatalf("%s differs between nodes: ETags %v", f, etags)
+			}
 		}
 	}
 	// SIGKILL the leader; a survivor takes writes again.

@@ -9,6 +9,7 @@ import (
 	"sort"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/condamesh/condamesh/node/nodetest"
 )
@@ -20,20 +21,32 @@ import (
 func TestNodeCommands(t *testing.T) {
 	c := nodetest.NewCluster(t, 2)
 	n := c.Nodes[1]
-	req, _ := http.NewRequest(http.MethodGet, n.URL()+"/api/cluster/nodes", nil)
-	req.Header.Set("X-API-Key", nodetest.AdminKey)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	body, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		t.Fatalf("GET /api/cluster/nodes: %d %s", resp.StatusCode, body)
-	}
+	// The follower learns the promotion from the log a moment after the
+	// leader: wait until its own view is settled, then compare.
 	var rest []map[string]any
-	if err := json.Unmarshal(body, &rest); err != nil || len(rest) != 2 {
-		t.Fatalf("REST nodes: %v %s", err, body)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		req, _ := http.NewRequest(http.MethodGet, n.URL()+"/api/cluster/nodes", nil)
+		req.Header.Set("X-API-Key", nodetest.AdminKey)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("GET /api/cluster/nodes: %d %s", resp.StatusCode, body)
+		}
+		if err := json.Unmarshal(body, &rest); err != nil || len(rest) != 2 {
+			t.Fatalf("REST nodes: %v %s", err, body)
+		}
+		if rest[0]["voter"] == true && rest[1]["voter"] == true {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the follower does not see two voters: %s", body)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 	for _, k := range []string{"id", "site", "http_url", "raft_addr", "gossip_addr", "raft_state", "status", "applied_index", "version"} {
 		if _, ok := rest[0][k]; !ok {
