@@ -584,10 +584,14 @@ func (n *Node) shutdown(ctx context.Context, stopWorkers func()) error {
 		errs = append(errs, fmt.Errorf("http shutdown: %w", err))
 	}
 	stopWorkers()
-	// Count what was downloaded until the HTTP server stopped.
-	if err := n.downloads.Flush(ctx); err != nil {
-		errs = append(errs, fmt.Errorf("flush download counts: %w", err))
+	// Count what was downloaded until the HTTP server stopped. Without a
+	// reachable leader (the rest of the cluster is down) the counts are
+	// lost after a bounded wait: a stopping node must not hang on them.
+	fctx, cancel := context.WithTimeout(ctx, flushAtShutdown)
+	if err := n.downloads.Flush(fctx); err != nil {
+		n.log.Warn("download counts not written at shutdown (no leader reachable); they are lost", "err", err)
 	}
+	cancel()
 	n.closeRest(ctx, &errs)
 	return errors.Join(errs...)
 }
@@ -681,6 +685,9 @@ func (n *Node) registerActions() {
 		})
 	}
 }
+
+// flushAtShutdown bounds the last write of download counts at shutdown.
+const flushAtShutdown = 5 * time.Second
 
 // blobGrace protects freshly written blobs from a sweep until the command
 // referencing them has had ample time to commit.
