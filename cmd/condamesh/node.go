@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"text/tabwriter"
 
-	"github.com/condamesh/condamesh/api"
 	v1 "github.com/condamesh/condamesh/gen/condamesh/v1"
 	"github.com/condamesh/condamesh/gen/condamesh/v1/condameshv1connect"
 	"github.com/spf13/cobra"
@@ -24,16 +23,7 @@ func newNode() *cobra.Command {
 	var c conn
 	cmd := &cobra.Command{Use: "node", Short: "Cluster membership: join, leave, list, status, remove"}
 	c.flags(cmd)
-	var output string
-	outFlag := func(cc *cobra.Command) {
-		cc.Flags().StringVarP(&output, "output", "o", "table", "output format: table or json (the objects GET /api/cluster/nodes answers)")
-	}
-	checkOut := func() error {
-		if output != "table" && output != "json" {
-			return usageError{fmt.Errorf("--output %q: want table or json", output)}
-		}
-		return nil
-	}
+	var listOut, statusOut output
 	join := &cobra.Command{
 		Use:   "join PEER...",
 		Short: "Join the node at --server and the cluster of PEER (gossip host:port of a member, or of a node waiting to join)",
@@ -70,8 +60,8 @@ func newNode() *cobra.Command {
 	list := &cobra.Command{
 		Use: "list", Short: "List the cluster's nodes", Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := checkOut(); err != nil {
-				return err
+			if listOut.isJSON() {
+				return c.printREST(cmd, "/api/cluster/nodes")
 			}
 			cl, err := c.cluster()
 			if err != nil {
@@ -81,30 +71,23 @@ func newNode() *cobra.Command {
 			if err != nil {
 				return friendly(err)
 			}
-			if output == "json" {
-				out := make([]map[string]any, len(res.Nodes))
-				for i, n := range res.Nodes {
-					out[i] = api.NodeJSON(n)
+			return writeTable(cmd.OutOrStdout(), func(tw *tabwriter.Writer) {
+				fmt.Fprintln(tw, "ID\tSITE\tRAFT\tGOSSIP\tAPPLIED\tCONTACT\tHTTP\tVERSION")
+				for _, n := range res.Nodes {
+					contact := "-"
+					if n.LastContactMs >= 0 {
+						contact = fmt.Sprintf("%dms", n.LastContactMs)
+					}
+					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\n", n.Id, dash(n.Site), n.RaftState, n.Status, n.AppliedIndex, contact, dash(n.HttpUrl), dash(n.Version))
 				}
-				return printJSON(cmd.OutOrStdout(), out)
-			}
-			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "ID\tSITE\tRAFT\tGOSSIP\tAPPLIED\tCONTACT\tHTTP\tVERSION")
-			for _, n := range res.Nodes {
-				contact := "-"
-				if n.LastContactMs >= 0 {
-					contact = fmt.Sprintf("%dms", n.LastContactMs)
-				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\n", n.Id, dash(n.Site), n.RaftState, n.Status, n.AppliedIndex, contact, dash(n.HttpUrl), dash(n.Version))
-			}
-			return tw.Flush()
+			})
 		},
 	}
 	status := &cobra.Command{
 		Use: "status", Short: "Show the node at --server in detail", Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := checkOut(); err != nil {
-				return err
+			if statusOut.isJSON() {
+				return c.printREST(cmd, "/api/cluster/status")
 			}
 			cl, err := c.cluster()
 			if err != nil {
@@ -114,18 +97,15 @@ func newNode() *cobra.Command {
 			if err != nil {
 				return friendly(err)
 			}
-			if output == "json" {
-				return printJSON(cmd.OutOrStdout(), api.NodeJSON(n))
-			}
-			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
-			for _, kv := range [][2]any{
-				{"id", n.Id}, {"site", dash(n.Site)}, {"raft state", n.RaftState}, {"voter", n.Voter}, {"leader", dash(n.LeaderId)},
-				{"term", n.Term}, {"applied index", n.AppliedIndex}, {"commit index", n.CommitIndex}, {"last contact ms", n.LastContactMs},
-				{"ready", n.Ready}, {"halted", dash(n.Halted)}, {"http", n.HttpUrl}, {"raft", n.RaftAddr}, {"gossip", n.GossipAddr}, {"version", dash(n.Version)},
-			} {
-				fmt.Fprintf(tw, "%v:\t%v\n", kv[0], kv[1])
-			}
-			return tw.Flush()
+			return writeTable(cmd.OutOrStdout(), func(tw *tabwriter.Writer) {
+				for _, kv := range [][2]any{
+					{"id", n.Id}, {"site", dash(n.Site)}, {"raft state", n.RaftState}, {"voter", n.Voter}, {"leader", dash(n.LeaderId)},
+					{"term", n.Term}, {"applied index", n.AppliedIndex}, {"commit index", n.CommitIndex}, {"last contact ms", n.LastContactMs},
+					{"ready", n.Ready}, {"halted", dash(n.Halted)}, {"http", n.HttpUrl}, {"raft", n.RaftAddr}, {"gossip", n.GossipAddr}, {"version", dash(n.Version)},
+				} {
+					fmt.Fprintf(tw, "%v:\t%v\n", kv[0], kv[1])
+				}
+			})
 		},
 	}
 	remove := &cobra.Command{
@@ -142,8 +122,8 @@ func newNode() *cobra.Command {
 			return nil
 		},
 	}
-	outFlag(list)
-	outFlag(status)
+	listOut.addFlag(list)
+	statusOut.addFlag(status)
 	cmd.AddCommand(join, leave, list, status, remove)
 	return cmd
 }
