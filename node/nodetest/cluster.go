@@ -123,11 +123,13 @@ func (c *Cluster) WaitVoters(t testing.TB, want int) {
 	})
 }
 
-// WaitApplied waits until every live node has applied the leader's last
-// index.
+// WaitApplied waits until every live node has applied what the leader's
+// state machine has applied. (Not the leader's last log index: Raft's
+// configuration changes, barriers and no-ops never reach the state
+// machine, so a log that ends with one is never "applied" up to its end.)
 func (c *Cluster) WaitApplied(t testing.TB) {
 	t.Helper()
-	want := c.Leader(t).Cluster().LastIndex()
+	want := c.Leader(t).Cluster().AppliedIndex()
 	c.poll(t, 30*time.Second, fmt.Sprintf("every node at index %d", want), func() bool {
 		for _, n := range c.Live() {
 			if n.Cluster().AppliedIndex() < want {
@@ -140,10 +142,17 @@ func (c *Cluster) WaitApplied(t testing.TB) {
 
 func (c *Cluster) poll(t testing.TB, d time.Duration, what string, ok func() bool) {
 	t.Helper()
+	Eventually(t, d, "cluster: "+what, ok)
+}
+
+// Eventually polls ok every 20 ms until it holds, failing t with "no
+// <what>" if it does not within d.
+func Eventually(t testing.TB, d time.Duration, what string, ok func() bool) {
+	t.Helper()
 	deadline := time.Now().Add(d)
 	for !ok() {
 		if time.Now().After(deadline) {
-			t.Fatalf("cluster: no %s within %v", what, d)
+			t.Fatalf("no %s within %v", what, d)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
