@@ -165,6 +165,7 @@ type Cluster struct {
 	members    members
 	events     chan event
 	eventsLost atomic.Bool
+	refusals   refusals
 	idMu       sync.Mutex
 	clusterID  string
 	// termReady is the term in which this leader's barrier has applied:

@@ -102,6 +102,10 @@ func (d gossipDelegate) NotifyUpdate(n *memberlist.Node) { d.queue(n) }
 // NotifyMerge refuses a push/pull merge with members of another cluster. A
 // node that belongs to no cluster yet adopts the peers' cluster id.
 func (d gossipDelegate) NotifyMerge(peers []*memberlist.Node) error {
+	return d.c.refusals.note(d.merge(peers))
+}
+
+func (d gossipDelegate) merge(peers []*memberlist.Node) error {
 	theirs := ""
 	for _, p := range peers {
 		if p.Name == d.c.cfg.NodeID {
@@ -185,6 +189,43 @@ func (c *Cluster) announce() {
 	if err := c.ml.UpdateNode(2 * time.Second); err != nil {
 		c.log.Debug("gossip update", "err", err)
 	}
+}
+
+// refusals remembers the last merge refused for being another cluster's:
+// memberlist's Join keeps only the text of a merge error, so Join looks
+// here for the typed error to answer with.
+type refusals struct {
+	mu   sync.Mutex
+	n    uint64
+	last error
+}
+
+// note records err if it refuses another cluster, and returns it.
+func (r *refusals) note(err error) error {
+	if errors.Is(err, ErrOtherCluster) {
+		r.mu.Lock()
+		r.n++
+		r.last = err
+		r.mu.Unlock()
+	}
+	return err
+}
+
+// count is the number of refusals so far.
+func (r *refusals) count() uint64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.n
+}
+
+// since returns the last refusal if there was one after count was n.
+func (r *refusals) since(n uint64) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.n == n {
+		return nil
+	}
+	return r.last
 }
 
 // members is the reconciler's table of gossip members.

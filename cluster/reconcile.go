@@ -263,8 +263,12 @@ func (c *Cluster) Join(ctx context.Context, peers []string) (int, error) {
 	if c.ml == nil {
 		return 0, fmt.Errorf("%w: gossip is off", ErrConfig)
 	}
+	before := c.refusals.count()
 	n, err := c.ml.Join(peers)
 	if n == 0 {
+		if refused := c.refusals.since(before); refused != nil {
+			err = refused // memberlist's error keeps only the text
+		}
 		if err == nil {
 			err = errNoPeers
 		}

@@ -3,9 +3,11 @@ package node_test
 import (
 	"encoding/json"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/condamesh/condamesh/node"
 	"github.com/condamesh/condamesh/node/nodetest"
 )
 
@@ -137,5 +139,55 @@ func TestClusterHealth(t *testing.T) {
 	})
 	if st, b := call(t, f.URL(), "", http.MethodGet, "/health/live", "", nil); st != http.StatusOK {
 		t.Fatalf("/health/live without a leader: %d %s", st, b)
+	}
+}
+
+// TestClusterOtherClusterRefused: a node of another cluster is refused at
+// the gossip merge in both directions, with 409 and a message naming the
+// cause, and neither cluster's membership changes.
+func TestClusterOtherClusterRefused(t *testing.T) {
+	c := nodetest.NewCluster(t, 3)
+	for _, tc := range []struct {
+		name    string
+		secret  bool // the other cluster has the same API key secret
+		message string
+	}{
+		{"same secret", true, "belongs to cluster"},
+		{"other secret", false, "belongs to cluster"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var opts []nodetest.Option
+			if tc.secret {
+				secret := c.Nodes[0].KeySecret()
+				opts = append(opts, func(cfg *node.Config) { cfg.API.KeySecret = secret })
+			}
+			other := nodetest.Start(t, opts...)
+			for _, tc2 := range []struct {
+				name     string
+				asked    *nodetest.Node
+				peerAddr string
+			}{
+				{"single node joins the cluster", other, c.Nodes[1].Addrs().Gossip},
+				{"cluster member joins the single node", c.Nodes[1], other.Addrs().Gossip},
+			} {
+				st, b := call(t, tc2.asked.URL(), nodetest.AdminKey, http.MethodPost, "/api/cluster/join", "application/json",
+					strings.NewReader(`{"peers":["`+tc2.peerAddr+`"]}`))
+				if st != http.StatusConflict || !strings.Contains(string(b), tc.message) {
+					t.Fatalf("%s: %d %s; want 409 naming %q", tc2.name, st, b, tc.message)
+				}
+			}
+			// Neither membership changes: 3 and 1 nodes, in Raft and gossip,
+			// over a few gossip rounds.
+			deadline := time.Now().Add(2 * time.Second)
+			for time.Now().Before(deadline) {
+				if got := restNodes(t, c.Nodes[0].URL()); len(got) != 3 {
+					t.Fatalf("the cluster lists %d nodes: %+v", len(got), got)
+				}
+				if got := restNodes(t, other.URL()); len(got) != 1 {
+					t.Fatalf("the single node lists %d nodes: %+v", len(got), got)
+				}
+				time.Sleep(100 * time.Millisecond)
+			}
+		})
 	}
 }
