@@ -1,12 +1,20 @@
 package node_test
 
 import (
+	"bytes"
 	"encoding/json"
+	"fmt"
+	"mime/multipart"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
 
+	"connectrpc.com/connect"
+	"github.com/condamesh/condamesh/conda/condatest"
+	v1 "github.com/condamesh/condamesh/gen/condamesh/v1"
+	"github.com/condamesh/condamesh/gen/condamesh/v1/condameshv1connect"
 	"github.com/condamesh/condamesh/node"
 	"github.com/condamesh/condamesh/node/nodetest"
 )
@@ -189,5 +197,277 @@ func TestClusterOtherClusterRefused(t *testing.T) {
 				time.Sleep(100 * time.Millisecond)
 			}
 		})
+	}
+}
+
+// TestClusterFollowerWrites: every REST write route and the Connect
+// writes, sent to a follower, succeed with the leader's status and are
+// seen by a read on the same follower as soon as they return
+// (read-your-writes); a failing write answers the same status on the
+// leader and on the follower.
+func TestClusterFollowerWrites(t *testing.T) {
+	c := nodetest.NewCluster(t, 3)
+	leader, f := c.Leader(t), c.Followers(t)[0]
+	fm := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_ = json.NewEncoder(w).Encode(map[string]any{"name": "their-mirror", "mirror_channel_url": "http://primary/get/fw"})
+	}))
+	defer fm.Close()
+	const admin = nodetest.AdminKey
+	jsonBody := func(v any) []byte {
+		b, err := json.Marshal(v)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	// write sends one write to the follower and, at once, a GET of
+	// readPath there (as readKey, default the admin) that must answer
+	// readStatus with a body holding each of has ("!x": not holding x).
+	type read struct {
+		key, path string
+		status    int
+		has       []string
+	}
+	write := func(name, key, method, path, ctype string, body []byte, want int, rd read) []byte {
+		t.Helper()
+		st, b := call(t, f.URL(), key, method, path, ctype, bytes.NewReader(body))
+		if st != want {
+			t.Fatalf("%s on the follower: %d %s; want %d", name, st, b, want)
+		}
+		if rd.key == "" {
+			rd.key = admin
+		}
+		rst, rb := call(t, f.URL(), rd.key, http.MethodGet, rd.path, "", nil)
+		if rst != rd.status {
+			t.Fatalf("%s: read %s on the follower: %d %s; want %d", name, rd.path, rst, rb, rd.status)
+		}
+		for _, h := range rd.has {
+			if lack, ok := strings.CutPrefix(h, "!"); ok {
+				if strings.Contains(string(rb), lack) {
+					t.Fatalf("%s: read %s on the follower still holds %q: %s", name, rd.path, lack, rb)
+				}
+			} else if !strings.Contains(string(rb), h) {
+				t.Fatalf("%s: read %s on the follower lacks %q: %s", name, rd.path, h, rb)
+			}
+		}
+		return b
+	}
+	// same sends a failing write to the leader and to the follower: both
+	// answer want.
+	same := func(name, key, method, path, ctype string, body []byte, want int) {
+		t.Helper()
+		for _, n := range []*nodetest.Node{leader, f} {
+			if st, b := call(t, n.URL(), key, method, path, ctype, bytes.NewReader(body)); st != want {
+				t.Fatalf("%s on %s: %d %s; want %d", name, n.ID(), st, b, want)
+			}
+		}
+	}
+	multipartFiles := func(files map[string][]byte) ([]byte, string) {
+		var buf bytes.Buffer
+		mw := multipart.NewWriter(&buf)
+		for name, data := range files {
+			w, err := mw.CreateFormFile("files", name)
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, _ = w.Write(data)
+		}
+		if err := mw.Close(); err != nil {
+			t.Fatal(err)
+		}
+		return buf.Bytes(), mw.FormDataContentType()
+	}
+	const js = "application/json"
+
+	// Channels.
+	write("create channel", admin, "POST", "/api/channels", js, []byte(`{"name":"fw","private":false}`), 201,
+		read{path: "/api/channels/fw", status: 200, has: []string{`"name":"fw"`}})
+	same("duplicate channel", admin, "POST", "/api/channels", js, []byte(`{"name":"fw","private":false}`), 409)
+	write("patch channel", admin, "PATCH", "/api/channels/fw", js, []byte(`{"private":true}`), 200,
+		read{path: "/api/channels/fw", status: 200, has: []string{`"private":true`}})
+	same("patch unknown channel", admin, "PATCH", "/api/channels/nope", js, []byte(`{"private":true}`), 404)
+
+	// Users (a member to be refused, and to become a channel member).
+	ub := write("create user", admin, "POST", "/api/users", js, []byte(`{"username":"bob","role":"member"}`), 201,
+		read{path: "/api/users/bob", status: 200, has: []string{`"bob"`}})
+	var bob struct {
+		Key string `json:"api_key"`
+	}
+	if err := json.Unmarshal(ub, &bob); err != nil || bob.Key == "" {
+		t.Fatalf("created user: %s", ub)
+	}
+	if st, b := call(t, f.URL(), bob.Key, "GET", "/api/me", "", nil); st != 200 {
+		t.Fatalf("the new user's key on the follower: %d %s", st, b)
+	}
+	same("duplicate user", admin, "POST", "/api/users", js, []byte(`{"username":"bob","role":"member"}`), 409)
+	write("set user role", admin, "PUT", "/api/users/bob/role", js, []byte(`{"role":"maintainer"}`), 200,
+		read{path: "/api/users/bob/role", status: 200, has: []string{`"maintainer"`}})
+	same("role of unknown user", admin, "PUT", "/api/users/nobody/role", js, []byte(`{"role":"member"}`), 404)
+	write("set user role back", admin, "PUT", "/api/users/bob/role", js, []byte(`{"role":"member"}`), 200,
+		read{path: "/api/users/bob/role", status: 200, has: []string{`"member"`}})
+	same("forbidden patch", bob.Key, "PATCH", "/api/channels/fw", js, []byte(`{"private":false}`), 403)
+
+	// Packages and uploads: multipart, multipart to a package, raw.
+	write("create package", admin, "POST", "/api/channels/fw/packages", js, []byte(`{"name":"empty"}`), 201,
+		read{path: "/api/channels/fw/packages/empty", status: 200, has: []string{`"empty"`}})
+	same("duplicate package", admin, "POST", "/api/channels/fw/packages", js, []byte(`{"name":"empty"}`), 409)
+	spec := func(name, version string) (string, []byte) {
+		s := condatest.Spec{Name: name, Version: version, Build: "0", Files: map[string]string{"share/" + name: version}}
+		return condatest.Filename(s, ".tar.bz2"), condatest.TarBz2(t, s)
+	}
+	f1, d1 := spec("alpha", "1.0")
+	body, ctype := multipartFiles(map[string][]byte{f1: d1})
+	write("upload multipart", admin, "POST", "/api/channels/fw/files/", ctype, body, 201,
+		read{path: "/api/channels/fw/packages/alpha/versions", status: 200, has: []string{f1}})
+	if st, b := call(t, f.URL(), admin, "GET", "/get/fw/noarch/"+f1, "", nil); st != 200 || !bytes.Equal(b, d1) {
+		t.Fatalf("the follower serves the file uploaded to it: %d (%d bytes)", st, len(b))
+	}
+	same("duplicate upload", admin, "POST", "/api/channels/fw/files/", ctype, body, 409)
+	f2, d2 := spec("alpha", "2.0")
+	body, ctype = multipartFiles(map[string][]byte{f2: d2})
+	write("upload multipart to a package", admin, "POST", "/api/channels/fw/packages/alpha/files/", ctype, body, 201,
+		read{path: "/api/channels/fw/packages/alpha/versions", status: 200, has: []string{f1, f2}})
+	f3, d3 := spec("beta", "1.0")
+	write("upload raw", admin, "POST", "/api/channels/fw/upload/"+f3+"?sha256="+sha(d3), "application/octet-stream", d3, 201,
+		read{path: "/api/channels/fw/packages/beta/versions", status: 200, has: []string{f3}})
+	same("duplicate raw upload", admin, "POST", "/api/channels/fw/upload/"+f3+"?sha256="+sha(d3), "application/octet-stream", d3, 409)
+	write("delete package file", admin, "DELETE", "/api/channels/fw/packages/alpha/versions/noarch/"+f1, "", nil, 200,
+		read{path: "/api/channels/fw/packages/alpha/versions", status: 200, has: []string{"!" + f1, f2}})
+	same("delete unknown package file", admin, "DELETE", "/api/channels/fw/packages/alpha/versions/noarch/"+f1, "", nil, 404)
+	write("delete package", admin, "DELETE", "/api/channels/fw/packages/beta", "", nil, 200,
+		read{path: "/api/channels/fw/packages/beta", status: 404})
+	same("delete unknown package", admin, "DELETE", "/api/channels/fw/packages/beta", "", nil, 404)
+
+	// Members.
+	write("add channel member", admin, "POST", "/api/channels/fw/members", js, []byte(`{"username":"bob","role":"member"}`), 201,
+		read{path: "/api/channels/fw/members", status: 200, has: []string{`"bob"`}})
+	same("add unknown user as member", admin, "POST", "/api/channels/fw/members", js, []byte(`{"username":"nobody","role":"member"}`), 404)
+	write("add package member", admin, "POST", "/api/channels/fw/packages/alpha/members", js, []byte(`{"username":"bob","role":"maintainer"}`), 201,
+		read{path: "/api/channels/fw/packages/alpha/members", status: 200, has: []string{`"bob"`}})
+	write("remove channel member", admin, "DELETE", "/api/channels/fw/members?username=bob", "", nil, 200,
+		read{path: "/api/channels/fw/members", status: 200, has: []string{"!" + `"bob"`}})
+	same("remove a non-member", admin, "DELETE", "/api/channels/fw/members?username=bob", "", nil, 404)
+
+	// API keys.
+	kb := write("create api key", admin, "POST", "/api/api-keys", js, []byte(`{"description":"follower key"}`), 201,
+		read{path: "/api/api-keys", status: 200, has: []string{"follower key"}})
+	var key struct {
+		Key string `json:"key"`
+	}
+	if err := json.Unmarshal(kb, &key); err != nil || key.Key == "" {
+		t.Fatalf("created key: %s", kb)
+	}
+	write("delete api key", admin, "DELETE", "/api/api-keys/"+key.Key, "", nil, 200,
+		read{key: key.Key, path: "/api/me", status: 401})
+	same("delete unknown api key", admin, "DELETE", "/api/api-keys/"+key.Key, "", nil, 404)
+
+	// Mirrors.
+	murl := fm.URL + "/get/their-mirror"
+	write("add mirror", admin, "POST", "/api/channels/fw/mirrors", js, jsonBody(map[string]any{"url": murl}), 201,
+		read{path: "/api/channels/fw/mirrors", status: 200, has: []string{murl}})
+	same("duplicate mirror", admin, "POST", "/api/channels/fw/mirrors", js, jsonBody(map[string]any{"url": murl}), 409)
+	_, mb := call(t, f.URL(), admin, "GET", "/api/channels/fw/mirrors", "", nil)
+	var mirrors []struct {
+		ID string `json:"id"`
+	}
+	if err := json.Unmarshal(mb, &mirrors); err != nil || len(mirrors) != 1 {
+		t.Fatalf("mirrors: %s", mb)
+	}
+	write("delete mirror", admin, "DELETE", "/api/channels/fw/mirrors/"+mirrors[0].ID, "", nil, 200,
+		read{path: "/api/channels/fw/mirrors", status: 200, has: []string{"!" + murl}})
+
+	// Jobs: one for later (it stays pending), cancelled; a channel action.
+	later := time.Now().UTC().Add(time.Hour).Format("2006-01-02T15:04:05")
+	var job struct {
+		ID int64 `json:"id"`
+	}
+	jb := write("create job", admin, "POST", "/api/jobs", js, jsonBody(map[string]any{"manifest": "generate_indexes", "items_spec": "*", "start_at": later}), 201,
+		read{path: "/api/jobs?status=pending", status: 200, has: []string{`"generate_indexes"`}})
+	if err := json.Unmarshal(jb, &job); err != nil || job.ID == 0 {
+		t.Fatalf("created job: %s", jb)
+	}
+	jobPath := fmt.Sprintf("/api/jobs/%d", job.ID)
+	write("patch job", admin, "PATCH", jobPath, js, []byte(`{"status":"cancelled"}`), 200,
+		read{path: jobPath, status: 200, has: []string{`"cancelled"`}})
+	same("patch unknown job", admin, "PATCH", "/api/jobs/999999", js, []byte(`{"status":"cancelled"}`), 404)
+	ab := write("channel action", admin, "PUT", "/api/channels/fw/actions", js, []byte(`{"action":"generate_indexes"}`), 200,
+		read{path: "/api/jobs", status: 200, has: []string{`"generate_indexes"`}})
+	if err := json.Unmarshal(ab, &job); err != nil || job.ID == 0 {
+		t.Fatalf("channel action: %s", ab)
+	}
+	if st, b := call(t, f.URL(), admin, "GET", fmt.Sprintf("/api/jobs/%d", job.ID), "", nil); st != 200 {
+		t.Fatalf("the action's job on the follower: %d %s", st, b)
+	}
+
+	// Channel delete last.
+	write("delete channel", admin, "DELETE", "/api/channels/fw", "", nil, 200,
+		read{path: "/api/channels/fw", status: 404})
+	same("delete unknown channel", admin, "DELETE", "/api/channels/fw", "", nil, 404)
+
+	// Connect: ChannelService and KeyService on the follower.
+	ctx := t.Context()
+	rpcClient := func(key string) *http.Client {
+		return &http.Client{Transport: nodetest.KeyTransport{Key: key, Next: http.DefaultTransport}}
+	}
+	chOn := func(n *nodetest.Node, key string) condameshv1connect.ChannelServiceClient {
+		return condameshv1connect.NewChannelServiceClient(rpcClient(key), n.URL())
+	}
+	fch, fkeys := chOn(f, admin), condameshv1connect.NewKeyServiceClient(rpcClient(admin), f.URL())
+	if _, err := fch.CreateChannel(ctx, &v1.CreateChannelRequest{Channel: &v1.Channel{Name: "rpc-fw"}}); err != nil {
+		t.Fatalf("Connect create on the follower: %v", err)
+	}
+	if _, err := fch.GetChannel(ctx, &v1.GetChannelRequest{Name: "rpc-fw"}); err != nil {
+		t.Fatalf("Connect read back on the follower: %v", err)
+	}
+	private := true
+	if _, err := fch.UpdateChannel(ctx, &v1.UpdateChannelRequest{Name: "rpc-fw", Private: &private}); err != nil {
+		t.Fatalf("Connect update on the follower: %v", err)
+	}
+	if got, err := fch.GetChannel(ctx, &v1.GetChannelRequest{Name: "rpc-fw"}); err != nil || !got.Channel.Channel.Private {
+		t.Fatalf("Connect read of the update on the follower: %v %v", got, err)
+	}
+	for _, tc := range []struct {
+		name string
+		key  string
+		call func(cl condameshv1connect.ChannelServiceClient) error
+		want connect.Code
+	}{
+		{"duplicate", admin, func(cl condameshv1connect.ChannelServiceClient) error {
+			_, err := cl.CreateChannel(ctx, &v1.CreateChannelRequest{Channel: &v1.Channel{Name: "rpc-fw"}})
+			return err
+		}, connect.CodeAlreadyExists},
+		{"not found", admin, func(cl condameshv1connect.ChannelServiceClient) error {
+			_, err := cl.UpdateChannel(ctx, &v1.UpdateChannelRequest{Name: "nope", Private: &private})
+			return err
+		}, connect.CodeNotFound},
+		{"forbidden", bob.Key, func(cl condameshv1connect.ChannelServiceClient) error {
+			_, err := cl.DeleteChannel(ctx, &v1.DeleteChannelRequest{Name: "rpc-fw"})
+			return err
+		}, connect.CodePermissionDenied},
+	} {
+		for _, n := range []*nodetest.Node{leader, f} {
+			if got := connect.CodeOf(tc.call(chOn(n, tc.key))); got != tc.want {
+				t.Fatalf("Connect %s on %s: %v, want %v", tc.name, n.ID(), got, tc.want)
+			}
+		}
+	}
+	k, err := fkeys.CreateKey(ctx, &v1.CreateKeyRequest{Description: "rpc follower key"})
+	if err != nil {
+		t.Fatalf("Connect create key on the follower: %v", err)
+	}
+	if _, err := chOn(f, k.Key).GetChannel(ctx, &v1.GetChannelRequest{Name: "rpc-fw"}); err != nil {
+		t.Fatalf("the new key on the follower: %v", err)
+	}
+	if _, err := fkeys.DeleteKey(ctx, &v1.DeleteKeyRequest{Key: k.Key}); err != nil {
+		t.Fatalf("Connect delete key on the follower: %v", err)
+	}
+	if _, err := chOn(f, k.Key).GetChannel(ctx, &v1.GetChannelRequest{Name: "rpc-fw"}); connect.CodeOf(err) != connect.CodeUnauthenticated {
+		t.Fatalf("the deleted key on the follower: %v", err)
+	}
+	if _, err := fch.DeleteChannel(ctx, &v1.DeleteChannelRequest{Name: "rpc-fw"}); err != nil {
+		t.Fatalf("Connect delete on the follower: %v", err)
+	}
+	if _, err := fch.GetChannel(ctx, &v1.GetChannelRequest{Name: "rpc-fw"}); connect.CodeOf(err) != connect.CodeNotFound {
+		t.Fatalf("Connect read of the delete on the follower: %v", err)
 	}
 }

@@ -6,6 +6,7 @@ package nodetest
 import (
 	"context"
 	"log/slog"
+	"net/http"
 	"sync"
 	"testing"
 	"time"
@@ -124,3 +125,19 @@ func (n *Node) Crash() {
 func (n *Node) stopped() bool { return n.down }
 
 func (n *Node) member() bool { return len(n.cfg.Join) > 0 || n.cfg.Fast }
+
+// KeyTransport adds an API key (X-API-Key) to every request it sends
+// through Next (Connect clients of tests).
+type KeyTransport struct {
+	Key  string
+	Next http.RoundTripper
+}
+
+// RoundTrip implements http.RoundTripper.
+func (k KeyTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	r = r.Clone(r.Context())
+	if k.Key != "" {
+		r.Header.Set("X-API-Key", k.Key)
+	}
+	return k.Next.RoundTrip(r)
+}
