@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -469,5 +470,134 @@ func TestClusterFollowerWrites(t *testing.T) {
 	}
 	if _, err := fch.GetChannel(ctx, &v1.GetChannelRequest{Name: "rpc-fw"}); connect.CodeOf(err) != connect.CodeNotFound {
 		t.Fatalf("Connect read of the delete on the follower: %v", err)
+	}
+}
+
+// writer creates channels named prefix-0, prefix-1, ... on one node until
+// stopped, remembering which creations were acknowledged.
+type writer struct {
+	base, prefix string
+	mu           sync.Mutex
+	acked        []string
+	failed       int
+}
+
+func (w *writer) run(stop <-chan struct{}, done *sync.WaitGroup) {
+	defer done.Done()
+	hc := &http.Client{Timeout: 5 * time.Second}
+	for i := 0; ; i++ {
+		select {
+		case <-stop:
+			return
+		default:
+		}
+		name := fmt.Sprintf("%s-%d", w.prefix, i)
+		req, _ := http.NewRequest(http.MethodPost, w.base+"/api/channels", strings.NewReader(`{"name":"`+name+`","private":false}`))
+		req.Header.Set("X-API-Key", nodetest.AdminKey)
+		req.Header.Set("Content-Type", "application/json")
+		resp, err := hc.Do(req)
+		ok := err == nil && resp.StatusCode == http.StatusCreated
+		if err == nil {
+			resp.Body.Close()
+		}
+		w.mu.Lock()
+		if ok {
+			w.acked = append(w.acked, name)
+		} else {
+			w.failed++
+			w.mu.Unlock()
+			time.Sleep(20 * time.Millisecond) // the node is down or electing
+			continue
+		}
+		w.mu.Unlock()
+	}
+}
+
+func (w *writer) ackedCount() int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return len(w.acked)
+}
+
+// TestClusterLeaderCrash: the leader is crashed (closed without a leave)
+// while every node takes writes; a new leader is elected, every write
+// acknowledged before (and after) is on every survivor, and writes keep
+// working through each survivor. The crashed node restarted on its data
+// catches up and serves the writes made while it was down.
+func TestClusterLeaderCrash(t *testing.T) {
+	c := nodetest.NewCluster(t, 3)
+	old := c.Leader(t)
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	writers := map[*nodetest.Node]*writer{}
+	for i, n := range c.Nodes {
+		w := &writer{base: n.URL(), prefix: fmt.Sprintf("w%d", i)}
+		writers[n] = w
+		wg.Add(1)
+		go w.run(stop, &wg)
+	}
+	eventually(t, 10*time.Second, "writes on every node before the crash", func() bool {
+		for _, w := range writers {
+			if w.ackedCount() < 5 {
+				return false
+			}
+		}
+		return true
+	})
+	old.Crash()
+	leader := c.Leader(t)
+	if leader == old {
+		t.Fatal("the crashed node still leads")
+	}
+	// Writes go on through each survivor.
+	after := map[*nodetest.Node]int{}
+	for n, w := range writers {
+		after[n] = w.ackedCount()
+	}
+	eventually(t, 15*time.Second, "writes through every survivor after the crash", func() bool {
+		for _, n := range c.Live() {
+			if writers[n].ackedCount() < after[n]+5 {
+				return false
+			}
+		}
+		return true
+	})
+	close(stop)
+	wg.Wait()
+	c.WaitApplied(t)
+	var acked []string
+	for _, w := range writers {
+		acked = append(acked, w.acked...)
+	}
+	present := func(n *nodetest.Node, names []string) {
+		t.Helper()
+		for _, name := range names {
+			if _, err := n.Catalog().Channel(t.Context(), name); err != nil {
+				t.Fatalf("acknowledged channel %s on %s: %v", name, n.ID(), err)
+			}
+		}
+	}
+	for _, n := range c.Live() {
+		present(n, acked)
+	}
+	// Writes while the crashed node is down, then its restart.
+	for i, n := range c.Live() {
+		name := fmt.Sprintf("while-down-%d", i)
+		if st, b := call(t, n.URL(), nodetest.AdminKey, "POST", "/api/channels", "application/json", strings.NewReader(`{"name":"`+name+`"}`)); st != 201 {
+			t.Fatalf("write on %s while the old leader is down: %d %s", n.ID(), st, b)
+		}
+		acked = append(acked, name)
+	}
+	back := c.Restart(t, old)
+	want := c.Leader(t).Cluster().AppliedIndex()
+	eventually(t, 15*time.Second, "the restarted node at the leader's applied index", func() bool {
+		return back.Cluster().AppliedIndex() >= want
+	})
+	present(back, acked)
+	if st, b := call(t, back.URL(), nodetest.AdminKey, "GET", "/api/channels/while-down-0", "", nil); st != 200 {
+		t.Fatalf("the restarted node serves a write made while it was down: %d %s", st, b)
+	}
+	if st, b := call(t, back.URL(), nodetest.AdminKey, "POST", "/api/channels", "application/json", strings.NewReader(`{"name":"after-restart"}`)); st != 201 {
+		t.Fatalf("write on the restarted node: %d %s", st, b)
 	}
 }

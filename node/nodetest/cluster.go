@@ -64,6 +64,19 @@ func (c *Cluster) Add(t testing.TB, opts ...Option) *Node {
 	return tn
 }
 
+// Restart restarts n (crashed or stopped) on its data directory and
+// addresses, and puts the new node in n's place.
+func (c *Cluster) Restart(t testing.TB, n *Node) *Node {
+	t.Helper()
+	back := n.Restart(t)
+	for i := range c.Nodes {
+		if c.Nodes[i] == n {
+			c.Nodes[i] = back
+		}
+	}
+	return back
+}
+
 // Live returns the nodes that are not stopped or crashed.
 func (c *Cluster) Live() []*Node {
 	var out []*Node
