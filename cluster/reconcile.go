@@ -77,7 +77,7 @@ func (c *Cluster) resync() {
 	now := time.Now()
 	seen := map[string]bool{}
 	for _, n := range c.ml.Members() {
-		gossipDelegate{c}.queue(n) // copied under memberlist's lock
+		gossipDelegate{c}.queue(n, memberlist.StateAlive, false) // copied under memberlist's lock
 		seen[n.Name] = true
 	}
 	for _, m := range c.members.list() {
@@ -253,6 +253,9 @@ func (c *Cluster) removeServer(id string) error {
 			return fmt.Errorf("%w: removing %s leaves %d live voters of %d", ErrNoQuorum, id, left, voters-1)
 		}
 	}
+	// Before the removal: a reconcile that still sees it alive then also
+	// still sees it in the configuration, so it does not add it back.
+	c.members.markLeft(id, time.Now())
 	return c.raft.RemoveServer(raft.ServerID(id), 0, 10*time.Second).Error()
 }
 

@@ -601,3 +601,116 @@ func TestClusterLeaderCrash(t *testing.T) {
 		t.Fatalf("write on the restarted node: %d %s", st, b)
 	}
 }
+
+// inRaft reports whether asked's view lists id as a Raft server.
+func inRaft(t *testing.T, asked *nodetest.Node, id string) bool {
+	t.Helper()
+	nodes, err := asked.Cluster().Nodes(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range nodes {
+		if n.Id == id && n.RaftState != "none" {
+			return true
+		}
+	}
+	return false
+}
+
+// TestClusterLeaveAndRejoin: POST /api/cluster/leave on a follower
+// answers 200; the node leaves Raft (no other node's configuration lists
+// it) and stops. A fresh node joins in its place. The node that left,
+// restarted on its data directory with Join, is added back by the leader
+// (as a non-voter: the cluster has its three voters), catches up and
+// takes writes.
+func TestClusterLeaveAndRejoin(t *testing.T) {
+	c := nodetest.NewCluster(t, 3)
+	var f *nodetest.Node
+	for _, n := range c.Followers(t) {
+		if n != c.Nodes[0] { // one started with Join, as `serve --join` does
+			f = n
+			break
+		}
+	}
+	if st, b := call(t, f.URL(), nodetest.AdminKey, "POST", "/api/channels", "application/json", strings.NewReader(`{"name":"before-leave"}`)); st != 201 {
+		t.Fatalf("write: %d %s", st, b)
+	}
+	if st, b := call(t, f.URL(), nodetest.AdminKey, "POST", "/api/cluster/leave", "", nil); st != 200 {
+		t.Fatalf("leave: %d %s", st, b)
+	}
+	var rest []*nodetest.Node
+	for _, n := range c.Nodes {
+		if n != f {
+			rest = append(rest, n)
+		}
+	}
+	eventually(t, 10*time.Second, "the node that left out of every Raft configuration", func() bool {
+		for _, n := range rest {
+			if inRaft(t, n, f.ID()) {
+				return false
+			}
+		}
+		return true
+	})
+	eventually(t, 10*time.Second, "the node that left stopped", func() bool {
+		_, err := http.Get(f.URL() + "/health/live")
+		return err != nil
+	})
+	f.Stop()
+	if st, b := call(t, rest[0].URL(), nodetest.AdminKey, "POST", "/api/channels", "application/json", strings.NewReader(`{"name":"while-away"}`)); st != 201 {
+		t.Fatalf("write after the leave: %d %s", st, b)
+	}
+	fresh := c.Add(t)
+	c.WaitVoters(t, 3)
+	if !inRaft(t, c.Leader(t), fresh.ID()) {
+		t.Fatalf("the fresh node is not a Raft server")
+	}
+	back := c.Restart(t, f)
+	eventually(t, 15*time.Second, "the node that left back in Raft", func() bool { return inRaft(t, c.Leader(t), back.ID()) })
+	c.WaitApplied(t)
+	for _, name := range []string{"before-leave", "while-away"} {
+		if st, b := call(t, back.URL(), nodetest.AdminKey, "GET", "/api/channels/"+name, "", nil); st != 200 {
+			t.Fatalf("%s on the node back: %d %s", name, st, b)
+		}
+	}
+	if st, b := call(t, back.URL(), nodetest.AdminKey, "POST", "/api/channels", "application/json", strings.NewReader(`{"name":"back"}`)); st != 201 {
+		t.Fatalf("write through the node back: %d %s", st, b)
+	}
+	if got := raftStates(restNodes(t, back.URL())); got["leader"] != 1 || got["follower"] != 2 || got["non-voter"] != 1 {
+		t.Fatalf("raft states after the rejoin: %v", got)
+	}
+}
+
+// TestClusterDeadVoterReplaced: a crashed voter shows as dead in the
+// node list; the leader promotes the caught-up non-voter in its place and
+// removes the dead server from Raft after ReapAfter (3 s with Fast).
+func TestClusterDeadVoterReplaced(t *testing.T) {
+	c := nodetest.NewCluster(t, 4)
+	c.WaitApplied(t)
+	leader := c.Leader(t)
+	var victim, spare *nodetest.Node
+	for _, n := range c.Nodes {
+		switch st := n.Cluster().LocalInfo().RaftState; {
+		case st == "non-voter":
+			spare = n
+		case n != leader && victim == nil:
+			victim = n
+		}
+	}
+	if victim == nil || spare == nil {
+		t.Fatalf("no follower voter or non-voter among %d nodes", len(c.Nodes))
+	}
+	victim.Crash()
+	eventually(t, 10*time.Second, "the crashed node listed as dead", func() bool {
+		for _, n := range restNodes(t, leader.URL()) {
+			if n.ID == victim.ID() {
+				return n.Status == "dead"
+			}
+		}
+		return true // already reaped
+	})
+	eventually(t, 15*time.Second, "the non-voter promoted and the dead voter removed", func() bool {
+		return spare.Cluster().LocalInfo().RaftState == "follower" && !inRaft(t, leader, victim.ID())
+	})
+	c.WaitVoters(t, 3)
+}
