@@ -425,6 +425,11 @@ func (c *Cluster) startGossip() error {
 	mc := memberlist.DefaultLANConfig()
 	if cfg.Fast {
 		mc = memberlist.DefaultLocalConfig()
+		// The local preset sends a broadcast to 2 nodes only (RetransmitMult
+		// 2 × log10(N+1), rounded up), so in a cluster of four a rejoining
+		// node's refutation of its "left" state often missed the leader,
+		// which then re-added it only at the next push/pull (15 s).
+		mc.RetransmitMult = memberlist.DefaultLANConfig().RetransmitMult
 	}
 	host, port, err := net.SplitHostPort(cfg.GossipAddr)
 	if err != nil {
