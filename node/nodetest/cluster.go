@@ -77,6 +77,21 @@ func (c *Cluster) Restart(t testing.TB, n *Node) *Node {
 	return back
 }
 
+// RestartAll stops every node, then starts them all again on their data
+// directories and addresses, together (a first node alone has no quorum).
+func (c *Cluster) RestartAll(t testing.TB) {
+	t.Helper()
+	for _, n := range c.Nodes {
+		n.Stop()
+	}
+	for i, n := range c.Nodes {
+		c.Nodes[i] = launch(t, n.Dir, n.restartConfig())
+	}
+	for _, n := range c.Nodes {
+		n.waitServing(t)
+	}
+}
+
 // Live returns the nodes that are not stopped or crashed.
 func (c *Cluster) Live() []*Node {
 	var out []*Node

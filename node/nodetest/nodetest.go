@@ -61,6 +61,15 @@ func Start(t testing.TB, opts ...Option) *Node {
 
 func startWith(t testing.TB, dir string, cfg node.Config) *Node {
 	t.Helper()
+	tn := launch(t, dir, cfg)
+	tn.waitServing(t)
+	return tn
+}
+
+// launch starts a node (its listeners bound, Run going) without waiting
+// for it to serve.
+func launch(t testing.TB, dir string, cfg node.Config) *Node {
+	t.Helper()
 	ctx := context.Background()
 	n, err := node.New(ctx, cfg)
 	if err != nil {
@@ -83,17 +92,23 @@ func startWith(t testing.TB, dir string, cfg node.Config) *Node {
 		}
 	})
 	t.Cleanup(tn.stop)
-	wctx, wcancel := context.WithTimeout(ctx, 30*time.Second)
+	return tn
+}
+
+// waitServing waits until a launched node serves, with the admin user
+// created (first start of a bootstrapping node).
+func (n *Node) waitServing(t testing.TB) {
+	t.Helper()
+	wctx, wcancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer wcancel()
 	if _, _, err := n.EnsureAdmin(wctx); err != nil {
 		t.Fatalf("node not ready: %v", err)
 	}
-	if len(cfg.Join) > 0 {
+	if len(n.cfg.Join) > 0 {
 		if err := n.WaitReady(wctx); err != nil {
 			t.Fatalf("joining node not ready: %v", err)
 		}
 	}
-	return tn
 }
 
 // Stop stops the node and waits until it has shut down.
@@ -105,12 +120,17 @@ func (n *Node) Stop() { n.stop() }
 func (n *Node) Restart(t testing.TB) *Node {
 	t.Helper()
 	n.Stop()
+	return startWith(t, n.Dir, n.restartConfig())
+}
+
+// restartConfig is n's configuration for a restart on its data directory.
+func (n *Node) restartConfig() node.Config {
 	cfg := n.cfg
 	if n.member() {
 		a := n.Addrs()
 		cfg.HTTPAddr, cfg.RaftAddr, cfg.GossipAddr = a.HTTP, a.Raft, a.Gossip
 	}
-	return startWith(t, n.Dir, cfg)
+	return cfg
 }
 
 // Crash stops the node the way SIGKILL would as far as its peers can
