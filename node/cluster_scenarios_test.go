@@ -7,6 +7,8 @@ import (
 	"mime/multipart"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -743,6 +745,70 @@ func TestClusterRestartAll(t *testing.T) {
 		}
 		if st, b := call(t, n.URL(), nodetest.AdminKey, "POST", "/api/channels", "application/json", strings.NewReader(`{"name":"after-`+n.ID()+`"}`)); st != 201 {
 			t.Fatalf("write on %s after the restart: %d %s", n.ID(), st, b)
+		}
+	}
+}
+
+// TestClusterLostQuorumRecovered: two of three nodes crash; a write on
+// the survivor answers 503 (no leader) after the propose timeout. The
+// documented recovery: stop the survivor, write <data-dir>/raft/peers.json
+// listing only it, start it: it leads alone with its data and takes
+// writes; peers.json is renamed once applied. The crashed nodes, started
+// again on their data, rejoin it.
+func TestClusterLostQuorumRecovered(t *testing.T) {
+	c := nodetest.NewCluster(t, 3, nodetest.WithProposeTimeout(2*time.Second))
+	survivor := c.Followers(t)[0]
+	if st, b := call(t, survivor.URL(), nodetest.AdminKey, "POST", "/api/channels", "application/json", strings.NewReader(`{"name":"kept"}`)); st != 201 {
+		t.Fatalf("write: %d %s", st, b)
+	}
+	c.WaitApplied(t)
+	for _, n := range c.Nodes {
+		if n != survivor {
+			n.Crash()
+		}
+	}
+	if st, b := call(t, survivor.URL(), nodetest.AdminKey, "POST", "/api/channels", "application/json", strings.NewReader(`{"name":"lost"}`)); st != http.StatusServiceUnavailable {
+		t.Fatalf("write without quorum: %d %s; want 503", st, b)
+	}
+	survivor.Stop()
+	peers, err := json.Marshal([]map[string]any{{"id": survivor.ID(), "address": survivor.Addrs().Raft, "non_voter": false}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	peersFile := filepath.Join(survivor.Dir, "raft", "peers.json")
+	if err := os.WriteFile(peersFile, peers, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	back := c.Restart(t, survivor)
+	if !back.Cluster().IsLeader() {
+		t.Fatalf("the recovered node does not lead: %s", back.Cluster().LocalInfo().RaftState)
+	}
+	if _, err := os.Stat(peersFile + ".applied"); err != nil {
+		t.Fatalf("peers.json not marked applied: %v", err)
+	}
+	for _, n := range restNodes(t, back.URL()) {
+		if n.ID != back.ID() && n.RaftState != "none" {
+			t.Fatalf("the recovered configuration lists %s (%s)", n.ID, n.RaftState)
+		}
+	}
+	if st, b := call(t, back.URL(), nodetest.AdminKey, "GET", "/api/channels/kept", "", nil); st != 200 {
+		t.Fatalf("data after the recovery: %d %s", st, b)
+	}
+	if st, b := call(t, back.URL(), nodetest.AdminKey, "POST", "/api/channels", "application/json", strings.NewReader(`{"name":"after-recovery"}`)); st != 201 {
+		t.Fatalf("write after the recovery: %d %s", st, b)
+	}
+	// The crashed nodes, restarted on their data, are added back by the
+	// recovered leader and catch up.
+	for _, n := range c.Nodes {
+		if n != back {
+			c.Restart(t, n)
+		}
+	}
+	c.WaitVoters(t, 3)
+	c.WaitApplied(t)
+	for _, n := range c.Nodes {
+		if st, b := call(t, n.URL(), nodetest.AdminKey, "GET", "/api/channels/after-recovery", "", nil); st != 200 {
+			t.Fatalf("a write made after the recovery on %s: %d %s", n.ID(), st, b)
 		}
 	}
 }

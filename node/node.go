@@ -115,6 +115,10 @@ type Config struct {
 	DownloadFlush time.Duration
 	// ShutdownTimeout bounds graceful shutdown. Default 30 s.
 	ShutdownTimeout time.Duration
+	// ProposeTimeout bounds one replicated write: waiting for a leader,
+	// forwarding to it and the local apply. After it the write answers
+	// 503 (no leader reachable). Default 30 s.
+	ProposeTimeout time.Duration
 	// DebugAddr, if set, serves Go's profiler (/debug/pprof/) there. Keep
 	// it on loopback: it has no authentication.
 	DebugAddr string
@@ -179,6 +183,9 @@ func (c *Config) Validate() error {
 	}
 	if c.MaxConnsPerIP < -1 {
 		errs = append(errs, fmt.Errorf("max conns per IP %d: must be positive, or -1 for no cap", c.MaxConnsPerIP))
+	}
+	if c.ProposeTimeout < 0 {
+		errs = append(errs, fmt.Errorf("propose timeout %v: must be positive (0: the default)", c.ProposeTimeout))
 	}
 	if c.MaxConns < 0 {
 		errs = append(errs, fmt.Errorf("max conns %d: must be positive (0: the default)", c.MaxConns))
@@ -300,7 +307,7 @@ func New(ctx context.Context, cfg Config) (n *Node, err error) {
 		Site: cfg.Site, Version: cfg.Version, Join: cfg.Join,
 		Bootstrap: !cfg.NoBootstrap, Voters: cfg.Voters, NonVoter: cfg.NonVoter,
 		PeerSecret: cfg.API.KeySecret, SecretFingerprint: cluster.Fingerprint(cfg.API.KeySecret),
-		Fast: cfg.Fast, Logger: n.log,
+		Fast: cfg.Fast, ForwardTimeout: cfg.ProposeTimeout, Logger: n.log,
 	}
 	if cfg.Fast {
 		ccfg.HeartbeatTimeout, ccfg.ElectionTimeout, ccfg.LeaderLeaseTimeout = 200*time.Millisecond, 200*time.Millisecond, 100*time.Millisecond

@@ -18,6 +18,10 @@ type Cluster struct {
 // WithVoters sets the number of voters the cluster aims for.
 func WithVoters(v int) Option { return func(c *node.Config) { c.Voters = v } }
 
+// WithProposeTimeout bounds a node's replicated writes (a write without a
+// leader answers 503 after it).
+func WithProposeTimeout(d time.Duration) Option { return func(c *node.Config) { c.ProposeTimeout = d } }
+
 // WithSite sets a node's site.
 func WithSite(s string) Option { return func(c *node.Config) { c.Site = s } }
 
