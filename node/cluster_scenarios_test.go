@@ -3,6 +3,7 @@ package node_test
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"mime/multipart"
 	"net/http"
@@ -15,11 +16,13 @@ import (
 	"time"
 
 	"connectrpc.com/connect"
+	"github.com/condamesh/condamesh/catalog"
 	"github.com/condamesh/condamesh/conda/condatest"
 	v1 "github.com/condamesh/condamesh/gen/condamesh/v1"
 	"github.com/condamesh/condamesh/gen/condamesh/v1/condameshv1connect"
 	"github.com/condamesh/condamesh/node"
 	"github.com/condamesh/condamesh/node/nodetest"
+	"google.golang.org/protobuf/proto"
 )
 
 // The cluster scenarios of issue 10: real nodes on loopback through the
@@ -810,5 +813,102 @@ func TestClusterLostQuorumRecovered(t *testing.T) {
 		if st, b := call(t, n.URL(), nodetest.AdminKey, "GET", "/api/channels/after-recovery", "", nil); st != 200 {
 			t.Fatalf("a write made after the recovery on %s: %d %s", n.ID(), st, b)
 		}
+	}
+}
+
+// TestClusterRequestIDs: a command proposed again with the same request
+// id, on the leader or through a follower, applies once and answers the
+// first result; download counts flushed by every node reach the
+// replicated counters exactly once, so /metrics/channels/<ch> gives the
+// cluster-wide sum on any node.
+func TestClusterRequestIDs(t *testing.T) {
+	c := nodetest.NewCluster(t, 3, func(cfg *node.Config) { cfg.DownloadFlush = 200 * time.Millisecond })
+	leader, f := c.Leader(t), c.Followers(t)[0]
+	ctx := t.Context()
+	if st, b := call(t, f.URL(), nodetest.AdminKey, "POST", "/api/channels", "application/json", strings.NewReader(`{"name":"ids"}`)); st != 201 {
+		t.Fatalf("create channel: %d %s", st, b)
+	}
+	hour := time.Now().Truncate(time.Hour).Unix()
+	counts := &v1.Command{RequestId: "test-downloads-1", Op: &v1.Command_AddDownloads{AddDownloads: &v1.AddDownloadsOp{Counts: []*v1.DownloadCount{
+		{Channel: "ids", Platform: "noarch", Filename: "x-1.0-0.tar.bz2", HourUnix: hour, Count: 5},
+	}}}}
+	version := &v1.Command{RequestId: "test-version-1", Op: &v1.Command_PutVersions{PutVersions: &v1.PutVersionsOp{Versions: []*v1.PackageVersion{
+		{Channel: "ids", Package: "x", Platform: "noarch", Filename: "x-1.0-0.tar.bz2", Version: "1.0", BuildString: "0", Sha256: strings.Repeat("a", 64), Size: 1,
+			RecordJson: []byte(`{"name":"x","version":"1.0","build":"0","build_number":0,"depends":[],"subdir":"noarch"}`)},
+	}}}}
+	for _, cmd := range []*v1.Command{counts, version} {
+		for _, n := range []*nodetest.Node{leader, leader, f, f} {
+			if _, err := n.Propose(ctx, proto.Clone(cmd).(*v1.Command)); err != nil {
+				t.Fatalf("%s proposed again on %s: %v (want the first result)", cmd.RequestId, n.ID(), err)
+			}
+		}
+	}
+	// Without a request id the same PutVersions is a second command: it
+	// conflicts.
+	again := proto.Clone(version).(*v1.Command)
+	again.RequestId = ""
+	if _, err := f.Propose(ctx, again); !errors.Is(err, catalog.ErrExists) {
+		t.Fatalf("the same version without a request id: %v, want ErrExists", err)
+	}
+	c.WaitApplied(t)
+	for _, n := range c.Nodes {
+		if got, err := n.Catalog().DownloadTotal(ctx, "ids", "noarch", "x-1.0-0.tar.bz2"); err != nil || got != 5 {
+			t.Fatalf("downloads on %s: %d %v; want 5 (counted once)", n.ID(), got, err)
+		}
+	}
+
+	// Real downloads on every node (each gets the package bytes by its own
+	// upload: moving bytes between nodes is not there yet).
+	spec := condatest.Spec{Name: "dl", Version: "1.0", Build: "0"}
+	file, data := condatest.Filename(spec, ".tar.bz2"), condatest.TarBz2(t, spec)
+	if st, b := call(t, f.URL(), nodetest.AdminKey, "POST", "/api/channels", "application/json", strings.NewReader(`{"name":"dl","private":false}`)); st != 201 {
+		t.Fatalf("create channel: %d %s", st, b)
+	}
+	want := 0
+	for i, n := range c.Nodes {
+		var buf bytes.Buffer
+		mw := multipart.NewWriter(&buf)
+		_ = mw.WriteField("force", "true")
+		w, _ := mw.CreateFormFile("files", file)
+		_, _ = w.Write(data)
+		_ = mw.Close()
+		if st, b := call(t, n.URL(), nodetest.AdminKey, "POST", "/api/channels/dl/files/", mw.FormDataContentType(), &buf); st != 201 {
+			t.Fatalf("upload on %s: %d %s", n.ID(), st, b)
+		}
+		for range i + 2 {
+			if st, b := call(t, n.URL(), "", "GET", "/get/dl/noarch/"+file, "", nil); st != 200 || !bytes.Equal(b, data) {
+				t.Fatalf("download from %s: %d", n.ID(), st)
+			}
+			want++
+		}
+	}
+	total := func(n *nodetest.Node) int64 {
+		st, b := call(t, n.URL(), "", "GET", "/metrics/channels/dl?period=H", "", nil)
+		if st != 200 {
+			t.Fatalf("metrics on %s: %d %s", n.ID(), st, b)
+		}
+		sum, err := nodetest.DownloadSum(b)
+		if err != nil {
+			t.Fatalf("metrics: %v: %s", err, b)
+		}
+		return sum
+	}
+	eventually(t, 10*time.Second, fmt.Sprintf("%d downloads counted on every node", want), func() bool {
+		for _, n := range c.Nodes {
+			if total(n) != int64(want) {
+				return false
+			}
+		}
+		return true
+	})
+	// A few more flush intervals: nothing is counted twice.
+	deadline := time.Now().Add(time.Second)
+	for time.Now().Before(deadline) {
+		for _, n := range c.Nodes {
+			if got := total(n); got != int64(want) {
+				t.Fatalf("downloads on %s: %d, want %d", n.ID(), got, want)
+			}
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 }

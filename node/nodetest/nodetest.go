@@ -5,6 +5,7 @@ package nodetest
 
 import (
 	"context"
+	"encoding/json"
 	"log/slog"
 	"net/http"
 	"sync"
@@ -160,4 +161,26 @@ func (k KeyTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 		r.Header.Set("X-API-Key", k.Key)
 	}
 	return k.Next.RoundTrip(r)
+}
+
+// DownloadSum sums the counts of every series of a /metrics/channels/...
+// answer.
+func DownloadSum(body []byte) (int64, error) {
+	var m struct {
+		Packages map[string]struct {
+			Series []struct {
+				Count int64 `json:"count"`
+			} `json:"series"`
+		} `json:"packages"`
+	}
+	if err := json.Unmarshal(body, &m); err != nil {
+		return 0, err
+	}
+	var n int64
+	for _, p := range m.Packages {
+		for _, pt := range p.Series {
+			n += pt.Count
+		}
+	}
+	return n, nil
 }
