@@ -166,6 +166,7 @@ type Cluster struct {
 	events     chan event
 	eventsLost atomic.Bool
 	refusals   refusals
+	snapMu     sync.Mutex // one Snapshot at a time
 	idMu       sync.Mutex
 	clusterID  string
 	// termReady is the term in which this leader's barrier has applied:
@@ -733,6 +734,28 @@ func (c *Cluster) leaderLoop() {
 			c.kick()
 		}
 	}
+}
+
+// Snapshot takes a Raft snapshot now and compacts the log up to it,
+// keeping no trailing entries, so a node that joins later installs the
+// snapshot instead of replaying the log (tests, tools).
+func (c *Cluster) Snapshot() error {
+	c.snapMu.Lock()
+	defer c.snapMu.Unlock()
+	rc := c.raft.ReloadableConfig()
+	keep := rc.TrailingLogs
+	rc.TrailingLogs = 0
+	if err := c.raft.ReloadConfig(rc); err != nil {
+		return fmt.Errorf("cluster: snapshot: %w", err)
+	}
+	defer func() {
+		rc.TrailingLogs = keep
+		_ = c.raft.ReloadConfig(rc)
+	}()
+	if err := c.raft.Snapshot().Error(); err != nil {
+		return fmt.Errorf("cluster: snapshot: %w", err)
+	}
+	return nil
 }
 
 // Close leaves nothing behind: it stops the reconciler, gossip (without a

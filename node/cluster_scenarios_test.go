@@ -912,3 +912,54 @@ func TestClusterRequestIDs(t *testing.T) {
 		time.Sleep(100 * time.Millisecond)
 	}
 }
+
+// TestClusterSnapshotInstall: the nodes snapshot a catalog of 100,000
+// package records (written 1,000 per command) and compact their logs; a
+// node that joins then installs the snapshot and has every record.
+func TestClusterSnapshotInstall(t *testing.T) {
+	const batches, perBatch = 100, 1000
+	c := nodetest.NewCluster(t, 3)
+	leader := c.Leader(t)
+	ctx := t.Context()
+	if st, b := call(t, leader.URL(), nodetest.AdminKey, "POST", "/api/channels", "application/json", strings.NewReader(`{"name":"big","private":false}`)); st != 201 {
+		t.Fatalf("create channel: %d %s", st, b)
+	}
+	for b := range batches {
+		vs := make([]*v1.PackageVersion, perBatch)
+		for i := range vs {
+			name := fmt.Sprintf("p%03d", b)
+			ver := fmt.Sprintf("1.%d", i)
+			vs[i] = &v1.PackageVersion{Channel: "big", Package: name, Platform: "noarch", Filename: name + "-" + ver + "-0.tar.bz2",
+				Version: ver, BuildString: "0", Size: 1, Sha256: fmt.Sprintf("%064x", b*perBatch+i),
+				RecordJson: []byte(`{"name":"` + name + `","version":"` + ver + `","build":"0","build_number":0,"depends":[],"subdir":"noarch"}`)}
+		}
+		if _, err := leader.Propose(ctx, &v1.Command{Op: &v1.Command_PutVersions{PutVersions: &v1.PutVersionsOp{Versions: vs}}}); err != nil {
+			t.Fatalf("batch %d: %v", b, err)
+		}
+	}
+	// Every node snapshots and compacts: whichever leads (under this load
+	// leadership may move) has no log to send from the start.
+	for _, n := range c.Live() {
+		if err := n.Cluster().Snapshot(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	late := c.Add(t)
+	c.WaitApplied(t)
+	if snaps, err := os.ReadDir(filepath.Join(late.Dir, "raft", "snapshots")); err != nil || len(snaps) == 0 {
+		t.Fatalf("the late joiner installed no snapshot: %v %v", snaps, err)
+	}
+	count := func(n *nodetest.Node) int {
+		vs, err := n.Catalog().SubdirVersions(ctx, "big", "noarch")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(vs)
+	}
+	if got := count(late); got != batches*perBatch {
+		t.Fatalf("the late joiner has %d records, want %d", got, batches*perBatch)
+	}
+	if st, b := call(t, late.URL(), nodetest.AdminKey, "GET", "/api/channels/big/packages/p042", "", nil); st != 200 {
+		t.Fatalf("a package on the late joiner: %d %s", st, b)
+	}
+}
