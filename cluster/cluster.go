@@ -92,6 +92,9 @@ type Config struct {
 	HeartbeatTimeout, ElectionTimeout, LeaderLeaseTimeout time.Duration
 	// SnapshotThreshold is the number of log entries between snapshots.
 	SnapshotThreshold uint64
+	// Partition, if set, puts every link to the peers behind a switch
+	// tests cut and heal (fault injection). Nil in production.
+	Partition *Partition
 	// Logger receives logs; nil means slog.Default().
 	Logger *slog.Logger
 }
@@ -238,7 +241,10 @@ func Open(ctx context.Context, cfg Config, sm stateMachine) (c *Cluster, err err
 		_ = ln.Close()
 		return nil, err
 	}
-	stream := &streamLayer{Listener: ln, adv: c.raftAdv}
+	var stream raft.StreamLayer = &streamLayer{Listener: ln, adv: c.raftAdv}
+	if cfg.Partition != nil {
+		stream = partitionedStream{stream.(*streamLayer), cfg.Partition}
+	}
 	c.transport = raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{Stream: stream, MaxPool: 3, Timeout: 10 * time.Second, Logger: hl})
 	closers = append(closers, c.transport.Close)
 	has, err := raft.HasExistingState(logs, logs, snaps)
@@ -273,7 +279,17 @@ func Open(ctx context.Context, cfg Config, sm stateMachine) (c *Cluster, err err
 	}
 	c.raft = r
 	closers = append(closers, func() error { return r.Shutdown().Error() })
-	c.peers = newPeerClients(cfg.PeerClient, peerToken(cfg.PeerSecret))
+	peerClient := cfg.PeerClient
+	if cfg.Partition != nil {
+		pc := *peerClient
+		next := pc.Transport
+		if next == nil {
+			next = http.DefaultTransport
+		}
+		pc.Transport = partitionedClient{p: cfg.Partition, next: next}
+		peerClient = &pc
+	}
+	c.peers = newPeerClients(peerClient, peerToken(cfg.PeerSecret))
 	if cfg.GossipAddr != "" {
 		if err := c.startGossip(); err != nil {
 			return nil, err
@@ -453,6 +469,13 @@ func (c *Cluster) startGossip() error {
 	d := gossipDelegate{c: c}
 	mc.Delegate, mc.Events, mc.Merge, mc.Alive = d, d, d, d
 	mc.DeadNodeReclaimTime = 5 * time.Second // a restarted node may come back on new addresses
+	if cfg.Partition != nil {
+		t, err := newPartitionedTransport(mc, cfg.Partition)
+		if err != nil {
+			return err
+		}
+		mc.Transport = t
+	}
 	if _, err := EncodeMeta(c.localMeta()); err != nil {
 		return err
 	}

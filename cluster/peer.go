@@ -49,6 +49,10 @@ func (c *Cluster) PeerHandler() (string, http.Handler) {
 	path, h := condameshv1connect.NewPeerServiceHandler(peerServer{c}, connect.WithReadMaxBytes(MaxForward), connect.WithSendMaxBytes(MaxForward))
 	want := []byte(peerToken(c.cfg.PeerSecret))
 	return path, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if c.cfg.Partition.IsCut() {
+			http.Error(w, errPartitioned.Error(), http.StatusServiceUnavailable)
+			return
+		}
 		if got := r.Header.Get(peerHeader); subtle.ConstantTimeCompare([]byte(got), want) != 1 {
 			http.Error(w, ErrNotMember.Error(), http.StatusUnauthorized)
 			return

@@ -963,3 +963,81 @@ func TestClusterSnapshotInstall(t *testing.T) {
 		t.Fatalf("a package on the late joiner: %d %s", st, b)
 	}
 }
+
+// TestClusterFollowerPartitioned: a follower cut off from its peers (Raft,
+// gossip, node-to-node calls; its HTTP API still answers) turns not ready
+// within a few seconds, and a write sent to it answers 503 after the
+// propose timeout, while the majority keeps taking writes. Healed, it
+// catches up, serves those writes and is ready again.
+func TestClusterFollowerPartitioned(t *testing.T) {
+	c := nodetest.NewCluster(t, 3, nodetest.WithProposeTimeout(2*time.Second))
+	leader := c.Leader(t)
+	f := c.Followers(t)[0]
+	f.Partition()
+	eventually(t, 5*time.Second, "503 from the partitioned node's /health/ready", func() bool {
+		st, _ := call(t, f.URL(), "", http.MethodGet, "/health/ready", "", nil)
+		return st == http.StatusServiceUnavailable
+	})
+	for i, n := range c.Live() {
+		if n == f {
+			continue
+		}
+		if st, b := call(t, n.URL(), nodetest.AdminKey, "POST", "/api/channels", "application/json", strings.NewReader(fmt.Sprintf(`{"name":"majority-%d"}`, i))); st != 201 {
+			t.Fatalf("write on the majority (%s): %d %s", n.ID(), st, b)
+		}
+	}
+	if st, b := call(t, f.URL(), nodetest.AdminKey, "POST", "/api/channels", "application/json", strings.NewReader(`{"name":"cut-off"}`)); st != http.StatusServiceUnavailable {
+		t.Fatalf("write on the partitioned node: %d %s; want 503", st, b)
+	}
+	if st, b := call(t, f.URL(), "", http.MethodGet, "/health/live", "", nil); st != 200 {
+		t.Fatalf("/health/live on the partitioned node: %d %s", st, b)
+	}
+	// Long enough for gossip to declare it dead.
+	eventually(t, 15*time.Second, "the partitioned node dead in the leader's view", func() bool {
+		for _, n := range restNodes(t, leader.URL()) {
+			if n.ID == f.ID() {
+				return n.Status == "dead"
+			}
+		}
+		return false
+	})
+	f.Heal()
+	want := leader.Cluster().AppliedIndex()
+	eventually(t, 15*time.Second, "the healed node caught up and ready", func() bool {
+		st, _ := call(t, f.URL(), "", http.MethodGet, "/health/ready", "", nil)
+		return st == http.StatusOK && f.Cluster().AppliedIndex() >= want
+	})
+	for i, n := range c.Live() {
+		if n == f {
+			continue
+		}
+		if st, b := call(t, f.URL(), nodetest.AdminKey, "GET", fmt.Sprintf("/api/channels/majority-%d", i), "", nil); st != 200 {
+			t.Fatalf("a write of the majority on the healed node: %d %s", st, b)
+		}
+	}
+	if st, b := call(t, f.URL(), nodetest.AdminKey, "POST", "/api/channels", "application/json", strings.NewReader(`{"name":"healed"}`)); st != 201 {
+		t.Fatalf("write on the healed node: %d %s", st, b)
+	}
+	c.WaitVoters(t, 3)
+	waitAllAlive(t, c)
+}
+
+// waitAllAlive waits until every live node lists every live node as
+// alive in gossip.
+func waitAllAlive(t *testing.T, c *nodetest.Cluster) {
+	t.Helper()
+	eventually(t, 15*time.Second, "every node alive in every node's view", func() bool {
+		for _, asked := range c.Live() {
+			alive := 0
+			for _, n := range restNodes(t, asked.URL()) {
+				if n.Status == "alive" {
+					alive++
+				}
+			}
+			if alive != len(c.Live()) {
+				return false
+			}
+		}
+		return true
+	})
+}

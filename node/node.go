@@ -135,6 +135,9 @@ type Config struct {
 	// Redirects is the redirect policy of every upstream fetch. Default
 	// upstream.RedirectSameRules.
 	Redirects upstream.RedirectPolicy
+	// Partition, if set, is a fault switch tests use to cut this node off
+	// from its peers (cluster.Partition). Nil in production.
+	Partition *cluster.Partition
 	// Logger receives all logs. Default slog.Default().
 	Logger *slog.Logger
 }
@@ -307,7 +310,7 @@ func New(ctx context.Context, cfg Config) (n *Node, err error) {
 		Site: cfg.Site, Version: cfg.Version, Join: cfg.Join,
 		Bootstrap: !cfg.NoBootstrap, Voters: cfg.Voters, NonVoter: cfg.NonVoter,
 		PeerSecret: cfg.API.KeySecret, SecretFingerprint: cluster.Fingerprint(cfg.API.KeySecret),
-		Fast: cfg.Fast, ForwardTimeout: cfg.ProposeTimeout, Logger: n.log,
+		Fast: cfg.Fast, ForwardTimeout: cfg.ProposeTimeout, Partition: cfg.Partition, Logger: n.log,
 	}
 	if cfg.Fast {
 		ccfg.HeartbeatTimeout, ccfg.ElectionTimeout, ccfg.LeaderLeaseTimeout = 200*time.Millisecond, 200*time.Millisecond, 100*time.Millisecond

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/condamesh/condamesh/cluster"
 	"github.com/condamesh/condamesh/node"
 )
 
@@ -52,6 +53,7 @@ func (c *Cluster) Add(t testing.TB, opts ...Option) *Node {
 	dir := t.TempDir()
 	cfg := node.DefaultLocalConfig(dir)
 	cfg.Logger = c.Nodes[0].cfg.Logger
+	cfg.Partition = cluster.NewPartition()
 	for _, o := range opts {
 		o(&cfg)
 	}

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/condamesh/condamesh/cluster"
 	"github.com/condamesh/condamesh/internal/testlog"
 	"github.com/condamesh/condamesh/node"
 )
@@ -54,6 +55,7 @@ func Start(t testing.TB, opts ...Option) *Node {
 	cfg := node.DefaultLocalConfig(dir)
 	cfg.AdminKey = AdminKey
 	cfg.Logger = testlog.New(t, slog.LevelWarn)
+	cfg.Partition = cluster.NewPartition()
 	for _, o := range opts {
 		o(&cfg)
 	}
@@ -111,6 +113,13 @@ func (n *Node) waitServing(t testing.TB) {
 		}
 	}
 }
+
+// Partition cuts the node off from its peers (Raft, gossip and
+// node-to-node calls, both ways); its HTTP API keeps serving the test.
+func (n *Node) Partition() { n.cfg.Partition.Cut() }
+
+// Heal ends the partition.
+func (n *Node) Heal() { n.cfg.Partition.Heal() }
 
 // Stop stops the node and waits until it has shut down.
 func (n *Node) Stop() { n.stop() }
