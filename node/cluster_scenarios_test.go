@@ -1041,3 +1041,29 @@ func waitAllAlive(t *testing.T, c *nodetest.Cluster) {
 		return true
 	})
 }
+
+// TestClusterLeaderLeaves: POST /api/cluster/leave on the leader hands
+// leadership over, leaves Raft and stops; the others go on with a new
+// leader and take writes.
+func TestClusterLeaderLeaves(t *testing.T) {
+	c := nodetest.NewCluster(t, 3)
+	old := c.Leader(t)
+	if st, b := call(t, old.URL(), nodetest.AdminKey, "POST", "/api/cluster/leave", "", nil); st != 200 {
+		t.Fatalf("leave on the leader: %d %s", st, b)
+	}
+	eventually(t, 10*time.Second, "the old leader stopped", func() bool {
+		_, err := http.Get(old.URL() + "/health/live")
+		return err != nil
+	})
+	old.Stop()
+	leader := c.Leader(t)
+	if leader == old {
+		t.Fatal("the node that left still leads")
+	}
+	eventually(t, 10*time.Second, "the old leader out of the Raft configuration", func() bool { return !inRaft(t, leader, old.ID()) })
+	for _, n := range c.Live() {
+		if st, b := call(t, n.URL(), nodetest.AdminKey, "POST", "/api/channels", "application/json", strings.NewReader(`{"name":"after-`+n.ID()+`"}`)); st != 201 {
+			t.Fatalf("write on %s after the leader left: %d %s", n.ID(), st, b)
+		}
+	}
+}
