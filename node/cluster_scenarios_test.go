@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"mime/multipart"
 	"net/http"
 	"net/http/httptest"
@@ -1066,4 +1067,44 @@ func TestClusterLeaderLeaves(t *testing.T) {
 			t.Fatalf("write on %s after the leader left: %d %s", n.ID(), st, b)
 		}
 	}
+}
+
+// TestClusterIdenticalIndexes: packages uploaded through different nodes
+// give every node the same repodata.json bytes and ETag.
+func TestClusterIdenticalIndexes(t *testing.T) {
+	c := nodetest.NewCluster(t, 3)
+	if st, b := call(t, c.Nodes[1].URL(), nodetest.AdminKey, "POST", "/api/channels", "application/json", strings.NewReader(`{"name":"same","private":false}`)); st != 201 {
+		t.Fatalf("create channel: %d %s", st, b)
+	}
+	for i, n := range c.Nodes {
+		spec := condatest.Spec{Name: fmt.Sprintf("pkg%d", i), Version: "1.0", Build: "0"}
+		data := condatest.TarBz2(t, spec)
+		if st, b := call(t, n.URL(), nodetest.AdminKey, "POST", "/api/channels/same/upload/"+condatest.Filename(spec, ".tar.bz2")+"?sha256="+sha(data), "application/octet-stream", bytes.NewReader(data)); st != 201 {
+			t.Fatalf("upload on %s: %d %s", n.ID(), st, b)
+		}
+	}
+	index := func(n *nodetest.Node) (string, []byte) {
+		resp, err := http.Get(n.URL() + "/get/same/noarch/repodata.json")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		if resp.StatusCode != 200 {
+			return "", nil
+		}
+		return resp.Header.Get("ETag"), b
+	}
+	eventually(t, 10*time.Second, "the same repodata.json and ETag on every node", func() bool {
+		etag0, b0 := index(c.Nodes[0])
+		if etag0 == "" || !bytes.Contains(b0, []byte("pkg2-1.0-0.tar.bz2")) {
+			return false
+		}
+		for _, n := range c.Nodes[1:] {
+			if etag, b := index(n); etag != etag0 || !bytes.Equal(b, b0) {
+				return false
+			}
+		}
+		return true
+	})
 }
