@@ -2,6 +2,7 @@ package node_test
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -17,6 +18,7 @@ import (
 	"time"
 
 	"connectrpc.com/connect"
+	"github.com/condamesh/condamesh/api"
 	"github.com/condamesh/condamesh/catalog"
 	"github.com/condamesh/condamesh/conda/condatest"
 	v1 "github.com/condamesh/condamesh/gen/condamesh/v1"
@@ -993,6 +995,10 @@ func TestClusterFollowerPartitioned(t *testing.T) {
 	if st, b := call(t, f.URL(), "", http.MethodGet, "/health/live", "", nil); st != 200 {
 		t.Fatalf("/health/live on the partitioned node: %d %s", st, b)
 	}
+	// A linearizable read cannot be served cut off: 503, not a stale 404.
+	if st, b := call(t, f.URL(), nodetest.AdminKey, "GET", "/api/channels/majority-0?consistent=true", "", nil); st != http.StatusServiceUnavailable {
+		t.Fatalf("consistent read on the partitioned node: %d %s; want 503", st, b)
+	}
 	// Long enough for gossip to declare it dead.
 	eventually(t, 15*time.Second, "the partitioned node dead in the leader's view", func() bool {
 		for _, n := range restNodes(t, leader.URL()) {
@@ -1107,4 +1113,35 @@ func TestClusterIdenticalIndexes(t *testing.T) {
 		}
 		return true
 	})
+}
+
+// TestClusterConsistentRead: a write acknowledged by the leader is seen at
+// once by a read on a follower that asks for a linearizable read
+// (?consistent=true on REST, the Condamesh-Consistent header on Connect).
+func TestClusterConsistentRead(t *testing.T) {
+	c := nodetest.NewCluster(t, 3)
+	leader, f := c.Leader(t), c.Followers(t)[0]
+	consistent := connect.UnaryInterceptorFunc(func(next connect.UnaryFunc) connect.UnaryFunc {
+		return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
+			req.Header().Set(api.ConsistentHeader, "true")
+			return next(ctx, req)
+		}
+	})
+	rpc := condameshv1connect.NewChannelServiceClient(&http.Client{Transport: nodetest.KeyTransport{Key: nodetest.AdminKey, Next: http.DefaultTransport}}, f.URL(),
+		connect.WithInterceptors(consistent))
+	for i := range 30 {
+		name := fmt.Sprintf("lin-%d", i)
+		if st, b := call(t, leader.URL(), nodetest.AdminKey, "POST", "/api/channels", "application/json", strings.NewReader(`{"name":"`+name+`"}`)); st != 201 {
+			t.Fatalf("write on the leader: %d %s", st, b)
+		}
+		if i%2 == 0 {
+			if st, b := call(t, f.URL(), nodetest.AdminKey, "GET", "/api/channels/"+name+"?consistent=true", "", nil); st != 200 {
+				t.Fatalf("consistent REST read of %s on a follower: %d %s", name, st, b)
+			}
+			continue
+		}
+		if _, err := rpc.GetChannel(t.Context(), &v1.GetChannelRequest{Name: name}); err != nil {
+			t.Fatalf("consistent Connect read of %s on a follower: %v", name, err)
+		}
+	}
 }
