@@ -282,7 +282,11 @@ func (c *Cluster) Join(ctx context.Context, peers []string) (int, error) {
 }
 
 // joinLoop joins the configured and remembered peers, retrying until one
-// answers.
+// answers, then pushes this node's state to them again until it knows a
+// leader: a push/pull that reached a peer does not mean the peer took this
+// node in (a node back on a new address is ignored until its old one is
+// reclaimed; a broadcast of its new metadata can miss the leader), and
+// otherwise only the periodic push/pull (15-30 s) would bring it in.
 func (c *Cluster) joinLoop() {
 	defer c.wg.Done()
 	peers := slices.Clone(c.cfg.Join)
@@ -295,14 +299,18 @@ func (c *Cluster) joinLoop() {
 		return
 	}
 	wait := 200 * time.Millisecond
+	joined := false
 	for attempt := 1; ; attempt++ {
-		n, err := c.ml.Join(peers)
-		if n > 0 {
-			c.log.Info("joined gossip", "peers", peers, "reached", n)
-			c.savePeers()
+		if joined && c.LeaderID() != "" {
 			return
 		}
-		if attempt == 1 || attempt%10 == 0 {
+		n, err := c.ml.Join(peers)
+		switch {
+		case n > 0 && !joined:
+			c.log.Info("joined gossip", "peers", peers, "reached", n)
+			c.savePeers()
+			joined = true
+		case n == 0 && (attempt == 1 || attempt%10 == 0):
 			c.log.Warn("join: no peer answered yet; retrying", "peers", peers, "err", err)
 		}
 		select {

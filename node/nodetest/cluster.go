@@ -75,11 +75,25 @@ func (c *Cluster) Add(t testing.TB, opts ...Option) *Node {
 func (c *Cluster) Restart(t testing.TB, n *Node) *Node {
 	t.Helper()
 	back := n.Restart(t)
+	c.replace(n, back)
+	return back
+}
+
+func (c *Cluster) replace(old, n *Node) {
 	for i := range c.Nodes {
-		if c.Nodes[i] == n {
-			c.Nodes[i] = back
+		if c.Nodes[i] == old {
+			c.Nodes[i] = n
 		}
 	}
+}
+
+// RestartMoved restarts n on its data directory on new ports (a node
+// whose address changed) and puts the new node in n's place.
+func (c *Cluster) RestartMoved(t testing.TB, n *Node) *Node {
+	t.Helper()
+	n.Stop()
+	back := startWith(t, n.Dir, n.cfg) // the configured ports: 0
+	c.replace(n, back)
 	return back
 }
 
