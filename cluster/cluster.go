@@ -169,9 +169,11 @@ type Cluster struct {
 	events     chan event
 	eventsLost atomic.Bool
 	refusals   refusals
-	snapMu     sync.Mutex // one Snapshot at a time
-	idMu       sync.Mutex
-	clusterID  string
+	// reconnecting is set while a reconnect round runs.
+	reconnecting atomic.Bool
+	snapMu       sync.Mutex // one Snapshot at a time
+	idMu         sync.Mutex
+	clusterID    string
 	// termReady is the term in which this leader's barrier has applied:
 	// reads (ReadIndex) are only served from it.
 	termReady atomic.Uint64

@@ -36,6 +36,7 @@ func (c *Cluster) reconcileLoop() {
 	}
 	defer tick.Stop()
 	caught := map[string]time.Time{} // non-voter id -> caught up since
+	var lastReconnect time.Time
 	for {
 		select {
 		case <-c.stop:
@@ -63,12 +64,55 @@ func (c *Cluster) reconcileLoop() {
 		if c.eventsLost.Swap(false) && c.ml != nil {
 			c.resync()
 		}
+		if c.ml != nil && time.Since(lastReconnect) >= c.reconnectEvery() {
+			lastReconnect = time.Now()
+			c.reconnect()
+		}
 		if c.IsLeader() && c.ml != nil && !c.left.Load() {
 			if err := c.reconcile(caught); err != nil && !c.closed.Load() {
 				c.log.Warn("reconcile membership", "err", err)
 			}
 		}
 	}
+}
+
+// reconnectFor is how long a node keeps trying to reach a member it
+// holds dead (as serf's reconnect timeout).
+const reconnectFor = 24 * time.Hour
+
+func (c *Cluster) reconnectEvery() time.Duration {
+	if c.cfg.Fast {
+		return time.Second
+	}
+	return 10 * time.Second
+}
+
+// reconnect pushes this node's state to the members it holds dead (not
+// left), in the background, one round at a time. Gossip alone does not
+// heal a partition once each side holds the other dead: memberlist
+// probes and push/pulls only members it holds alive, and gossips to the
+// dead only for a short while (and then only its pending broadcasts), so
+// a node reachable again stayed dead in some views (and a leader could
+// reap a healthy server from Raft).
+func (c *Cluster) reconnect() {
+	now := time.Now()
+	var addrs []string
+	for _, m := range c.members.list() {
+		if m.state == memberlist.StateDead && m.id != c.cfg.NodeID && now.Sub(m.since) < reconnectFor {
+			addrs = append(addrs, m.addr)
+		}
+	}
+	if len(addrs) == 0 || !c.reconnecting.CompareAndSwap(false, true) {
+		return
+	}
+	c.wg.Add(1)
+	go func() {
+		defer c.wg.Done()
+		defer c.reconnecting.Store(false)
+		if n, _ := c.ml.Join(addrs); n > 0 {
+			c.log.Debug("reached members held dead", "reached", n, "of", len(addrs))
+		}
+	}()
 }
 
 // resync rebuilds the member table from memberlist after queued events
