@@ -969,7 +969,7 @@ func TestClusterSnapshotInstall(t *testing.T) {
 // propose timeout, while the majority keeps taking writes. Healed, it
 // catches up, serves those writes and is ready again.
 func TestClusterFollowerPartitioned(t *testing.T) {
-	c := nodetest.NewCluster(t, 3, nodetest.WithProposeTimeout(2*time.Second))
+	c := nodetest.NewCluster(t, 3, nodetest.WithProposeTimeout(2*time.Second), nodetest.Partitionable)
 	leader := c.Leader(t)
 	f := c.Followers(t)[0]
 	f.Partition()

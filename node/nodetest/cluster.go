@@ -6,7 +6,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/condamesh/condamesh/cluster"
 	"github.com/condamesh/condamesh/node"
 )
 
@@ -53,7 +52,6 @@ func (c *Cluster) Add(t testing.TB, opts ...Option) *Node {
 	dir := t.TempDir()
 	cfg := node.DefaultLocalConfig(dir)
 	cfg.Logger = c.Nodes[0].cfg.Logger
-	cfg.Partition = cluster.NewPartition()
 	for _, o := range opts {
 		o(&cfg)
 	}

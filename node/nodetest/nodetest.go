@@ -55,7 +55,6 @@ func Start(t testing.TB, opts ...Option) *Node {
 	cfg := node.DefaultLocalConfig(dir)
 	cfg.AdminKey = AdminKey
 	cfg.Logger = testlog.New(t, slog.LevelWarn)
-	cfg.Partition = cluster.NewPartition()
 	for _, o := range opts {
 		o(&cfg)
 	}
@@ -114,8 +113,15 @@ func (n *Node) waitServing(t testing.TB) {
 	}
 }
 
+// Partitionable puts each node's links to its peers behind a fault switch
+// (cluster.Partition) that Node.Partition and Node.Heal turn. Only for
+// the tests that cut nodes off: the others keep memberlist's own
+// transport, as in production.
+func Partitionable(c *node.Config) { c.Partition = cluster.NewPartition() }
+
 // Partition cuts the node off from its peers (Raft, gossip and
 // node-to-node calls, both ways); its HTTP API keeps serving the test.
+// The node needs the Partitionable option.
 func (n *Node) Partition() { n.cfg.Partition.Cut() }
 
 // Heal ends the partition.
