@@ -15,25 +15,11 @@ import (
 	"github.com/condamesh/condamesh/node/nodetest"
 )
 
-// keyed adds an API key header to every request.
-type keyed struct {
-	key  string
-	next http.RoundTripper
-}
-
-func (k keyed) RoundTrip(r *http.Request) (*http.Response, error) {
-	r = r.Clone(r.Context())
-	if k.key != "" {
-		r.Header.Set("X-API-Key", k.key)
-	}
-	return k.next.RoundTrip(r)
-}
-
 // h2c is a client speaking cleartext HTTP/2, which gRPC needs.
 func h2c(key string) *http.Client {
 	var p http.Protocols
 	p.SetUnencryptedHTTP2(true)
-	return &http.Client{Transport: keyed{key, &http.Transport{Protocols: &p}}}
+	return &http.Client{Transport: nodetest.KeyTransport{Key: key, Next: &http.Transport{Protocols: &p}}}
 }
 
 // TestConnectServices runs the same cases over the Connect protocol (HTTP/1.1

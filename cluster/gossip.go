@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"net"
 	"strconv"
@@ -62,7 +63,10 @@ type event struct {
 	id    string
 	addr  string
 	meta  []byte
-	state memberlist.NodeStateType
+	state memberlist.NodeStateType // StateAlive or StateDead
+	// join marks a (re)join: a node new to memberlist, or back after it
+	// was dead or left. Only a join ends the left state.
+	join bool
 }
 
 // gossipDelegate implements memberlist's delegates. Its callbacks only
@@ -85,8 +89,12 @@ func (gossipDelegate) GetBroadcasts(overhead, limit int) [][]byte { return nil }
 func (gossipDelegate) LocalState(join bool) []byte                { return nil }
 func (gossipDelegate) MergeRemoteState(buf []byte, join bool)     {}
 
-func (d gossipDelegate) queue(n *memberlist.Node) {
-	ev := event{id: n.Name, addr: net.JoinHostPort(n.Addr.String(), strconv.Itoa(int(n.Port))), meta: bytes.Clone(n.Meta), state: n.State}
+// queue hands a member's new state to the reconciler. The state comes
+// from which callback ran: memberlist never sets the Node.State it passes
+// (its own state lives in a field that shadows it), so n.State always
+// reads StateAlive.
+func (d gossipDelegate) queue(n *memberlist.Node, state memberlist.NodeStateType, join bool) {
+	ev := event{id: n.Name, addr: net.JoinHostPort(n.Addr.String(), strconv.Itoa(int(n.Port))), meta: bytes.Clone(n.Meta), state: state, join: join}
 	select {
 	case d.c.events <- ev:
 	default:
@@ -94,13 +102,21 @@ func (d gossipDelegate) queue(n *memberlist.Node) {
 	}
 }
 
-func (d gossipDelegate) NotifyJoin(n *memberlist.Node)   { d.queue(n) }
-func (d gossipDelegate) NotifyLeave(n *memberlist.Node)  { d.queue(n) }
-func (d gossipDelegate) NotifyUpdate(n *memberlist.Node) { d.queue(n) }
+func (d gossipDelegate) NotifyJoin(n *memberlist.Node)   { d.queue(n, memberlist.StateAlive, true) }
+func (d gossipDelegate) NotifyUpdate(n *memberlist.Node) { d.queue(n, memberlist.StateAlive, false) }
+
+// NotifyLeave reports a member gone: dead, or left (memberlist does not
+// say which). A member that left was marked so by the leader when it
+// removed it from Raft on the member's request (members.markLeft).
+func (d gossipDelegate) NotifyLeave(n *memberlist.Node) { d.queue(n, memberlist.StateDead, false) }
 
 // NotifyMerge refuses a push/pull merge with members of another cluster. A
 // node that belongs to no cluster yet adopts the peers' cluster id.
 func (d gossipDelegate) NotifyMerge(peers []*memberlist.Node) error {
+	return d.c.refusals.note(d.merge(peers))
+}
+
+func (d gossipDelegate) merge(peers []*memberlist.Node) error {
 	theirs := ""
 	for _, p := range peers {
 		if p.Name == d.c.cfg.NodeID {
@@ -186,6 +202,43 @@ func (c *Cluster) announce() {
 	}
 }
 
+// refusals remembers the last merge refused for being another cluster's:
+// memberlist's Join keeps only the text of a merge error, so Join looks
+// here for the typed error to answer with.
+type refusals struct {
+	mu   sync.Mutex
+	n    uint64
+	last error
+}
+
+// note records err if it refuses another cluster, and returns it.
+func (r *refusals) note(err error) error {
+	if errors.Is(err, ErrOtherCluster) {
+		r.mu.Lock()
+		r.n++
+		r.last = err
+		r.mu.Unlock()
+	}
+	return err
+}
+
+// count is the number of refusals so far.
+func (r *refusals) count() uint64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.n
+}
+
+// since returns the last refusal if there was one after count was n.
+func (r *refusals) since(n uint64) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.n == n {
+		return nil
+	}
+	return r.last
+}
+
 // members is the reconciler's table of gossip members.
 type members struct {
 	mu sync.Mutex
@@ -204,13 +257,28 @@ func (ms *members) apply(ev event, now time.Time) {
 	}
 	cur := ms.m[ev.id]
 	if cur == nil {
-		cur = &member{id: ev.id, since: now}
+		cur = &member{id: ev.id, since: now, state: ev.state}
 		ms.m[ev.id] = cur
 	}
-	if cur.state != ev.state {
+	state := ev.state
+	if cur.state == memberlist.StateLeft && !ev.join {
+		state = memberlist.StateLeft // it left; only a new join brings it back
+	}
+	if cur.state != state {
 		cur.since = now
 	}
-	cur.addr, cur.meta, cur.state, cur.seenAt = ev.addr, meta, ev.state, now
+	cur.addr, cur.meta, cur.state, cur.seenAt = ev.addr, meta, state, now
+}
+
+// markLeft records that id left the cluster (removed from Raft on
+// purpose): the reconciler does not add it back until it joins gossip
+// again, even if gossip still reports it alive until its leave spreads.
+func (ms *members) markLeft(id string, now time.Time) {
+	ms.mu.Lock()
+	defer ms.mu.Unlock()
+	if m := ms.m[id]; m != nil && m.state != memberlist.StateLeft {
+		m.state, m.since = memberlist.StateLeft, now
+	}
 }
 
 func (ms *members) get(id string) (member, bool) {
@@ -252,3 +320,5 @@ func stateName(s memberlist.NodeStateType) string {
 		return "dead"
 	}
 }
+
+var errNoPeers = errors.New("no peer answered")

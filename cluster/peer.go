@@ -51,6 +51,10 @@ func (c *Cluster) PeerHandler() (string, http.Handler) {
 	want := []byte(PeerToken(c.cfg.PeerSecret))
 	mutual := c.mutualTLS()
 	return path, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if c.cfg.Partition.IsCut() {
+			http.Error(w, errPartitioned.Error(), http.StatusServiceUnavailable)
+			return
+		}
 		if mutual && !verifiedPeer(r) {
 			http.Error(w, ErrNotMember.Error()+": no client certificate from the cluster CA", http.StatusUnauthorized)
 			return

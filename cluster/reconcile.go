@@ -9,7 +9,6 @@ import (
 	"path/filepath"
 	"slices"
 	"sort"
-	"strings"
 	"sync"
 	"time"
 
@@ -37,6 +36,7 @@ func (c *Cluster) reconcileLoop() {
 	}
 	defer tick.Stop()
 	caught := map[string]time.Time{} // non-voter id -> caught up since
+	var lastReconnect time.Time
 	for {
 		select {
 		case <-c.stop:
@@ -64,6 +64,10 @@ func (c *Cluster) reconcileLoop() {
 		if c.eventsLost.Swap(false) && c.ml != nil {
 			c.resync()
 		}
+		if c.ml != nil && time.Since(lastReconnect) >= c.reconnectEvery() {
+			lastReconnect = time.Now()
+			c.reconnect()
+		}
 		if c.IsLeader() && c.ml != nil && !c.left.Load() {
 			if err := c.reconcile(caught); err != nil && !c.closed.Load() {
 				c.log.Warn("reconcile membership", "err", err)
@@ -72,13 +76,52 @@ func (c *Cluster) reconcileLoop() {
 	}
 }
 
+// reconnectFor is how long a node keeps trying to reach a member it
+// holds dead (as serf's reconnect timeout).
+const reconnectFor = 24 * time.Hour
+
+func (c *Cluster) reconnectEvery() time.Duration {
+	if c.cfg.Fast {
+		return time.Second
+	}
+	return 10 * time.Second
+}
+
+// reconnect pushes this node's state to the members it holds dead (not
+// left), in the background, one round at a time. Gossip alone does not
+// heal a partition once each side holds the other dead: memberlist
+// probes and push/pulls only members it holds alive, and gossips to the
+// dead only for a short while (and then only its pending broadcasts), so
+// a node reachable again stayed dead in some views (and a leader could
+// reap a healthy server from Raft).
+func (c *Cluster) reconnect() {
+	now := time.Now()
+	var addrs []string
+	for _, m := range c.members.list() {
+		if m.state == memberlist.StateDead && m.id != c.cfg.NodeID && now.Sub(m.since) < reconnectFor {
+			addrs = append(addrs, m.addr)
+		}
+	}
+	if len(addrs) == 0 || !c.reconnecting.CompareAndSwap(false, true) {
+		return
+	}
+	c.wg.Add(1)
+	go func() {
+		defer c.wg.Done()
+		defer c.reconnecting.Store(false)
+		if n, _ := c.ml.Join(addrs); n > 0 {
+			c.log.Debug("reached members held dead", "reached", n, "of", len(addrs))
+		}
+	}()
+}
+
 // resync rebuilds the member table from memberlist after queued events
 // were dropped.
 func (c *Cluster) resync() {
 	now := time.Now()
 	seen := map[string]bool{}
 	for _, n := range c.ml.Members() {
-		gossipDelegate{c}.queue(n) // copied under memberlist's lock
+		gossipDelegate{c}.queue(n, memberlist.StateAlive, false) // copied under memberlist's lock
 		seen[n.Name] = true
 	}
 	for _, m := range c.members.list() {
@@ -261,6 +304,9 @@ func (c *Cluster) removeServer(id string) error {
 			return fmt.Errorf("%w: removing %s leaves %d live voters of %d", ErrNoQuorum, id, left, voters-1)
 		}
 	}
+	// Before the removal: a reconcile that still sees it alive then also
+	// still sees it in the configuration, so it does not add it back.
+	c.members.markLeft(id, time.Now())
 	return c.raft.RemoveServer(raft.ServerID(id), 0, 10*time.Second).Error()
 }
 
@@ -271,11 +317,15 @@ func (c *Cluster) Join(ctx context.Context, peers []string) (int, error) {
 	if c.ml == nil {
 		return 0, fmt.Errorf("%w: gossip is off", ErrConfig)
 	}
+	before := c.refusals.count()
 	n, err := c.ml.Join(peers)
 	if n == 0 {
-		if err != nil && strings.Contains(err.Error(), ErrOtherCluster.Error()) {
-			// memberlist flattens the merge delegate's error into text.
-			return 0, fmt.Errorf("%w: join %v: %s", ErrOtherCluster, peers, err)
+		if refused := c.refusals.since(before); refused != nil {
+			// memberlist's error keeps only the text
+			return 0, fmt.Errorf("cluster: join %v: %w", peers, refused)
+		}
+		if err == nil {
+			err = errNoPeers
 		}
 		return 0, fmt.Errorf("%w: %v: %v", ErrJoin, peers, err)
 	}
@@ -284,7 +334,11 @@ func (c *Cluster) Join(ctx context.Context, peers []string) (int, error) {
 }
 
 // joinLoop joins the configured and remembered peers, retrying until one
-// answers.
+// answers, then pushes this node's state to them again until it knows a
+// leader: a push/pull that reached a peer does not mean the peer took this
+// node in (a node back on a new address is ignored until its old one is
+// reclaimed; a broadcast of its new metadata can miss the leader), and
+// otherwise only the periodic push/pull (15-30 s) would bring it in.
 func (c *Cluster) joinLoop() {
 	defer c.wg.Done()
 	peers := slices.Clone(c.cfg.Join)
@@ -297,14 +351,18 @@ func (c *Cluster) joinLoop() {
 		return
 	}
 	wait := 200 * time.Millisecond
+	joined := false
 	for attempt := 1; ; attempt++ {
-		n, err := c.ml.Join(peers)
-		if n > 0 {
-			c.log.Info("joined gossip", "peers", peers, "reached", n)
-			c.savePeers()
+		if joined && c.LeaderID() != "" {
 			return
 		}
-		if attempt == 1 || attempt%10 == 0 {
+		n, err := c.ml.Join(peers)
+		switch {
+		case n > 0 && !joined:
+			c.log.Info("joined gossip", "peers", peers, "reached", n)
+			c.savePeers()
+			joined = true
+		case n == 0 && (attempt == 1 || attempt%10 == 0):
 			c.log.Warn("join: no peer answered yet; retrying", "peers", peers, "err", err)
 		}
 		select {

@@ -30,13 +30,33 @@ func recoverFromPeersJSON(rc *raft.Config, dir string, sm stateMachine, logs *bo
 		return false, fmt.Errorf("%w: %s: %w", ErrConfig, p, err)
 	}
 	lg.Warn("recovering the cluster from peers.json: the raft configuration is replaced", "servers", len(conf.Servers))
-	if err := raft.RecoverCluster(rc, newFSM(sm, lg), logs, logs, snaps, trans, conf); err != nil {
+	if err := raft.RecoverCluster(rc, recoveryFSM{newFSM(sm, lg)}, logs, logs, snaps, trans, conf); err != nil {
 		return false, fmt.Errorf("cluster: recover from %s: %w", p, err)
 	}
 	if err := os.Rename(p, p+".applied"); err != nil {
 		return false, fmt.Errorf("cluster: recover: %w", err)
 	}
 	return true, nil
+}
+
+// recoveryFSM is the FSM RecoverCluster gets: RecoverCluster persists the
+// snapshot it takes but never releases it, which left a Pebble snapshot
+// open (and the store then failed to close: "leaked snapshots").
+type recoveryFSM struct{ *fsm }
+
+func (r recoveryFSM) Snapshot() (raft.FSMSnapshot, error) {
+	s, err := r.fsm.Snapshot()
+	if err != nil {
+		return nil, err
+	}
+	return releasedAfterPersist{s}, nil
+}
+
+type releasedAfterPersist struct{ raft.FSMSnapshot }
+
+func (s releasedAfterPersist) Persist(sink raft.SnapshotSink) error {
+	defer s.Release()
+	return s.FSMSnapshot.Persist(sink)
 }
 
 type boltStore = raftboltdb.BoltStore

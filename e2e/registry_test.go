@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/condamesh/condamesh/node/nodetest"
 )
 
 // TestMirrorRegistryTwoProcesses: two real condamesh processes on loopback.
@@ -67,19 +69,9 @@ func TestMirrorRegistryTwoProcesses(t *testing.T) {
 	window := "?period=H&start=" + t0.Add(-2*time.Hour).Truncate(time.Hour).Format("2006-01-02T15:04") +
 		"&end=" + t1.Add(-time.Hour).Truncate(time.Hour).Format("2006-01-02T15:04")
 	mirrored := func(s *server, channel string) int64 {
-		var m struct {
-			Packages map[string]struct {
-				Series []struct {
-					Count int64 `json:"count"`
-				} `json:"series"`
-			} `json:"packages"`
-		}
-		decodeJSON(t, s.mustDo(200, "GET", "/metrics/channels/"+channel+window, ""), &m)
-		var n int64
-		for _, p := range m.Packages {
-			for _, pt := range p.Series {
-				n += pt.Count
-			}
+		n, err := nodetest.DownloadSum(s.mustDo(200, "GET", "/metrics/channels/"+channel+window, ""))
+		if err != nil {
+			t.Fatalf("metrics of %s: %v", channel, err)
 		}
 		return n
 	}

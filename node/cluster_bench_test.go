@@ -216,7 +216,7 @@ func BenchmarkClusterJoin(b *testing.B) {
 				b.Fatal(err)
 			}
 		}
-		if err := leader.Cluster().Snapshot(true); err != nil {
+		if err := leader.Cluster().Snapshot(); err != nil {
 			b.Fatal(err)
 		}
 		runtime.GC()

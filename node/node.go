@@ -130,6 +130,10 @@ type Config struct {
 	DownloadFlush time.Duration
 	// ShutdownTimeout bounds graceful shutdown. Default 30 s.
 	ShutdownTimeout time.Duration
+	// ProposeTimeout bounds one replicated write: waiting for a leader,
+	// forwarding to it and the local apply. After it the write answers
+	// 503 (no leader reachable). Default 30 s.
+	ProposeTimeout time.Duration
 	// DebugAddr, if set, serves Go's profiler (/debug/pprof/) there. Keep
 	// it on loopback: it has no authentication.
 	DebugAddr string
@@ -146,6 +150,9 @@ type Config struct {
 	// Redirects is the redirect policy of every upstream fetch. Default
 	// upstream.RedirectSameRules.
 	Redirects upstream.RedirectPolicy
+	// Partition, if set, is a fault switch tests use to cut this node off
+	// from its peers (cluster.Partition). Nil in production.
+	Partition *cluster.Partition
 	// Logger receives all logs. Default slog.Default().
 	Logger *slog.Logger
 }
@@ -194,6 +201,9 @@ func (c *Config) Validate() error {
 	}
 	if c.MaxConnsPerIP < -1 {
 		errs = append(errs, fmt.Errorf("max conns per IP %d: must be positive, or -1 for no cap", c.MaxConnsPerIP))
+	}
+	if c.ProposeTimeout < 0 {
+		errs = append(errs, fmt.Errorf("propose timeout %v: must be positive (0: the default)", c.ProposeTimeout))
 	}
 	if c.MaxConns < 0 {
 		errs = append(errs, fmt.Errorf("max conns %d: must be positive (0: the default)", c.MaxConns))
@@ -332,7 +342,7 @@ func New(ctx context.Context, cfg Config) (n *Node, err error) {
 		Site: cfg.Site, Version: cfg.Version, Join: cfg.Join,
 		Bootstrap: !cfg.NoBootstrap, Voters: cfg.Voters, NonVoter: cfg.NonVoter,
 		PeerSecret: cfg.API.KeySecret, SecretFingerprint: cluster.Fingerprint(cfg.API.KeySecret),
-		GossipKeys: cfg.GossipKeys, TLS: tlsBase, Fast: cfg.Fast, Logger: n.log,
+		GossipKeys: cfg.GossipKeys, TLS: tlsBase, Fast: cfg.Fast, ForwardTimeout: cfg.ProposeTimeout, Partition: cfg.Partition, Logger: n.log,
 	}
 	if cfg.Fast {
 		ccfg.HeartbeatTimeout, ccfg.ElectionTimeout, ccfg.LeaderLeaseTimeout = 400*time.Millisecond, 400*time.Millisecond, 200*time.Millisecond

@@ -18,6 +18,10 @@ type Cluster struct {
 // WithVoters sets the number of voters the cluster aims for.
 func WithVoters(v int) Option { return func(c *node.Config) { c.Voters = v } }
 
+// WithProposeTimeout bounds a node's replicated writes (a write without a
+// leader answers 503 after it).
+func WithProposeTimeout(d time.Duration) Option { return func(c *node.Config) { c.ProposeTimeout = d } }
+
 // WithSite sets a node's site.
 func WithSite(s string) Option { return func(c *node.Config) { c.Site = s } }
 
@@ -62,6 +66,48 @@ func (c *Cluster) Add(t testing.TB, opts ...Option) *Node {
 	tn := startWith(t, dir, cfg)
 	c.Nodes = append(c.Nodes, tn)
 	return tn
+}
+
+// Restart restarts n (crashed or stopped) on its data directory and
+// addresses, and puts the new node in n's place.
+func (c *Cluster) Restart(t testing.TB, n *Node) *Node {
+	t.Helper()
+	back := n.Restart(t)
+	c.replace(n, back)
+	return back
+}
+
+func (c *Cluster) replace(old, n *Node) {
+	for i := range c.Nodes {
+		if c.Nodes[i] == old {
+			c.Nodes[i] = n
+		}
+	}
+}
+
+// RestartMoved restarts n on its data directory on new ports (a node
+// whose address changed) and puts the new node in n's place.
+func (c *Cluster) RestartMoved(t testing.TB, n *Node) *Node {
+	t.Helper()
+	n.Stop()
+	back := startWith(t, n.Dir, n.cfg) // the configured ports: 0
+	c.replace(n, back)
+	return back
+}
+
+// RestartAll stops every node, then starts them all again on their data
+// directories and addresses, together (a first node alone has no quorum).
+func (c *Cluster) RestartAll(t testing.TB) {
+	t.Helper()
+	for _, n := range c.Nodes {
+		n.Stop()
+	}
+	for i, n := range c.Nodes {
+		c.Nodes[i] = launch(t, n.Dir, n.restartConfig())
+	}
+	for _, n := range c.Nodes {
+		n.waitServing(t)
+	}
 }
 
 // Live returns the nodes that are not stopped or crashed.
@@ -123,9 +169,10 @@ func (c *Cluster) WaitVoters(t testing.TB, want int) {
 	})
 }
 
-// WaitApplied waits until every live node has applied what the leader
-// has applied (its last command: configuration entries, barriers and
-// no-ops never reach a state machine).
+// WaitApplied waits until every live node has applied what the leader's
+// state machine has applied. (Not the leader's last log index: Raft's
+// configuration changes, barriers and no-ops never reach the state
+// machine, so a log that ends with one is never "applied" up to its end.)
 func (c *Cluster) WaitApplied(t testing.TB) {
 	t.Helper()
 	want := c.Leader(t).Cluster().AppliedIndex()
@@ -141,10 +188,17 @@ func (c *Cluster) WaitApplied(t testing.TB) {
 
 func (c *Cluster) poll(t testing.TB, d time.Duration, what string, ok func() bool) {
 	t.Helper()
+	Eventually(t, d, "cluster: "+what, ok)
+}
+
+// Eventually polls ok every 20 ms until it holds, failing t with "no
+// <what>" if it does not within d.
+func Eventually(t testing.TB, d time.Duration, what string, ok func() bool) {
+	t.Helper()
 	deadline := time.Now().Add(d)
 	for !ok() {
 		if time.Now().After(deadline) {
-			t.Fatalf("cluster: no %s within %v", what, d)
+			t.Fatalf("no %s within %v", what, d)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}

@@ -7,6 +7,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/json"
 	"log/slog"
 	"net/http"
 	"os"
@@ -14,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/condamesh/condamesh/cluster"
 	"github.com/condamesh/condamesh/internal/testcert"
 	"github.com/condamesh/condamesh/internal/testlog"
 	"github.com/condamesh/condamesh/node"
@@ -87,6 +89,15 @@ func Start(t testing.TB, opts ...Option) *Node {
 
 func startWith(t testing.TB, dir string, cfg node.Config) *Node {
 	t.Helper()
+	tn := launch(t, dir, cfg)
+	tn.waitServing(t)
+	return tn
+}
+
+// launch starts a node (its listeners bound, Run going) without waiting
+// for it to serve.
+func launch(t testing.TB, dir string, cfg node.Config) *Node {
+	t.Helper()
 	ctx := context.Background()
 	n, err := node.New(ctx, cfg)
 	if err != nil {
@@ -109,18 +120,38 @@ func startWith(t testing.TB, dir string, cfg node.Config) *Node {
 		}
 	})
 	t.Cleanup(tn.stop)
-	wctx, wcancel := context.WithTimeout(ctx, 30*time.Second)
+	return tn
+}
+
+// waitServing waits until a launched node serves, with the admin user
+// created (first start of a bootstrapping node).
+func (n *Node) waitServing(t testing.TB) {
+	t.Helper()
+	wctx, wcancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer wcancel()
 	if _, _, err := n.EnsureAdmin(wctx); err != nil {
 		t.Fatalf("node not ready: %v", err)
 	}
-	if len(cfg.Join) > 0 {
+	if len(n.cfg.Join) > 0 {
 		if err := n.WaitReady(wctx); err != nil {
 			t.Fatalf("joining node not ready: %v", err)
 		}
 	}
-	return tn
 }
+
+// Partitionable puts each node's links to its peers behind a fault switch
+// (cluster.Partition) that Node.Partition and Node.Heal turn. Only for
+// the tests that cut nodes off: the others keep memberlist's own
+// transport, as in production.
+func Partitionable(c *node.Config) { c.Partition = cluster.NewPartition() }
+
+// Partition cuts the node off from its peers (Raft, gossip and
+// node-to-node calls, both ways); its HTTP API keeps serving the test.
+// The node needs the Partitionable option.
+func (n *Node) Partition() { n.cfg.Partition.Cut() }
+
+// Heal ends the partition.
+func (n *Node) Heal() { n.cfg.Partition.Heal() }
 
 // Stop stops the node and waits until it has shut down.
 func (n *Node) Stop() { n.stop() }
@@ -131,12 +162,17 @@ func (n *Node) Stop() { n.stop() }
 func (n *Node) Restart(t testing.TB) *Node {
 	t.Helper()
 	n.Stop()
+	return startWith(t, n.Dir, n.restartConfig())
+}
+
+// restartConfig is n's configuration for a restart on its data directory.
+func (n *Node) restartConfig() node.Config {
 	cfg := n.cfg
 	if n.member() {
 		a := n.Addrs()
 		cfg.HTTPAddr, cfg.RaftAddr, cfg.GossipAddr = a.HTTP, a.Raft, a.Gossip
 	}
-	return startWith(t, n.Dir, cfg)
+	return cfg
 }
 
 // Crash stops the node the way SIGKILL would as far as its peers can
@@ -151,3 +187,41 @@ func (n *Node) Crash() {
 func (n *Node) stopped() bool { return n.down }
 
 func (n *Node) member() bool { return len(n.cfg.Join) > 0 || n.cfg.Fast }
+
+// KeyTransport adds an API key (X-API-Key) to every request it sends
+// through Next (Connect clients of tests).
+type KeyTransport struct {
+	Key  string
+	Next http.RoundTripper
+}
+
+// RoundTrip implements http.RoundTripper.
+func (k KeyTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	r = r.Clone(r.Context())
+	if k.Key != "" {
+		r.Header.Set("X-API-Key", k.Key)
+	}
+	return k.Next.RoundTrip(r)
+}
+
+// DownloadSum sums the counts of every series of a /metrics/channels/...
+// answer.
+func DownloadSum(body []byte) (int64, error) {
+	var m struct {
+		Packages map[string]struct {
+			Series []struct {
+				Count int64 `json:"count"`
+			} `json:"series"`
+		} `json:"packages"`
+	}
+	if err := json.Unmarshal(body, &m); err != nil {
+		return 0, err
+	}
+	var n int64
+	for _, p := range m.Packages {
+		for _, pt := range p.Series {
+			n += pt.Count
+		}
+	}
+	return n, nil
+}
