@@ -39,8 +39,9 @@ import (
 // after its call, or never. A request whose connection was refused never
 // reached a node and is left out.
 //
-// A follower partition is not among the faults yet: nodetest has no
-// fault-injecting transport (see issue 10).
+// The faults (linFaults): the leader crashes and restarts, a follower is
+// partitioned (cluster.Partition cuts its Raft, gossip and node-to-node
+// HTTP both ways) and healed, another follower crashes and restarts.
 func TestLinearizability(t *testing.T) {
 	for _, seed := range []uint64{1, 2, 3} {
 		t.Run(fmt.Sprintf("seed-%d", seed), func(t *testing.T) {
@@ -420,7 +421,7 @@ func (c *linClient) step(n int, channel string) {
 // runLinearizability runs the clients of one seed against a new 3-node
 // cluster for load, with the faults, and checks the history.
 func runLinearizability(t *testing.T, seed uint64, load time.Duration) {
-	c := nodetest.NewCluster(t, 3)
+	c := nodetest.NewCluster(t, 3, nodetest.Partitionable)
 	urls := make([]string, len(c.Nodes))
 	for i, n := range c.Nodes {
 		urls[i] = n.URL() // a restarted member keeps its addresses
@@ -520,32 +521,40 @@ func linSummary(ops []porcupine.Operation, info porcupine.LinearizationInfo) str
 	return b.String()
 }
 
-// linFaults crashes the leader, restarts it, then crashes a follower and
-// restarts it, at times drawn from seed, and returns after load.
+// linFaults crashes the leader and restarts it, partitions a follower
+// and heals it, then crashes a follower and restarts it, at times drawn
+// from seed, and returns after load.
 func linFaults(t *testing.T, c *nodetest.Cluster, seed uint64, load time.Duration) {
 	rng := rand.New(rand.NewPCG(seed, 1<<32))
 	start := time.Now()
 	at := func(frac float64) {
-		frac += (rng.Float64() - 0.5) * 0.1
+		frac += (rng.Float64() - 0.5) * 0.06
 		time.Sleep(time.Until(start.Add(time.Duration(frac * float64(load)))))
 	}
 	index := func(n *nodetest.Node) int {
 		return slices.Index(c.Nodes, n)
 	}
-	at(0.2)
+	at(0.12)
 	l := c.Leader(t)
 	i := index(l)
 	t.Logf("crash the leader %s", l.ID())
 	l.Crash()
-	at(0.45)
+	at(0.3)
 	c.Nodes[i] = l.Restart(t)
 	t.Logf("restarted %s", l.ID())
-	at(0.65)
+	at(0.45)
+	p := c.Followers(t)[rng.IntN(2)]
+	t.Logf("partition the follower %s", p.ID())
+	p.Partition()
+	at(0.62)
+	p.Heal()
+	t.Logf("healed %s", p.ID())
+	at(0.75)
 	f := c.Followers(t)[rng.IntN(2)]
 	i = index(f)
 	t.Logf("crash the follower %s", f.ID())
 	f.Crash()
-	at(0.8)
+	at(0.88)
 	c.Nodes[i] = f.Restart(t)
 	t.Logf("restarted %s", f.ID())
 	time.Sleep(time.Until(start.Add(load)))
