@@ -103,6 +103,12 @@ type Config struct {
 	// alone cannot be used to test key guesses. Default
 	// <DataDir>/api-key-secret.
 	KeySecretFile string
+	// RaftTimeout is Raft's heartbeat and election timeout (the leader
+	// lease is half of it): a follower that hears nothing from the leader
+	// for between one and two of these starts an election, which bounds
+	// failover. Default 500 ms (failover about 1-2 s); raise it on links
+	// with round trips above about 100 ms.
+	RaftTimeout time.Duration
 	// Fast shortens Raft and gossip timers for loopback clusters and tests.
 	Fast bool
 	// InlineThreshold overrides the store's inline blob threshold.
@@ -166,6 +172,7 @@ func DefaultConfig() Config {
 		RaftAddr:        "127.0.0.1:8300",
 		GossipAddr:      "127.0.0.1:8301",
 		ShutdownTimeout: 30 * time.Second,
+		RaftTimeout:     500 * time.Millisecond,
 		MaxConns:        8192,
 		MaxConnsPerIP:   1024,
 	}
@@ -204,6 +211,9 @@ func (c *Config) Validate() error {
 	}
 	if c.ProposeTimeout < 0 {
 		errs = append(errs, fmt.Errorf("propose timeout %v: must be positive (0: the default)", c.ProposeTimeout))
+	}
+	if c.RaftTimeout != 0 && (c.RaftTimeout < 50*time.Millisecond || c.RaftTimeout > time.Minute) {
+		errs = append(errs, fmt.Errorf("raft timeout %v: want 50ms to 1m", c.RaftTimeout))
 	}
 	if c.MaxConns < 0 {
 		errs = append(errs, fmt.Errorf("max conns %d: must be positive (0: the default)", c.MaxConns))
@@ -344,10 +354,15 @@ func New(ctx context.Context, cfg Config) (n *Node, err error) {
 		PeerSecret: cfg.API.KeySecret, SecretFingerprint: cluster.Fingerprint(cfg.API.KeySecret),
 		GossipKeys: cfg.GossipKeys, TLS: tlsBase, Fast: cfg.Fast, ForwardTimeout: cfg.ProposeTimeout, Partition: cfg.Partition, Logger: n.log,
 	}
+	rt := cfg.RaftTimeout
+	if rt == 0 {
+		rt = DefaultConfig().RaftTimeout
+	}
 	if cfg.Fast {
-		ccfg.HeartbeatTimeout, ccfg.ElectionTimeout, ccfg.LeaderLeaseTimeout = 400*time.Millisecond, 400*time.Millisecond, 200*time.Millisecond
+		rt = 400 * time.Millisecond
 		ccfg.PromoteAfter, ccfg.ReapAfter = 500*time.Millisecond, 3*time.Second
 	}
+	ccfg.HeartbeatTimeout, ccfg.ElectionTimeout, ccfg.LeaderLeaseTimeout = rt, rt, rt/2
 	n.cl, err = cluster.Open(ctx, ccfg, &machine{cat: n.cat, st: n.st, idx: idx})
 	if err != nil {
 		return nil, err
@@ -510,6 +525,11 @@ func (n *Node) Kill() {
 	_ = n.httpLn.Close()
 	_ = n.cl.Close()
 }
+
+// HoldIndexes defers the index derivation of channel on this node until
+// release, as a mirror sync does during its batches (benchmarks of
+// replication alone).
+func (n *Node) HoldIndexes(channel string) (release func()) { return n.idx.Hold(channel) }
 
 // Cluster exposes the node's cluster membership to tests in this module.
 func (n *Node) Cluster() *cluster.Cluster { return n.cl }

@@ -72,6 +72,7 @@ func newServe() *cobra.Command {
 	f.StringVar(&cfg.TLSCAFile, "tls-ca", "", "PEM CA certificates that verify the other nodes (default: the system pool); makes Raft and node-to-node calls mutual TLS (the node's certificate needs serverAuth and clientAuth usages); API clients need no certificate")
 	f.StringVar(&cfg.Site, "site", "", "name of this node's site (at most 64 characters)")
 	f.IntVar(&cfg.Voters, "voters", 3, "Raft voters the cluster aims for (3 or 5); further nodes are non-voters")
+	f.DurationVar(&cfg.RaftTimeout, "raft-timeout", cfg.RaftTimeout, "Raft heartbeat and election timeout (leader lease: half); failover takes about one to two of these; raise it above 10x the round trip between sites")
 	f.BoolVar(&cfg.NonVoter, "non-voter", false, "never make this node a Raft voter")
 	f.StringVar(&cfg.DebugAddr, "debug-addr", "", "serve Go's profiler (/debug/pprof/) on this address (loopback only: no authentication)")
 	f.IntVar(&cfg.MaxConns, "max-conns", cfg.MaxConns, "most HTTP connections open at once (more are closed at accept)")
