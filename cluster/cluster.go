@@ -584,23 +584,36 @@ const (
 )
 
 // clusterProto is the newest command version every voter applies (as
-// gossiped; a voter not heard of counts as ProtoMin): newer commands are
-// not proposed until every voter runs a build that applies them.
+// gossiped): newer commands are not proposed until every voter runs a
+// build that applies them.
 func (c *Cluster) clusterProto() uint32 {
-	v := uint32(ProtoMax)
 	cf := c.raft.GetConfiguration()
 	if cf.Error() != nil {
 		return ProtoMin
 	}
-	for _, s := range cf.Configuration().Servers {
-		if s.Suffrage != raft.Voter || string(s.ID) == c.cfg.NodeID {
+	return votersProto(cf.Configuration().Servers, c.cfg.NodeID, func(id string) *v1.NodeMeta {
+		m, ok := c.members.get(id)
+		if !ok {
+			return nil
+		}
+		return m.meta
+	})
+}
+
+// votersProto is the lowest proto_max among the voters other than self
+// (self applies ProtoMax); a voter whose metadata is unknown counts as
+// ProtoMin.
+func votersProto(servers []raft.Server, self string, meta func(id string) *v1.NodeMeta) uint32 {
+	v := uint32(ProtoMax)
+	for _, s := range servers {
+		if s.Suffrage != raft.Voter || string(s.ID) == self {
 			continue
 		}
-		m, ok := c.members.get(string(s.ID))
-		if !ok || m.meta == nil || m.meta.ProtoMax == 0 {
+		m := meta(string(s.ID))
+		if m == nil || m.ProtoMax == 0 {
 			return ProtoMin
 		}
-		v = min(v, m.meta.ProtoMax)
+		v = min(v, m.ProtoMax)
 	}
 	return v
 }
