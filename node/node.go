@@ -394,7 +394,7 @@ func New(ctx context.Context, cfg Config) (n *Node, err error) {
 	n.jobs.Register("synchronize_repodata", n.mirror.Action(mirror.FromRepodata))
 	n.jobs.Register("synchronize", n.mirror.Action(mirror.FromArchives))
 	n.jobs.Register("synchronize_metrics", metrics.NewMirrorPuller(n.cat, n.cl, n.up, cfg.API.Now, n.log).Action())
-	n.downloads = metrics.NewDownloads(metrics.DownloadsConfig{FlushEvery: cfg.DownloadFlush, Logger: n.log, NodeID: n.nodeID, LastSeq: n.cat.DownloadSeq}, n.cl)
+	n.downloads = metrics.NewDownloads(metrics.DownloadsConfig{FlushEvery: cfg.DownloadFlush, Logger: n.log, NodeID: n.nodeID, LastSeq: n.lastDownloadSeq}, n.cl)
 	var counter api.Downloads = n.downloads
 	if cfg.NoDownloadCounting {
 		counter = nil
@@ -793,6 +793,17 @@ func (n *Node) migrateKeys(ctx context.Context) error {
 		n.log.Info("api key hashes migrated to the keyed scheme", "keys", moved)
 	}
 	return nil
+}
+
+// lastDownloadSeq is the last download batch number the cluster applied
+// for this node, read after catching up with the leader (a node restarted
+// behind its own last batch would otherwise reuse numbers, and the FSM
+// would drop those batches).
+func (n *Node) lastDownloadSeq(ctx context.Context, nodeID string) (uint64, error) {
+	if err := n.cl.ReadIndex(ctx); err != nil {
+		return 0, err
+	}
+	return n.cat.DownloadSeq(ctx, nodeID)
 }
 
 // storeSize counts the store's blobs and their bytes (for metrics).
