@@ -207,7 +207,26 @@ func (t *partitionedTransport) DialAddressTimeout(a memberlist.Address, timeout 
 
 func (t *partitionedTransport) Shutdown() error {
 	close(t.done)
-	return t.NetTransport.Shutdown()
+	// The pumps have stopped: drain the inner channels until the
+	// transport's listeners exit, or one blocked handing over a packet
+	// keeps NetTransport.Shutdown waiting for ever.
+	stop := make(chan struct{})
+	go func() {
+		for {
+			select {
+			case <-t.NetTransport.PacketCh():
+			case c := <-t.NetTransport.StreamCh():
+				if c != nil {
+					_ = c.Close()
+				}
+			case <-stop:
+				return
+			}
+		}
+	}()
+	err := t.NetTransport.Shutdown()
+	close(stop)
+	return err
 }
 
 // partitionedClient fails node-to-node calls while cut.
