@@ -83,8 +83,8 @@ func fsyncLatencies(b *testing.B, n int) []time.Duration {
 // cluster, beside a single node's and one fsync's.
 func BenchmarkClusterPatch(b *testing.B) {
 	const n = 300
-	single := nodetest.Start(b)
-	c := nodetest.NewCluster(b, 3)
+	single := nodetest.Start(b, nodetest.ServeCommitTimeout)
+	c := nodetest.NewCluster(b, 3, nodetest.ServeCommitTimeout)
 	leader := c.Leader(b)
 	follower := c.Followers(b)[0]
 	for _, u := range []string{single.URL(), leader.URL()} {
@@ -130,8 +130,8 @@ func createChannel(b *testing.B, n *nodetest.Node, name string) {
 // indexer, not replication.
 func BenchmarkClusterRecords(b *testing.B) {
 	const batches, per = 50, 1000
-	single := nodetest.Start(b)
-	c := nodetest.NewCluster(b, 3)
+	single := nodetest.Start(b, nodetest.ServeCommitTimeout)
+	c := nodetest.NewCluster(b, 3, nodetest.ServeCommitTimeout)
 	leader := c.Leader(b)
 	createChannel(b, single, "recs")
 	createChannel(b, leader, "recs")
@@ -167,8 +167,8 @@ func BenchmarkClusterFailover(b *testing.B) {
 		name string
 		opts []nodetest.Option
 	}{
-		{"fast-timers", nil},
-		{"serve-timers", []nodetest.Option{func(c *node.Config) { c.Fast = false }}},
+		{"fast-timers", []nodetest.Option{nodetest.ServeCommitTimeout}},
+		{"serve-timers", []nodetest.Option{nodetest.ServeCommitTimeout, func(c *node.Config) { c.Fast = false }}},
 	} {
 		b.Run(tc.name, func(b *testing.B) {
 			var total time.Duration
@@ -207,9 +207,9 @@ func BenchmarkClusterFailover(b *testing.B) {
 // process sampled meanwhile.
 func BenchmarkClusterJoin(b *testing.B) {
 	for range b.N {
-		c := nodetest.NewCluster(b, 3, nodetest.WithVoters(5))
+		c := nodetest.NewCluster(b, 3, nodetest.WithVoters(5), nodetest.ServeCommitTimeout)
 		start := time.Now()
-		n := c.Add(b, nodetest.WithVoters(5))
+		n := c.Add(b, nodetest.WithVoters(5), nodetest.ServeCommitTimeout)
 		ready := time.Since(start)
 		c.WaitVoters(b, 4)
 		voter := time.Since(start)
@@ -253,7 +253,7 @@ func BenchmarkClusterJoin(b *testing.B) {
 			}
 		}()
 		start = time.Now()
-		late := c.Add(b, nodetest.WithVoters(5))
+		late := c.Add(b, nodetest.WithVoters(5), nodetest.ServeCommitTimeout)
 		c.WaitApplied(b)
 		took := time.Since(start)
 		installPeak := peak.Load()

@@ -109,6 +109,11 @@ type Config struct {
 	// failover. Default 500 ms (failover about 1-2 s); raise it on links
 	// with round trips above about 100 ms.
 	RaftTimeout time.Duration
+	// CommitTimeout is how often the Raft leader sends followers an append
+	// when nothing else triggers one: how late a follower learns that an
+	// entry committed, so how long a write sent to a follower waits for
+	// its own apply (cluster.Config.CommitTimeout). Default 5 ms.
+	CommitTimeout time.Duration
 	// Fast shortens Raft and gossip timers for loopback clusters and tests.
 	Fast bool
 	// InlineThreshold overrides the store's inline blob threshold.
@@ -363,6 +368,7 @@ func New(ctx context.Context, cfg Config) (n *Node, err error) {
 		ccfg.PromoteAfter, ccfg.ReapAfter = 500*time.Millisecond, 3*time.Second
 	}
 	ccfg.HeartbeatTimeout, ccfg.ElectionTimeout, ccfg.LeaderLeaseTimeout = rt, rt, rt/2
+	ccfg.CommitTimeout = cfg.CommitTimeout
 	n.cl, err = cluster.Open(ctx, ccfg, &machine{cat: n.cat, st: n.st, idx: idx})
 	if err != nil {
 		return nil, err

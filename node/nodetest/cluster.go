@@ -52,6 +52,7 @@ func (c *Cluster) Add(t testing.TB, opts ...Option) *Node {
 	dir := t.TempDir()
 	cfg := node.DefaultLocalConfig(dir)
 	cfg.Logger = c.Nodes[0].cfg.Logger
+	cfg.CommitTimeout = TestCommitTimeout
 	for _, o := range opts {
 		o(&cfg)
 	}

@@ -21,6 +21,15 @@ import (
 	"github.com/condamesh/condamesh/node"
 )
 
+// TestCommitTimeout is the Raft commit timeout of test nodes: raft's
+// default, not serve's 5 ms, whose empty appends to every follower are a
+// real load for many in-process nodes under the race detector. Benchmarks
+// set serve's with ServeCommitTimeout.
+const TestCommitTimeout = 50 * time.Millisecond
+
+// ServeCommitTimeout gives a node serve's commit timeout (benchmarks).
+func ServeCommitTimeout(c *node.Config) { c.CommitTimeout = 0 }
+
 // AdminKey is the API key of the admin user (server owner) of test nodes.
 const AdminKey = "nodetest-admin-key-0123456789"
 
@@ -79,6 +88,7 @@ func Start(t testing.TB, opts ...Option) *Node {
 	t.Helper()
 	dir := t.TempDir()
 	cfg := node.DefaultLocalConfig(dir)
+	cfg.CommitTimeout = TestCommitTimeout
 	cfg.AdminKey = AdminKey
 	cfg.Logger = testlog.New(t, slog.LevelWarn)
 	for _, o := range opts {
