@@ -278,7 +278,7 @@ func Open(ctx context.Context, cfg Config, sm stateMachine) (c *Cluster, err err
 	if err != nil {
 		return nil, fmt.Errorf("cluster: listen raft: %w", err)
 	}
-	c.raftAdv, err = advertised(cfg.RaftAdvertise, ln.Addr().String(), cfg.AdvertiseHost)
+	c.raftAdv, err = Advertised(cfg.RaftAdvertise, ln.Addr().String(), cfg.AdvertiseHost)
 	if err != nil {
 		_ = ln.Close()
 		return nil, err
@@ -415,9 +415,10 @@ func writeFileSync(p string, b []byte) error {
 	return os.Rename(tmp, p)
 }
 
-// advertised returns the address peers should dial: explicit if given,
-// else bound with an unspecified host replaced.
-func advertised(explicit, bound, host string) (string, error) {
+// Advertised returns the address peers should dial: explicit if given,
+// else bound with an unspecified host (0.0.0.0, ::) replaced by host, or
+// by PrivateIP without one.
+func Advertised(explicit, bound, host string) (string, error) {
 	if explicit != "" {
 		if _, _, err := net.SplitHostPort(explicit); err != nil {
 			return "", fmt.Errorf("%w: advertise address %q: %w", ErrConfig, explicit, err)

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -55,23 +54,15 @@ func advertisedURL(cfg Config, bound string) (string, error) {
 		}
 		return cfg.AdvertiseHTTP, nil
 	}
-	h, p, err := net.SplitHostPort(bound)
+	hostPort, err := cluster.Advertised("", bound, cfg.AdvertiseAddr) // as Raft's and gossip's
 	if err != nil {
-		return "", fmt.Errorf("node: http address %q: %w", bound, err)
-	}
-	if ip := net.ParseIP(h); ip != nil && ip.IsUnspecified() {
-		h = cfg.AdvertiseAddr
-		if h == "" { // as Raft's and gossip's advertised host
-			if h, err = cluster.PrivateIP(); err != nil {
-				return "", err
-			}
-		}
+		return "", err
 	}
 	scheme := "http"
 	if cfg.TLSCertFile != "" {
 		scheme = "https"
 	}
-	return scheme + "://" + net.JoinHostPort(h, p), nil
+	return scheme + "://" + hostPort, nil
 }
 
 // nodeCluster is the cluster as the API's ClusterService uses it: a leave
