@@ -275,9 +275,10 @@ func TestMirrorResumesAfterKill(t *testing.T) {
 		return len(tasks.Result) == 1 && tasks.Result[0].Progress != nil && tasks.Result[0].Progress.FilesDone >= 40
 	})
 	s.kill()
-	checkStoreIntegrity(t, dir)
 	verified := storedBlobs(t, dir) // what the killed server had verified and kept
+	restarted := time.Now()
 	s2 := startServer(t, dir)
+	checkStoreIntegrity(t, dir, restarted)
 	task := s2.waitJob(job.ID, 120*time.Second)
 	if task.Progress == nil || len(task.Progress.Errors) != 0 {
 		t.Fatalf("resumed sync: %+v", task.Progress)
