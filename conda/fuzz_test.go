@@ -4,6 +4,7 @@ import (
 	"archive/tar"
 	"bytes"
 	"errors"
+	"io"
 	"reflect"
 	"slices"
 	"testing"
@@ -197,4 +198,52 @@ func FuzzScanRepodata(f *testing.F) {
 			t.Fatalf("removed %v, document %v", doc.Removed, l)
 		}
 	})
+}
+
+// FuzzScanRepodataReader holds the streaming scan to the in-memory one: fed
+// in reads of one to a few bytes (so every value crosses window ends), it
+// accepts exactly the documents ScanRepodata accepts, with the same records
+// in the same order and the same header fields.
+func FuzzScanRepodataReader(f *testing.F) {
+	f.Add(Repodata("noarch", synthRecords(5, "noarch")), uint8(1))
+	f.Add([]byte(`{"packages.conda":{},"info":{"subdir":"linux-64","base_url":"b"},"packages":{"a-1-0.tar.bz2":{"name":"a","depends":["x\"]"],"size":3}},"x":[1,{"y":null}],"removed":["r"],"repodata_version":2} `), uint8(3))
+	f.Add([]byte(`{"packages":{"a-1-0.tar.bz2":{},"a-1-0.tar.bz2":{}}}`), uint8(2))
+	f.Add([]byte(`{"packages":{"a-1-0.tar.bz2":{"x":1]}}}`), uint8(1))
+	f.Add([]byte(`{"packages":{"a-1-0.tar.bz2":{}}} x`), uint8(5))
+	f.Add([]byte(`  [1, 2]`), uint8(1))
+	f.Fuzz(func(t *testing.T, b []byte, step uint8) {
+		var want, got []Record
+		wdoc, werr := ScanRepodata(b, func(r Record) error { want = append(want, r); return nil })
+		gdoc, gerr := ScanRepodataReader(&stepReader{b: b, step: int(step%7) + 1}, 0, func(r Record) error { got = append(got, r); return nil })
+		if (werr == nil) != (gerr == nil) {
+			t.Fatalf("in memory: %v; streamed: %v", werr, gerr)
+		}
+		if werr != nil {
+			if !errors.Is(gerr, ErrBadRepodata) {
+				t.Fatalf("refused without ErrBadRepodata: %v", gerr)
+			}
+			return
+		}
+		if !reflect.DeepEqual(want, got) {
+			t.Fatalf("records differ: %d in memory, %d streamed", len(want), len(got))
+		}
+		if !reflect.DeepEqual(wdoc, gdoc) {
+			t.Fatalf("header: %+v in memory, %+v streamed", wdoc, gdoc)
+		}
+	})
+}
+
+// stepReader returns at most step bytes per Read.
+type stepReader struct {
+	b    []byte
+	step int
+}
+
+func (r *stepReader) Read(p []byte) (int, error) {
+	if len(r.b) == 0 {
+		return 0, io.EOF
+	}
+	n := copy(p[:min(len(p), r.step)], r.b)
+	r.b = r.b[n:]
+	return n, nil
 }

@@ -155,51 +155,6 @@ func (p *jsonParser) object(depth int) (any, error) {
 	}
 }
 
-// members reads the object at p (on its '{') member by member: each gets
-// the key, with p on the start of the value, and must read the value.
-// intern shares the strings of keys seen before (object keys that repeat
-// from record to record).
-func (p *jsonParser) members(intern bool, each func(key string) error) error {
-	p.i++ // {
-	p.space()
-	if p.i < len(p.b) && p.b[p.i] == '}' {
-		p.i++
-		return nil
-	}
-	for {
-		if p.i >= len(p.b) || p.b[p.i] != '"' {
-			return p.fail("looking for beginning of object key string")
-		}
-		k, err := p.str(intern)
-		if err != nil {
-			return err
-		}
-		p.space()
-		if p.i >= len(p.b) || p.b[p.i] != ':' {
-			return p.fail("after object key")
-		}
-		p.i++
-		p.space()
-		if err := each(k); err != nil {
-			return err
-		}
-		p.space()
-		if p.i >= len(p.b) {
-			return p.fail("after object key:value pair")
-		}
-		switch p.b[p.i] {
-		case ',':
-			p.i++
-			p.space()
-		case '}':
-			p.i++
-			return nil
-		default:
-			return p.fail("after object key:value pair")
-		}
-	}
-}
-
 func (p *jsonParser) array(depth int) (any, error) {
 	if depth > maxJSONDepth {
 		return nil, errJSONDepth

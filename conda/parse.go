@@ -1,9 +1,11 @@
 package conda
 
 import (
+	"bytes"
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 )
 
 // RepodataDoc is a repodata.json document that passed ParseRepodata.
@@ -72,17 +74,60 @@ func ParseRepodata(b []byte) (*RepodataDoc, error) {
 // PackagesConda stay nil. On an error, records already passed on belong to
 // a document that is refused. each's error ends the scan and is returned.
 func ScanRepodata(b []byte, each func(Record) error) (*RepodataDoc, error) {
-	p := jsonParser{b: b, keys: map[string]string{}}
+	s := &repodataScanner{p: jsonParser{b: b, keys: map[string]string{}}, eof: true}
+	return s.scan(each)
+}
+
+// MaxRepodataValue is the default bound of ScanRepodataReader on one value
+// of the document (a record, or a header field such as "removed").
+const MaxRepodataValue = 64 << 20
+
+// ScanRepodataReader is ScanRepodata reading the document from r: it holds
+// one record (or header value) at a time, never the document, so a
+// conda-forge-sized repodata.json (hundreds of megabytes) is checked and
+// scanned in a few megabytes of memory. A value (with the whitespace around
+// it) larger than maxValue bytes (MaxRepodataValue if 0) refuses the
+// document. Errors of r are returned as they are (not as ErrBadRepodata).
+func ScanRepodataReader(r io.Reader, maxValue int, each func(Record) error) (*RepodataDoc, error) {
+	if maxValue <= 0 {
+		maxValue = MaxRepodataValue
+	}
+	s := &repodataScanner{p: jsonParser{keys: map[string]string{}}, r: r, max: maxValue}
+	return s.scan(each)
+}
+
+// repodataScanner runs the checks of ScanRepodata over a window of the
+// document: before the parser reads a key or a value, ensure makes sure
+// the window holds all of it (found by a lenient structural scan), so the
+// strict parser (jsonParser) never needs bytes beyond the window. With the
+// whole document in the window (eof from the start), ensure does nothing.
+type repodataScanner struct {
+	p   jsonParser
+	r   io.Reader
+	eof bool
+	max int
+	err error // of r
+	buf []byte
+}
+
+func (s *repodataScanner) scan(each func(Record) error) (*RepodataDoc, error) {
+	p := &s.p
+	if err := s.ensure(spaceEnd); err != nil {
+		return nil, err
+	}
 	p.space()
-	if p.i >= len(b) || b[p.i] != '{' {
-		if _, err := parseJSON(b); err != nil {
+	if p.i >= len(p.b) || p.b[p.i] != '{' {
+		if err := s.ensure(valueEnd); err != nil {
+			return nil, err
+		}
+		if _, err := parseJSON(p.b[p.i:]); err != nil {
 			return nil, fmt.Errorf("%w: %w", ErrBadRepodata, err)
 		}
 		return nil, fmt.Errorf("%w: not a JSON object", ErrBadRepodata)
 	}
 	doc := &RepodataDoc{}
 	seen := map[string]bool{}
-	err := p.members(true, func(key string) error {
+	err := s.members(true, func(key string) error {
 		switch key {
 		case "info", "repodata_version", "removed", "packages", "packages.conda":
 			if seen[key] {
@@ -92,9 +137,12 @@ func ScanRepodata(b []byte, each func(Record) error) (*RepodataDoc, error) {
 		}
 		switch key {
 		case "packages":
-			return p.scanSection(key, ExtTarBz2, each)
+			return s.scanSection(key, ExtTarBz2, each)
 		case "packages.conda":
-			return p.scanSection(key, ExtConda, each)
+			return s.scanSection(key, ExtConda, each)
+		}
+		if err := s.ensure(valueEnd); err != nil {
+			return err
 		}
 		v, err := p.value(1)
 		if err != nil {
@@ -102,9 +150,15 @@ func ScanRepodata(b []byte, each func(Record) error) (*RepodataDoc, error) {
 		}
 		return doc.header(key, v)
 	})
-	if err == nil {
-		if p.space(); p.i != len(b) {
+	for err == nil { // only whitespace may follow
+		if err = s.ensure(spaceEnd); err != nil {
+			break
+		}
+		p.space()
+		if p.i != len(p.b) {
 			err = p.fail("after top-level value")
+		} else if s.eof {
+			break
 		}
 	}
 	var syntax *syntaxError
@@ -117,19 +171,83 @@ func ScanRepodata(b []byte, each func(Record) error) (*RepodataDoc, error) {
 	return doc, nil
 }
 
+// members reads the object at the parser (on its '{') member by member:
+// each gets the key, with the parser on the start of the value, and must
+// read the value. intern shares the strings of keys seen before.
+func (s *repodataScanner) members(intern bool, each func(key string) error) error {
+	p := &s.p
+	p.i++ // {
+	if err := s.ensure(spaceEnd); err != nil {
+		return err
+	}
+	p.space()
+	if p.i < len(p.b) && p.b[p.i] == '}' {
+		p.i++
+		return nil
+	}
+	for {
+		if err := s.ensure(keyEnd); err != nil {
+			return err
+		}
+		p.space()
+		if p.i >= len(p.b) || p.b[p.i] != '"' {
+			return p.fail("looking for beginning of object key string")
+		}
+		k, err := p.str(intern)
+		if err != nil {
+			return err
+		}
+		p.space()
+		if p.i >= len(p.b) || p.b[p.i] != ':' {
+			return p.fail("after object key")
+		}
+		p.i++
+		if err := s.ensure(spaceEnd); err != nil {
+			return err
+		}
+		p.space()
+		if err := each(k); err != nil {
+			return err
+		}
+		if err := s.ensure(spaceEnd); err != nil {
+			return err
+		}
+		p.space()
+		if p.i >= len(p.b) {
+			return p.fail("after object key:value pair")
+		}
+		switch p.b[p.i] {
+		case ',':
+			p.i++
+		case '}':
+			p.i++
+			return nil
+		default:
+			return p.fail("after object key:value pair")
+		}
+	}
+}
+
 // scanSection reads one packages section, checking each record.
-func (p *jsonParser) scanSection(key, ext string, each func(Record) error) error {
+func (s *repodataScanner) scanSection(key, ext string, each func(Record) error) error {
+	p := &s.p
 	bad := func(format string, args ...any) error {
 		return fmt.Errorf("%w: %s: %s", ErrBadRepodata, key, fmt.Sprintf(format, args...))
 	}
 	if p.i >= len(p.b) || p.b[p.i] != '{' {
+		if err := s.ensure(valueEnd); err != nil {
+			return err
+		}
 		if _, err := p.value(1); err != nil {
 			return err
 		}
 		return fmt.Errorf("%w: %s is not an object", ErrBadRepodata, key)
 	}
 	seen := map[string]bool{}
-	return p.members(false, func(fn string) error {
+	return s.members(false, func(fn string) error {
+		if err := s.ensure(valueEnd); err != nil {
+			return err
+		}
 		v, err := p.value(2)
 		if err != nil {
 			return err
@@ -154,6 +272,164 @@ func (p *jsonParser) scanSection(key, ext string, each func(Record) error) error
 		subdir, _ := rec["subdir"].(string)
 		return each(Record{Filename: fn, Subdir: subdir, Fields: rec})
 	})
+}
+
+// readChunk is how much ScanRepodataReader reads at a time.
+const readChunk = 256 << 10
+
+// ensure makes the window hold, from the parser's position, all that end
+// says the next step reads (or the rest of the document, at its end).
+func (s *repodataScanner) ensure(end func(b []byte) int) error {
+	for !s.eof {
+		n := end(s.p.b[s.p.i:])
+		if n > s.max {
+			return fmt.Errorf("%w: a value larger than %d bytes", ErrBadRepodata, s.max)
+		}
+		if n >= 0 {
+			return nil
+		}
+		if err := s.fill(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// fill moves the unread part of the window to the front of the buffer
+// and reads more after it, growing the buffer up to max.
+func (s *repodataScanner) fill() error {
+	p := &s.p
+	rest := len(p.b) - p.i
+	if rest > s.max {
+		return fmt.Errorf("%w: a value larger than %d bytes", ErrBadRepodata, s.max)
+	}
+	if need := rest + readChunk; cap(s.buf) < need {
+		nb := make([]byte, rest, max(need, 2*cap(s.buf)))
+		copy(nb, p.b[p.i:])
+		s.buf = nb
+	} else {
+		copy(s.buf[:rest], p.b[p.i:])
+		s.buf = s.buf[:rest]
+	}
+	p.i = 0
+	n, err := io.ReadAtLeast(s.r, s.buf[rest:cap(s.buf)], 1)
+	s.buf = s.buf[:rest+n]
+	p.b = s.buf
+	switch {
+	case errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF):
+		s.eof = true
+	case err != nil:
+		return err
+	}
+	return nil
+}
+
+// The end functions return how many bytes of b (the window from the
+// parser's position) the next step reads, or -1 if b does not hold them
+// all yet. They are lenient: on malformed input they may stop early or
+// late; the strict parser then fails within the window either way.
+
+// spaceEnd: whitespace and the byte after it.
+func spaceEnd(b []byte) int { return within(b, skipSpace(b, 0)) }
+
+// within returns i+1 if b holds b[i], else -1.
+func within(b []byte, i int) int {
+	if i < len(b) {
+		return i + 1
+	}
+	return -1
+}
+
+// keyEnd: an object key string, the colon after it, and the byte after
+// that (or the byte that is not a key).
+func keyEnd(b []byte) int {
+	i := skipSpace(b, 0)
+	if i >= len(b) {
+		return -1
+	}
+	if b[i] != '"' {
+		return i + 1
+	}
+	i, ok := stringEnd(b, i)
+	if !ok {
+		return -1
+	}
+	i = skipSpace(b, i)
+	if i >= len(b) {
+		return -1
+	}
+	return within(b, skipSpace(b, i+1))
+}
+
+// valueEnd: a whole value and the byte after it.
+func valueEnd(b []byte) int {
+	i := skipSpace(b, 0)
+	if i >= len(b) {
+		return -1
+	}
+	switch b[i] {
+	case '"':
+		end, ok := stringEnd(b, i)
+		if !ok {
+			return -1
+		}
+		return within(b, skipSpace(b, end))
+	case '{', '[':
+		depth := 0
+		for i < len(b) {
+			switch b[i] {
+			case '"':
+				end, ok := stringEnd(b, i)
+				if !ok {
+					return -1
+				}
+				i = end
+				continue
+			case '{', '[':
+				depth++
+			case '}', ']':
+				if depth--; depth == 0 {
+					return within(b, skipSpace(b, i+1))
+				}
+			}
+			i++
+		}
+		return -1
+	}
+	for ; i < len(b); i++ { // a scalar runs to a delimiter
+		switch b[i] {
+		case ',', '}', ']', ':', '"', '{', '[', ' ', '\t', '\n', '\r':
+			return i + 1
+		}
+	}
+	return -1
+}
+
+func skipSpace(b []byte, i int) int {
+	for i < len(b) && (b[i] == ' ' || b[i] == '\t' || b[i] == '\n' || b[i] == '\r') {
+		i++
+	}
+	return i
+}
+
+// stringEnd returns the index after the string starting at b[i] (a quote).
+func stringEnd(b []byte, i int) (int, bool) {
+	for j := i + 1; j < len(b); {
+		q := bytes.IndexByte(b[j:], '"')
+		if q < 0 {
+			return 0, false
+		}
+		q += j
+		bs := 0
+		for k := q - 1; k > i && b[k] == '\\'; k-- {
+			bs++
+		}
+		if bs%2 == 0 {
+			return q + 1, true
+		}
+		j = q + 1
+	}
+	return 0, false
 }
 
 // header checks and keeps one of the document's other top-level fields.
