@@ -13,6 +13,7 @@ import (
 
 	"github.com/dsnet/compress/bzip2"
 	"github.com/klauspost/compress/zstd"
+	"github.com/vmihailenco/msgpack/v5"
 )
 
 // zstdLevel is the fixed level of every zstd stream this package writes.
@@ -231,32 +232,73 @@ func Shards(subdir string, recs []Record) (index []byte, shards map[string][]byt
 	for _, r := range uniqueRecords(recs) {
 		byName[r.Name()] = append(byName[r.Name()], r)
 	}
-	enc := zstdEncoders.Get().(*zstd.Encoder)
-	defer zstdEncoders.Put(enc)
 	shards = make(map[string][]byte, len(byName))
-	digests := make(map[string]any, len(byName))
+	digests := make(map[string][]byte, len(byName))
 	var raw []byte
 	for _, name := range sortedKeys(byName) {
-		pkgs, condas := map[string]any{}, map[string]any{}
-		for _, r := range byName[name] {
-			f, err := shardFields(r)
+		var pkgs, condas [][]byte
+		for _, r := range byName[name] { // sorted by file name
+			pair, err := AppendShardPair(nil, r)
 			if err != nil {
 				return nil, nil, err
 			}
 			if isConda(r.Filename) {
-				condas[r.Filename] = f
+				condas = append(condas, pair)
 			} else {
-				pkgs[r.Filename] = f
+				pkgs = append(pkgs, pair)
 			}
 		}
-		doc := map[string]any{"packages": pkgs, "packages.conda": condas, "removed": []any{}}
-		if raw, err = appendMsgpack(raw[:0], doc); err != nil {
-			return nil, nil, fmt.Errorf("conda: shard %s: %w", name, err)
-		}
-		comp := enc.EncodeAll(raw, nil)
+		raw = AppendShard(raw[:0], pkgs, condas)
+		comp := Zstd(raw)
 		sum := sha256.Sum256(comp)
 		shards[hex.EncodeToString(sum[:])] = comp
 		digests[name] = sum[:]
+	}
+	index, err = ShardIndex(subdir, digests)
+	return index, shards, err
+}
+
+// AppendShardPair appends one record's entry in its name's shard: the
+// MessagePack of its file name, then of its fields with md5 and sha256 as
+// raw bytes. A malformed md5 or sha256 is an error.
+func AppendShardPair(dst []byte, r Record) ([]byte, error) {
+	f, err := shardFields(r)
+	if err != nil {
+		return nil, err
+	}
+	dst = appendMsgpackString(dst, r.Filename)
+	if dst, err = appendMsgpack(dst, f); err != nil {
+		return nil, fmt.Errorf("conda: shard record %s: %w", r.Filename, err)
+	}
+	return dst, nil
+}
+
+// AppendShard appends the raw (uncompressed) shard of one package name
+// made of the AppendShardPair entries of its .tar.bz2 and .conda records,
+// each list sorted by file name: the same bytes Shards compresses. Zstd
+// of it is the shard file, named by its SHA-256.
+func AppendShard(dst []byte, pkgs, condas [][]byte) []byte {
+	dst = appendMsgpackLen(dst, 3, 0x80, 0xde, 0xdf) // keys in byte order:
+	dst = appendMsgpackString(dst, "packages")
+	dst = appendMsgpackLen(dst, len(pkgs), 0x80, 0xde, 0xdf)
+	for _, p := range pkgs {
+		dst = append(dst, p...)
+	}
+	dst = appendMsgpackString(dst, "packages.conda")
+	dst = appendMsgpackLen(dst, len(condas), 0x80, 0xde, 0xdf)
+	for _, p := range condas {
+		dst = append(dst, p...)
+	}
+	dst = appendMsgpackString(dst, "removed")
+	return appendMsgpackLen(dst, 0, 0x90, 0xdc, 0xdd)
+}
+
+// ShardIndex returns the compressed CEP-16 shard index of subdir: each
+// package name mapped to the raw 32-byte SHA-256 of its shard file.
+func ShardIndex(subdir string, digests map[string][]byte) ([]byte, error) {
+	shards := make(map[string]any, len(digests))
+	for name, d := range digests {
+		shards[name] = d
 	}
 	doc := map[string]any{
 		"info": map[string]any{
@@ -264,13 +306,40 @@ func Shards(subdir string, recs []Record) (index []byte, shards map[string][]byt
 			"shards_base_url": "./shards/",
 			"subdir":          subdir,
 		},
-		"shards":  digests,
+		"shards":  shards,
 		"version": 1,
 	}
-	if raw, err = appendMsgpack(raw[:0], doc); err != nil {
-		return nil, nil, fmt.Errorf("conda: shard index: %w", err)
+	raw, err := appendMsgpack(nil, doc)
+	if err != nil {
+		return nil, fmt.Errorf("conda: shard index: %w", err)
 	}
-	return enc.EncodeAll(raw, nil), shards, nil
+	return Zstd(raw), nil
+}
+
+// ShardEntry is what a shard says of one package file.
+type ShardEntry struct {
+	SHA256 []byte `msgpack:"sha256"`
+	Size   int64  `msgpack:"size"`
+}
+
+// LookupShard finds the package file fn in a shard file (compressed, as
+// Shards makes them). ok is false when the shard does not list it.
+func LookupShard(shard []byte, fn string) (e ShardEntry, ok bool, err error) {
+	raw, err := unzstd(shard)
+	if err != nil {
+		return ShardEntry{}, false, fmt.Errorf("conda: shard: %w", err)
+	}
+	var doc struct {
+		Packages      map[string]ShardEntry `msgpack:"packages"`
+		PackagesConda map[string]ShardEntry `msgpack:"packages.conda"`
+	}
+	if err := msgpack.Unmarshal(raw, &doc); err != nil {
+		return ShardEntry{}, false, fmt.Errorf("conda: shard: %w", err)
+	}
+	if e, ok = doc.PackagesConda[fn]; !ok {
+		e, ok = doc.Packages[fn]
+	}
+	return e, ok, nil
 }
 
 // shardFields returns a shallow copy of r.Fields with md5 and sha256
@@ -310,4 +379,22 @@ func digestBytes(v any, n int) ([]byte, error) {
 		return slices.Clone(x), nil
 	}
 	return nil, fmt.Errorf("has type %T", v)
+}
+
+// maxShardSize bounds a decoded shard (LookupShard).
+const maxShardSize = 256 << 20
+
+var zstdDecoders = sync.Pool{New: func() any {
+	d, err := zstd.NewReader(nil, zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxMemory(maxShardSize), zstd.WithDecoderMaxWindow(maxZstdWindow))
+	if err != nil {
+		panic("conda: zstd decoder: " + err.Error())
+	}
+	return d
+}}
+
+// unzstd decodes b (at most maxShardSize bytes decoded).
+func unzstd(b []byte) ([]byte, error) {
+	d := zstdDecoders.Get().(*zstd.Decoder)
+	defer zstdDecoders.Put(d)
+	return d.DecodeAll(b, nil)
 }

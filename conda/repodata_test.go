@@ -595,3 +595,51 @@ func TestScanRepodataReaderBounds(t *testing.T) {
 		t.Fatalf("read error: %v", err)
 	}
 }
+
+// TestLookupShard: every record of a subdir is found in its name's shard
+// with its sha256 and size; a file of another name is not.
+func TestLookupShard(t *testing.T) {
+	recs := synthRecords(200, "linux-64")
+	_, shards, err := Shards("linux-64", recs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	byName := map[string][]byte{}
+	for _, sh := range shards {
+		raw, err := unzstd(sh)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var doc struct {
+			Packages      map[string]map[string]any `msgpack:"packages"`
+			PackagesConda map[string]map[string]any `msgpack:"packages.conda"`
+		}
+		if err := msgpack.Unmarshal(raw, &doc); err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range []map[string]map[string]any{doc.Packages, doc.PackagesConda} {
+			for _, f := range m {
+				byName[f["name"].(string)] = sh
+			}
+		}
+	}
+	for _, r := range recs {
+		e, ok, err := LookupShard(byName[r.Name()], r.Filename)
+		if err != nil || !ok {
+			t.Fatalf("%s: %v %v", r.Filename, ok, err)
+		}
+		size, _ := asInt64(r.Fields["size"])
+		if hex.EncodeToString(e.SHA256) != r.Fields["sha256"] || e.Size != size {
+			t.Fatalf("%s: %x %d", r.Filename, e.SHA256, e.Size)
+		}
+		other := recs[0]
+		if other.Name() != r.Name() {
+			if _, ok, _ := LookupShard(byName[r.Name()], other.Filename); ok {
+				t.Fatalf("%s found in the shard of %s", other.Filename, r.Name())
+			}
+		}
+	}
+	if _, _, err := LookupShard([]byte("not zstd"), "a-1-0.conda"); err == nil {
+		t.Fatal("garbage shard accepted")
+	}
+}
