@@ -216,10 +216,12 @@ type Cluster struct {
 	leadCtx    context.Context // ends with this node's leadership
 	leadCancel context.CancelFunc
 	leadTerm   uint64
-	stop       chan struct{}
-	wg         sync.WaitGroup
-	closed     atomic.Bool
-	left       atomic.Bool
+	// nudge asks nudgeLoop to tell followers the commit index now.
+	nudge  chan struct{}
+	stop   chan struct{}
+	wg     sync.WaitGroup
+	closed atomic.Bool
+	left   atomic.Bool
 }
 
 // Open starts Raft on sm and joins gossip. A node that belongs to no
@@ -235,7 +237,7 @@ func Open(ctx context.Context, cfg Config, sm stateMachine) (c *Cluster, err err
 	if err := os.MkdirAll(cfg.Dir, 0o755); err != nil {
 		return nil, fmt.Errorf("cluster: create dir: %w", err)
 	}
-	c = &Cluster{cfg: cfg, log: lg, events: make(chan event, 1024), stop: make(chan struct{})}
+	c = &Cluster{cfg: cfg, log: lg, events: make(chan event, 1024), nudge: make(chan struct{}, 1), stop: make(chan struct{})}
 	var closers []func() error
 	defer func() {
 		if err != nil {
@@ -342,9 +344,10 @@ func Open(ctx context.Context, cfg Config, sm stateMachine) (c *Cluster, err err
 			return nil, err
 		}
 	}
-	c.wg.Add(2)
+	c.wg.Add(3)
 	go c.reconcileLoop()
 	go c.leaderLoop()
+	go c.nudgeLoop()
 	if c.ml != nil {
 		c.wg.Add(1)
 		go c.joinLoop()
@@ -906,6 +909,44 @@ func (c *Cluster) leaderLoop() {
 			c.leadMu.Unlock()
 			c.log.Info("leading", "term", term)
 			c.kick()
+		}
+	}
+}
+
+// nudgeCommit asks for the commit index to reach followers without
+// waiting for the next entry or raft's commit timer. A follower that
+// forwarded a write answers its client only once it has applied the entry
+// itself, and hashicorp/raft tells followers a new commit index only with
+// the next AppendEntries: the next log entry, or an idle round every
+// CommitTimeout to twice that. Requests coalesce: one barrier in flight,
+// at most one more queued.
+func (c *Cluster) nudgeCommit() {
+	select {
+	case c.nudge <- struct{}{}:
+	default:
+	}
+}
+
+// nudgeLoop appends a barrier entry per coalesced nudge: replicating it
+// carries the leader's commit index to every follower at once. It is a log
+// entry, not a command; the FSM never sees it.
+func (c *Cluster) nudgeLoop() {
+	defer c.wg.Done()
+	for {
+		select {
+		case <-c.stop:
+			return
+		case <-c.nudge:
+		}
+		if !c.IsLeader() {
+			continue
+		}
+		done := make(chan struct{})
+		go func() { _ = c.raft.Barrier(c.cfg.ForwardTimeout).Error(); close(done) }()
+		select {
+		case <-done:
+		case <-c.stop:
+			return
 		}
 	}
 }

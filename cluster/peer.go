@@ -82,6 +82,7 @@ func (p peerServer) Forward(ctx context.Context, req *v1.ForwardRequest) (*v1.Fo
 		return nil, connect.NewError(connect.CodeUnavailable, err)
 	}
 	res, _ := f.Response().(applyResult)
+	c.nudgeCommit() // the forwarding follower waits to apply f.Index() itself
 	return &v1.ForwardResponse{Index: f.Index(), Result: c.fsm.sm.EncodeResult(res.val, res.err)}, nil
 }
 

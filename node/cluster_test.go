@@ -3,6 +3,7 @@ package node_test
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"net/http"
 	"strings"
 	"testing"
@@ -48,6 +49,27 @@ func TestClusterJoinAndFollowerWrite(t *testing.T) {
 	nodes, err := c.Nodes[0].Cluster().Nodes(context.Background())
 	if err != nil || len(nodes) != 3 {
 		t.Fatalf("nodes: %v %v", nodes, err)
+	}
+}
+
+// TestFollowerWriteNotBoundByCommitTimer: a write through a follower
+// answers once the follower has applied it, and the follower learns the
+// commit from the leader's nudge, not from raft's idle commit timer (here
+// 4 s, so a follower that waited for it would take at least that long).
+func TestFollowerWriteNotBoundByCommitTimer(t *testing.T) {
+	const commitTimer = 4 * time.Second
+	c := nodetest.NewCluster(t, 3, func(cfg *node.Config) { cfg.CommitTimeout = commitTimer })
+	f := c.Followers(t)[0]
+	for i := range 3 {
+		start := time.Now()
+		st, body := call(t, f.URL(), nodetest.AdminKey, http.MethodPost, "/api/channels", "application/json", strings.NewReader(fmt.Sprintf(`{"name":"n%d","private":false}`, i)))
+		took := time.Since(start)
+		if st != http.StatusCreated {
+			t.Fatalf("create on follower: %d %s", st, body)
+		}
+		if took >= commitTimer {
+			t.Fatalf("write %d through a follower took %v: it waited for the commit timer", i, took)
+		}
 	}
 }
 
