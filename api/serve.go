@@ -413,7 +413,7 @@ func (s *Server) serveProxied(w http.ResponseWriter, r *http.Request, ch *v1.Cha
 		// ETag; identity when it cannot be had.
 		w.Header()["Vary"] = varyAcceptEncoding
 		if acceptsGzip(r.Header) {
-			if gz, err := s.proxy.Get(r.Context(), ch, p+".gz"); err == nil {
+			if gz, err := s.proxy.GetReady(r.Context(), ch, p+".gz"); err == nil {
 				res.CID, res.ModTime, encoding = gz.CID, gz.ModTime, "gzip"
 			} else if !errors.Is(err, proxy.ErrNotFound) {
 				s.log.Warn("gzip form of a proxied index", "channel", ch.Name, "path", p, "err", err)

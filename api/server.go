@@ -48,6 +48,7 @@ type Indexes interface {
 type Proxies interface {
 	Get(ctx context.Context, ch *v1.Channel, path string) (proxy.Result, error)
 	GetStreaming(ctx context.Context, ch *v1.Channel, path string, sink proxy.Sink) (proxy.Result, error)
+	GetReady(ctx context.Context, ch *v1.Channel, path string) (proxy.Result, error)
 }
 
 // Jobs schedules the jobs the API creates.

@@ -2,14 +2,17 @@ package conda
 
 import (
 	"bytes"
+	"cmp"
 	"compress/gzip"
 	"crypto/sha256"
+	"encoding/binary"
 	"encoding/hex"
 	"fmt"
 	"io"
 	"slices"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/dsnet/compress/bzip2"
 	"github.com/klauspost/compress/zstd"
@@ -73,6 +76,46 @@ func Repodata(subdir string, recs []Record) []byte {
 // repodata.json when the current set cannot be solved.
 func CurrentRepodata(subdir string, recs []Record) []byte {
 	return Repodata(subdir, latestRecords(uniqueRecords(recs)))
+}
+
+// Latest collects, record by record, what CurrentRepodata keeps: per
+// name, the records tied for the latest version and build number. It holds
+// only those, not every record it is given.
+type Latest struct {
+	byName map[string][]Record
+}
+
+// Add offers one record.
+func (l *Latest) Add(r Record) {
+	if l.byName == nil {
+		l.byName = map[string][]Record{}
+	}
+	name := r.Name()
+	cur := l.byName[name]
+	if len(cur) > 0 {
+		c := CompareVersions(r.Version(), cur[0].Version())
+		if c == 0 {
+			c = cmp.Compare(r.BuildNumber(), cur[0].BuildNumber())
+		}
+		switch {
+		case c < 0:
+			return
+		case c == 0:
+			l.byName[name] = append(cur, r)
+			return
+		}
+	}
+	l.byName[name] = append(cur[:0], r)
+}
+
+// CurrentRepodata returns current_repodata.json of the records offered:
+// the same bytes as CurrentRepodata of all of them.
+func (l *Latest) CurrentRepodata(subdir string) []byte {
+	var recs []Record
+	for _, rs := range l.byName {
+		recs = append(recs, rs...)
+	}
+	return CurrentRepodata(subdir, recs)
 }
 
 // latestRecords keeps, per name, the records tied for the latest version
@@ -155,6 +198,36 @@ func ZstdStream(w io.Writer, r io.Reader) error {
 	enc := zstdEncoders.Get().(*zstd.Encoder)
 	defer zstdEncoders.Put(enc)
 	enc.Reset(w)
+	if _, err := io.Copy(enc, r); err != nil {
+		enc.Reset(nil)
+		return err
+	}
+	return enc.Close()
+}
+
+// WholeZstd is how a whole repodata.json of any size is compressed when
+// it is derived in the background (ZstdStreamLevel): SpeedDefault (about
+// zstd -3). Measured on a generated 315 MB conda-forge-sized linux-64
+// index on the 2-core reference machine (docs/BENCHMARKS.md, issue 11):
+// SpeedBestCompression takes several times longer for a few percent less.
+const WholeZstd = zstd.SpeedDefault
+
+// FastZstd is the level of a .zst streamed to a client while the stored
+// one is not derived yet: the fastest, so the client's first bytes come at
+// once and the stream keeps ahead of a fast link.
+const FastZstd = zstd.SpeedFastest
+
+// ZstdStreamLevel is ZstdStream at another level (WholeZstd, FastZstd).
+// Deterministic for a given level and klauspost/compress version.
+func ZstdStreamLevel(w io.Writer, r io.Reader, level zstd.EncoderLevel) error {
+	enc, err := zstd.NewWriter(w,
+		zstd.WithEncoderLevel(level),
+		zstd.WithEncoderConcurrency(1),
+		zstd.WithLowerEncoderMem(true),
+		zstd.WithEncoderCRC(true))
+	if err != nil {
+		return err
+	}
 	if _, err := io.Copy(enc, r); err != nil {
 		enc.Reset(nil)
 		return err
@@ -322,25 +395,34 @@ type ShardEntry struct {
 	Size   int64  `msgpack:"size"`
 }
 
-// LookupShard finds the package file fn in a shard file (compressed, as
-// Shards makes them). ok is false when the shard does not list it.
-func LookupShard(shard []byte, fn string) (e ShardEntry, ok bool, err error) {
+// ShardEntries returns what a shard file (compressed, as Shards makes
+// them) says of each package file it lists.
+func ShardEntries(shard []byte) (map[string]ShardEntry, error) {
 	raw, err := unzstd(shard)
 	if err != nil {
-		return ShardEntry{}, false, fmt.Errorf("conda: shard: %w", err)
+		return nil, fmt.Errorf("conda: shard: %w", err)
 	}
 	var doc struct {
 		Packages      map[string]ShardEntry `msgpack:"packages"`
 		PackagesConda map[string]ShardEntry `msgpack:"packages.conda"`
 	}
 	if err := msgpack.Unmarshal(raw, &doc); err != nil {
-		return ShardEntry{}, false, fmt.Errorf("conda: shard: %w", err)
+		return nil, fmt.Errorf("conda: shard: %w", err)
 	}
-	if e, ok = doc.PackagesConda[fn]; !ok {
-		e, ok = doc.Packages[fn]
+	out := doc.PackagesConda
+	if out == nil {
+		out = map[string]ShardEntry{}
 	}
-	return e, ok, nil
+	for fn, e := range doc.Packages {
+		out[fn] = e
+	}
+	return out, nil
 }
+
+// ShardKeep is how long a shard stays served after a rebuild stopped
+// naming it, for clients holding an older shard index (CEP-16 suggests
+// about a week).
+const ShardKeep = 7 * 24 * time.Hour
 
 // shardFields returns a shallow copy of r.Fields with md5 and sha256
 // converted from hex to raw bytes.
@@ -397,4 +479,36 @@ func unzstd(b []byte) ([]byte, error) {
 	d := zstdDecoders.Get().(*zstd.Decoder)
 	defer zstdDecoders.Put(d)
 	return d.DecodeAll(b, nil)
+}
+
+// AppendZstd appends b compressed as Zstd does.
+func AppendZstd(dst, b []byte) []byte {
+	enc := zstdEncoders.Get().(*zstd.Encoder)
+	defer zstdEncoders.Put(enc)
+	return enc.EncodeAll(b, dst)
+}
+
+// ShardPairName returns the file name an AppendShardPair entry starts
+// with ("" if pair does not start with a MessagePack string).
+func ShardPairName(pair []byte) string {
+	if len(pair) == 0 {
+		return ""
+	}
+	n, at := 0, 1
+	switch c := pair[0]; {
+	case c&0xe0 == 0xa0:
+		n = int(c & 0x1f)
+	case c == 0xd9 && len(pair) >= 2:
+		n, at = int(pair[1]), 2
+	case c == 0xda && len(pair) >= 3:
+		n, at = int(binary.BigEndian.Uint16(pair[1:])), 3
+	case c == 0xdb && len(pair) >= 5:
+		n, at = int(binary.BigEndian.Uint32(pair[1:])), 5
+	default:
+		return ""
+	}
+	if at+n > len(pair) {
+		return ""
+	}
+	return string(pair[at : at+n])
 }

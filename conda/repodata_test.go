@@ -596,9 +596,9 @@ func TestScanRepodataReaderBounds(t *testing.T) {
 	}
 }
 
-// TestLookupShard: every record of a subdir is found in its name's shard
+// TestShardEntries: every record of a subdir is found in its name's shard
 // with its sha256 and size; a file of another name is not.
-func TestLookupShard(t *testing.T) {
+func TestShardEntries(t *testing.T) {
 	recs := synthRecords(200, "linux-64")
 	_, shards, err := Shards("linux-64", recs)
 	if err != nil {
@@ -624,7 +624,8 @@ func TestLookupShard(t *testing.T) {
 		}
 	}
 	for _, r := range recs {
-		e, ok, err := LookupShard(byName[r.Name()], r.Filename)
+		entries, err := ShardEntries(byName[r.Name()])
+		e, ok := entries[r.Filename]
 		if err != nil || !ok {
 			t.Fatalf("%s: %v %v", r.Filename, ok, err)
 		}
@@ -634,12 +635,40 @@ func TestLookupShard(t *testing.T) {
 		}
 		other := recs[0]
 		if other.Name() != r.Name() {
-			if _, ok, _ := LookupShard(byName[r.Name()], other.Filename); ok {
+			if _, ok := entries[other.Filename]; ok {
 				t.Fatalf("%s found in the shard of %s", other.Filename, r.Name())
 			}
 		}
 	}
-	if _, _, err := LookupShard([]byte("not zstd"), "a-1-0.conda"); err == nil {
+	if _, err := ShardEntries([]byte("not zstd")); err == nil {
 		t.Fatal("garbage shard accepted")
+	}
+}
+
+// TestLatestMatchesCurrentRepodata: fed record by record (in any order),
+// Latest gives the bytes CurrentRepodata gives for the whole list.
+func TestLatestMatchesCurrentRepodata(t *testing.T) {
+	recs := synthRecords(500, "linux-64")
+	rng := rand.New(rand.NewPCG(1, 2))
+	for i := range recs { // ties on version and build number, other builds
+		if rng.IntN(3) == 0 {
+			f := map[string]any{}
+			for k, v := range recs[i].Fields {
+				f[k] = v
+			}
+			f["build_number"] = json.Number(fmt.Sprint(rng.IntN(3)))
+			recs[i].Fields = f
+		}
+	}
+	want := CurrentRepodata("linux-64", recs)
+	for range 3 {
+		rng.Shuffle(len(recs), func(i, j int) { recs[i], recs[j] = recs[j], recs[i] })
+		var l Latest
+		for _, r := range recs {
+			l.Add(r)
+		}
+		if got := l.CurrentRepodata("linux-64"); !bytes.Equal(got, want) {
+			t.Fatalf("Latest differs from CurrentRepodata (%d vs %d bytes)", len(got), len(want))
+		}
 	}
 }

@@ -761,7 +761,10 @@ func (n *Node) Sweep(ctx context.Context, now time.Time, dry bool) (jobs.SweepRe
 			return nil
 		})
 	}
-	res, err := jobs.Sweep(ctx, n.st, n.cfg.BlobGrace, now, dry, versions, published, proxied)
+	derived := func(ctx context.Context, keep func(cid.Cid)) error {
+		return n.proxy.EachDerived(ctx, func(c cid.Cid) error { keep(c); return nil })
+	}
+	res, err := jobs.Sweep(ctx, n.st, n.cfg.BlobGrace, now, dry, versions, published, proxied, derived)
 	if err == nil && res.Blobs > 0 {
 		n.log.Info("blob sweep", "blobs", res.Blobs, "bytes", res.Bytes, "dry_run", dry)
 	}

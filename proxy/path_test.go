@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"net/url"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -91,33 +92,54 @@ func TestNegCacheIsBounded(t *testing.T) {
 	}
 }
 
-func TestRecordSetsAreBounded(t *testing.T) {
-	r := newRecordSets(10)
-	set := func(n int) *recordSet {
-		m := map[string]want{}
-		for i := range n {
-			m[time.Duration(i).String()] = want{}
+// TestDerivedSetEncoding: a set survives encodeSet/decodeSet; truncated
+// or extended encodings are refused.
+func TestDerivedSetEncoding(t *testing.T) {
+	s := sampleSet()
+	b := encodeSet(s)
+	got, err := decodeSet(b)
+	if err != nil || !reflect.DeepEqual(got, s) {
+		t.Fatalf("round trip: %v\n%+v\n%+v", err, got, s)
+	}
+	for n := range len(b) {
+		if _, err := decodeSet(b[:n]); err == nil {
+			t.Fatalf("truncated to %d bytes: accepted", n)
 		}
-		return &recordSet{m: m}
 	}
-	keys := make([]cid.Cid, 5)
-	for i := range keys {
+	if _, err := decodeSet(append(b, 0)); err == nil {
+		t.Fatal("trailing byte accepted")
+	}
+}
+
+func sampleSet() *derivedSet {
+	c := func(i byte) cid.Cid {
 		h := make([]byte, 34)
-		h[0], h[1], h[33] = 0x12, 0x20, byte(i)
-		keys[i] = cid.NewCidV1(cid.Raw, h)
+		h[0], h[1], h[33] = 0x12, 0x20, i
+		return cid.NewCidV1(cid.Raw, h)
 	}
-	r.put(keys[0], set(4))
-	r.put(keys[1], set(4))
-	r.get(keys[0]) // keys[1] is now the least recently used
-	r.put(keys[2], set(4))
-	if _, ok := r.get(keys[1]); ok || r.total > 10 {
-		t.Fatalf("least recently used set kept (total %d)", r.total)
+	s := &derivedSet{src: c(1), tag: "1700000000 https://u.example/c", built: 1700000000, files: map[string]cid.Cid{fileZst: c(2), fileShardIndex: c(3)},
+		names: map[string]nameShard{}, shards: map[[32]byte]bool{}, retired: map[[32]byte]int64{{9}: 1699999999}}
+	for i, n := range []string{"numpy", "python", "zlib"} {
+		ns := nameShard{raw: [32]byte{byte(i)}, shard: [32]byte{byte(i), 1}}
+		s.names[n] = ns
+		s.shards[ns.shard] = true
 	}
-	if _, ok := r.get(keys[0]); !ok {
-		t.Fatal("recently used set dropped")
-	}
-	r.put(keys[3], set(50)) // larger than the bound: kept alone
-	if _, ok := r.get(keys[3]); !ok || len(r.sets) != 1 || r.total != 50 {
-		t.Fatalf("%d sets, total %d", len(r.sets), r.total)
-	}
+	return s
+}
+
+// FuzzDecodeSet: decoding never panics, and what decodes re-encodes to
+// the same bytes.
+func FuzzDecodeSet(f *testing.F) {
+	f.Add(encodeSet(sampleSet()))
+	f.Add([]byte("pxd1"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		s, err := decodeSet(b)
+		if err != nil {
+			return
+		}
+		again, err := decodeSet(encodeSet(s))
+		if err != nil || !reflect.DeepEqual(again, s) {
+			t.Fatalf("re-encoded set differs: %v", err)
+		}
+	})
 }

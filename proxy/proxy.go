@@ -30,6 +30,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/condamesh/condamesh/catalog"
@@ -59,7 +60,8 @@ type Proposer interface {
 	Propose(ctx context.Context, cmd *v1.Command) (any, error)
 }
 
-// Blobs is the blob store as the proxy uses it.
+// Blobs is the store as the proxy uses it: blobs, scratch files, and the
+// node-local keys of derived sets.
 type Blobs interface {
 	Put(ctx context.Context, r io.Reader, opt store.PutOptions) (store.BlobInfo, error)
 	Has(ctx context.Context, c cid.Cid) bool
@@ -67,6 +69,11 @@ type Blobs interface {
 	Stat(ctx context.Context, c cid.Cid) (store.BlobInfo, error)
 	ReadAll(ctx context.Context, c cid.Cid) ([]byte, error)
 	Open(ctx context.Context, c cid.Cid) (*store.Blob, error)
+	Sync(ctx context.Context) error
+	NewScratch() (*store.Scratch, error)
+	Get(ctx context.Context, key []byte) ([]byte, error)
+	Scan(ctx context.Context, prefix []byte, fn func(key, value []byte) error) error
+	WriteLocal(ctx context.Context, writes []store.LocalWrite) error
 }
 
 // DefaultMaxIndexSize is the default bound of an upstream index file.
@@ -82,13 +89,13 @@ type Config struct {
 	NegativeTTL time.Duration
 	// NegativeEntries bounds the 404s remembered. Default 10,000.
 	NegativeEntries int
-	// Derivations bounds the index derivations (and parses of a
-	// repodata.json for its package records) running at once. Default 1.
+	// Derivations bounds the derivations of index files (derived sets,
+	// and the gzip and bzip2 forms of a repodata.json) running at once:
+	// each holds a few megabytes plus, per package name of its subdir, the
+	// records of the latest version. Default 1.
 	Derivations int
-	// RecordsCached bounds the package records kept in memory, over all
-	// cached repodata.json files (each costs about 150 bytes); one
-	// repodata.json with more records is still kept, alone. Default 1<<20.
-	RecordsCached int
+	// DeriveTimeout bounds one derivation. Default 10 min.
+	DeriveTimeout time.Duration
 	// RefreshTimeout bounds a background revalidation. Default 2 min.
 	RefreshTimeout time.Duration
 	// Now returns the current time; tests replace it.
@@ -98,7 +105,7 @@ type Config struct {
 
 // Validate reports a configuration that cannot work.
 func (c *Config) Validate() error {
-	if c.MaxIndexSize < 0 || c.NegativeTTL < 0 || c.NegativeEntries < 0 || c.Derivations < 0 || c.RecordsCached < 0 || c.RefreshTimeout < 0 {
+	if c.MaxIndexSize < 0 || c.NegativeTTL < 0 || c.NegativeEntries < 0 || c.Derivations < 0 || c.DeriveTimeout < 0 || c.RefreshTimeout < 0 {
 		return errors.New("proxy: config: negative bound")
 	}
 	return nil
@@ -114,8 +121,16 @@ type Proxy struct {
 	log   *slog.Logger
 	sf    singleflight.Group
 	neg   *negCache
-	sets  *recordSets
 	work  chan struct{} // a slot per derivation running (Config.Derivations)
+
+	// Derived sets (derived.go): the published ones by key(channel,
+	// subdir), and decoded shards for package look-ups.
+	setsMu      sync.Mutex
+	setCache    map[string]*derivedSet
+	entryCache  map[[32]byte]map[string]conda.ShardEntry
+	deriving    map[string]*derivation // under mu
+	derivations atomic.Uint64
+	shardsBuilt atomic.Uint64
 
 	mu         sync.Mutex
 	failures   map[string]failure // key -> last failed revalidation
@@ -159,8 +174,8 @@ func New(cfg Config, cat *catalog.Catalog, blobs Blobs, prop Proposer, up *upstr
 	if cfg.Derivations == 0 {
 		cfg.Derivations = 1
 	}
-	if cfg.RecordsCached == 0 {
-		cfg.RecordsCached = 1 << 20
+	if cfg.DeriveTimeout == 0 {
+		cfg.DeriveTimeout = 10 * time.Minute
 	}
 	if cfg.RefreshTimeout == 0 {
 		cfg.RefreshTimeout = 2 * time.Minute
@@ -172,7 +187,8 @@ func New(cfg Config, cat *catalog.Catalog, blobs Blobs, prop Proposer, up *upstr
 		cfg.Logger = slog.Default()
 	}
 	return &Proxy{cfg: cfg, cat: cat, blobs: blobs, prop: prop, up: up, log: cfg.Logger.With("component", "proxy"),
-		neg: newNegCache(cfg.NegativeEntries), sets: newRecordSets(cfg.RecordsCached), work: make(chan struct{}, cfg.Derivations),
+		neg: newNegCache(cfg.NegativeEntries), work: make(chan struct{}, cfg.Derivations),
+		setCache: map[string]*derivedSet{}, entryCache: map[[32]byte]map[string]conda.ShardEntry{}, deriving: map[string]*derivation{},
 		failures: map[string]failure{}, refreshing: map[string]bool{}}
 }
 
@@ -202,7 +218,14 @@ func isImmutable(path string) bool {
 // upstream on a miss (blocking) or revalidating it in the background when
 // its TTL has passed.
 func (p *Proxy) Get(ctx context.Context, ch *v1.Channel, path string) (Result, error) {
-	return p.get(ctx, ch, path, nil)
+	return p.get(ctx, ch, path, nil, false)
+}
+
+// GetReady is Get for a file the caller can do without: a derived gzip or
+// bzip2 form of a repodata.json that is not derived yet is not waited for
+// (ErrNotFound; its derivation starts in the background).
+func (p *Proxy) GetReady(ctx context.Context, ch *v1.Channel, path string) (Result, error) {
+	return p.get(ctx, ch, path, nil, true)
 }
 
 // Sink receives a package file while a cold fetch stores it, so that the
@@ -223,12 +246,15 @@ type Sink interface {
 // GetStreaming is Get with a cold fetch of a package file streamed to sink.
 // If sink's Begin was called, an error means the response was cut short.
 func (p *Proxy) GetStreaming(ctx context.Context, ch *v1.Channel, path string, sink Sink) (Result, error) {
-	return p.get(ctx, ch, path, sink)
+	return p.get(ctx, ch, path, sink, false)
 }
 
-func (p *Proxy) get(ctx context.Context, ch *v1.Channel, path string, sink Sink) (Result, error) {
+func (p *Proxy) get(ctx context.Context, ch *v1.Channel, path string, sink Sink, ready bool) (Result, error) {
 	if err := checkPath(path); err != nil {
 		return Result{}, fmt.Errorf("%w: %s/%s: %v", ErrNotFound, ch.Name, path, err)
+	}
+	if subdir, file, ok := strings.Cut(path, "/"); ok && conda.ValidSubdir(subdir) && isDerivedFile(file) {
+		return p.getDerivable(ctx, ch, subdir, file, ready) // an upstream 404 means: derive it
 	}
 	if p.neg.has(key(ch.Name, path), p.cfg.Now()) {
 		return Result{}, fmt.Errorf("%w: %s/%s", ErrNotFound, ch.Name, path)
@@ -239,6 +265,47 @@ func (p *Proxy) get(ctx context.Context, ch *v1.Channel, path string, sink Sink)
 	return p.getIndex(ctx, ch, path)
 }
 
+// groupAnchor returns the file whose presence upstream says whether the
+// upstream publishes file's group (the shards and their index; the
+// current_repodata.json variants) or the proxy derives it.
+func groupAnchor(file string) string {
+	switch {
+	case strings.HasPrefix(file, shardsDir):
+		return fileShardIndex
+	case strings.HasPrefix(file, fileCurrent):
+		return fileCurrent
+	}
+	return file
+}
+
+// getDerivable answers a file the proxy derives when the upstream does not
+// publish its group: from the upstream when it does (its anchor is cached,
+// or the upstream has it), else from the subdir's derived set.
+func (p *Proxy) getDerivable(ctx context.Context, ch *v1.Channel, subdir, file string, ready bool) (Result, error) {
+	path, anchor := subdir+"/"+file, subdir+"/"+groupAnchor(file)
+	if e, err := p.cat.ProxyEntry(ctx, ch.Name, anchor); err == nil && e.Status == http.StatusOK && !strings.HasPrefix(e.Etag, legacyDerivedPrefix) {
+		return p.getIndex(ctx, ch, path)
+	} else if err != nil && !errors.Is(err, catalog.ErrNotFound) {
+		return Result{}, err
+	}
+	if !p.neg.has(key(ch.Name, anchor), p.cfg.Now()) {
+		// Not asked lately: ask the upstream for the anchor.
+		_, err := p.getIndex(ctx, ch, anchor)
+		if err == nil {
+			return p.getIndex(ctx, ch, path)
+		}
+		if !errors.Is(err, ErrNotFound) {
+			return Result{}, err
+		}
+	}
+	return p.derivedFile(ctx, ch, subdir, file, ready)
+}
+
+// legacyDerivedPrefix marks the replicated entries of files an earlier
+// version derived ("derived:<source CID>"): derived files are node-local
+// now, and such entries are ignored.
+const legacyDerivedPrefix = "derived:"
+
 // getIndex answers an index file (anything but a package).
 func (p *Proxy) getIndex(ctx context.Context, ch *v1.Channel, path string) (Result, error) {
 	e, err := p.cat.ProxyEntry(ctx, ch.Name, path)
@@ -248,20 +315,12 @@ func (p *Proxy) getIndex(ctx context.Context, ch *v1.Channel, path string) (Resu
 	if e != nil && e.Status != http.StatusOK {
 		e = nil // a 404 replicated by an older version: not trusted any more
 	}
+	if e != nil && strings.HasPrefix(e.Etag, legacyDerivedPrefix) {
+		e = nil
+	}
 	validated, refresh := time.Time{}, path
 	if e != nil {
 		validated = time.Unix(e.ValidatedUnix, 0)
-		if srcCID, ok := derivedFrom(e); ok {
-			// A derived file is as fresh as its source, which is what gets
-			// revalidated; once the source changed, it is derived again.
-			src, _, _ := derivable(path)
-			se, err := p.cat.ProxyEntry(ctx, ch.Name, src)
-			if err != nil || se.Status != http.StatusOK || se.Cid != srcCID {
-				e = nil
-			} else {
-				validated, refresh = time.Unix(se.ValidatedUnix, 0), src
-			}
-		}
 	}
 	if e != nil {
 		if h, ok := p.stored(ctx, ch.Name, path, e); ok {
@@ -433,32 +492,16 @@ func (p *Proxy) request(ch *v1.Channel, path string, maxBytes int64) upstream.Re
 }
 
 // fetch gets index file path from the upstream (conditionally when cached
-// is set), stores it and records the entry. Missing derivable index
-// variants are built from the subdir's repodata.json; a member of a group
-// of derived files (a shard, current_repodata.json.zst) is not asked from
-// an upstream that did not have the group's first file.
+// is set), stores it and records the entry. A subdir's repodata.json that
+// changed starts the derivation of the subdir's new derived set, if it
+// has one.
 func (p *Proxy) fetch(ctx context.Context, ch *v1.Channel, path string, cached *v1.ProxyEntry) (Result, error) {
-	_, anchor, canDerive := derivable(path)
-	if canDerive && path != anchor {
-		if ae, err := p.cat.ProxyEntry(ctx, ch.Name, anchor); err == nil && ae.Status == http.StatusOK {
-			if _, derived := derivedFrom(ae); derived {
-				return p.derive(ctx, ch, path)
-			}
-		}
-	}
 	req := p.request(ch, path, p.cfg.MaxIndexSize)
-	if cached != nil && cached.Status == http.StatusOK && !strings.HasPrefix(cached.Etag, derivedPrefix) {
+	if cached != nil && cached.Status == http.StatusOK && !strings.HasPrefix(cached.Etag, legacyDerivedPrefix) {
 		req.IfNoneMatch, req.IfModifiedSince = cached.Etag, cached.LastModified
 	}
 	resp, err := p.up.Get(ctx, req)
 	if errors.Is(err, upstream.ErrNotFound) {
-		if canDerive {
-			res, err := p.derive(ctx, ch, path)
-			if errors.Is(err, ErrNotFound) {
-				return Result{}, p.notFound(ch, path)
-			}
-			return res, err
-		}
 		return Result{}, p.notFound(ch, path)
 	}
 	if errors.Is(err, upstream.ErrTooLarge) {
@@ -491,6 +534,13 @@ func (p *Proxy) fetch(ctx context.Context, ch *v1.Channel, path string, cached *
 	e := &v1.ProxyEntry{Channel: ch.Name, Path: path, Cid: info.CID.String(), Etag: resp.ETag, LastModified: resp.LastModified, ValidatedUnix: p.cfg.Now().Unix(), Size: info.Size, Status: http.StatusOK}
 	if err := p.record(ctx, e); err != nil {
 		return Result{}, err
+	}
+	if subdir, file, _ := strings.Cut(path, "/"); file == "repodata.json" && (cached == nil || cached.Cid != e.Cid) {
+		// Derive the new set now (the previous one is served meanwhile),
+		// not when a client next asks.
+		if s, err := p.currentSet(ctx, ch, subdir); err == nil && s != nil && !s.src.Equals(info.CID) {
+			p.deriveAsync(ch, subdir, info.CID)
+		}
 	}
 	return Result{CID: info.CID, ModTime: modTime(e), Immutable: isImmutable(path)}, nil
 }

@@ -1,6 +1,7 @@
 package store
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/rand"
@@ -753,4 +754,62 @@ func (c *ctxReader) Read(p []byte) (int, error) {
 		return 0, err
 	}
 	return c.r.Read(p)
+}
+
+// Scratch is a node-local temporary file (in the store's tmp directory,
+// which Open empties, so a crash leaves nothing behind for long).
+type Scratch struct {
+	f     vfs.File
+	w     *bufio.Writer
+	dirty bool
+	fs    vfs.FS
+	path  string
+	size  int64
+}
+
+// NewScratch creates a scratch file; Close removes it.
+func (s *Store) NewScratch() (*Scratch, error) {
+	var rnd [12]byte
+	_, _ = rand.Read(rnd[:])
+	p := s.path("tmp", "scratch-"+hex.EncodeToString(rnd[:]))
+	f, err := s.fs.Create(p, vfs.WriteCategoryUnspecified)
+	if err != nil {
+		return nil, fmt.Errorf("store: create scratch file: %w", err)
+	}
+	return &Scratch{f: f, w: bufio.NewWriterSize(f, 1<<20), fs: s.fs, path: p}, nil
+}
+
+// Append writes b at the end and returns its offset.
+func (sc *Scratch) Append(b []byte) (int64, error) {
+	off := sc.size
+	n, err := sc.w.Write(b)
+	sc.size += int64(n)
+	sc.dirty = true
+	if err != nil {
+		return 0, fmt.Errorf("store: write scratch file: %w", err)
+	}
+	return off, nil
+}
+
+// ReadAt reads len(b) bytes at off.
+func (sc *Scratch) ReadAt(b []byte, off int64) (int, error) {
+	if sc.dirty {
+		if err := sc.w.Flush(); err != nil {
+			return 0, fmt.Errorf("store: write scratch file: %w", err)
+		}
+		sc.dirty = false
+	}
+	return sc.f.ReadAt(b, off)
+}
+
+// Size is the number of bytes appended.
+func (sc *Scratch) Size() int64 { return sc.size }
+
+// Close closes and removes the file.
+func (sc *Scratch) Close() error {
+	err := sc.f.Close()
+	if rerr := sc.fs.Remove(sc.path); err == nil {
+		err = rerr
+	}
+	return err
 }

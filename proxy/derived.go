@@ -1,0 +1,842 @@
+package proxy
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"maps"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/condamesh/condamesh/catalog"
+	"github.com/condamesh/condamesh/conda"
+	v1 "github.com/condamesh/condamesh/gen/condamesh/v1"
+	"github.com/condamesh/condamesh/store"
+	"github.com/condamesh/condamesh/upstream"
+	"github.com/ipfs/go-cid"
+)
+
+// Derived sets. When the upstream publishes no repodata.json.zst, shards
+// or current_repodata.json for a subdir, the proxy derives them from its
+// copy of the subdir's repodata.json: a derived set. A set is node-local
+// (every node derives the same bytes from the same source blob, so no
+// entry is replicated for it) and complete: a set is published (one local
+// write) only once every file of it is stored, and the previous set keeps
+// being served until then, so a client never gets a shard index whose
+// shards are missing, nor waits while a new set is built.
+//
+// A derivation reads the source once, record by record
+// (conda.ScanRepodataReader): each record's shard entry is encoded and
+// appended to a scratch file, and only the latest records per name (for
+// current_repodata.json) stay in memory. Then each name's shard is
+// assembled from the scratch file; a name whose shard content did not
+// change since the previous set keeps its shard file without compressing
+// anything. The whole-file repodata.json.zst is compressed meanwhile on
+// another goroutine.
+//
+// Local key:
+//
+//	l/pxd/<channel key>/<subdir>   the subdir's current set (encodeSet)
+
+// Files of a set, relative to its subdir. The gzip and bzip2 forms of
+// repodata.json are not part of it: they are derived after the set is
+// published, on request (lazyVariants).
+const (
+	fileZst          = "repodata.json.zst"
+	fileCurrent      = "current_repodata.json"
+	fileCurrentZst   = "current_repodata.json.zst"
+	fileCurrentGz    = "current_repodata.json.gz"
+	fileCurrentBz2   = "current_repodata.json.bz2"
+	fileShardIndex   = "repodata_shards.msgpack.zst"
+	fileRepodataGz   = "repodata.json.gz"
+	fileRepodataBz2  = "repodata.json.bz2"
+	shardsDir        = "shards/"
+	shardSuffix      = ".msgpack.zst"
+	derivedKeyPrefix = "l/pxd/"
+)
+
+// lazyVariants are derived from a published set's source on first request.
+var lazyVariants = map[string]func(io.Writer, io.Reader) error{
+	fileRepodataGz:  conda.GzipStream,
+	fileRepodataBz2: conda.Bzip2Stream,
+}
+
+// isDerivedFile tells whether file (relative to a subdir) is one the
+// proxy derives when the upstream does not publish it.
+func isDerivedFile(file string) bool {
+	switch file {
+	case fileZst, fileCurrent, fileCurrentZst, fileCurrentGz, fileCurrentBz2, fileShardIndex, fileRepodataGz, fileRepodataBz2:
+		return true
+	}
+	_, ok := shardSum(file)
+	return ok
+}
+
+// shardSum parses "shards/<64 hex>.msgpack.zst".
+func shardSum(file string) ([32]byte, bool) {
+	var sum [32]byte
+	h, ok := strings.CutPrefix(file, shardsDir)
+	if !ok {
+		return sum, false
+	}
+	h, ok = strings.CutSuffix(h, shardSuffix)
+	if !ok || len(h) != 64 {
+		return sum, false
+	}
+	if _, err := hex.Decode(sum[:], []byte(h)); err != nil {
+		return sum, false
+	}
+	return sum, true
+}
+
+// nameShard is a package name's shard in a set.
+type nameShard struct {
+	raw   [32]byte // SHA-256 of the uncompressed shard: decides whether to rebuild
+	shard [32]byte // SHA-256 of the shard file: its name and blob
+}
+
+// derivedSet is a subdir's published derived files. Once published it is
+// never changed (a new one replaces it), so readers share it unlocked.
+type derivedSet struct {
+	src     cid.Cid
+	tag     string             // setTag of the channel it was derived for
+	built   int64              // unix seconds: Last-Modified of its files
+	files   map[string]cid.Cid // file -> blob (lazy variants added by copy)
+	names   map[string]nameShard
+	shards  map[[32]byte]bool  // current shard files
+	retired map[[32]byte]int64 // earlier shard files -> when superseded
+}
+
+// setTag names a channel's incarnation: a set derived for a channel that
+// was since deleted and created again (perhaps over another upstream) is
+// not served.
+func setTag(ch *v1.Channel) string {
+	sum := sha256.Sum256(fmt.Appendf(nil, "%d\x00%s", ch.CreatedUnix, ch.MirrorChannelUrl))
+	return hex.EncodeToString(sum[:16])
+}
+
+func derivedKey(ch, subdir string) []byte {
+	return []byte(derivedKeyPrefix + catalog.ChannelKey(ch) + "/" + subdir)
+}
+
+// has reports whether the set serves shard sum (current, or superseded
+// less than conda.ShardKeep ago).
+func (s *derivedSet) has(sum [32]byte) bool {
+	return s.shards[sum] || s.retired[sum] != 0
+}
+
+// encodeSet writes a set as: "pxd1", the source CID, built, then counted
+// lists of files (name, CID), names (name, raw, shard) and retired shards
+// (shard, time); strings and CIDs length-prefixed, numbers as varints.
+func encodeSet(s *derivedSet) []byte {
+	b := []byte("pxd1")
+	str := func(v string) { b = binary.AppendUvarint(b, uint64(len(v))); b = append(b, v...) }
+	str(string(s.src.Bytes()))
+	str(s.tag)
+	b = binary.AppendUvarint(b, uint64(max(s.built, 0)))
+	b = binary.AppendUvarint(b, uint64(len(s.files)))
+	for _, f := range sortedKeys(s.files) {
+		str(f)
+		str(string(s.files[f].Bytes()))
+	}
+	b = binary.AppendUvarint(b, uint64(len(s.names)))
+	for _, n := range sortedKeys(s.names) {
+		str(n)
+		ns := s.names[n]
+		b = append(b, ns.raw[:]...)
+		b = append(b, ns.shard[:]...)
+	}
+	b = binary.AppendUvarint(b, uint64(len(s.retired)))
+	retired := make([][32]byte, 0, len(s.retired))
+	for sum := range s.retired {
+		retired = append(retired, sum)
+	}
+	slices.SortFunc(retired, func(a, b [32]byte) int { return bytes.Compare(a[:], b[:]) })
+	for _, sum := range retired {
+		b = append(b, sum[:]...)
+		b = binary.AppendUvarint(b, uint64(max(s.retired[sum], 0)))
+	}
+	return b
+}
+
+var errCorruptSet = errors.New("proxy: corrupt derived set")
+
+// decodeSet reads what encodeSet wrote.
+func decodeSet(b []byte) (*derivedSet, error) {
+	rest, ok := bytes.CutPrefix(b, []byte("pxd1"))
+	if !ok {
+		return nil, errCorruptSet
+	}
+	fail := false
+	uv := func() uint64 {
+		v, n := binary.Uvarint(rest)
+		if n <= 0 {
+			fail = true
+			return 0
+		}
+		rest = rest[n:]
+		return v
+	}
+	sv := func() int64 { return int64(uv()) } // times: unix seconds, written unsigned
+	raw := func(n uint64) []byte {
+		if fail || n > uint64(len(rest)) {
+			fail = true
+			return nil
+		}
+		v := rest[:n]
+		rest = rest[n:]
+		return v
+	}
+	str := func() string { return string(raw(uv())) }
+	sum := func() (s [32]byte) { copy(s[:], raw(32)); return s }
+	count := func(min uint64) int { // bounded by what is left
+		n := uv()
+		if fail || n > uint64(len(rest))/min {
+			fail = true
+			return 0
+		}
+		return int(n)
+	}
+	s := &derivedSet{files: map[string]cid.Cid{}, names: map[string]nameShard{}, shards: map[[32]byte]bool{}, retired: map[[32]byte]int64{}}
+	src, err := cid.Cast([]byte(str()))
+	if err != nil {
+		return nil, errCorruptSet
+	}
+	s.src = src
+	s.tag = str()
+	s.built = sv()
+	for range count(2) {
+		f := str()
+		c, err := cid.Cast([]byte(str()))
+		if err != nil {
+			return nil, errCorruptSet
+		}
+		s.files[f] = c
+	}
+	for range count(65) {
+		n := str()
+		ns := nameShard{raw: sum(), shard: sum()}
+		s.names[n] = ns
+		s.shards[ns.shard] = true
+	}
+	for range count(33) {
+		k := sum()
+		s.retired[k] = sv()
+	}
+	if fail || len(rest) != 0 {
+		return nil, errCorruptSet
+	}
+	return s, nil
+}
+
+func sortedKeys[V any](m map[string]V) []string { return slices.Sorted(maps.Keys(m)) }
+
+// currentSet returns the published set of subdir, or nil.
+func (p *Proxy) currentSet(ctx context.Context, chn *v1.Channel, subdir string) (*derivedSet, error) {
+	ch, tag := chn.Name, setTag(chn)
+	k := key(ch, subdir)
+	p.setsMu.Lock()
+	s, ok := p.setCache[k]
+	p.setsMu.Unlock()
+	if ok {
+		if s.tag != tag {
+			return nil, nil
+		}
+		return s, nil
+	}
+	v, err := p.blobs.Get(ctx, derivedKey(ch, subdir))
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	if s, err = decodeSet(v); err != nil {
+		p.log.Warn("derived set unreadable: deriving it again", "channel", ch, "subdir", subdir, "err", err)
+		return nil, nil
+	}
+	p.setsMu.Lock()
+	if cur, ok := p.setCache[k]; ok {
+		s = cur // published meanwhile
+	} else {
+		p.setCache[k] = s
+	}
+	p.setsMu.Unlock()
+	if s.tag != tag {
+		return nil, nil
+	}
+	return s, nil
+}
+
+// publishSet makes s the subdir's set: one synced local write, after every
+// blob it names is durable.
+func (p *Proxy) publishSet(ctx context.Context, ch, subdir string, s *derivedSet) error {
+	if err := p.blobs.Sync(ctx); err != nil {
+		return err
+	}
+	p.setsMu.Lock()
+	defer p.setsMu.Unlock()
+	if err := p.blobs.WriteLocal(ctx, []store.LocalWrite{{Key: derivedKey(ch, subdir), Value: encodeSet(s)}}); err != nil {
+		return err
+	}
+	p.setCache[key(ch, subdir)] = s
+	return nil
+}
+
+// EachDerived calls fn with every blob a published set names (its files,
+// current shards and the superseded shards it still serves): the blobs the
+// proxy's derived files reference, for the sweep. The set of a channel
+// that is gone (or was created again since) names nothing and is removed.
+func (p *Proxy) EachDerived(ctx context.Context, fn func(cid.Cid) error) error {
+	var gone []store.LocalWrite
+	err := p.blobs.Scan(ctx, []byte(derivedKeyPrefix), func(k, v []byte) error {
+		s, err := decodeSet(v)
+		if err != nil {
+			return nil // re-derived on its next use; nothing to keep
+		}
+		chKey, _, _ := strings.Cut(strings.TrimPrefix(string(k), derivedKeyPrefix), "/")
+		if ch, err := p.cat.ChannelView(ctx, chKey); errors.Is(err, catalog.ErrNotFound) || (err == nil && setTag(ch) != s.tag) {
+			gone = append(gone, store.LocalWrite{Key: bytes.Clone(k)})
+			return nil
+		} else if err != nil {
+			return err
+		}
+		for _, c := range s.files {
+			if err := fn(c); err != nil {
+				return err
+			}
+		}
+		for sum := range s.shards {
+			if err := fn(shardCID(sum)); err != nil {
+				return err
+			}
+		}
+		for sum := range s.retired {
+			if err := fn(shardCID(sum)); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil || len(gone) == 0 {
+		return err
+	}
+	p.setsMu.Lock()
+	defer p.setsMu.Unlock()
+	for _, w := range gone {
+		delete(p.setCache, strings.TrimPrefix(string(w.Key), derivedKeyPrefix))
+	}
+	return p.blobs.WriteLocal(ctx, gone)
+}
+
+func shardCID(sum [32]byte) cid.Cid {
+	c, _ := store.CIDFromSHA256(sum[:]) // 32 bytes: cannot fail
+	return c
+}
+
+// Derivations counts derived sets built, and ShardsBuilt the shard files
+// compressed for them, since New (tests and metrics).
+func (p *Proxy) Derivations() uint64 { return p.derivations.Load() }
+
+// ShardsBuilt: see Derivations.
+func (p *Proxy) ShardsBuilt() uint64 { return p.shardsBuilt.Load() }
+
+// ensureSet returns the subdir's set for the source blob src, deriving it
+// (once however many ask) if the published one is older. With wait unset,
+// an older published set is returned at once (the new one is derived in
+// the background); with no set at all, or with wait, it waits.
+func (p *Proxy) ensureSet(ctx context.Context, ch *v1.Channel, subdir string, src cid.Cid, wait bool) (*derivedSet, error) {
+	cur, err := p.currentSet(ctx, ch, subdir)
+	if err != nil {
+		return nil, err
+	}
+	if cur != nil && cur.src.Equals(src) {
+		return cur, nil
+	}
+	done := p.deriveAsync(ch, subdir, src)
+	if cur != nil && !wait {
+		return cur, nil
+	}
+	select {
+	case <-done:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	s, err := p.currentSet(ctx, ch, subdir)
+	if err != nil {
+		return nil, err
+	}
+	if s == nil || !s.src.Equals(src) {
+		p.mu.Lock()
+		f := p.failures["derive\x00"+key(ch.Name, subdir)]
+		p.mu.Unlock()
+		if f.err != nil {
+			return nil, f.err
+		}
+		return nil, fmt.Errorf("%w: %s/%s: the derivation of its index files did not finish", upstream.ErrUnavailable, ch.Name, subdir)
+	}
+	return s, nil
+}
+
+// deriveAsync starts the derivation of subdir's set from src unless it
+// runs already; the channel closes when it ends.
+func (p *Proxy) deriveAsync(ch *v1.Channel, subdir string, src cid.Cid) <-chan struct{} {
+	k := "derive\x00" + key(ch.Name, subdir)
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if d, ok := p.deriving[k]; ok && d.src.Equals(src) {
+		return d.done
+	}
+	d := &derivation{src: src, done: make(chan struct{})}
+	if prev, ok := p.deriving[k]; ok {
+		// Another source is being derived: this one follows it.
+		d.after = prev.done
+	}
+	p.deriving[k] = d
+	go func() {
+		defer close(d.done)
+		if d.after != nil {
+			<-d.after
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), p.cfg.DeriveTimeout)
+		defer cancel()
+		err := p.derive(ctx, ch, subdir, src)
+		p.mu.Lock()
+		if p.deriving[k] == d {
+			delete(p.deriving, k)
+		}
+		if err != nil {
+			p.failures[k] = failure{err: err, at: p.cfg.Now()}
+		} else {
+			delete(p.failures, k)
+		}
+		p.mu.Unlock()
+		if err != nil {
+			p.log.Warn("derive index files", "channel", ch.Name, "subdir", subdir, "err", err)
+		}
+	}()
+	return d.done
+}
+
+// derivation is one running derivation of a subdir's set.
+type derivation struct {
+	src   cid.Cid
+	done  chan struct{}
+	after <-chan struct{}
+}
+
+// shardRef is where a record's shard entry sits in the scratch file.
+type shardRef struct {
+	off   int64
+	n     uint32
+	conda bool
+}
+
+// derive builds, stores and publishes subdir's set from the repodata.json
+// blob src.
+func (p *Proxy) derive(ctx context.Context, ch *v1.Channel, subdir string, src cid.Cid) error {
+	prev, err := p.currentSet(ctx, ch, subdir)
+	if err != nil {
+		return err
+	}
+	if prev != nil && prev.src.Equals(src) {
+		return nil
+	}
+	release, err := p.acquire(ctx)
+	if err != nil {
+		return err
+	}
+	defer release()
+	start := time.Now()
+	now := p.cfg.Now()
+	next := &derivedSet{src: src, tag: setTag(ch), built: now.Unix(), files: map[string]cid.Cid{}, names: map[string]nameShard{}, shards: map[[32]byte]bool{}, retired: map[[32]byte]int64{}}
+
+	// The whole-file .zst needs only the source: compressed meanwhile.
+	zst := make(chan error, 1)
+	go func() {
+		info, err := p.putVariant(ctx, src, func(w io.Writer, r io.Reader) error { return conda.ZstdStreamLevel(w, r, conda.WholeZstd) })
+		if err == nil {
+			next.files[fileZst] = info.CID // read only after <-zst
+		}
+		zst <- err
+	}()
+	waitZst := func() error {
+		select {
+		case err := <-zst:
+			return err
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+
+	b, err := p.blobs.Open(ctx, src)
+	if err != nil {
+		_ = waitZst()
+		return err
+	}
+	defer b.Close()
+	sc, err := p.blobs.NewScratch()
+	if err != nil {
+		_ = waitZst()
+		return err
+	}
+	defer sc.Close()
+	byName := map[string][]shardRef{}
+	var latest conda.Latest
+	var pair []byte
+	records := 0
+	_, err = conda.ScanRepodataReader(b, 0, func(r conda.Record) error {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		var err error
+		if pair, err = conda.AppendShardPair(pair[:0], r); err != nil {
+			return fmt.Errorf("%w: %v", conda.ErrBadRepodata, err)
+		}
+		off, err := sc.Append(pair)
+		if err != nil {
+			return err
+		}
+		name := r.Name()
+		byName[name] = append(byName[name], shardRef{off: off, n: uint32(len(pair)), conda: strings.HasSuffix(r.Filename, conda.ExtConda)})
+		latest.Add(r)
+		records++
+		return nil
+	})
+	if err != nil {
+		_ = waitZst()
+		if errors.Is(err, conda.ErrBadRepodata) {
+			return fmt.Errorf("%w: %s/%s/repodata.json: %v", ErrCorrupt, ch.Name, subdir, err)
+		}
+		return err
+	}
+
+	// current_repodata.json and its variants.
+	cur := latest.CurrentRepodata(subdir)
+	latest = conda.Latest{}
+	for file, data := range map[string][]byte{fileCurrent: cur, fileCurrentZst: conda.Zstd(cur), fileCurrentGz: conda.Gzip(cur), fileCurrentBz2: conda.Bzip2(cur)} {
+		info, err := p.blobs.Put(ctx, bytes.NewReader(data), store.PutOptions{Deferred: true})
+		if err != nil {
+			_ = waitZst()
+			return err
+		}
+		next.files[file] = info.CID
+	}
+
+	// The shards, rebuilding only those whose content changed.
+	names := sortedKeys(byName)
+	digests := make(map[string][]byte, len(names))
+	var raw, comp, buf []byte
+	var pkgs, condas [][]byte
+	built := 0
+	for _, name := range names {
+		if err := ctx.Err(); err != nil {
+			_ = waitZst()
+			return err
+		}
+		refs := byName[name]
+		buf = buf[:0]
+		for _, r := range refs {
+			buf = slices.Grow(buf, int(r.n))[:len(buf)+int(r.n)]
+			if _, err := sc.ReadAt(buf[len(buf)-int(r.n):], r.off); err != nil {
+				_ = waitZst()
+				return fmt.Errorf("proxy: read scratch file: %w", err)
+			}
+		}
+		pkgs, condas = pkgs[:0], condas[:0]
+		at := 0
+		for _, r := range refs {
+			e := buf[at : at+int(r.n)]
+			at += int(r.n)
+			if r.conda {
+				condas = append(condas, e)
+			} else {
+				pkgs = append(pkgs, e)
+			}
+		}
+		sortPairs(pkgs)
+		sortPairs(condas)
+		raw = conda.AppendShard(raw[:0], pkgs, condas)
+		ns := nameShard{raw: sha256.Sum256(raw)}
+		if old, ok := prevName(prev, name); ok && old.raw == ns.raw {
+			ns.shard = old.shard
+		} else {
+			comp = conda.AppendZstd(comp[:0], raw)
+			ns.shard = sha256.Sum256(comp)
+			if _, err := p.blobs.Put(ctx, bytes.NewReader(comp), store.PutOptions{Deferred: true}); err != nil {
+				_ = waitZst()
+				return err
+			}
+			built++
+		}
+		next.names[name] = ns
+		next.shards[ns.shard] = true
+		digests[name] = slices.Clone(ns.shard[:])
+	}
+	byName = nil
+	index, err := conda.ShardIndex(subdir, digests)
+	if err != nil {
+		_ = waitZst()
+		return err
+	}
+	info, err := p.blobs.Put(ctx, bytes.NewReader(index), store.PutOptions{Deferred: true})
+	if err != nil {
+		_ = waitZst()
+		return err
+	}
+	next.files[fileShardIndex] = info.CID
+	if prev != nil { // shards no longer current stay served for a while
+		for sum, at := range prev.retired {
+			if !next.shards[sum] && now.Sub(time.Unix(at, 0)) < conda.ShardKeep {
+				next.retired[sum] = at
+			}
+		}
+		for sum := range prev.shards {
+			if !next.shards[sum] {
+				next.retired[sum] = now.Unix()
+			}
+		}
+	}
+	if err := waitZst(); err != nil {
+		return err
+	}
+	if err := p.publishSet(ctx, ch.Name, subdir, next); err != nil {
+		return err
+	}
+	p.derivations.Add(1)
+	p.shardsBuilt.Add(uint64(built))
+	p.log.Info("derived index files from upstream repodata", "channel", ch.Name, "subdir", subdir, "records", records, "names", len(names), "shards_built", built, "took", time.Since(start))
+	return nil
+}
+
+func prevName(prev *derivedSet, name string) (nameShard, bool) {
+	if prev == nil {
+		return nameShard{}, false
+	}
+	ns, ok := prev.names[name]
+	return ns, ok
+}
+
+// sortPairs orders shard entries by file name (each starts with the
+// MessagePack string of its file name), unless they are in order already.
+func sortPairs(pairs [][]byte) {
+	if len(pairs) < 2 {
+		return
+	}
+	less := func(a, b []byte) int { return strings.Compare(conda.ShardPairName(a), conda.ShardPairName(b)) }
+	if !slices.IsSortedFunc(pairs, less) {
+		slices.SortFunc(pairs, less)
+	}
+}
+
+// putVariant stores the blob src transformed by compress, streaming.
+func (p *Proxy) putVariant(ctx context.Context, src cid.Cid, compress func(io.Writer, io.Reader) error) (store.BlobInfo, error) {
+	b, err := p.blobs.Open(ctx, src)
+	if err != nil {
+		return store.BlobInfo{}, err
+	}
+	defer b.Close()
+	pr, pw := io.Pipe()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		pw.CloseWithError(compress(pw, b.Content()))
+	}()
+	info, err := p.blobs.Put(ctx, pr, store.PutOptions{Deferred: true})
+	pr.CloseWithError(io.ErrClosedPipe) // stops the compressor if Put stopped early
+	<-done                              // before b closes
+	return info, err
+}
+
+// lazyVariant returns a published set's gzip or bzip2 form of its source,
+// deriving it (once however many ask) and adding it to the set.
+func (p *Proxy) lazyVariant(ctx context.Context, ch *v1.Channel, subdir, file string, s *derivedSet) (cid.Cid, error) {
+	if c, ok := s.files[file]; ok {
+		return c, nil
+	}
+	v, err, _ := p.sf.Do("lazy\x00"+key(ch.Name, subdir+"/"+file)+"\x00"+s.src.KeyString(), func() (any, error) {
+		ctx := context.WithoutCancel(ctx)
+		release, err := p.acquire(ctx)
+		if err != nil {
+			return nil, err
+		}
+		defer release()
+		info, err := p.putVariant(ctx, s.src, lazyVariants[file])
+		if err != nil {
+			return nil, err
+		}
+		if err := p.blobs.Sync(ctx); err != nil {
+			return nil, err
+		}
+		// Publish a copy with the variant, unless a newer set came.
+		p.setsMu.Lock()
+		cur := p.setCache[key(ch.Name, subdir)]
+		p.setsMu.Unlock()
+		if cur == s {
+			withFile := *s
+			withFile.files = make(map[string]cid.Cid, len(s.files)+1)
+			for f, c := range s.files {
+				withFile.files[f] = c
+			}
+			withFile.files[file] = info.CID
+			if err := p.publishSet(ctx, ch.Name, subdir, &withFile); err != nil {
+				return nil, err
+			}
+		}
+		return info.CID, nil
+	})
+	if err != nil {
+		return cid.Undef, err
+	}
+	return v.(cid.Cid), nil
+}
+
+// derivedFile answers file of subdir from its derived set, derived from
+// the proxy's current copy of the subdir's repodata.json (fetched first if
+// need be). An older set is served while the new one is derived, except
+// for a shard the older set does not have: that waits for the new set
+// (another node may already serve the index naming it).
+func (p *Proxy) derivedFile(ctx context.Context, ch *v1.Channel, subdir, file string, ready bool) (Result, error) {
+	src, err := p.Get(ctx, ch, subdir+"/repodata.json")
+	if err != nil {
+		return Result{}, err
+	}
+	if ready { // no set yet: not worth waiting for
+		if s, err := p.currentSet(ctx, ch, subdir); err != nil || s == nil {
+			p.deriveAsync(ch, subdir, src.CID)
+			return Result{}, fmt.Errorf("%w: %s/%s/%s is not derived yet", ErrNotFound, ch.Name, subdir, file)
+		}
+	}
+	s, err := p.ensureSet(ctx, ch, subdir, src.CID, false)
+	if err != nil {
+		return Result{}, err
+	}
+	sum, isShard := shardSum(file)
+	if isShard && !s.has(sum) && !s.src.Equals(src.CID) {
+		if s, err = p.ensureSet(ctx, ch, subdir, src.CID, true); err != nil {
+			return Result{}, err
+		}
+	}
+	res := Result{ModTime: time.Unix(s.built, 0).UTC(), Age: src.Age, Stale: src.Stale, Immutable: isShard}
+	switch {
+	case isShard:
+		if !s.has(sum) {
+			return Result{}, fmt.Errorf("%w: %s/%s/%s", ErrNotFound, ch.Name, subdir, file)
+		}
+		res.CID = shardCID(sum)
+		return res, nil
+	case lazyVariants[file] != nil:
+		c, ok := s.files[file]
+		if !ok {
+			if ready {
+				go func() { _, _ = p.lazyVariant(context.Background(), ch, subdir, file, s) }()
+				return Result{}, fmt.Errorf("%w: %s/%s/%s is not derived yet", ErrNotFound, ch.Name, subdir, file)
+			}
+			if c, err = p.lazyVariant(ctx, ch, subdir, file, s); err != nil {
+				return Result{}, err
+			}
+		}
+		res.CID = c
+		return res, nil
+	}
+	c, ok := s.files[file]
+	if !ok {
+		return Result{}, fmt.Errorf("%w: %s/%s/%s", ErrNotFound, ch.Name, subdir, file)
+	}
+	res.CID = c
+	return res, nil
+}
+
+// packageEntry returns what the derived set of the subdir's current
+// repodata.json says of package file fn. While a newer set is derived, the
+// older set's record is used when it lists the file (it is the record of
+// the shards being served); otherwise the new set is waited for.
+func (p *Proxy) packageEntry(ctx context.Context, ch *v1.Channel, subdir, fn string) (want, error) {
+	src, err := p.Get(ctx, ch, subdir+"/repodata.json")
+	if err != nil {
+		return want{}, err
+	}
+	parsed, err := conda.ParseFilename(fn)
+	if err != nil {
+		return want{}, fmt.Errorf("%w: %s/%s/%s: %v", ErrNotFound, ch.Name, subdir, fn, err)
+	}
+	s, err := p.ensureSet(ctx, ch, subdir, src.CID, false)
+	if err != nil {
+		return want{}, err
+	}
+	w, found, err := p.lookupShard(ctx, s, parsed.Name, fn)
+	if err != nil {
+		return want{}, err
+	}
+	if !found && !s.src.Equals(src.CID) {
+		if s, err = p.ensureSet(ctx, ch, subdir, src.CID, true); err != nil {
+			return want{}, err
+		}
+		if w, found, err = p.lookupShard(ctx, s, parsed.Name, fn); err != nil {
+			return want{}, err
+		}
+	}
+	if !found {
+		return want{}, fmt.Errorf("%w: %s/%s/%s is not in the upstream repodata.json", ErrNotFound, ch.Name, subdir, fn)
+	}
+	return w, nil
+}
+
+// lookupShard finds fn in the shard of name in set s. A record without a
+// valid sha256 and a positive size counts as absent: its bytes could not
+// be checked.
+func (p *Proxy) lookupShard(ctx context.Context, s *derivedSet, name, fn string) (want, bool, error) {
+	ns, ok := s.names[name]
+	if !ok {
+		return want{}, false, nil
+	}
+	entries, err := p.shardEntries(ctx, ns.shard)
+	if err != nil {
+		return want{}, false, err
+	}
+	e, ok := entries[fn]
+	if !ok || len(e.SHA256) != 32 || e.Size <= 0 {
+		return want{}, false, nil
+	}
+	c, err := store.CIDFromSHA256(e.SHA256)
+	if err != nil {
+		return want{}, false, nil
+	}
+	return want{cid: c, size: e.Size}, true, nil
+}
+
+// shardEntries decodes a stored shard, through a small cache (decoding a
+// large name's shard takes milliseconds).
+func (p *Proxy) shardEntries(ctx context.Context, sum [32]byte) (map[string]conda.ShardEntry, error) {
+	p.setsMu.Lock()
+	m, ok := p.entryCache[sum]
+	p.setsMu.Unlock()
+	if ok {
+		return m, nil
+	}
+	b, err := p.blobs.ReadAll(ctx, shardCID(sum))
+	if err != nil {
+		return nil, err
+	}
+	if m, err = conda.ShardEntries(b); err != nil {
+		return nil, err
+	}
+	p.setsMu.Lock()
+	if len(p.entryCache) >= entryCacheMax {
+		for k := range p.entryCache { // drop one at random
+			delete(p.entryCache, k)
+			break
+		}
+	}
+	p.entryCache[sum] = m
+	p.setsMu.Unlock()
+	return m, nil
+}
+
+const entryCacheMax = 256
