@@ -538,9 +538,9 @@ func (ix *Indexer) publishSubdir(ctx context.Context, ch *v1.Channel, sd string,
 }
 
 // ShardKeep is how long a shard stays served after a rebuild stopped
-// naming it, for clients holding an older shard index (CEP-16 suggests
-// about a week). Then its pointer goes and the sweep reclaims the blob.
-const ShardKeep = 7 * 24 * time.Hour
+// naming it (conda.ShardKeep). Then its pointer goes and the sweep
+// reclaims the blob.
+const ShardKeep = conda.ShardKeep
 
 // retireShards marks the subdir's shards that the new index no longer
 // names with the time they were superseded (a third pointer field), and
