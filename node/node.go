@@ -611,7 +611,8 @@ func (n *Node) Run(ctx context.Context) error {
 // shutdown stops, in order: the HTTP server (draining requests, so no
 // accepted write is cut), the background workers (indexer, jobs: a job cut
 // short is rescheduled on the next start), then flushes the pending
-// download counts, then gossip and Raft (finishing in-flight applies;
+// download counts, then the proxy's background derivations, then gossip
+// and Raft (finishing in-flight applies;
 // without a leave: a restarting node stays a member, see Leave), then the
 // store.
 func (n *Node) shutdown(ctx context.Context, stopWorkers func()) error {
@@ -634,6 +635,7 @@ func (n *Node) shutdown(ctx context.Context, stopWorkers func()) error {
 
 func (n *Node) closeRest(ctx context.Context, errs *[]error) {
 	n.closeMu.Do(func() {
+		n.proxy.Close() // derivations write to the store
 		if err := n.cl.Close(); err != nil {
 			*errs = append(*errs, err)
 		}

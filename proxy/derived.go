@@ -393,18 +393,25 @@ func (p *Proxy) deriveAsync(ch *v1.Channel, subdir string, src cid.Cid) <-chan s
 	if d, ok := p.deriving[k]; ok && d.src.Equals(src) {
 		return d.done
 	}
+	if p.bg.Err() != nil { // closed
+		done := make(chan struct{})
+		close(done)
+		return done
+	}
 	d := &derivation{src: src, done: make(chan struct{})}
 	if prev, ok := p.deriving[k]; ok {
 		// Another source is being derived: this one follows it.
 		d.after = prev.done
 	}
 	p.deriving[k] = d
+	p.bgWG.Add(1)
 	go func() {
+		defer p.bgWG.Done()
 		defer close(d.done)
 		if d.after != nil {
 			<-d.after
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), p.cfg.DeriveTimeout)
+		ctx, cancel := context.WithTimeout(p.bg, p.cfg.DeriveTimeout)
 		defer cancel()
 		err := p.derive(ctx, ch, subdir, src)
 		p.mu.Lock()
@@ -453,23 +460,30 @@ func (p *Proxy) derive(ctx context.Context, ch *v1.Channel, subdir string, src c
 		return err
 	}
 	defer release()
+	if p.deriveHook != nil {
+		p.deriveHook()
+	}
 	start := time.Now()
 	now := p.cfg.Now()
 	next := &derivedSet{src: src, tag: setTag(ch), built: now.Unix(), files: map[string]cid.Cid{}, names: map[string]nameShard{}, shards: map[[32]byte]bool{}, retired: map[[32]byte]int64{}}
 
 	// The whole-file .zst needs only the source: compressed meanwhile.
-	zst := make(chan error, 1)
+	type zstDone struct {
+		info store.BlobInfo
+		err  error
+	}
+	zst := make(chan zstDone, 1)
 	go func() {
 		info, err := p.putVariant(ctx, src, func(w io.Writer, r io.Reader) error { return conda.ZstdStreamLevel(w, r, conda.WholeZstd) })
-		if err == nil {
-			next.files[fileZst] = info.CID // read only after <-zst
-		}
-		zst <- err
+		zst <- zstDone{info, err}
 	}()
 	waitZst := func() error {
 		select {
-		case err := <-zst:
-			return err
+		case d := <-zst:
+			if d.err == nil {
+				next.files[fileZst] = d.info.CID
+			}
+			return d.err
 		case <-ctx.Done():
 			return ctx.Err()
 		}
@@ -661,7 +675,10 @@ func (p *Proxy) lazyVariant(ctx context.Context, ch *v1.Channel, subdir, file st
 		return c, nil
 	}
 	v, err, _ := p.sf.Do("lazy\x00"+key(ch.Name, subdir+"/"+file)+"\x00"+s.src.KeyString(), func() (any, error) {
-		ctx := context.WithoutCancel(ctx)
+		// Shared by every caller waiting on it: the first one leaving must
+		// not fail the others; Close stops it.
+		ctx, cancel := context.WithTimeout(p.bg, p.cfg.DeriveTimeout)
+		defer cancel()
 		release, err := p.acquire(ctx)
 		if err != nil {
 			return nil, err
@@ -703,7 +720,7 @@ func (p *Proxy) lazyVariant(ctx context.Context, ch *v1.Channel, subdir, file st
 // for a shard the older set does not have: that waits for the new set
 // (another node may already serve the index naming it).
 func (p *Proxy) derivedFile(ctx context.Context, ch *v1.Channel, subdir, file string, ready bool) (Result, error) {
-	src, err := p.Get(ctx, ch, subdir+"/repodata.json")
+	src, err := p.latestIndex(ctx, ch, subdir+"/repodata.json")
 	if err != nil {
 		return Result{}, err
 	}
@@ -735,7 +752,7 @@ func (p *Proxy) derivedFile(ctx context.Context, ch *v1.Channel, subdir, file st
 		c, ok := s.files[file]
 		if !ok {
 			if ready {
-				go func() { _, _ = p.lazyVariant(context.Background(), ch, subdir, file, s) }()
+				p.goBackground(func(ctx context.Context) { _, _ = p.lazyVariant(ctx, ch, subdir, file, s) })
 				return Result{}, fmt.Errorf("%w: %s/%s/%s is not derived yet", ErrNotFound, ch.Name, subdir, file)
 			}
 			if c, err = p.lazyVariant(ctx, ch, subdir, file, s); err != nil {
@@ -753,12 +770,13 @@ func (p *Proxy) derivedFile(ctx context.Context, ch *v1.Channel, subdir, file st
 	return res, nil
 }
 
-// packageEntry returns what the derived set of the subdir's current
-// repodata.json says of package file fn. While a newer set is derived, the
-// older set's record is used when it lists the file (it is the record of
-// the shards being served); otherwise the new set is waited for.
+// packageEntry returns what the subdir's published derived set says of
+// package file fn: the record of the index the proxy serves (see
+// servedIndex). A file that set does not list while a newer one is
+// derived waits for the newer one (a client may have its index from
+// another node already).
 func (p *Proxy) packageEntry(ctx context.Context, ch *v1.Channel, subdir, fn string) (want, error) {
-	src, err := p.Get(ctx, ch, subdir+"/repodata.json")
+	src, err := p.latestIndex(ctx, ch, subdir+"/repodata.json")
 	if err != nil {
 		return want{}, err
 	}
@@ -840,3 +858,17 @@ func (p *Proxy) shardEntries(ctx context.Context, sum [32]byte) (map[string]cond
 }
 
 const entryCacheMax = 256
+
+// servedIndex answers a subdir's repodata.json with the source of the
+// subdir's published derived set while a newer upstream copy (latest) is
+// being derived: the index, its derived files and the package records all
+// switch together once the new set is complete.
+func (p *Proxy) servedIndex(ctx context.Context, ch *v1.Channel, subdir string, latest Result) Result {
+	s, err := p.currentSet(ctx, ch, subdir)
+	if err != nil || s == nil || s.src.Equals(latest.CID) || !p.blobs.Has(ctx, s.src) {
+		return latest
+	}
+	p.deriveAsync(ch, subdir, latest.CID)
+	latest.CID, latest.ModTime = s.src, time.Unix(s.built, 0).UTC()
+	return latest
+}

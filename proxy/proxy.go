@@ -131,6 +131,13 @@ type Proxy struct {
 	deriving    map[string]*derivation // under mu
 	derivations atomic.Uint64
 	shardsBuilt atomic.Uint64
+	deriveHook  func() // tests: runs as a derivation starts
+
+	// bg is the context of background work (derivations, revalidations);
+	// Close cancels it and waits for bgWG.
+	bg     context.Context
+	stopBG context.CancelFunc
+	bgWG   sync.WaitGroup
 
 	mu         sync.Mutex
 	failures   map[string]failure // key -> last failed revalidation
@@ -186,10 +193,35 @@ func New(cfg Config, cat *catalog.Catalog, blobs Blobs, prop Proposer, up *upstr
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	return &Proxy{cfg: cfg, cat: cat, blobs: blobs, prop: prop, up: up, log: cfg.Logger.With("component", "proxy"),
+	bg, stop := context.WithCancel(context.Background())
+	return &Proxy{cfg: cfg, cat: cat, blobs: blobs, prop: prop, up: up, log: cfg.Logger.With("component", "proxy"), bg: bg, stopBG: stop,
 		neg: newNegCache(cfg.NegativeEntries), work: make(chan struct{}, cfg.Derivations),
 		setCache: map[string]*derivedSet{}, entryCache: map[[32]byte]map[string]conda.ShardEntry{}, deriving: map[string]*derivation{},
 		failures: map[string]failure{}, refreshing: map[string]bool{}}
+}
+
+// Close stops the background work (derivations, revalidations) and waits
+// for it: call it before closing the store. A derivation cut short is
+// started again on the next request.
+func (p *Proxy) Close() {
+	p.stopBG()
+	p.bgWG.Wait()
+}
+
+// goBackground runs f on a goroutine of the proxy's background work,
+// unless the proxy is closed.
+func (p *Proxy) goBackground(f func(ctx context.Context)) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.bg.Err() != nil {
+		return false
+	}
+	p.bgWG.Add(1)
+	go func() {
+		defer p.bgWG.Done()
+		f(p.bg)
+	}()
+	return true
 }
 
 // Result is a file to serve.
@@ -261,6 +293,22 @@ func (p *Proxy) get(ctx context.Context, ch *v1.Channel, path string, sink Sink,
 	}
 	if conda.IsPackageFile(path) {
 		return p.getPackage(ctx, ch, path, sink)
+	}
+	res, err := p.getIndex(ctx, ch, path)
+	if subdir, file, _ := strings.Cut(path, "/"); err == nil && file == "repodata.json" {
+		res = p.servedIndex(ctx, ch, subdir, res)
+	}
+	return res, err
+}
+
+// latestIndex returns the proxy's latest copy of index file path (which
+// clients may not be served yet: see servedIndex).
+func (p *Proxy) latestIndex(ctx context.Context, ch *v1.Channel, path string) (Result, error) {
+	if err := checkPath(path); err != nil {
+		return Result{}, fmt.Errorf("%w: %s/%s: %v", ErrNotFound, ch.Name, path, err)
+	}
+	if p.neg.has(key(ch.Name, path), p.cfg.Now()) {
+		return Result{}, fmt.Errorf("%w: %s/%s", ErrNotFound, ch.Name, path)
 	}
 	return p.getIndex(ctx, ch, path)
 }
@@ -457,8 +505,8 @@ func (p *Proxy) refreshAsync(ch *v1.Channel, path string) {
 	}
 	p.refreshing[k] = true
 	p.mu.Unlock()
-	go func() {
-		ctx, cancel := context.WithTimeout(context.Background(), p.cfg.RefreshTimeout)
+	started := p.goBackground(func(bg context.Context) {
+		ctx, cancel := context.WithTimeout(bg, p.cfg.RefreshTimeout)
 		defer cancel()
 		_, err, _ := p.sf.Do(k, func() (any, error) {
 			e, _ := p.cat.ProxyEntry(ctx, ch.Name, path)
@@ -478,7 +526,12 @@ func (p *Proxy) refreshAsync(ch *v1.Channel, path string) {
 		if err != nil {
 			p.log.Warn("revalidate proxied file", "channel", ch.Name, "path", path, "err", err)
 		}
-	}()
+	})
+	if !started {
+		p.mu.Lock()
+		delete(p.refreshing, k)
+		p.mu.Unlock()
+	}
 }
 
 // stream is a cold fetch's way to the client that caused it.
@@ -536,9 +589,10 @@ func (p *Proxy) fetch(ctx context.Context, ch *v1.Channel, path string, cached *
 		return Result{}, err
 	}
 	if subdir, file, _ := strings.Cut(path, "/"); file == "repodata.json" && (cached == nil || cached.Cid != e.Cid) {
-		// Derive the new set now (the previous one is served meanwhile),
-		// not when a client next asks.
-		if s, err := p.currentSet(ctx, ch, subdir); err == nil && s != nil && !s.src.Equals(info.CID) {
+		// Derive the new set now, in the background (the previous one is
+		// served meanwhile), not when a client next asks: the package
+		// records come from it too.
+		if s, err := p.currentSet(ctx, ch, subdir); err == nil && (s == nil || !s.src.Equals(info.CID)) {
 			p.deriveAsync(ch, subdir, info.CID)
 		}
 	}

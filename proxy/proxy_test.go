@@ -183,6 +183,7 @@ func newRig(t *testing.T) *rig {
 	}
 	uc := upstream.New(upstream.Config{Retries: 2, Backoff: time.Millisecond, AttemptTimeout: 2 * time.Second, Logger: testlog.New(t, slog.LevelWarn)})
 	r.p = proxy.New(proxy.Config{Now: func() time.Time { return time.Unix(r.now.Load(), 0) }, Logger: testlog.New(t, slog.LevelWarn)}, r.cat, st, r.prop, uc)
+	t.Cleanup(r.p.Close) // before the store closes
 	return r
 }
 
@@ -212,7 +213,10 @@ func TestStaleWhileRevalidateAndStaleIfError(t *testing.T) {
 	if err != nil || res.Stale {
 		t.Fatalf("past TTL: %v stale=%v", err, res.Stale)
 	}
-	waitUntil(t, func() bool { return r.up.inm.Load() == 1 })
+	waitUntil(t, func() bool { // conditional, and recorded (done)
+		e, err := r.cat.ProxyEntry(context.Background(), "px", "linux-64/repodata.json")
+		return r.up.inm.Load() >= 1 && err == nil && e.ValidatedUnix == r.now.Load()
+	})
 	// Upstream down past the TTL: still served, marked stale.
 	r.up.mode = "down"
 	r.now.Add(61)

@@ -1,0 +1,202 @@
+package proxy_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/hex"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"testing"
+
+	"github.com/condamesh/condamesh/conda"
+	"github.com/condamesh/condamesh/proxy"
+	"github.com/klauspost/compress/zstd"
+	"github.com/vmihailenco/msgpack/v5"
+)
+
+// manyNames is an upstream linux-64 index of names × versions records
+// plus the rig's real package, and the record at k changed when change is
+// set (a dependency added).
+func manyNames(r *rig, names, versions int, change int) []byte {
+	var recs []conda.Record
+	for i := range names * versions {
+		name := fmt.Sprintf("name%03d", i%names)
+		fn := fmt.Sprintf("%s-1.%d-0.conda", name, i/names)
+		rec := rawRecord("linux-64", fn, []byte(fn))
+		if i == change {
+			rec.Fields["depends"] = []any{"changed >=1"}
+		}
+		recs = append(recs, rec)
+	}
+	info, _ := conda.ReadPackage(bytes.NewReader(r.pkg), int64(len(r.pkg)), "pkg-1.0-0.tar.bz2")
+	d, _ := conda.HashReader(bytes.NewReader(r.pkg))
+	recs = append(recs, conda.NewRecord(info, d))
+	return conda.Repodata("linux-64", recs)
+}
+
+func (r *rig) publish(path string, b []byte) {
+	r.up.mu.Lock()
+	defer r.up.mu.Unlock()
+	r.up.files["/c/"+path] = b
+}
+
+// shardIndex decodes a served shard index into name -> shard hex.
+func shardIndex(t *testing.T, b []byte) map[string]string {
+	t.Helper()
+	d, _ := zstd.NewReader(nil)
+	defer d.Close()
+	raw, err := d.DecodeAll(b, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var idx struct {
+		Shards map[string][]byte `msgpack:"shards"`
+	}
+	if err := msgpack.Unmarshal(raw, &idx); err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]string{}
+	for n, h := range idx.Shards {
+		out[n] = hex.EncodeToString(h)
+	}
+	return out
+}
+
+// TestDerivedSetIsIncremental: the derived set is built once per upstream
+// version; a one-record upstream change rebuilds that name's shard only
+// (the others keep their files); an upstream 304 derives nothing; a
+// package is looked up in its name's shard without parsing the index
+// again; a shard of the new index is served, and so is the shard it
+// replaced (clients holding the older index).
+func TestDerivedSetIsIncremental(t *testing.T) {
+	r := newRig(t)
+	const names = 50
+	r.publish("linux-64/repodata.json", manyNames(r, names, 4, -1))
+	_, ib, err := r.get(t, "linux-64/repodata_shards.msgpack.zst")
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := shardIndex(t, ib)
+	if len(before) != names+1 || r.p.Derivations() != 1 || r.p.ShardsBuilt() != names+1 {
+		t.Fatalf("%d names, %d derivations, %d shards built", len(before), r.p.Derivations(), r.p.ShardsBuilt())
+	}
+	for n, h := range before {
+		if _, _, err := r.get(t, "linux-64/shards/"+h+".msgpack.zst"); err != nil {
+			t.Fatalf("shard of %s: %v", n, err)
+		}
+	}
+	// A package: its record comes from its shard, no parse of the index.
+	if _, b, err := r.get(t, "linux-64/pkg-1.0-0.tar.bz2"); err != nil || !bytes.Equal(b, r.pkg) {
+		t.Fatalf("package: %v", err)
+	}
+	if r.p.Derivations() != 1 {
+		t.Fatal("a package request derived the index again")
+	}
+
+	// One record changes upstream (name007's first version).
+	r.publish("linux-64/repodata.json", manyNames(r, names, 4, 7))
+	r.now.Add(61)
+	if _, _, err := r.get(t, "linux-64/repodata.json"); err != nil { // revalidates in the background
+		t.Fatal(err)
+	}
+	waitUntil(t, func() bool { return r.p.Derivations() == 2 })
+	if built := r.p.ShardsBuilt() - (names + 1); built != 1 {
+		t.Fatalf("a one-record change built %d shards, want 1", built)
+	}
+	_, ib, err = r.get(t, "linux-64/repodata_shards.msgpack.zst")
+	if err != nil {
+		t.Fatal(err)
+	}
+	after := shardIndex(t, ib)
+	for n, h := range after {
+		if (h != before[n]) != (n == "name007") {
+			t.Fatalf("shard of %s: %s before, %s after", n, before[n], h)
+		}
+	}
+	for _, h := range []string{after["name007"], before["name007"]} {
+		if _, _, err := r.get(t, "linux-64/shards/"+h+".msgpack.zst"); err != nil {
+			t.Fatalf("shard %s: %v", h, err)
+		}
+	}
+
+	// Past the TTL again, the upstream answers 304: nothing is derived.
+	r.now.Add(61)
+	inm := r.up.inm.Load()
+	if _, _, err := r.get(t, "linux-64/repodata.json"); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, func() bool {
+		e, err := r.cat.ProxyEntry(context.Background(), "px", "linux-64/repodata.json")
+		return r.up.inm.Load() > inm && err == nil && e.ValidatedUnix == r.now.Load()
+	})
+	if _, _, err := r.get(t, "linux-64/repodata_shards.msgpack.zst"); err != nil || r.p.Derivations() != 2 || r.p.ShardsBuilt() != names+2 {
+		t.Fatalf("after a 304: %v, %d derivations, %d shards built", err, r.p.Derivations(), r.p.ShardsBuilt())
+	}
+}
+
+// TestPreviousSetServedDuringDerivation: while the set of a changed
+// upstream index is derived, every client keeps getting the previous
+// complete set (repodata.json, its .zst, the shard index and every shard it
+// names) without waiting; then all of it switches at once.
+func TestPreviousSetServedDuringDerivation(t *testing.T) {
+	r := newRig(t)
+	r.publish("linux-64/repodata.json", manyNames(r, 20, 2, -1))
+	files := []string{"linux-64/repodata.json", "linux-64/repodata.json.zst", "linux-64/repodata_shards.msgpack.zst", "linux-64/current_repodata.json"}
+	old := map[string][]byte{}
+	for _, f := range files {
+		_, b, err := r.get(t, f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		old[f] = b
+	}
+	var held atomic.Bool
+	gate := make(chan struct{})
+	var once sync.Once
+	proxy.SetDeriveHook(r.p, func() { held.Store(true); <-gate })
+	defer once.Do(func() { close(gate) })
+
+	r.publish("linux-64/repodata.json", manyNames(r, 20, 2, 23)) // a latest version: current_repodata.json changes too
+	r.now.Add(61)
+	if _, _, err := r.get(t, "linux-64/repodata.json"); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, held.Load) // the new set is being derived, and held
+	var wg sync.WaitGroup
+	errs := make(chan error, 8*len(files))
+	for range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for _, f := range files {
+				_, b, err := r.get(t, f)
+				if err != nil || !bytes.Equal(b, old[f]) {
+					errs <- fmt.Errorf("%s during the derivation: %v, previous bytes: %v", f, err, bytes.Equal(b, old[f]))
+					return
+				}
+			}
+			for n, h := range shardIndex(t, old["linux-64/repodata_shards.msgpack.zst"]) {
+				if _, _, err := r.get(t, "linux-64/shards/"+h+".msgpack.zst"); err != nil {
+					errs <- fmt.Errorf("shard of %s: %v", n, err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	once.Do(func() { close(gate) })
+	waitUntil(t, func() bool {
+		_, b, err := r.get(t, "linux-64/repodata.json")
+		return err == nil && !bytes.Equal(b, old["linux-64/repodata.json"])
+	})
+	for _, f := range files { // all switched together
+		if _, b, err := r.get(t, f); err != nil || bytes.Equal(b, old[f]) {
+			t.Fatalf("%s after the switch: %v, still the previous bytes: %v", f, err, bytes.Equal(b, old[f]))
+		}
+	}
+}
