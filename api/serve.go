@@ -281,13 +281,21 @@ type proxySink struct {
 	s     *Server
 	w     http.ResponseWriter
 	p     string
+	cc    string // Cache-Control of a response of unknown size
 	began bool
 }
 
 func (k *proxySink) Begin(res proxy.Result, size int64) io.Writer {
 	k.began = true
 	h := k.w.Header()
-	k.s.blobHeader(h, k.s.etags.get(res.CID, quotedCID), cacheImmutable, k.p, size, true, res.ModTime)
+	if size < 0 {
+		// Made as it is sent (a cold repodata.json.zst): no length, no
+		// ETag (the stored file that replaces it has other bytes).
+		h["Content-Type"] = []string{contentType(k.p)}
+		h["Cache-Control"] = []string{k.cc}
+	} else {
+		k.s.blobHeader(h, k.s.etags.get(res.CID, quotedCID), cacheImmutable, k.p, size, true, res.ModTime)
+	}
 	h["Age"] = []string{"0"}
 	k.w.WriteHeader(http.StatusOK)
 	return k.w
@@ -362,7 +370,21 @@ func (s *Server) serveProxied(w http.ResponseWriter, r *http.Request, ch *v1.Cha
 	}
 	var res proxy.Result
 	var err error
-	if conda.IsPackageFile(p) && r.Method == http.MethodGet && plainGet(r.Header) && headerValue(r.Header, "If-None-Match") == "" {
+	if strings.HasSuffix(p, "/repodata.json.zst") && r.Method == http.MethodGet && plainGet(r.Header) && headerValue(r.Header, "If-None-Match") == "" {
+		// Not derived yet: the proxy may stream it as it compresses it.
+		sink := &proxySink{s: s, w: w, p: p, cc: "no-cache"}
+		res, err = s.proxy.GetStreaming(r.Context(), ch, p, sink)
+		if sink.began {
+			if err != nil {
+				s.log.Warn("proxy index stream failed", "channel", ch.Name, "path", p, "err", err)
+				panic(http.ErrAbortHandler)
+			}
+			if s.prom != nil {
+				s.prom.ProxyRequest("miss")
+			}
+			return
+		}
+	} else if conda.IsPackageFile(p) && r.Method == http.MethodGet && plainGet(r.Header) && headerValue(r.Header, "If-None-Match") == "" {
 		sink := &proxySink{s: s, w: w, p: p}
 		res, err = s.proxy.GetStreaming(r.Context(), ch, p, sink)
 		if sink.began {

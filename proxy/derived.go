@@ -10,8 +10,11 @@ import (
 	"fmt"
 	"io"
 	"maps"
+	"runtime"
 	"slices"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/condamesh/condamesh/catalog"
@@ -61,10 +64,17 @@ const (
 	derivedKeyPrefix = "l/pxd/"
 )
 
-// lazyVariants are derived from a published set's source on first request.
-var lazyVariants = map[string]func(io.Writer, io.Reader) error{
-	fileRepodataGz:  conda.GzipStream,
-	fileRepodataBz2: conda.Bzip2Stream,
+// lazyVariant is a file derived from a published set on first request:
+// from its source (from "") or from another of its files.
+type lazyVariant struct {
+	from     string
+	compress func(io.Writer, io.Reader) error
+}
+
+var lazyVariants = map[string]lazyVariant{
+	fileRepodataGz:  {"", conda.GzipStream},
+	fileRepodataBz2: {"", conda.Bzip2Stream},
+	fileCurrentBz2:  {fileCurrent, conda.Bzip2Stream},
 }
 
 // isDerivedFile tells whether file (relative to a subdir) is one the
@@ -534,7 +544,7 @@ func (p *Proxy) derive(ctx context.Context, ch *v1.Channel, subdir string, src c
 	// current_repodata.json and its variants.
 	cur := latest.CurrentRepodata(subdir)
 	latest = conda.Latest{}
-	for file, data := range map[string][]byte{fileCurrent: cur, fileCurrentZst: conda.Zstd(cur), fileCurrentGz: conda.Gzip(cur), fileCurrentBz2: conda.Bzip2(cur)} {
+	for file, data := range map[string][]byte{fileCurrent: cur, fileCurrentZst: conda.AppendZstd(nil, cur), fileCurrentGz: conda.Gzip(cur)} {
 		info, err := p.blobs.Put(ctx, bytes.NewReader(data), store.PutOptions{Deferred: true})
 		if err != nil {
 			_ = waitZst()
@@ -543,53 +553,50 @@ func (p *Proxy) derive(ctx context.Context, ch *v1.Channel, subdir string, src c
 		next.files[file] = info.CID
 	}
 
-	// The shards, rebuilding only those whose content changed.
+	// The shards, rebuilding only those whose content changed; the
+	// compression of changed ones runs on as many goroutines as there are
+	// CPUs (the scan above is one).
 	names := sortedKeys(byName)
+	var (
+		mu      sync.Mutex
+		built   int
+		failed  error
+		work    = make(chan shardJob, 64)
+		workers sync.WaitGroup
+	)
+	for range runtime.GOMAXPROCS(0) {
+		workers.Add(1)
+		go func() {
+			defer workers.Done()
+			var comp []byte
+			for j := range work {
+				comp = conda.AppendZstd(comp[:0], j.raw)
+				sum := sha256.Sum256(comp)
+				_, err := p.blobs.Put(ctx, bytes.NewReader(comp), store.PutOptions{Deferred: true})
+				mu.Lock()
+				if err != nil && failed == nil {
+					failed = err
+				}
+				ns := next.names[j.name]
+				ns.shard = sum
+				next.names[j.name] = ns
+				built++
+				mu.Unlock()
+			}
+		}()
+	}
+	err = p.assembleShards(ctx, sc, names, byName, prev, next, &mu, work)
+	close(work)
+	workers.Wait()
+	if err == nil {
+		err = failed
+	}
+	if err != nil {
+		_ = waitZst()
+		return err
+	}
 	digests := make(map[string][]byte, len(names))
-	var raw, comp, buf []byte
-	var pkgs, condas [][]byte
-	built := 0
-	for _, name := range names {
-		if err := ctx.Err(); err != nil {
-			_ = waitZst()
-			return err
-		}
-		refs := byName[name]
-		buf = buf[:0]
-		for _, r := range refs {
-			buf = slices.Grow(buf, int(r.n))[:len(buf)+int(r.n)]
-			if _, err := sc.ReadAt(buf[len(buf)-int(r.n):], r.off); err != nil {
-				_ = waitZst()
-				return fmt.Errorf("proxy: read scratch file: %w", err)
-			}
-		}
-		pkgs, condas = pkgs[:0], condas[:0]
-		at := 0
-		for _, r := range refs {
-			e := buf[at : at+int(r.n)]
-			at += int(r.n)
-			if r.conda {
-				condas = append(condas, e)
-			} else {
-				pkgs = append(pkgs, e)
-			}
-		}
-		sortPairs(pkgs)
-		sortPairs(condas)
-		raw = conda.AppendShard(raw[:0], pkgs, condas)
-		ns := nameShard{raw: sha256.Sum256(raw)}
-		if old, ok := prevName(prev, name); ok && old.raw == ns.raw {
-			ns.shard = old.shard
-		} else {
-			comp = conda.AppendZstd(comp[:0], raw)
-			ns.shard = sha256.Sum256(comp)
-			if _, err := p.blobs.Put(ctx, bytes.NewReader(comp), store.PutOptions{Deferred: true}); err != nil {
-				_ = waitZst()
-				return err
-			}
-			built++
-		}
-		next.names[name] = ns
+	for name, ns := range next.names {
 		next.shards[ns.shard] = true
 		digests[name] = slices.Clone(ns.shard[:])
 	}
@@ -625,7 +632,67 @@ func (p *Proxy) derive(ctx context.Context, ch *v1.Channel, subdir string, src c
 	}
 	p.derivations.Add(1)
 	p.shardsBuilt.Add(uint64(built))
-	p.log.Info("derived index files from upstream repodata", "channel", ch.Name, "subdir", subdir, "records", records, "names", len(names), "shards_built", built, "took", time.Since(start))
+	shardsChanged := built
+	p.log.Info("derived index files from upstream repodata", "channel", ch.Name, "subdir", subdir, "records", records, "names", len(names), "shards_built", shardsChanged, "took", time.Since(start))
+	return nil
+}
+
+// shardJob is a changed shard to compress and store.
+type shardJob struct {
+	name string
+	raw  []byte
+}
+
+// assembleShards builds each name's uncompressed shard from its entries
+// in the scratch file and records it in next; a shard whose content equals
+// the previous set's keeps its file, the others go to work (the shard
+// file's sum is filled in by the worker).
+func (p *Proxy) assembleShards(ctx context.Context, sc *store.Scratch, names []string, byName map[string][]shardRef, prev, next *derivedSet, mu *sync.Mutex, work chan<- shardJob) error {
+	var buf []byte
+	var pkgs, condas [][]byte
+	for _, name := range names {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		refs := byName[name]
+		buf = buf[:0]
+		for _, r := range refs {
+			buf = slices.Grow(buf, int(r.n))[:len(buf)+int(r.n)]
+			if _, err := sc.ReadAt(buf[len(buf)-int(r.n):], r.off); err != nil {
+				return fmt.Errorf("proxy: read scratch file: %w", err)
+			}
+		}
+		pkgs, condas = pkgs[:0], condas[:0]
+		at := 0
+		for _, r := range refs {
+			e := buf[at : at+int(r.n)]
+			at += int(r.n)
+			if r.conda {
+				condas = append(condas, e)
+			} else {
+				pkgs = append(pkgs, e)
+			}
+		}
+		sortPairs(pkgs)
+		sortPairs(condas)
+		raw := conda.AppendShard(nil, pkgs, condas)
+		ns := nameShard{raw: sha256.Sum256(raw)}
+		old, unchanged := prevName(prev, name)
+		unchanged = unchanged && old.raw == ns.raw
+		if unchanged {
+			ns.shard = old.shard
+		}
+		mu.Lock()
+		next.names[name] = ns
+		mu.Unlock()
+		if !unchanged {
+			select {
+			case work <- shardJob{name: name, raw: raw}:
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		}
+	}
 	return nil
 }
 
@@ -668,8 +735,9 @@ func (p *Proxy) putVariant(ctx context.Context, src cid.Cid, compress func(io.Wr
 	return info, err
 }
 
-// lazyVariant returns a published set's gzip or bzip2 form of its source,
-// deriving it (once however many ask) and adding it to the set.
+// lazyVariant returns a published set's file derived on demand (see
+// lazyVariants), deriving it (once however many ask) and adding it to the
+// set.
 func (p *Proxy) lazyVariant(ctx context.Context, ch *v1.Channel, subdir, file string, s *derivedSet) (cid.Cid, error) {
 	if c, ok := s.files[file]; ok {
 		return c, nil
@@ -684,7 +752,11 @@ func (p *Proxy) lazyVariant(ctx context.Context, ch *v1.Channel, subdir, file st
 			return nil, err
 		}
 		defer release()
-		info, err := p.putVariant(ctx, s.src, lazyVariants[file])
+		lv, from := lazyVariants[file], s.src
+		if lv.from != "" {
+			from = s.files[lv.from]
+		}
+		info, err := p.putVariant(ctx, from, lv.compress)
 		if err != nil {
 			return nil, err
 		}
@@ -748,7 +820,7 @@ func (p *Proxy) derivedFile(ctx context.Context, ch *v1.Channel, subdir, file st
 		}
 		res.CID = shardCID(sum)
 		return res, nil
-	case lazyVariants[file] != nil:
+	case lazyVariants[file].compress != nil:
 		c, ok := s.files[file]
 		if !ok {
 			if ready {
@@ -871,4 +943,120 @@ func (p *Proxy) servedIndex(ctx context.Context, ch *v1.Channel, subdir string, 
 	p.deriveAsync(ch, subdir, latest.CID)
 	latest.CID, latest.ModTime = s.src, time.Unix(s.built, 0).UTC()
 	return latest
+}
+
+// streamZst answers a cold repodata.json.zst (no derived set yet) at once:
+// compressed at conda.FastZstd while the upstream's repodata.json arrives
+// (this request fetches it) or from the stored copy, with no size and no
+// ETag (its bytes are not the stored .zst's). The subdir's set is derived
+// meanwhile; it serves the next requests. The sink's Begin comes with the
+// first compressed bytes, so an upstream failure before any is an error.
+func (p *Proxy) streamZst(ctx context.Context, ch *v1.Channel, subdir string, sink Sink) (Result, error) {
+	path := subdir + "/repodata.json"
+	res := Result{ModTime: p.cfg.Now(), Fetched: true, Streamed: true}
+	stream := func(r io.Reader) error {
+		lw := &lazyBegin{sink: sink, res: res}
+		err := conda.ZstdStreamLevel(lw, r, conda.FastZstd)
+		if err == nil && lw.w == nil {
+			lw.Write(nil) // an empty stream still answers
+		}
+		return err
+	}
+	if src, err := p.cachedSource(ctx, ch, path); err != nil || src != cid.Undef {
+		if err != nil {
+			return Result{}, err
+		}
+		p.deriveAsync(ch, subdir, src)
+		b, err := p.blobs.Open(ctx, src)
+		if err != nil {
+			return Result{}, err
+		}
+		defer b.Close()
+		return res, stream(b.Content())
+	}
+	// Not stored: fetch it, compressing a copy of the body as it comes.
+	pr, pw := io.Pipe()
+	streamed := make(chan error, 1)
+	go func() {
+		err := stream(pr)
+		pr.CloseWithError(err)
+		streamed <- err
+	}()
+	tee := &teeOnce{w: pw}
+	_, err, _ := p.sf.Do(key(ch.Name, path), func() (any, error) {
+		return p.fetchTee(context.WithoutCancel(ctx), ch, path, nil, tee)
+	})
+	switch {
+	case err != nil:
+		pw.CloseWithError(err)
+	case !tee.used.Load():
+		pw.CloseWithError(errNotTeed) // nothing was sent: no Begin
+	default:
+		pw.Close()
+	}
+	serr := <-streamed
+	if !tee.used.Load() && err == nil {
+		// Another request fetched it: stream the stored copy.
+		return p.streamZst(ctx, ch, subdir, sink)
+	}
+	if err != nil {
+		return Result{}, err
+	}
+	return res, serr
+}
+
+var errNotTeed = errors.New("proxy: fetched by another request")
+
+// cachedSource returns the blob of the stored copy of path, or cid.Undef.
+func (p *Proxy) cachedSource(ctx context.Context, ch *v1.Channel, path string) (cid.Cid, error) {
+	e, err := p.cat.ProxyEntry(ctx, ch.Name, path)
+	if errors.Is(err, catalog.ErrNotFound) {
+		return cid.Undef, nil
+	}
+	if err != nil {
+		return cid.Undef, err
+	}
+	if e.Status != 200 || strings.HasPrefix(e.Etag, legacyDerivedPrefix) {
+		return cid.Undef, nil
+	}
+	if h, ok := p.stored(ctx, ch.Name, path, e); ok {
+		return h.cid, nil
+	}
+	return cid.Undef, nil
+}
+
+// lazyBegin calls the sink's Begin on the first write.
+type lazyBegin struct {
+	sink Sink
+	res  Result
+	w    io.Writer
+}
+
+func (l *lazyBegin) Write(b []byte) (int, error) {
+	if l.w == nil {
+		if l.w = l.sink.Begin(l.res, -1); l.w == nil {
+			l.w = io.Discard
+		}
+	}
+	return l.w.Write(b)
+}
+
+// teeOnce is a fetch's copy of the body for one streaming client; used
+// tells whether the fetch ran for it (not another request's fetch). Once
+// the client is gone (the pipe broke), the rest is dropped: the fetch
+// goes on for the others.
+type teeOnce struct {
+	w      *io.PipeWriter
+	used   atomic.Bool
+	broken bool
+}
+
+func (t *teeOnce) Write(b []byte) (int, error) {
+	t.used.Store(true)
+	if !t.broken {
+		if _, err := t.w.Write(b); err != nil {
+			t.broken = true
+		}
+	}
+	return len(b), nil
 }

@@ -200,3 +200,47 @@ func TestPreviousSetServedDuringDerivation(t *testing.T) {
 		}
 	}
 }
+
+// TestColdZstdIsStreamed: a repodata.json.zst the proxy has not derived
+// yet is streamed while it is compressed (the sink begins with no size),
+// both when this request fetches the upstream index and when the index is
+// stored already; the stream decodes to the upstream's repodata.json; once
+// the derived set is published, the stored file is served instead.
+func TestColdZstdIsStreamed(t *testing.T) {
+	for _, stored := range []bool{false, true} {
+		t.Run(fmt.Sprintf("index-stored=%v", stored), func(t *testing.T) {
+			r := newRig(t)
+			want := manyNames(r, 30, 3, -1)
+			r.publish("linux-64/repodata.json", want)
+			gate := make(chan struct{})
+			proxy.SetDeriveHook(r.p, func() { <-gate }) // no set until the stream is done
+			if stored {
+				if _, _, err := r.get(t, "linux-64/repodata.json"); err != nil {
+					t.Fatal(err)
+				}
+			}
+			rec := &recorder{}
+			res, err := r.p.GetStreaming(context.Background(), r.ch, "linux-64/repodata.json.zst", rec)
+			close(gate)
+			if err != nil || !res.Streamed || rec.size != -1 || rec.began != 1 {
+				t.Fatalf("cold .zst: %v, streamed %v, size %d, began %d", err, res.Streamed, rec.size, rec.began)
+			}
+			d, _ := zstd.NewReader(nil)
+			defer d.Close()
+			got, err := d.DecodeAll(rec.bytes(), nil)
+			if err != nil || !bytes.Equal(got, want) {
+				t.Fatalf("the stream does not decode to the upstream index: %v", err)
+			}
+			waitUntil(t, func() bool { return r.p.Derivations() == 1 })
+			rec = &recorder{}
+			res, err = r.p.GetStreaming(context.Background(), r.ch, "linux-64/repodata.json.zst", rec)
+			if err != nil || res.Streamed || rec.began != 0 {
+				t.Fatalf("after the derivation: %v, streamed %v", err, res.Streamed)
+			}
+			_, b, err := r.get(t, "linux-64/repodata.json.zst")
+			if got, derr := d.DecodeAll(b, nil); err != nil || derr != nil || !bytes.Equal(got, want) {
+				t.Fatalf("stored .zst: %v %v", err, derr)
+			}
+		})
+	}
+}

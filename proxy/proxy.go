@@ -237,6 +237,9 @@ type Result struct {
 	Immutable bool
 	// Fetched is set when this request had to wait for the upstream (a miss).
 	Fetched bool
+	// Streamed is set when the file went to the Sink as it was made (a
+	// cold repodata.json.zst, see GetStreaming): CID is undefined.
+	Streamed bool
 }
 
 func key(ch, path string) string { return catalog.ChannelKey(ch) + "/" + path }
@@ -275,8 +278,12 @@ type Sink interface {
 	Begin(res Result, size int64) io.Writer
 }
 
-// GetStreaming is Get with a cold fetch of a package file streamed to sink.
-// If sink's Begin was called, an error means the response was cut short.
+// GetStreaming is Get with a cold fetch of a package file streamed to sink,
+// and so is a repodata.json.zst the proxy derives but has not derived yet
+// (compressed at conda.FastZstd as the upstream's repodata.json arrives,
+// or from the stored copy; the stored .zst replaces it when its derived set
+// is published). If sink's Begin was called, an error means the response
+// was cut short.
 func (p *Proxy) GetStreaming(ctx context.Context, ch *v1.Channel, path string, sink Sink) (Result, error) {
 	return p.get(ctx, ch, path, sink, false)
 }
@@ -286,7 +293,7 @@ func (p *Proxy) get(ctx context.Context, ch *v1.Channel, path string, sink Sink,
 		return Result{}, fmt.Errorf("%w: %s/%s: %v", ErrNotFound, ch.Name, path, err)
 	}
 	if subdir, file, ok := strings.Cut(path, "/"); ok && conda.ValidSubdir(subdir) && isDerivedFile(file) {
-		return p.getDerivable(ctx, ch, subdir, file, ready) // an upstream 404 means: derive it
+		return p.getDerivable(ctx, ch, subdir, file, ready, sink) // an upstream 404 means: derive it
 	}
 	if p.neg.has(key(ch.Name, path), p.cfg.Now()) {
 		return Result{}, fmt.Errorf("%w: %s/%s", ErrNotFound, ch.Name, path)
@@ -329,7 +336,7 @@ func groupAnchor(file string) string {
 // getDerivable answers a file the proxy derives when the upstream does not
 // publish its group: from the upstream when it does (its anchor is cached,
 // or the upstream has it), else from the subdir's derived set.
-func (p *Proxy) getDerivable(ctx context.Context, ch *v1.Channel, subdir, file string, ready bool) (Result, error) {
+func (p *Proxy) getDerivable(ctx context.Context, ch *v1.Channel, subdir, file string, ready bool, sink Sink) (Result, error) {
 	path, anchor := subdir+"/"+file, subdir+"/"+groupAnchor(file)
 	if e, err := p.cat.ProxyEntry(ctx, ch.Name, anchor); err == nil && e.Status == http.StatusOK && !strings.HasPrefix(e.Etag, legacyDerivedPrefix) {
 		return p.getIndex(ctx, ch, path)
@@ -344,6 +351,11 @@ func (p *Proxy) getDerivable(ctx context.Context, ch *v1.Channel, subdir, file s
 		}
 		if !errors.Is(err, ErrNotFound) {
 			return Result{}, err
+		}
+	}
+	if file == fileZst && sink != nil {
+		if s, err := p.currentSet(ctx, ch, subdir); err == nil && s == nil {
+			return p.streamZst(ctx, ch, subdir, sink)
 		}
 	}
 	return p.derivedFile(ctx, ch, subdir, file, ready)
@@ -549,6 +561,12 @@ func (p *Proxy) request(ch *v1.Channel, path string, maxBytes int64) upstream.Re
 // changed starts the derivation of the subdir's new derived set, if it
 // has one.
 func (p *Proxy) fetch(ctx context.Context, ch *v1.Channel, path string, cached *v1.ProxyEntry) (Result, error) {
+	return p.fetchTee(ctx, ch, path, cached, nil)
+}
+
+// fetchTee is fetch that also copies the body to tee as it arrives (tee's
+// errors are its own: they never fail the fetch).
+func (p *Proxy) fetchTee(ctx context.Context, ch *v1.Channel, path string, cached *v1.ProxyEntry, tee io.Writer) (Result, error) {
 	req := p.request(ch, path, p.cfg.MaxIndexSize)
 	if cached != nil && cached.Status == http.StatusOK && !strings.HasPrefix(cached.Etag, legacyDerivedPrefix) {
 		req.IfNoneMatch, req.IfModifiedSince = cached.Etag, cached.LastModified
@@ -577,6 +595,9 @@ func (p *Proxy) fetch(ctx context.Context, ch *v1.Channel, path string, cached *
 	}
 	defer resp.Body.Close()
 	body := &readTracker{r: resp.Body}
+	if tee != nil {
+		body.r = io.TeeReader(resp.Body, tee)
+	}
 	info, err := p.blobs.Put(ctx, body, store.PutOptions{MaxSize: p.cfg.MaxIndexSize})
 	if errors.Is(err, store.ErrTooLarge) || errors.Is(body.err, upstream.ErrTooLarge) {
 		return Result{}, fmt.Errorf("%w: %s/%s is larger than %d bytes", ErrTooLarge, ch.Name, path, p.cfg.MaxIndexSize)
