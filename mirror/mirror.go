@@ -23,7 +23,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"path"
 	"sort"
 	"strings"
 	"sync"
@@ -261,10 +260,11 @@ func (s *Syncer) scanSubdir(ctx context.Context, ch *v1.Channel, sd, auth string
 	for _, v := range local {
 		have[v.Filename] = v
 	}
+	sel := newFilter(ch.GetMetadata())
 	for {
 		pl := subdirPlan{files: map[string]bool{}}
 		_, err := conda.ScanRepodata(body, func(r conda.Record) error {
-			if !selected(ch.GetMetadata(), r.Filename) {
+			if !sel.selected(r.Filename) {
 				return nil
 			}
 			pl.files[r.Filename] = true
@@ -370,36 +370,60 @@ func (s *Syncer) get(ctx context.Context, ch *v1.Channel, rel, auth string, limi
 	return buf.Bytes(), nil
 }
 
-// selected applies the channel's includelist / excludelist to a filename:
-// Quetz's prefix match, plus exact names and globs (path.Match on the
-// filename or the package name) when an entry has glob characters.
-func selected(md *v1.ChannelMetadata, filename string) bool {
-	match := func(list []string) bool {
-		name := filename
-		if fn, err := conda.ParseFilename(filename); err == nil {
-			name = fn.Name
+// filter is a channel's includelist / excludelist, compiled: an entry
+// without glob characters keeps Quetz's meaning (the filename starts with
+// it, so exact names too); one with them is an fnmatch glob
+// (conda.CompileGlob) on the filename or the package name. An includelist
+// wins; an empty list is no list.
+type filter struct {
+	include  bool // the entries select (includelist), else they exclude
+	prefixes []string
+	globs    []*conda.Glob
+}
+
+func newFilter(md *v1.ChannelMetadata) *filter {
+	f := &filter{include: true}
+	entries := md.GetIncludelist().GetItems()
+	if len(entries) == 0 {
+		f.include, entries = false, md.GetExcludelist().GetItems()
+	}
+	for _, e := range entries {
+		if conda.HasGlobMeta(e) {
+			f.globs = append(f.globs, conda.CompileGlob(e))
+		} else {
+			f.prefixes = append(f.prefixes, e)
 		}
-		for _, e := range list {
-			if strings.ContainsAny(e, "*?[") {
-				if ok, _ := path.Match(e, filename); ok {
-					return true
-				}
-				if ok, _ := path.Match(e, name); ok {
-					return true
-				}
-			} else if strings.HasPrefix(filename, e) {
-				return true
-			}
+	}
+	return f
+}
+
+// selected applies the filter to a filename.
+func (f *filter) selected(filename string) bool {
+	if len(f.prefixes) == 0 && len(f.globs) == 0 {
+		return true
+	}
+	return f.matches(filename) == f.include
+}
+
+func (f *filter) matches(filename string) bool {
+	for _, p := range f.prefixes {
+		if strings.HasPrefix(filename, p) {
+			return true
 		}
+	}
+	if len(f.globs) == 0 {
 		return false
 	}
-	if inc := md.GetIncludelist().GetItems(); len(inc) > 0 {
-		return match(inc)
+	name := filename
+	if fn, err := conda.ParseFilename(filename); err == nil {
+		name = fn.Name
 	}
-	if exc := md.GetExcludelist().GetItems(); len(exc) > 0 {
-		return !match(exc)
+	for _, g := range f.globs {
+		if g.Match(filename) || g.Match(name) {
+			return true
+		}
 	}
-	return true
+	return false
 }
 
 // newCandidate reads the digests and size of an upstream record.
