@@ -4,6 +4,12 @@
 // runner executes them on the Raft leader only, so each run happens once in
 // the cluster. After a restart, tasks left running are marked failed and
 // their job runs again (every action is idempotent).
+//
+// A task's replicated record stays small whatever its action does: its
+// progress is written at most every Config.ProgressInterval (and when it
+// ends), and it keeps the first Config.TaskErrors errors and a count of
+// all; every error goes to a node-local error log of the task
+// (Config.ErrorLogDir), on the node that ran it.
 package jobs
 
 import (
@@ -11,6 +17,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"path/filepath"
 	"sync"
 	"time"
 
@@ -39,13 +46,43 @@ type ItemAction func(ctx context.Context, job *v1.Job, v *v1.PackageVersion) err
 type Config struct {
 	// Interval between scheduling passes. Default 1 s.
 	Interval time.Duration
-	// ProgressInterval is the least time between two progress writes of a
-	// task. Default 1 s.
+	// ProgressInterval is the least time between two replicated writes of
+	// a running task's progress (the last one is written when the task
+	// ends). Default 2 s.
 	ProgressInterval time.Duration
+	// TaskErrors is how many errors (ReportError) a task's replicated
+	// record keeps, each at most MaxErrorText bytes; the rest are counted
+	// (errors_total). Default 100; -1 keeps none.
+	TaskErrors int
+	// ErrorLogDir, if set, holds a node-local file per task with errors,
+	// ErrorLogName(id), listing every error of the task, a line each.
+	ErrorLogDir string
+	// MaxErrorLog bounds one task's error log (bytes); later errors are
+	// counted on its last line. Default 64 MiB.
+	MaxErrorLog int64
+	// ErrorLogs is how many task error logs are kept (the newest tasks').
+	// Default 32.
+	ErrorLogs int
 	// Now returns the current time; tests replace it.
 	Now func() time.Time
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger
+}
+
+// Validate reports settings that cannot work (zero values take the
+// defaults).
+func (c Config) Validate() error {
+	var errs []error
+	if c.Interval < 0 || c.ProgressInterval < 0 {
+		errs = append(errs, fmt.Errorf("jobs: intervals must be positive (0: the default)"))
+	}
+	if c.TaskErrors < -1 {
+		errs = append(errs, fmt.Errorf("jobs: task errors %d: want a count, 0 for the default or -1 for none", c.TaskErrors))
+	}
+	if c.MaxErrorLog < 0 || c.ErrorLogs < 0 {
+		errs = append(errs, fmt.Errorf("jobs: error log bounds must be positive (0: the default)"))
+	}
+	return errors.Join(errs...)
 }
 
 // Leadership reports, on the Raft leader, a context that ends with the
@@ -77,7 +114,19 @@ func New(cfg Config, cat *catalog.Catalog, prop Proposer, lead Leadership) *Runn
 		cfg.Now = time.Now
 	}
 	if cfg.ProgressInterval == 0 {
-		cfg.ProgressInterval = time.Second
+		cfg.ProgressInterval = 2 * time.Second
+	}
+	switch cfg.TaskErrors {
+	case 0:
+		cfg.TaskErrors = 100
+	case -1:
+		cfg.TaskErrors = 0
+	}
+	if cfg.MaxErrorLog == 0 {
+		cfg.MaxErrorLog = 64 << 20
+	}
+	if cfg.ErrorLogs == 0 {
+		cfg.ErrorLogs = 32
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
@@ -270,12 +319,23 @@ func (r *Runner) runTask(ctx context.Context, j *v1.Job, item *v1.PackageVersion
 	}
 	t = proto.Clone(t).(*v1.Task)
 	t.Id = cr.TaskID
-	rep := &reporter{r: r, interval: r.cfg.ProgressInterval, task: t}
+	rep := &reporter{r: r, task: t}
+	stop, flushed := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(flushed)
+		rep.flushEvery(ctx, r.cfg.ProgressInterval, stop)
+	}()
 	runErr = fn(context.WithValue(ctx, reporterKey{}, rep))
+	close(stop)
+	<-flushed
+	task := rep.final()
 	if ctx.Err() != nil {
 		return runErr, ctx.Err()
 	}
-	task := rep.final()
+	if kept := int64(len(task.Errors)); task.ErrorsTotal > kept && r.cfg.ErrorLogDir != "" {
+		r.log.Warn("task errors", "task", task.Id, "job", j.Id, "errors", task.ErrorsTotal, "on the task", kept,
+			"all in", filepath.Join(r.cfg.ErrorLogDir, ErrorLogName(task.Id)))
+	}
 	task.Status = "success"
 	if runErr != nil {
 		task.Status, task.Message = "failed", secret.Text(runErr.Error())

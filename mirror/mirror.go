@@ -7,8 +7,8 @@
 // one-at-a-time fallback that retries), verifies every file against the
 // upstream sha256 and size before it is published, and publishes in
 // batches (every 10,000 files or 30 s, each as Raft commands of at most
-// 2,500 versions). A file that keeps failing is recorded on the task and
-// skipped; the sync goes on. Files already in the blob store are never
+// 2,500 versions). A file that keeps failing is recorded on the task (the
+// first errors; jobs.ReportError) and skipped; the sync goes on. Files already in the blob store are never
 // downloaded again, which makes an interrupted sync resume where it
 // stopped. While a sync runs, the indexer holds back rebuilding the
 // channel's indexes (readers still get fresh ones).
@@ -191,7 +191,9 @@ func (s *Syncer) Sync(ctx context.Context, channel, owner string, mode Mode) err
 	var prog jobs.Progress
 	upstreamFiles := map[string]map[string]bool{}
 	for i, pl := range plans {
-		prog.Errors = append(prog.Errors, pl.errors...)
+		for _, e := range pl.errors {
+			s.fail(ctx, &prog, e)
+		}
 		if pl.files != nil {
 			upstreamFiles[subdirs[i]] = pl.files
 		}
@@ -207,7 +209,7 @@ func (s *Syncer) Sync(ctx context.Context, channel, owner string, mode Mode) err
 	if err := s.download(ctx, ch, owner, auth, mode, cands, &prog); err != nil {
 		return err
 	}
-	s.log.Info("mirror sync downloaded", "channel", ch.Name, "files", prog.FilesDone, "errors", len(prog.Errors), "took", time.Since(dlStart))
+	s.log.Info("mirror sync downloaded", "channel", ch.Name, "files", prog.FilesDone, "errors", prog.Errors, "took", time.Since(dlStart))
 	if ch.GetMetadata().GetPrune() {
 		if err := s.prune(ctx, ch, upstreamFiles); err != nil {
 			return err
@@ -215,8 +217,8 @@ func (s *Syncer) Sync(ctx context.Context, channel, owner string, mode Mode) err
 	}
 	prog.Current = ""
 	s.report(ctx, ch.Name, prog)
-	if len(prog.Errors) > 0 {
-		s.log.Warn("mirror sync finished with errors", "channel", ch.Name, "errors", len(prog.Errors))
+	if prog.Errors > 0 {
+		s.log.Warn("mirror sync finished with errors", "channel", ch.Name, "errors", prog.Errors, "last", prog.LastError)
 	}
 	return nil
 }
@@ -480,7 +482,7 @@ func (s *Syncer) download(ctx context.Context, ch *v1.Channel, owner, auth strin
 		prog.BytesDone += c.size
 		prog.Current = c.subdir + "/" + c.filename
 		if err != nil {
-			prog.Errors = append(prog.Errors, fmt.Sprintf("%s/%s: %v", c.subdir, c.filename, err))
+			s.fail(ctx, prog, fmt.Sprintf("%s/%s: %v", c.subdir, c.filename, err))
 		} else if batch = append(batch, v); len(batch) >= s.cfg.BatchFiles || time.Since(lastPublish) > s.cfg.BatchInterval {
 			select {
 			case ready <- struct{}{}:
@@ -488,7 +490,6 @@ func (s *Syncer) download(ctx context.Context, ch *v1.Channel, owner, auth strin
 			}
 		}
 		p := *prog
-		p.Errors = append([]string(nil), prog.Errors...)
 		mu.Unlock()
 		s.report(ctx, ch.Name, p)
 	}
@@ -722,6 +723,14 @@ func (s *Syncer) prune(ctx context.Context, ch *v1.Channel, upstreamFiles map[st
 		}
 	}
 	return nil
+}
+
+// fail records a per-file failure that does not stop the sync: on prog
+// (its count and the last one) and on the job's task (jobs.ReportError).
+func (s *Syncer) fail(ctx context.Context, prog *jobs.Progress, msg string) {
+	prog.Errors++
+	prog.LastError = msg
+	jobs.ReportError(ctx, msg)
 }
 
 func (s *Syncer) report(ctx context.Context, channel string, p jobs.Progress) {

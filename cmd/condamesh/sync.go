@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"time"
 
+	"github.com/condamesh/condamesh/api"
 	"github.com/schollz/progressbar/v3"
 	"github.com/spf13/cobra"
 )
@@ -52,19 +53,6 @@ func newChannelSync(c *conn) *cobra.Command {
 	return cmd
 }
 
-type taskView struct {
-	Status   string `json:"status"`
-	Message  string `json:"message"`
-	Progress *struct {
-		FilesTotal int64    `json:"files_total"`
-		FilesDone  int64    `json:"files_done"`
-		BytesTotal int64    `json:"bytes_total"`
-		BytesDone  int64    `json:"bytes_done"`
-		Current    string   `json:"current"`
-		Errors     []string `json:"errors"`
-	} `json:"progress"`
-}
-
 // progressLineEvery spaces the progress lines of a job followed without a
 // terminal.
 const progressLineEvery = 5 * time.Second
@@ -85,13 +73,13 @@ func followJob(ctx context.Context, hc *http.Client, base string, id int64, quie
 			return err
 		}
 		var tasks struct {
-			Result []taskView `json:"result"`
+			Result []api.TaskJSON `json:"result"`
 		}
 		q := "status=created&status=pending&status=running&status=success&status=failed&limit=-1"
 		if err := callJSON(ctx, hc, http.MethodGet, fmt.Sprintf("%s/api/jobs/%d/tasks?%s", base, id, q), nil, &tasks); err != nil {
 			return err
 		}
-		var last *taskView
+		var last *api.TaskJSON
 		if n := len(tasks.Result); n > 0 {
 			last = &tasks.Result[n-1]
 		}
@@ -122,9 +110,13 @@ func followJob(ctx context.Context, hc *http.Client, base string, id int64, quie
 			}
 			if last != nil && last.Progress != nil {
 				p := last.Progress
-				fmt.Fprintf(stdout, "%d/%d files, %d bytes; %d errors\n", p.FilesDone, p.FilesTotal, p.BytesDone, len(p.Errors))
+				total := max(p.ErrorsTotal, int64(len(p.Errors)))
+				fmt.Fprintf(stdout, "%d/%d files, %d bytes; %d errors\n", p.FilesDone, p.FilesTotal, p.BytesDone, total)
 				for _, e := range p.Errors {
 					fmt.Fprintln(stdout, "  error:", e)
+				}
+				if more := total - int64(len(p.Errors)); more > 0 {
+					fmt.Fprintf(stdout, "  ... and %d more (all in task-errors/task-%d.log in the data directory of the node that ran the job)\n", more, last.ID)
 				}
 			}
 			if job.Status != "success" {
