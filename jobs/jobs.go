@@ -51,9 +51,13 @@ type Config struct {
 	// ends). Default 2 s.
 	ProgressInterval time.Duration
 	// TaskErrors is how many errors (ReportError) a task's replicated
-	// record keeps, each at most MaxErrorText bytes; the rest are counted
-	// (errors_total). Default 100; -1 keeps none.
+	// record keeps, each at most MaxErrorText bytes and together at most
+	// TaskErrorBytes; the rest are counted (errors_total). Default 100; -1
+	// keeps none.
 	TaskErrors int
+	// TaskErrorBytes bounds the errors a task's record keeps, together
+	// (bytes), so that one progress write stays small. Default 16 KiB.
+	TaskErrorBytes int
 	// ErrorLogDir, if set, holds a node-local file per task with errors,
 	// ErrorLogName(id), listing every error of the task, a line each.
 	ErrorLogDir string
@@ -79,7 +83,7 @@ func (c Config) Validate() error {
 	if c.TaskErrors < -1 {
 		errs = append(errs, fmt.Errorf("jobs: task errors %d: want a count, 0 for the default or -1 for none", c.TaskErrors))
 	}
-	if c.MaxErrorLog < 0 || c.ErrorLogs < 0 {
+	if c.MaxErrorLog < 0 || c.ErrorLogs < 0 || c.TaskErrorBytes < 0 {
 		errs = append(errs, fmt.Errorf("jobs: error log bounds must be positive (0: the default)"))
 	}
 	return errors.Join(errs...)
@@ -121,6 +125,9 @@ func New(cfg Config, cat *catalog.Catalog, prop Proposer, lead Leadership) *Runn
 		cfg.TaskErrors = 100
 	case -1:
 		cfg.TaskErrors = 0
+	}
+	if cfg.TaskErrorBytes == 0 {
+		cfg.TaskErrorBytes = 16 << 10
 	}
 	if cfg.MaxErrorLog == 0 {
 		cfg.MaxErrorLog = 64 << 20

@@ -41,7 +41,8 @@ func Report(ctx context.Context, p Progress) {
 
 // ReportError records a per-item failure of the action running under ctx
 // that did not stop it: the task record keeps the first
-// Config.TaskErrors of them and counts the rest, and the node's error log
+// Config.TaskErrors of them (Config.TaskErrorBytes at most) and counts
+// the rest, and the node's error log
 // of the task (Config.ErrorLogDir) has them all. Without a running job it
 // does nothing.
 func ReportError(ctx context.Context, msg string) {
@@ -57,6 +58,8 @@ type reporter struct {
 	mu   sync.Mutex
 	task *v1.Task
 	errs *errorLog // nil until the first error
+	// errBytes is the size of the errors kept on the task.
+	errBytes int
 	// dirty is set when the record changed since it was last written.
 	dirty bool
 }
@@ -75,8 +78,9 @@ func (rep *reporter) fail(msg string) {
 	defer rep.mu.Unlock()
 	t := rep.task
 	t.ErrorsTotal++
-	if len(t.Errors) < rep.r.cfg.TaskErrors {
-		t.Errors = append(t.Errors, truncateText(msg, MaxErrorText))
+	if kept := truncateText(msg, MaxErrorText); len(t.Errors) < rep.r.cfg.TaskErrors && rep.errBytes+len(kept) <= rep.r.cfg.TaskErrorBytes {
+		t.Errors = append(t.Errors, kept)
+		rep.errBytes += len(kept)
 	}
 	rep.dirty = true
 	if rep.errs == nil {

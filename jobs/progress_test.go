@@ -161,3 +161,18 @@ func TestErrorLogBounds(t *testing.T) {
 		t.Fatalf("error logs %v, want the newest two %v", names, want)
 	}
 }
+
+// TestTaskErrorBytes: the errors a task keeps stay within TaskErrorBytes
+// together, however many TaskErrors allows.
+func TestTaskErrorBytes(t *testing.T) {
+	r, cat, prop := newRunner(t, jobs.Config{TaskErrorBytes: 3000}, func(ctx context.Context, _ *v1.Job) error {
+		for i := range 10 {
+			jobs.ReportError(ctx, fmt.Sprintf("%d %s", i, strings.Repeat("y", 5000)))
+		}
+		return nil
+	})
+	task := runJob(t, r, cat, prop)
+	if len(task.Errors) != 2 || len(task.Errors[0])+len(task.Errors[1]) > 3000 || task.ErrorsTotal != 10 {
+		t.Fatalf("kept %d errors of %d, want the 2 that fit in 3000 bytes", len(task.Errors), task.ErrorsTotal)
+	}
+}

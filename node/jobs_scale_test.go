@@ -169,8 +169,9 @@ func fileSize(t *testing.T, path string) int64 {
 
 // raftGrowthBound is what a mirror sync of 20,000 files that all fail may
 // add to the Raft log (the data of its entries): the task record keeps
-// the first 100 errors and a count, and is written at most every 2 s.
-const raftGrowthBound = 1 << 20
+// the first 100 errors (16 KiB at most) and a count, and is written at
+// most every 2 s, so within the test's 3 minutes at most about 1.5 MB.
+const raftGrowthBound = 2 << 20
 
 // TestMirrorSyncFailuresBoundRaftLog: a sync of 20,000 files that all
 // fail (404, or bytes that do not match the sha256) adds at most
