@@ -3,7 +3,9 @@
 // with POST /api/jobs. Jobs and tasks are replicated catalog records; the
 // runner executes them on the Raft leader only, so each run happens once in
 // the cluster. After a restart, tasks left running are marked failed and
-// their job runs again (every action is idempotent).
+// their job runs again (every action is idempotent). A job cancelled while
+// it runs has its run's context cancelled (cause ErrCancelled) within
+// about 200 ms, on whichever node the cancel was written.
 //
 // A task's replicated record stays small whatever its action does: its
 // progress is written at most every Config.ProgressInterval (and when it
@@ -29,6 +31,14 @@ import (
 
 // ErrUnknownAction is the failure of a task whose manifest has no handler.
 var ErrUnknownAction = errors.New("jobs: action not available")
+
+// ErrCancelled is the failure of a task whose job was cancelled while it
+// ran (PATCH /api/jobs/{id} {"status": "cancelled"}).
+var ErrCancelled = errors.New("jobs: job cancelled")
+
+// cancelPoll is how often the runner reads a running job's status to
+// notice a cancel: the run's context ends within about this long.
+const cancelPoll = 200 * time.Millisecond
 
 // Proposer replicates catalog commands.
 type Proposer interface {
@@ -272,15 +282,17 @@ func (r *Runner) runOnce(ctx context.Context, j *v1.Job) error {
 	act, item := r.actions[j.Manifest], r.items[j.Manifest]
 	r.mu.Unlock()
 	start := time.Now()
+	work, stop := r.watchCancel(ctx, j.Id)
+	defer stop()
 	var runErr error
 	if j.ItemsSpec != nil {
 		var err error
-		if runErr, err = r.runItems(ctx, j, act, item); err != nil {
+		if runErr, err = r.runItems(ctx, work, j, act, item); err != nil {
 			return err
 		}
 	} else {
 		var err error
-		if runErr, err = r.runTask(ctx, j, nil, func(ctx context.Context) error {
+		if runErr, err = r.runTask(ctx, work, j, nil, func(ctx context.Context) error {
 			if act == nil {
 				return fmt.Errorf("%w: %s", ErrUnknownAction, j.Manifest)
 			}
@@ -293,7 +305,9 @@ func (r *Runner) runOnce(ctx context.Context, j *v1.Job) error {
 		return ctx.Err() // shutting down: recover() reschedules it
 	}
 	j.Status = "success"
-	if runErr != nil {
+	if errors.Is(runErr, ErrCancelled) {
+		r.log.Info("job cancelled", "job", j.Id, "manifest", j.Manifest, "channel", j.Channel, "after", time.Since(start))
+	} else if runErr != nil {
 		j.Status = "failed"
 		r.log.Warn("job failed", "job", j.Id, "manifest", j.Manifest, "channel", j.Channel, "err", secret.Err(runErr))
 	} else {
@@ -308,10 +322,35 @@ func (r *Runner) runOnce(ctx context.Context, j *v1.Job) error {
 	return r.putJob(ctx, j)
 }
 
+// watchCancel returns a context of ctx that ends, with the cause
+// ErrCancelled, once job id is cancelled, and the function that stops
+// watching.
+func (r *Runner) watchCancel(ctx context.Context, id int64) (context.Context, func()) {
+	work, cancel := context.WithCancelCause(ctx)
+	go func() {
+		t := time.NewTicker(cancelPoll)
+		defer t.Stop()
+		for {
+			select {
+			case <-work.Done():
+				return
+			case <-t.C:
+			}
+			if j, err := r.cat.Job(work, id); err == nil && j.Status == "cancelled" {
+				cancel(ErrCancelled)
+				return
+			}
+		}
+	}()
+	return work, func() { cancel(nil) }
+}
+
 // runTask records a running task (for item, on that package file), runs
-// fn with progress reporting onto it, and records its outcome. It returns
-// fn's error, and separately a failure to record the task.
-func (r *Runner) runTask(ctx context.Context, j *v1.Job, item *v1.PackageVersion, fn func(ctx context.Context) error) (runErr, err error) {
+// fn under work (ctx, or a cancelled job's end) with progress reporting
+// onto the task, and records its outcome (a cancelled run's task fails
+// with ErrCancelled). It returns fn's error, and separately a failure to
+// record the task.
+func (r *Runner) runTask(ctx, work context.Context, j *v1.Job, item *v1.PackageVersion, fn func(ctx context.Context) error) (runErr, err error) {
 	t := &v1.Task{JobId: j.Id, Status: "running"}
 	if item != nil {
 		t.VersionChannel, t.VersionPlatform, t.VersionFilename, t.VersionSha256 = item.Channel, item.Platform, item.Filename, item.Sha256
@@ -332,12 +371,15 @@ func (r *Runner) runTask(ctx context.Context, j *v1.Job, item *v1.PackageVersion
 		defer close(flushed)
 		rep.flushEvery(ctx, r.cfg.ProgressInterval, stop)
 	}()
-	runErr = fn(context.WithValue(ctx, reporterKey{}, rep))
+	runErr = fn(context.WithValue(work, reporterKey{}, rep))
 	close(stop)
 	<-flushed
 	task := rep.final()
 	if ctx.Err() != nil {
 		return runErr, ctx.Err()
+	}
+	if cause := context.Cause(work); errors.Is(cause, ErrCancelled) {
+		runErr = cause
 	}
 	if kept := int64(len(task.Errors)); task.ErrorsTotal > kept && r.cfg.ErrorLogDir != "" {
 		r.log.Warn("task errors", "task", task.Id, "job", j.Id, "errors", task.ErrorsTotal, "on the task", kept,
@@ -356,7 +398,7 @@ func (r *Runner) runTask(ctx context.Context, j *v1.Job, item *v1.PackageVersion
 // that channel records. Files with an earlier task of the job that was not
 // skipped are left out, unless the job repeats (Quetz: a forced re-run
 // marks earlier tasks skipped). It returns the first failure.
-func (r *Runner) runItems(ctx context.Context, j *v1.Job, act Action, item ItemAction) (runErr, err error) {
+func (r *Runner) runItems(ctx, work context.Context, j *v1.Job, act Action, item ItemAction) (runErr, err error) {
 	spec, perr := ParseItemsSpec(j.GetItemsSpec())
 	if perr != nil {
 		return perr, nil
@@ -367,9 +409,12 @@ func (r *Runner) runItems(ctx context.Context, j *v1.Job, act Action, item ItemA
 	}
 	byChannel := map[string]error{} // outcome of the channel action, per channel
 	for _, v := range vers {
+		if cause := context.Cause(work); errors.Is(cause, ErrCancelled) {
+			return cause, nil // the files left get no task
+		}
 		each := proto.Clone(j).(*v1.Job)
 		each.Channel = v.Channel
-		failed, err := r.runTask(ctx, j, v, func(ctx context.Context) error {
+		failed, err := r.runTask(ctx, work, j, v, func(ctx context.Context) error {
 			switch {
 			case item != nil:
 				return item(ctx, each, v)

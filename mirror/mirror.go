@@ -10,7 +10,9 @@
 // 2,500 versions). A file that keeps failing is recorded on the task (the
 // first errors; jobs.ReportError) and skipped; the sync goes on. Files already in the blob store are never
 // downloaded again, which makes an interrupted sync resume where it
-// stopped. While a sync runs, the indexer holds back rebuilding the
+// stopped. A sync whose context ends (its job cancelled) cuts the
+// downloads in flight and publishes nothing more; what it published
+// before is whole (verified files, in whole batches). While a sync runs, the indexer holds back rebuilding the
 // channel's indexes (readers still get fresh ones).
 package mirror
 

@@ -1,6 +1,7 @@
 package node_test
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -16,6 +17,8 @@ import (
 
 	"github.com/condamesh/condamesh/api"
 	"github.com/condamesh/condamesh/conda"
+	v1 "github.com/condamesh/condamesh/gen/condamesh/v1"
+	"github.com/condamesh/condamesh/node"
 	"github.com/condamesh/condamesh/node/nodetest"
 	"github.com/hashicorp/raft"
 	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
@@ -213,5 +216,64 @@ func TestMirrorSyncFailuresBoundRaftLog(t *testing.T) {
 	}
 	if got := up.requests.Load(); got < files {
 		t.Fatalf("the upstream saw %d file requests for %d files", got, files)
+	}
+}
+
+// TestCancelMirrorSyncStopsDownloads: cancelling a running mirror sync
+// (PATCH /api/jobs/{id} {"status": "cancelled"}) stops its downloads:
+// after a settle of 1 s the upstream sees no new request; the job stays
+// cancelled, its task fails as cancelled, and every file listed in the
+// channel is whole (publication goes on in batches of 50 during the sync,
+// none after the cancel).
+func TestCancelMirrorSyncStopsDownloads(t *testing.T) {
+	const files = 20000
+	up := newScaleUpstream(t, files, false, 20*time.Millisecond) // a sync of minutes
+	n := nodetest.Start(t, func(c *node.Config) { c.Mirror.BatchFiles = 50 })
+	ctx := context.Background()
+	id := startMirrorSync(t, n, "m", up.srv.URL+"/chan")
+	listed := func() []*v1.PackageVersion {
+		vs, err := n.Catalog().SubdirVersions(ctx, "m", "linux-64")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return vs
+	}
+	nodetest.Eventually(t, time.Minute, "batches published", func() bool { return len(listed()) >= 100 })
+
+	restJSON(t, n, "PATCH", fmt.Sprintf("/api/jobs/%d", id), `{"status":"cancelled"}`, http.StatusOK, nil)
+	answered := time.Now()
+	atCancel := up.requests.Load()
+	var settled int64
+	nodetest.Eventually(t, 5*time.Second, "settle of 1 s", func() bool {
+		settled = up.requests.Load()
+		return time.Since(answered) >= time.Second
+	})
+	published := len(listed())
+	var last int64
+	nodetest.Eventually(t, 10*time.Second, "2 s without new upstream requests", func() bool {
+		if last = up.requests.Load(); last != settled {
+			t.Fatalf("the upstream saw %d requests at the cancel, %d 1 s later, %d %v after: downloads go on",
+				atCancel, settled, last, time.Since(answered).Round(time.Millisecond))
+		}
+		return time.Since(answered) >= 3*time.Second
+	})
+	t.Logf("upstream requests: %d at the cancel, %d after 1 s, %d after 3 s (of %d files); %d files published", atCancel, settled, last, files, published)
+
+	nodetest.Eventually(t, 10*time.Second, "the task ends", func() bool { return lastTask(t, n, id).Status != "running" })
+	if task := lastTask(t, n, id); task.Status != "failed" || !strings.Contains(task.Message, "cancelled") {
+		t.Fatalf("task %s %q, want failed as cancelled", task.Status, task.Message)
+	}
+	if st := jobStatus(t, n, id); st != "cancelled" {
+		t.Fatalf("job %s, want cancelled", st)
+	}
+	vs := listed()
+	if len(vs) != published || len(vs) >= files {
+		t.Fatalf("%d files listed after the settle, %d now, of %d", published, len(vs), files)
+	}
+	for _, v := range vs {
+		st, body := call(t, n.URL(), "", "GET", "/get/m/linux-64/"+v.Filename, "", nil)
+		if want := up.files[v.Filename]; st != http.StatusOK || string(body) != string(want) || v.Sha256 != sha(want) {
+			t.Fatalf("listed %s: %d, %d bytes, sha256 %s: not the upstream's file", v.Filename, st, len(body), v.Sha256)
+		}
 	}
 }

@@ -123,6 +123,10 @@ type Config struct {
 	// Proxy configures proxy channels (its Logger is the node's). Its
 	// MaxIndexSize bounds mirror channels' upstream repodata too.
 	Proxy proxy.Config
+	// Mirror configures mirror synchronisation (downloads, publish
+	// batches). The node sets its Logger, Hold and OnProgress; its
+	// MaxIndexSize defaults to Proxy.MaxIndexSize.
+	Mirror mirror.Config
 	// Jobs configures the job runner (its Logger is the node's). Its
 	// ErrorLogDir defaults to <DataDir>/task-errors, its Interval to 1 s.
 	Jobs jobs.Config
@@ -406,11 +410,17 @@ func New(ctx context.Context, cfg Config) (n *Node, err error) {
 	pcfg := cfg.Proxy
 	pcfg.Logger = n.log
 	n.proxy = proxy.New(pcfg, n.cat, n.st, n.cl, n.up)
-	n.mirror = mirror.New(mirror.Config{Logger: n.log, MaxIndexSize: cfg.Proxy.MaxIndexSize, Hold: n.idx.Hold, OnProgress: func(ch string, p jobs.Progress) {
+	mcfg := cfg.Mirror
+	mcfg.Logger, mcfg.Hold = n.log, n.idx.Hold
+	if mcfg.MaxIndexSize == 0 {
+		mcfg.MaxIndexSize = cfg.Proxy.MaxIndexSize
+	}
+	mcfg.OnProgress = func(ch string, p jobs.Progress) {
 		n.prom.SyncFiles.WithLabelValues(ch, "done").Set(float64(p.FilesDone))
 		n.prom.SyncFiles.WithLabelValues(ch, "total").Set(float64(p.FilesTotal))
 		n.prom.SyncFiles.WithLabelValues(ch, "errors").Set(float64(p.Errors))
-	}}, n.cat, n.st, n.cl, n.up)
+	}
+	n.mirror = mirror.New(mcfg, n.cat, n.st, n.cl, n.up)
 	n.jobs.Register("synchronize_repodata", n.mirror.Action(mirror.FromRepodata))
 	n.jobs.Register("synchronize", n.mirror.Action(mirror.FromArchives))
 	n.jobs.Register("synchronize_metrics", metrics.NewMirrorPuller(n.cat, n.cl, n.up, cfg.API.Now, n.log).Action())
