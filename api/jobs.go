@@ -390,6 +390,9 @@ func toTaskJSON(t *v1.Task) TaskJSON {
 	return out
 }
 
+// restListTasks is GET /api/jobs/{id}/tasks: the job's tasks of the
+// asked statuses in id order, paged as Quetz does (skip, limit: default
+// 20, -1 for all; the pagination envelope with all_records_count).
 func (s *Server) restListTasks(w http.ResponseWriter, r *http.Request) {
 	s.handle(w, r, func(id *identity) (int, any, error) {
 		j, err := s.jobFor(r.Context(), id, r.PathValue("id"))
@@ -404,13 +407,13 @@ func (s *Server) restListTasks(w http.ResponseWriter, r *http.Request) {
 		if err != nil {
 			return 0, nil, err
 		}
-		out := []TaskJSON{}
+		kept := tasks[:0]
 		for _, t := range tasks {
 			if want[t.Status] {
-				out = append(out, toTaskJSON(t))
+				kept = append(kept, t)
 			}
 		}
-		body, err := paginated(r, out)
+		body, err := paginatedAs(r, kept, toTaskJSON)
 		return http.StatusOK, body, err
 	})
 }
