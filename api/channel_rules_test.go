@@ -61,6 +61,12 @@ func TestChannelRulesShared(t *testing.T) {
 		{"include and exclude",
 			map[string]any{"name": "bad-lists", "mirror_channel_url": "https://example.org/c", "mirror_mode": "mirror", "metadata": map[string]any{"includelist": []string{}, "excludelist": []string{}}},
 			&v1.CreateChannelRequest{Actions: &v1.StringList{}, Channel: &v1.Channel{Name: "bad-lists", MirrorChannelUrl: "https://example.org/c", MirrorMode: "mirror", Metadata: &v1.ChannelMetadata{Includelist: &v1.StringList{}, Excludelist: &v1.StringList{}}}}},
+		{"includelist glob with an unclosed set",
+			map[string]any{"name": "bad-glob", "mirror_channel_url": "https://example.org/c", "mirror_mode": "mirror", "metadata": map[string]any{"includelist": []string{"numpy", "[!m*"}}},
+			&v1.CreateChannelRequest{Actions: &v1.StringList{}, Channel: &v1.Channel{Name: "bad-glob", MirrorChannelUrl: "https://example.org/c", MirrorMode: "mirror", Metadata: &v1.ChannelMetadata{Includelist: &v1.StringList{Items: []string{"numpy", "[!m*"}}}}}},
+		{"excludelist glob with a reversed range",
+			map[string]any{"name": "bad-range", "mirror_channel_url": "https://example.org/c", "mirror_mode": "mirror", "metadata": map[string]any{"excludelist": []string{"[z-a]*"}}},
+			&v1.CreateChannelRequest{Actions: &v1.StringList{}, Channel: &v1.Channel{Name: "bad-range", MirrorChannelUrl: "https://example.org/c", MirrorMode: "mirror", Metadata: &v1.ChannelMetadata{Excludelist: &v1.StringList{Items: []string{"[z-a]*"}}}}}},
 		{"unknown action",
 			map[string]any{"name": "bad-action", "actions": []string{"format_disk"}},
 			&v1.CreateChannelRequest{Channel: &v1.Channel{Name: "bad-action"}, Actions: &v1.StringList{Items: []string{"format_disk"}}}},
@@ -116,5 +122,14 @@ func TestChannelRulesShared(t *testing.T) {
 	e.do(t, "PATCH", "/api/channels/rest-default", admin, map[string]any{"metadata": map[string]any{"sync_interval_seconds": -5}}, nil).want(t, http.StatusUnprocessableEntity)
 	if _, err := rpc.UpdateChannel(ctx, &v1.UpdateChannelRequest{Name: "rpc-default", Metadata: &v1.ChannelMetadata{SyncIntervalSeconds: -5}}); connect.CodeOf(err) != connect.CodeInvalidArgument {
 		t.Fatalf("Connect update with a negative sync interval: %v", err)
+	}
+	e.do(t, "PATCH", "/api/channels/rest-default", admin, map[string]any{"metadata": map[string]any{"excludelist": []string{"[a-"}}}, nil).want(t, http.StatusUnprocessableEntity)
+	if _, err := rpc.UpdateChannel(ctx, &v1.UpdateChannelRequest{Name: "rpc-default", Metadata: &v1.ChannelMetadata{Excludelist: &v1.StringList{Items: []string{"[a-"}}}}); connect.CodeOf(err) != connect.CodeInvalidArgument {
+		t.Fatalf("Connect update with an unclosed glob set: %v", err)
+	}
+	// fnmatch globs, prefixes and exact names are kept.
+	e.do(t, "PATCH", "/api/channels/rest-default", admin, map[string]any{"metadata": map[string]any{"excludelist": []string{"[!m]*", "numpy", "py?hon-3.12.0-h0_0.conda"}}}, nil).want(t, http.StatusOK)
+	if _, err := rpc.UpdateChannel(ctx, &v1.UpdateChannelRequest{Name: "rpc-default", Metadata: &v1.ChannelMetadata{Includelist: &v1.StringList{Items: []string{"[a-c]*", "numpy"}}}}); err != nil {
+		t.Fatalf("Connect update with valid globs: %v", err)
 	}
 }

@@ -346,7 +346,9 @@ func (s *Server) restPatchJob(w http.ResponseWriter, r *http.Request) {
 	})
 }
 
-type taskJSON struct {
+// TaskJSON is a task in the jobs API (GET /api/jobs/{id}/tasks): Quetz's
+// Task plus condamesh's message and progress. The CLI decodes it too.
+type TaskJSON struct {
 	ID             int64          `json:"id"`
 	JobID          int64          `json:"job_id"`
 	Created        string         `json:"created"`
@@ -354,28 +356,33 @@ type taskJSON struct {
 	PackageVersion map[string]any `json:"package_version"`
 	// condamesh extensions: why a task failed, and the progress of long
 	// actions (mirror synchronisation).
-	Message  string    `json:"message,omitempty"`
-	Progress *progress `json:"progress,omitempty"`
+	Message  string        `json:"message,omitempty"`
+	Progress *TaskProgress `json:"progress,omitempty"`
 }
 
-type progress struct {
-	FilesTotal int64    `json:"files_total"`
-	FilesDone  int64    `json:"files_done"`
-	BytesTotal int64    `json:"bytes_total"`
-	BytesDone  int64    `json:"bytes_done"`
-	Current    string   `json:"current"`
-	Errors     []string `json:"errors"`
+// TaskProgress is the progress of a task in the jobs API.
+type TaskProgress struct {
+	FilesTotal int64  `json:"files_total"`
+	FilesDone  int64  `json:"files_done"`
+	BytesTotal int64  `json:"bytes_total"`
+	BytesDone  int64  `json:"bytes_done"`
+	Current    string `json:"current"`
+	// Errors are the first errors of the task; ErrorsTotal counts them
+	// all (the node that ran the task has them in its error log).
+	Errors      []string `json:"errors"`
+	ErrorsTotal int64    `json:"errors_total"`
 }
 
-func toTaskJSON(t *v1.Task) taskJSON {
+func toTaskJSON(t *v1.Task) TaskJSON {
 	// Task texts come from errors that may quote upstream URLs: masked
 	// again here for records written before masking.
-	out := taskJSON{ID: t.Id, JobID: t.JobId, Created: naive(t.CreatedUnix), Status: t.Status, PackageVersion: map[string]any{}, Message: secret.Text(t.Message)}
+	out := TaskJSON{ID: t.Id, JobID: t.JobId, Created: naive(t.CreatedUnix), Status: t.Status, PackageVersion: map[string]any{}, Message: secret.Text(t.Message)}
 	if t.VersionFilename != "" { // a task of an items_spec job: Quetz's filename and id, plus where
 		out.PackageVersion = map[string]any{"filename": t.VersionFilename, "id": t.VersionSha256, "channel_name": t.VersionChannel, "platform": t.VersionPlatform}
 	}
-	if t.FilesTotal > 0 || t.BytesTotal > 0 || len(t.Errors) > 0 {
-		out.Progress = &progress{FilesTotal: t.FilesTotal, FilesDone: t.FilesDone, BytesTotal: t.BytesTotal, BytesDone: t.BytesDone, Current: secret.Text(t.Current), Errors: make([]string, 0, len(t.Errors))}
+	if t.FilesTotal > 0 || t.BytesTotal > 0 || len(t.Errors) > 0 || t.ErrorsTotal > 0 {
+		out.Progress = &TaskProgress{FilesTotal: t.FilesTotal, FilesDone: t.FilesDone, BytesTotal: t.BytesTotal, BytesDone: t.BytesDone, Current: secret.Text(t.Current),
+			Errors: make([]string, 0, len(t.Errors)), ErrorsTotal: max(t.ErrorsTotal, int64(len(t.Errors)))}
 		for _, e := range t.Errors {
 			out.Progress.Errors = append(out.Progress.Errors, secret.Text(e))
 		}
@@ -383,6 +390,9 @@ func toTaskJSON(t *v1.Task) taskJSON {
 	return out
 }
 
+// restListTasks is GET /api/jobs/{id}/tasks: the job's tasks of the
+// asked statuses in id order, paged as Quetz does (skip, limit: default
+// 20, -1 for all; the pagination envelope with all_records_count).
 func (s *Server) restListTasks(w http.ResponseWriter, r *http.Request) {
 	s.handle(w, r, func(id *identity) (int, any, error) {
 		j, err := s.jobFor(r.Context(), id, r.PathValue("id"))
@@ -397,13 +407,13 @@ func (s *Server) restListTasks(w http.ResponseWriter, r *http.Request) {
 		if err != nil {
 			return 0, nil, err
 		}
-		out := []taskJSON{}
+		kept := tasks[:0]
 		for _, t := range tasks {
 			if want[t.Status] {
-				out = append(out, toTaskJSON(t))
+				kept = append(kept, t)
 			}
 		}
-		body, err := paginated(r, out)
+		body, err := paginatedAs(r, kept, toTaskJSON)
 		return http.StatusOK, body, err
 	})
 }

@@ -272,3 +272,69 @@ func TestCleanupSweepsBlobs(t *testing.T) {
 	}
 	e.get(t, "/get/keeper/noarch/repodata.json", "").want(t, 200)
 }
+
+// TestTasksPaginated: GET /api/jobs/{id}/tasks pages as Quetz does: skip
+// and limit (default 20, -1 for all) over the tasks of the asked
+// statuses in id order, in the envelope with all_records_count.
+func TestTasksPaginated(t *testing.T) {
+	e := start(t)
+	e.newChannel(t, "tasks-page", false, admin)
+	const files = 5
+	for i := range files {
+		spec := pkgSpec(fmt.Sprintf("p%d", i), "1.0", "noarch")
+		e.upload(t, admin, "tasks-page", condatest.Filename(spec, ".conda"), condatest.Conda(t, spec)).want(t, 201)
+	}
+	var j jobOut
+	e.do(t, "POST", "/api/jobs", admin, map[string]any{"manifest": "generate_indexes", "items_spec": "*"}, nil).want(t, 201).decode(t, &j)
+	e.waitJob(t, j.ID, "success")
+	var all []int64
+	for _, c := range []struct {
+		query                    string
+		skip, limit, count, want int // want: tasks answered
+	}{
+		{"", 0, 20, 0, 0}, // default statuses: created, pending, running
+		{"?status=success", 0, 20, files, files},
+		{"?status=success&limit=-1", 0, -1, files, files},
+		{"?status=success&skip=1&limit=2", 1, 2, files, 2},
+		{"?status=success&skip=4&limit=2", 4, 2, files, 1},
+		{"?status=success&skip=9", 9, 20, files, 0},
+		{"?status=success&limit=0", 0, 0, files, 0},
+		{"?status=failed&status=success&skip=0&limit=1", 0, 1, files, 1},
+	} {
+		var out struct {
+			Pagination struct {
+				Skip            int `json:"skip"`
+				Limit           int `json:"limit"`
+				AllRecordsCount int `json:"all_records_count"`
+			} `json:"pagination"`
+			Result []struct {
+				ID     int64  `json:"id"`
+				JobID  int64  `json:"job_id"`
+				Status string `json:"status"`
+			} `json:"result"`
+		}
+		e.get(t, fmt.Sprintf("/api/jobs/%d/tasks%s", j.ID, c.query), admin).want(t, 200).decode(t, &out)
+		p := out.Pagination
+		if p.Skip != c.skip || p.Limit != c.limit || p.AllRecordsCount != c.count || len(out.Result) != c.want {
+			t.Fatalf("%s: pagination %+v with %d tasks, want skip %d limit %d count %d, %d tasks", c.query, p, len(out.Result), c.skip, c.limit, c.count, c.want)
+		}
+		var ids []int64
+		for _, task := range out.Result {
+			if task.JobID != j.ID || task.Status != "success" {
+				t.Fatalf("%s: task %+v", c.query, task)
+			}
+			ids = append(ids, task.ID)
+		}
+		switch c.query {
+		case "?status=success&limit=-1":
+			all = ids
+		case "?status=success&skip=1&limit=2":
+			if fmt.Sprint(ids) != fmt.Sprint(all[1:3]) {
+				t.Fatalf("page %v of %v", ids, all)
+			}
+		}
+	}
+	for _, q := range []string{"?limit=wrongtype", "?skip=x", "?status=success,failed"} {
+		e.get(t, fmt.Sprintf("/api/jobs/%d/tasks%s", j.ID, q), admin).want(t, 422)
+	}
+}

@@ -141,13 +141,24 @@ type pagination struct {
 }
 
 func paginated[T any](r *http.Request, items []T) (any, error) {
+	return paginatedAs(r, items, func(x T) T { return x })
+}
+
+// paginatedAs is paginated answering each item of the page as conv makes
+// it (only the page's items are converted).
+func paginatedAs[T, U any](r *http.Request, items []T, conv func(T) U) (any, error) {
 	skip, limit, err := page(r)
 	if err != nil {
 		return nil, err
 	}
+	pg := paginate(items, skip, limit)
+	out := make([]U, len(pg))
+	for i, x := range pg {
+		out[i] = conv(x)
+	}
 	return map[string]any{
 		"pagination": pagination{Skip: skip, Limit: limit, AllRecordsCount: len(items)},
-		"result":     paginate(items, skip, limit),
+		"result":     out,
 	}, nil
 }
 

@@ -6,6 +6,7 @@ import (
 	"regexp"
 	"strings"
 
+	"github.com/condamesh/condamesh/conda"
 	v1 "github.com/condamesh/condamesh/gen/condamesh/v1"
 	"github.com/condamesh/condamesh/internal/secret"
 )
@@ -103,6 +104,27 @@ func CheckMetadata(md *v1.ChannelMetadata) error {
 	}
 	if md.Includelist != nil && md.Excludelist != nil {
 		return ruleErr("", "Cannot use both `includelist` and `excludelist` together.", nil, "metadata")
+	}
+	for name, list := range map[string]*v1.StringList{"includelist": md.Includelist, "excludelist": md.Excludelist} {
+		if err := checkPatterns(name, list.GetItems()); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// checkPatterns checks the entries of an includelist or excludelist: one
+// with glob characters is an fnmatch pattern (what the mirror matches
+// with), refused when fnmatch would read part of it literally or drop it
+// (conda.CheckGlob); one without is a prefix, as in Quetz.
+func checkPatterns(field string, items []string) error {
+	for _, e := range items {
+		if !conda.HasGlobMeta(e) {
+			continue
+		}
+		if err := conda.CheckGlob(e); err != nil {
+			return ruleErr("value_error", "Value error, "+err.Error(), e, "metadata", field)
+		}
 	}
 	return nil
 }

@@ -28,4 +28,7 @@ var (
 	// ErrBadRepodata reports an untrusted repodata.json document that does
 	// not have the expected shape.
 	ErrBadRepodata = errors.New("conda: bad repodata")
+	// ErrBadGlob reports an fnmatch pattern with a likely mistake (see
+	// CheckGlob).
+	ErrBadGlob = errors.New("conda: bad glob")
 )

@@ -3,7 +3,15 @@
 // with POST /api/jobs. Jobs and tasks are replicated catalog records; the
 // runner executes them on the Raft leader only, so each run happens once in
 // the cluster. After a restart, tasks left running are marked failed and
-// their job runs again (every action is idempotent).
+// their job runs again (every action is idempotent). A job cancelled while
+// it runs has its run's context cancelled (cause ErrCancelled) within
+// about 200 ms, on whichever node the cancel was written.
+//
+// A task's replicated record stays small whatever its action does: its
+// progress is written at most every Config.ProgressInterval (and when it
+// ends), and it keeps the first Config.TaskErrors errors and a count of
+// all; every error goes to a node-local error log of the task
+// (Config.ErrorLogDir), on the node that ran it.
 package jobs
 
 import (
@@ -11,6 +19,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"path/filepath"
 	"sync"
 	"time"
 
@@ -22,6 +31,14 @@ import (
 
 // ErrUnknownAction is the failure of a task whose manifest has no handler.
 var ErrUnknownAction = errors.New("jobs: action not available")
+
+// ErrCancelled is the failure of a task whose job was cancelled while it
+// ran (PATCH /api/jobs/{id} {"status": "cancelled"}).
+var ErrCancelled = errors.New("jobs: job cancelled")
+
+// cancelPoll is how often the runner reads a running job's status to
+// notice a cancel: the run's context ends within about this long.
+const cancelPoll = 200 * time.Millisecond
 
 // Proposer replicates catalog commands.
 type Proposer interface {
@@ -39,13 +56,47 @@ type ItemAction func(ctx context.Context, job *v1.Job, v *v1.PackageVersion) err
 type Config struct {
 	// Interval between scheduling passes. Default 1 s.
 	Interval time.Duration
-	// ProgressInterval is the least time between two progress writes of a
-	// task. Default 1 s.
+	// ProgressInterval is the least time between two replicated writes of
+	// a running task's progress (the last one is written when the task
+	// ends). Default 2 s.
 	ProgressInterval time.Duration
+	// TaskErrors is how many errors (ReportError) a task's replicated
+	// record keeps, each at most MaxErrorText bytes and together at most
+	// TaskErrorBytes; the rest are counted (errors_total). Default 100; -1
+	// keeps none.
+	TaskErrors int
+	// TaskErrorBytes bounds the errors a task's record keeps, together
+	// (bytes), so that one progress write stays small. Default 16 KiB.
+	TaskErrorBytes int
+	// ErrorLogDir, if set, holds a node-local file per task with errors,
+	// ErrorLogName(id), listing every error of the task, a line each.
+	ErrorLogDir string
+	// MaxErrorLog bounds one task's error log (bytes); later errors are
+	// counted on its last line. Default 64 MiB.
+	MaxErrorLog int64
+	// ErrorLogs is how many task error logs are kept (the newest tasks').
+	// Default 32.
+	ErrorLogs int
 	// Now returns the current time; tests replace it.
 	Now func() time.Time
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger
+}
+
+// Validate reports settings that cannot work (zero values take the
+// defaults).
+func (c Config) Validate() error {
+	var errs []error
+	if c.Interval < 0 || c.ProgressInterval < 0 {
+		errs = append(errs, fmt.Errorf("jobs: intervals must be positive (0: the default)"))
+	}
+	if c.TaskErrors < -1 {
+		errs = append(errs, fmt.Errorf("jobs: task errors %d: want a count, 0 for the default or -1 for none", c.TaskErrors))
+	}
+	if c.MaxErrorLog < 0 || c.ErrorLogs < 0 || c.TaskErrorBytes < 0 {
+		errs = append(errs, fmt.Errorf("jobs: error log bounds must be positive (0: the default)"))
+	}
+	return errors.Join(errs...)
 }
 
 // Leadership reports, on the Raft leader, a context that ends with the
@@ -77,7 +128,22 @@ func New(cfg Config, cat *catalog.Catalog, prop Proposer, lead Leadership) *Runn
 		cfg.Now = time.Now
 	}
 	if cfg.ProgressInterval == 0 {
-		cfg.ProgressInterval = time.Second
+		cfg.ProgressInterval = 2 * time.Second
+	}
+	switch cfg.TaskErrors {
+	case 0:
+		cfg.TaskErrors = 100
+	case -1:
+		cfg.TaskErrors = 0
+	}
+	if cfg.TaskErrorBytes == 0 {
+		cfg.TaskErrorBytes = 16 << 10
+	}
+	if cfg.MaxErrorLog == 0 {
+		cfg.MaxErrorLog = 64 << 20
+	}
+	if cfg.ErrorLogs == 0 {
+		cfg.ErrorLogs = 32
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
@@ -216,15 +282,17 @@ func (r *Runner) runOnce(ctx context.Context, j *v1.Job) error {
 	act, item := r.actions[j.Manifest], r.items[j.Manifest]
 	r.mu.Unlock()
 	start := time.Now()
+	work, stop := r.watchCancel(ctx, j.Id)
+	defer stop()
 	var runErr error
 	if j.ItemsSpec != nil {
 		var err error
-		if runErr, err = r.runItems(ctx, j, act, item); err != nil {
+		if runErr, err = r.runItems(ctx, work, j, act, item); err != nil {
 			return err
 		}
 	} else {
 		var err error
-		if runErr, err = r.runTask(ctx, j, nil, func(ctx context.Context) error {
+		if runErr, err = r.runTask(ctx, work, j, nil, func(ctx context.Context) error {
 			if act == nil {
 				return fmt.Errorf("%w: %s", ErrUnknownAction, j.Manifest)
 			}
@@ -237,7 +305,9 @@ func (r *Runner) runOnce(ctx context.Context, j *v1.Job) error {
 		return ctx.Err() // shutting down: recover() reschedules it
 	}
 	j.Status = "success"
-	if runErr != nil {
+	if errors.Is(runErr, ErrCancelled) {
+		r.log.Info("job cancelled", "job", j.Id, "manifest", j.Manifest, "channel", j.Channel, "after", time.Since(start))
+	} else if runErr != nil {
 		j.Status = "failed"
 		r.log.Warn("job failed", "job", j.Id, "manifest", j.Manifest, "channel", j.Channel, "err", secret.Err(runErr))
 	} else {
@@ -252,10 +322,35 @@ func (r *Runner) runOnce(ctx context.Context, j *v1.Job) error {
 	return r.putJob(ctx, j)
 }
 
+// watchCancel returns a context of ctx that ends, with the cause
+// ErrCancelled, once job id is cancelled, and the function that stops
+// watching.
+func (r *Runner) watchCancel(ctx context.Context, id int64) (context.Context, func()) {
+	work, cancel := context.WithCancelCause(ctx)
+	go func() {
+		t := time.NewTicker(cancelPoll)
+		defer t.Stop()
+		for {
+			select {
+			case <-work.Done():
+				return
+			case <-t.C:
+			}
+			if j, err := r.cat.Job(work, id); err == nil && j.Status == "cancelled" {
+				cancel(ErrCancelled)
+				return
+			}
+		}
+	}()
+	return work, func() { cancel(nil) }
+}
+
 // runTask records a running task (for item, on that package file), runs
-// fn with progress reporting onto it, and records its outcome. It returns
-// fn's error, and separately a failure to record the task.
-func (r *Runner) runTask(ctx context.Context, j *v1.Job, item *v1.PackageVersion, fn func(ctx context.Context) error) (runErr, err error) {
+// fn under work (ctx, or a cancelled job's end) with progress reporting
+// onto the task, and records its outcome (a cancelled run's task fails
+// with ErrCancelled). It returns fn's error, and separately a failure to
+// record the task.
+func (r *Runner) runTask(ctx, work context.Context, j *v1.Job, item *v1.PackageVersion, fn func(ctx context.Context) error) (runErr, err error) {
 	t := &v1.Task{JobId: j.Id, Status: "running"}
 	if item != nil {
 		t.VersionChannel, t.VersionPlatform, t.VersionFilename, t.VersionSha256 = item.Channel, item.Platform, item.Filename, item.Sha256
@@ -270,12 +365,26 @@ func (r *Runner) runTask(ctx context.Context, j *v1.Job, item *v1.PackageVersion
 	}
 	t = proto.Clone(t).(*v1.Task)
 	t.Id = cr.TaskID
-	rep := &reporter{r: r, interval: r.cfg.ProgressInterval, task: t}
-	runErr = fn(context.WithValue(ctx, reporterKey{}, rep))
+	rep := &reporter{r: r, task: t}
+	stop, flushed := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(flushed)
+		rep.flushEvery(ctx, r.cfg.ProgressInterval, stop)
+	}()
+	runErr = fn(context.WithValue(work, reporterKey{}, rep))
+	close(stop)
+	<-flushed
+	task := rep.final()
 	if ctx.Err() != nil {
 		return runErr, ctx.Err()
 	}
-	task := rep.final()
+	if cause := context.Cause(work); errors.Is(cause, ErrCancelled) {
+		runErr = cause
+	}
+	if kept := int64(len(task.Errors)); task.ErrorsTotal > kept && r.cfg.ErrorLogDir != "" {
+		r.log.Warn("task errors", "task", task.Id, "job", j.Id, "errors", task.ErrorsTotal, "on the task", kept,
+			"all in", filepath.Join(r.cfg.ErrorLogDir, ErrorLogName(task.Id)))
+	}
 	task.Status = "success"
 	if runErr != nil {
 		task.Status, task.Message = "failed", secret.Text(runErr.Error())
@@ -289,7 +398,7 @@ func (r *Runner) runTask(ctx context.Context, j *v1.Job, item *v1.PackageVersion
 // that channel records. Files with an earlier task of the job that was not
 // skipped are left out, unless the job repeats (Quetz: a forced re-run
 // marks earlier tasks skipped). It returns the first failure.
-func (r *Runner) runItems(ctx context.Context, j *v1.Job, act Action, item ItemAction) (runErr, err error) {
+func (r *Runner) runItems(ctx, work context.Context, j *v1.Job, act Action, item ItemAction) (runErr, err error) {
 	spec, perr := ParseItemsSpec(j.GetItemsSpec())
 	if perr != nil {
 		return perr, nil
@@ -300,9 +409,12 @@ func (r *Runner) runItems(ctx context.Context, j *v1.Job, act Action, item ItemA
 	}
 	byChannel := map[string]error{} // outcome of the channel action, per channel
 	for _, v := range vers {
+		if cause := context.Cause(work); errors.Is(cause, ErrCancelled) {
+			return cause, nil // the files left get no task
+		}
 		each := proto.Clone(j).(*v1.Job)
 		each.Channel = v.Channel
-		failed, err := r.runTask(ctx, j, v, func(ctx context.Context) error {
+		failed, err := r.runTask(ctx, work, j, v, func(ctx context.Context) error {
 			switch {
 			case item != nil:
 				return item(ctx, each, v)

@@ -111,7 +111,8 @@ func (p *MirrorPuller) pull(parent context.Context, channel string, restricted b
 				if restricted || m.Restricted {
 					shown = "the mirror's metrics could not be pulled"
 				}
-				prog.Errors = append(prog.Errors, fmt.Sprintf("%s: %s", upstream.Redact(m.Url), shown))
+				prog.Errors++
+				jobs.ReportError(parent, fmt.Sprintf("%s: %s", upstream.Redact(m.Url), shown))
 				p.log.Warn("pull mirror metrics", "channel", channel, "mirror", upstream.Redact(m.Url), "err", err)
 			}
 			prog.FilesDone++

@@ -41,7 +41,8 @@ func TestUpToDate(t *testing.T) {
 	}
 }
 
-// TestSelected: Quetz's prefix semantics, plus globs on name or filename.
+// TestSelected: Quetz's prefix semantics, plus fnmatch globs on name or
+// filename.
 func TestSelected(t *testing.T) {
 	list := func(items ...string) *v1.StringList { return &v1.StringList{Items: items} }
 	cases := []struct {
@@ -60,9 +61,22 @@ func TestSelected(t *testing.T) {
 		{&v1.ChannelMetadata{Excludelist: list("cuda*")}, "cudatoolkit-11-0.conda", false},
 		{&v1.ChannelMetadata{Excludelist: list("cuda*")}, "numpy-1.0-0.conda", true},
 		{&v1.ChannelMetadata{Includelist: list(), Excludelist: list("x")}, "x-1-0.conda", false}, // empty list = unset
+		// fnmatch's negated set: [!m]* excludes every name not starting
+		// with m (path.Match read it as the set {'!', 'm'}).
+		{&v1.ChannelMetadata{Excludelist: list("[!m]*")}, "numpy-1.0-0.conda", false},
+		{&v1.ChannelMetadata{Excludelist: list("[!m]*")}, "mkl-2024.0-0.conda", true},
+		{&v1.ChannelMetadata{Includelist: list("[!m]*")}, "!-1.0-0.conda", true},
+		{&v1.ChannelMetadata{Includelist: list("[!m]*")}, "mkl-2024.0-0.conda", false},
+		{&v1.ChannelMetadata{Includelist: list("[a-c]*")}, "bzip2-1.0-0.conda", true},
+		{&v1.ChannelMetadata{Includelist: list("[a-c]*")}, "numpy-1.0-0.conda", false},
+		{&v1.ChannelMetadata{Includelist: list("py*[!0-9]")}, "python-3.12-h0_0.conda", true}, // name pytho-n
+		{&v1.ChannelMetadata{Includelist: list("numpy", "s?ipy")}, "scipy-1.0-0.conda", true},
+		{&v1.ChannelMetadata{Includelist: list("numpy", "s?ipy")}, "sympy-1.0-0.conda", false},
+		{&v1.ChannelMetadata{Excludelist: list("*.tar.bz2")}, "numpy-1.0-0.tar.bz2", false},
+		{&v1.ChannelMetadata{Excludelist: list("*.tar.bz2")}, "numpy-1.0-0.conda", true},
 	}
 	for _, tc := range cases {
-		if got := selected(tc.md, tc.file); got != tc.want {
+		if got := newFilter(tc.md).selected(tc.file); got != tc.want {
 			t.Errorf("selected(%v, %s) = %v, want %v", tc.md, tc.file, got, tc.want)
 		}
 	}

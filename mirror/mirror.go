@@ -7,10 +7,12 @@
 // one-at-a-time fallback that retries), verifies every file against the
 // upstream sha256 and size before it is published, and publishes in
 // batches (every 10,000 files or 30 s, each as Raft commands of at most
-// 2,500 versions). A file that keeps failing is recorded on the task and
-// skipped; the sync goes on. Files already in the blob store are never
+// 2,500 versions). A file that keeps failing is recorded on the task (the
+// first errors; jobs.ReportError) and skipped; the sync goes on. Files already in the blob store are never
 // downloaded again, which makes an interrupted sync resume where it
-// stopped. While a sync runs, the indexer holds back rebuilding the
+// stopped. A sync whose context ends (its job cancelled) cuts the
+// downloads in flight and publishes nothing more; what it published
+// before is whole (verified files, in whole batches). While a sync runs, the indexer holds back rebuilding the
 // channel's indexes (readers still get fresh ones).
 package mirror
 
@@ -23,7 +25,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"path"
 	"sort"
 	"strings"
 	"sync"
@@ -192,7 +193,9 @@ func (s *Syncer) Sync(ctx context.Context, channel, owner string, mode Mode) err
 	var prog jobs.Progress
 	upstreamFiles := map[string]map[string]bool{}
 	for i, pl := range plans {
-		prog.Errors = append(prog.Errors, pl.errors...)
+		for _, e := range pl.errors {
+			s.fail(ctx, &prog, e)
+		}
 		if pl.files != nil {
 			upstreamFiles[subdirs[i]] = pl.files
 		}
@@ -208,7 +211,7 @@ func (s *Syncer) Sync(ctx context.Context, channel, owner string, mode Mode) err
 	if err := s.download(ctx, ch, owner, auth, mode, cands, &prog); err != nil {
 		return err
 	}
-	s.log.Info("mirror sync downloaded", "channel", ch.Name, "files", prog.FilesDone, "errors", len(prog.Errors), "took", time.Since(dlStart))
+	s.log.Info("mirror sync downloaded", "channel", ch.Name, "files", prog.FilesDone, "errors", prog.Errors, "took", time.Since(dlStart))
 	if ch.GetMetadata().GetPrune() {
 		if err := s.prune(ctx, ch, upstreamFiles); err != nil {
 			return err
@@ -216,8 +219,8 @@ func (s *Syncer) Sync(ctx context.Context, channel, owner string, mode Mode) err
 	}
 	prog.Current = ""
 	s.report(ctx, ch.Name, prog)
-	if len(prog.Errors) > 0 {
-		s.log.Warn("mirror sync finished with errors", "channel", ch.Name, "errors", len(prog.Errors))
+	if prog.Errors > 0 {
+		s.log.Warn("mirror sync finished with errors", "channel", ch.Name, "errors", prog.Errors, "last", prog.LastError)
 	}
 	return nil
 }
@@ -261,10 +264,11 @@ func (s *Syncer) scanSubdir(ctx context.Context, ch *v1.Channel, sd, auth string
 	for _, v := range local {
 		have[v.Filename] = v
 	}
+	sel := newFilter(ch.GetMetadata())
 	for {
 		pl := subdirPlan{files: map[string]bool{}}
 		_, err := conda.ScanRepodata(body, func(r conda.Record) error {
-			if !selected(ch.GetMetadata(), r.Filename) {
+			if !sel.selected(r.Filename) {
 				return nil
 			}
 			pl.files[r.Filename] = true
@@ -370,36 +374,60 @@ func (s *Syncer) get(ctx context.Context, ch *v1.Channel, rel, auth string, limi
 	return buf.Bytes(), nil
 }
 
-// selected applies the channel's includelist / excludelist to a filename:
-// Quetz's prefix match, plus exact names and globs (path.Match on the
-// filename or the package name) when an entry has glob characters.
-func selected(md *v1.ChannelMetadata, filename string) bool {
-	match := func(list []string) bool {
-		name := filename
-		if fn, err := conda.ParseFilename(filename); err == nil {
-			name = fn.Name
+// filter is a channel's includelist / excludelist, compiled: an entry
+// without glob characters keeps Quetz's meaning (the filename starts with
+// it, so exact names too); one with them is an fnmatch glob
+// (conda.CompileGlob) on the filename or the package name. An includelist
+// wins; an empty list is no list.
+type filter struct {
+	include  bool // the entries select (includelist), else they exclude
+	prefixes []string
+	globs    []*conda.Glob
+}
+
+func newFilter(md *v1.ChannelMetadata) *filter {
+	f := &filter{include: true}
+	entries := md.GetIncludelist().GetItems()
+	if len(entries) == 0 {
+		f.include, entries = false, md.GetExcludelist().GetItems()
+	}
+	for _, e := range entries {
+		if conda.HasGlobMeta(e) {
+			f.globs = append(f.globs, conda.CompileGlob(e))
+		} else {
+			f.prefixes = append(f.prefixes, e)
 		}
-		for _, e := range list {
-			if strings.ContainsAny(e, "*?[") {
-				if ok, _ := path.Match(e, filename); ok {
-					return true
-				}
-				if ok, _ := path.Match(e, name); ok {
-					return true
-				}
-			} else if strings.HasPrefix(filename, e) {
-				return true
-			}
+	}
+	return f
+}
+
+// selected applies the filter to a filename.
+func (f *filter) selected(filename string) bool {
+	if len(f.prefixes) == 0 && len(f.globs) == 0 {
+		return true
+	}
+	return f.matches(filename) == f.include
+}
+
+func (f *filter) matches(filename string) bool {
+	for _, p := range f.prefixes {
+		if strings.HasPrefix(filename, p) {
+			return true
 		}
+	}
+	if len(f.globs) == 0 {
 		return false
 	}
-	if inc := md.GetIncludelist().GetItems(); len(inc) > 0 {
-		return match(inc)
+	name := filename
+	if fn, err := conda.ParseFilename(filename); err == nil {
+		name = fn.Name
 	}
-	if exc := md.GetExcludelist().GetItems(); len(exc) > 0 {
-		return !match(exc)
+	for _, g := range f.globs {
+		if g.Match(filename) || g.Match(name) {
+			return true
+		}
 	}
-	return true
+	return false
 }
 
 // newCandidate reads the digests and size of an upstream record.
@@ -456,7 +484,7 @@ func (s *Syncer) download(ctx context.Context, ch *v1.Channel, owner, auth strin
 		prog.BytesDone += c.size
 		prog.Current = c.subdir + "/" + c.filename
 		if err != nil {
-			prog.Errors = append(prog.Errors, fmt.Sprintf("%s/%s: %v", c.subdir, c.filename, err))
+			s.fail(ctx, prog, fmt.Sprintf("%s/%s: %v", c.subdir, c.filename, err))
 		} else if batch = append(batch, v); len(batch) >= s.cfg.BatchFiles || time.Since(lastPublish) > s.cfg.BatchInterval {
 			select {
 			case ready <- struct{}{}:
@@ -464,7 +492,6 @@ func (s *Syncer) download(ctx context.Context, ch *v1.Channel, owner, auth strin
 			}
 		}
 		p := *prog
-		p.Errors = append([]string(nil), prog.Errors...)
 		mu.Unlock()
 		s.report(ctx, ch.Name, p)
 	}
@@ -698,6 +725,14 @@ func (s *Syncer) prune(ctx context.Context, ch *v1.Channel, upstreamFiles map[st
 		}
 	}
 	return nil
+}
+
+// fail records a per-file failure that does not stop the sync: on prog
+// (its count and the last one) and on the job's task (jobs.ReportError).
+func (s *Syncer) fail(ctx context.Context, prog *jobs.Progress, msg string) {
+	prog.Errors++
+	prog.LastError = msg
+	jobs.ReportError(ctx, msg)
 }
 
 func (s *Syncer) report(ctx context.Context, channel string, p jobs.Progress) {

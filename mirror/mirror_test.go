@@ -19,13 +19,13 @@ import (
 	"sync/atomic"
 	"testing"
 
-	"github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/condamesh/condamesh/catalog"
 	"github.com/condamesh/condamesh/conda"
 	v1 "github.com/condamesh/condamesh/gen/condamesh/v1"
 	"github.com/condamesh/condamesh/jobs"
 	"github.com/condamesh/condamesh/mirror"
 	"github.com/condamesh/condamesh/store"
+	"github.com/condamesh/condamesh/store/storetest"
 	"github.com/condamesh/condamesh/upstream"
 )
 
@@ -111,11 +111,7 @@ func newUpstream(t *testing.T, n int, broken ...string) *upstreamChannel {
 // channel "m" of upstream url.
 func newMirrorChannel(t *testing.T, url string) (*store.Store, *catalog.Catalog, *applier) {
 	ctx := context.Background()
-	st, err := store.Open(ctx, store.Config{Dir: "/d", FS: vfs.NewMem()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = st.Close() })
+	st := storetest.OpenMem(t)
 	cat := catalog.New(st, nil)
 	prop := &applier{cat: cat}
 	if _, err := prop.Propose(ctx, &v1.Command{Op: &v1.Command_CreateChannel{CreateChannel: &v1.CreateChannelOp{Channel: &v1.Channel{
@@ -208,8 +204,8 @@ func TestSyncPipelinesAndPublishes(t *testing.T) {
 	}
 	progMu.Lock()
 	defer progMu.Unlock()
-	if last.FilesDone != n || len(last.Errors) != 1 || !strings.Contains(last.Errors[0], "pkg7-1.7-0.conda") {
-		t.Fatalf("progress: done %d/%d, errors %v", last.FilesDone, last.FilesTotal, last.Errors)
+	if last.FilesDone != n || last.Errors != 1 || !strings.Contains(last.LastError, "pkg7-1.7-0.conda") {
+		t.Fatalf("progress: done %d/%d, %d errors, last %q", last.FilesDone, last.FilesTotal, last.Errors, last.LastError)
 	}
 	if c := up.conns.Load(); c > 16 {
 		t.Fatalf("%d connections for %d files", c, n)
@@ -264,7 +260,7 @@ func TestSyncBoundsRepodata(t *testing.T) {
 	if err := s.Sync(ctx, "m", "owner", mirror.FromRepodata); err != nil {
 		t.Fatal(err)
 	}
-	if len(prop.published) != 0 || len(last.Errors) != 2 || !strings.Contains(strings.Join(last.Errors, "\n"), "too large") {
-		t.Fatalf("published %v, errors %q: want both subdirs refused as too large", prop.published, last.Errors)
+	if len(prop.published) != 0 || last.Errors != 2 || !strings.Contains(last.LastError, "too large") {
+		t.Fatalf("published %v, %d errors (last %q): want both subdirs refused as too large", prop.published, last.Errors, last.LastError)
 	}
 }

@@ -123,6 +123,13 @@ type Config struct {
 	// Proxy configures proxy channels (its Logger is the node's). Its
 	// MaxIndexSize bounds mirror channels' upstream repodata too.
 	Proxy proxy.Config
+	// Mirror configures mirror synchronisation (downloads, publish
+	// batches). The node sets its Logger, Hold and OnProgress; its
+	// MaxIndexSize defaults to Proxy.MaxIndexSize.
+	Mirror mirror.Config
+	// Jobs configures the job runner (its Logger is the node's). Its
+	// ErrorLogDir defaults to <DataDir>/task-errors, its Interval to 1 s.
+	Jobs jobs.Config
 	// BlobGrace is how long an unreferenced blob is kept after it was last
 	// written or verified before a sweep may delete it. Default 15 min.
 	BlobGrace time.Duration
@@ -227,6 +234,9 @@ func (c *Config) Validate() error {
 		errs = append(errs, fmt.Errorf("body min rate %d: must be positive, or -1 for no bound", c.API.BodyMinRate))
 	}
 	if err := c.Proxy.Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	if err := c.Jobs.Validate(); err != nil {
 		errs = append(errs, err)
 	}
 	if c.AdminKey != "" && (len(c.AdminKey) < 16 || strings.ContainsAny(c.AdminKey, "/ \t\n")) {
@@ -374,7 +384,15 @@ func New(ctx context.Context, cfg Config) (n *Node, err error) {
 		return nil, err
 	}
 	closers = append(closers, n.cl.Close)
-	n.jobs = jobs.New(jobs.Config{Interval: time.Second, Logger: n.log}, n.cat, n.cl, n.cl.Leadership)
+	jcfg := cfg.Jobs
+	jcfg.Logger = n.log
+	if jcfg.Interval == 0 {
+		jcfg.Interval = time.Second
+	}
+	if jcfg.ErrorLogDir == "" {
+		jcfg.ErrorLogDir = filepath.Join(cfg.DataDir, "task-errors")
+	}
+	n.jobs = jobs.New(jcfg, n.cat, n.cl, n.cl.Leadership)
 	n.registerActions()
 	n.prom = metrics.NewProm(n.storeSize)
 	n.prom.WatchRaft(n.cl.LastIndex, n.cl.AppliedIndex)
@@ -392,11 +410,17 @@ func New(ctx context.Context, cfg Config) (n *Node, err error) {
 	pcfg := cfg.Proxy
 	pcfg.Logger = n.log
 	n.proxy = proxy.New(pcfg, n.cat, n.st, n.cl, n.up)
-	n.mirror = mirror.New(mirror.Config{Logger: n.log, MaxIndexSize: cfg.Proxy.MaxIndexSize, Hold: n.idx.Hold, OnProgress: func(ch string, p jobs.Progress) {
+	mcfg := cfg.Mirror
+	mcfg.Logger, mcfg.Hold = n.log, n.idx.Hold
+	if mcfg.MaxIndexSize == 0 {
+		mcfg.MaxIndexSize = cfg.Proxy.MaxIndexSize
+	}
+	mcfg.OnProgress = func(ch string, p jobs.Progress) {
 		n.prom.SyncFiles.WithLabelValues(ch, "done").Set(float64(p.FilesDone))
 		n.prom.SyncFiles.WithLabelValues(ch, "total").Set(float64(p.FilesTotal))
-		n.prom.SyncFiles.WithLabelValues(ch, "errors").Set(float64(len(p.Errors)))
-	}}, n.cat, n.st, n.cl, n.up)
+		n.prom.SyncFiles.WithLabelValues(ch, "errors").Set(float64(p.Errors))
+	}
+	n.mirror = mirror.New(mcfg, n.cat, n.st, n.cl, n.up)
 	n.jobs.Register("synchronize_repodata", n.mirror.Action(mirror.FromRepodata))
 	n.jobs.Register("synchronize", n.mirror.Action(mirror.FromArchives))
 	n.jobs.Register("synchronize_metrics", metrics.NewMirrorPuller(n.cat, n.cl, n.up, cfg.API.Now, n.log).Action())

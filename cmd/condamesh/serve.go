@@ -83,6 +83,8 @@ func newServe() *cobra.Command {
 	f.StringVar(&cfg.API.MetricsToken, "metrics-token", "", "scrape token of /metrics: with it (Authorization: Bearer) private channels' series are shown, without it summed under channel=\"_private\" (prefer the env twin CONDAMESH_METRICS_TOKEN)")
 	f.Int64Var(&quota, "channel-quota", 0, "default size limit in bytes of new channels (0: none)")
 	f.Int64Var(&cfg.Proxy.MaxIndexSize, "max-upstream-index-size", proxy.DefaultMaxIndexSize, "largest upstream index file (repodata.json) a proxy or mirror channel reads, in bytes, decoded and on the wire")
+	f.DurationVar(&cfg.Jobs.ProgressInterval, "job-progress-interval", 2*time.Second, "least time between two replicated progress writes of a running job's task (the last is written when it ends)")
+	f.IntVar(&cfg.Jobs.TaskErrors, "task-errors", 100, "errors a job's task record keeps (the rest are counted, and all are in <data-dir>/task-errors/task-<id>.log on the node that ran it); -1: none")
 	var clockOffset time.Duration
 	f.DurationVar(&clockOffset, "clock-offset", 0, "shift this node's clock for download timestamps and metrics windows (testing, replays)")
 	var countDownloads, leanHTTP bool

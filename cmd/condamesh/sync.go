@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"time"
 
+	"github.com/condamesh/condamesh/api"
 	"github.com/schollz/progressbar/v3"
 	"github.com/spf13/cobra"
 )
@@ -52,19 +53,6 @@ func newChannelSync(c *conn) *cobra.Command {
 	return cmd
 }
 
-type taskView struct {
-	Status   string `json:"status"`
-	Message  string `json:"message"`
-	Progress *struct {
-		FilesTotal int64    `json:"files_total"`
-		FilesDone  int64    `json:"files_done"`
-		BytesTotal int64    `json:"bytes_total"`
-		BytesDone  int64    `json:"bytes_done"`
-		Current    string   `json:"current"`
-		Errors     []string `json:"errors"`
-	} `json:"progress"`
-}
-
 // progressLineEvery spaces the progress lines of a job followed without a
 // terminal.
 const progressLineEvery = 5 * time.Second
@@ -84,16 +72,9 @@ func followJob(ctx context.Context, hc *http.Client, base string, id int64, quie
 		if err := callJSON(ctx, hc, http.MethodGet, fmt.Sprintf("%s/api/jobs/%d", base, id), nil, &job); err != nil {
 			return err
 		}
-		var tasks struct {
-			Result []taskView `json:"result"`
-		}
-		q := "status=created&status=pending&status=running&status=success&status=failed&limit=-1"
-		if err := callJSON(ctx, hc, http.MethodGet, fmt.Sprintf("%s/api/jobs/%d/tasks?%s", base, id, q), nil, &tasks); err != nil {
+		last, err := newestTask(ctx, hc, base, id)
+		if err != nil {
 			return err
-		}
-		var last *taskView
-		if n := len(tasks.Result); n > 0 {
-			last = &tasks.Result[n-1]
 		}
 		if last != nil && last.Progress != nil && !quiet && !tty {
 			p := last.Progress
@@ -122,9 +103,13 @@ func followJob(ctx context.Context, hc *http.Client, base string, id int64, quie
 			}
 			if last != nil && last.Progress != nil {
 				p := last.Progress
-				fmt.Fprintf(stdout, "%d/%d files, %d bytes; %d errors\n", p.FilesDone, p.FilesTotal, p.BytesDone, len(p.Errors))
+				total := max(p.ErrorsTotal, int64(len(p.Errors)))
+				fmt.Fprintf(stdout, "%d/%d files, %d bytes; %d errors\n", p.FilesDone, p.FilesTotal, p.BytesDone, total)
 				for _, e := range p.Errors {
 					fmt.Fprintln(stdout, "  error:", e)
+				}
+				if more := total - int64(len(p.Errors)); more > 0 {
+					fmt.Fprintf(stdout, "  ... and %d more (all in task-errors/task-%d.log in the data directory of the node that ran the job)\n", more, last.ID)
 				}
 			}
 			if job.Status != "success" {
@@ -145,8 +130,43 @@ func followJob(ctx context.Context, hc *http.Client, base string, id int64, quie
 	}
 }
 
+// taskStatuses are the statuses of the tasks a followed job may have.
+const taskStatuses = "status=created&status=pending&status=running&status=success&status=failed"
+
+// newestTask returns a job's newest task (nil if it has none yet), paging
+// the job's tasks as Quetz does: one request learns how many there are,
+// one more reads the last, so the answers stay small however many tasks
+// the job has.
+func newestTask(ctx context.Context, hc *http.Client, base string, id int64) (*api.TaskJSON, error) {
+	var page struct {
+		Pagination struct {
+			AllRecordsCount int `json:"all_records_count"`
+		} `json:"pagination"`
+		Result []api.TaskJSON `json:"result"`
+	}
+	get := func(skip int) error {
+		return callJSON(ctx, hc, http.MethodGet, fmt.Sprintf("%s/api/jobs/%d/tasks?%s&skip=%d&limit=1", base, id, taskStatuses, skip), nil, &page)
+	}
+	if err := get(0); err != nil {
+		return nil, err
+	}
+	if n := page.Pagination.AllRecordsCount; n > 1 {
+		if err := get(n - 1); err != nil {
+			return nil, err
+		}
+	}
+	if len(page.Result) == 0 {
+		return nil, nil
+	}
+	return &page.Result[len(page.Result)-1], nil
+}
+
+// maxAnswer bounds a JSON answer the CLI reads.
+const maxAnswer = 8 << 20
+
 // callJSON sends a REST request and decodes the JSON answer, turning
-// {"detail": ...} errors into Go errors.
+// {"detail": ...} errors into Go errors. An answer larger than maxAnswer
+// is an error.
 func callJSON(ctx context.Context, hc *http.Client, method, u string, body []byte, out any) error {
 	req, err := http.NewRequestWithContext(ctx, method, u, bytes.NewReader(body))
 	if err != nil {
@@ -158,9 +178,15 @@ func callJSON(ctx context.Context, hc *http.Client, method, u string, body []byt
 		return err
 	}
 	defer resp.Body.Close()
-	b, _ := io.ReadAll(io.LimitReader(resp.Body, 8<<20))
+	b, err := io.ReadAll(io.LimitReader(resp.Body, maxAnswer+1))
 	if resp.StatusCode >= 300 {
 		return apiError(resp, b)
+	}
+	if err != nil {
+		return fmt.Errorf("%s %s: %w", method, u, err)
+	}
+	if len(b) > maxAnswer {
+		return fmt.Errorf("%s %s: the answer is larger than %d MiB", method, u, maxAnswer>>20)
 	}
 	if out == nil {
 		return nil

@@ -990,15 +990,20 @@ type Task struct {
 	BytesTotal  int64                  `protobuf:"varint,8,opt,name=bytes_total,json=bytesTotal,proto3" json:"bytes_total,omitempty"`
 	BytesDone   int64                  `protobuf:"varint,9,opt,name=bytes_done,json=bytesDone,proto3" json:"bytes_done,omitempty"`
 	Current     string                 `protobuf:"bytes,10,opt,name=current,proto3" json:"current,omitempty"`
-	Errors      []string               `protobuf:"bytes,11,rep,name=errors,proto3" json:"errors,omitempty"`
+	// The first errors of the task (jobs.Config.TaskErrors of them); the
+	// rest are only counted in errors_total and written to the error log
+	// of the node that ran the task.
+	Errors []string `protobuf:"bytes,11,rep,name=errors,proto3" json:"errors,omitempty"`
 	// The package file a task of an items_spec job acted on (Quetz's
 	// package_version); empty for a channel action's task.
 	VersionChannel  string `protobuf:"bytes,12,opt,name=version_channel,json=versionChannel,proto3" json:"version_channel,omitempty"`
 	VersionPlatform string `protobuf:"bytes,13,opt,name=version_platform,json=versionPlatform,proto3" json:"version_platform,omitempty"`
 	VersionFilename string `protobuf:"bytes,14,opt,name=version_filename,json=versionFilename,proto3" json:"version_filename,omitempty"`
 	VersionSha256   string `protobuf:"bytes,15,opt,name=version_sha256,json=versionSha256,proto3" json:"version_sha256,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// Every error of the task, also those not in errors.
+	ErrorsTotal   int64 `protobuf:"varint,16,opt,name=errors_total,json=errorsTotal,proto3" json:"errors_total,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Task) Reset() {
@@ -1134,6 +1139,13 @@ func (x *Task) GetVersionSha256() string {
 		return x.VersionSha256
 	}
 	return ""
+}
+
+func (x *Task) GetErrorsTotal() int64 {
+	if x != nil {
+		return x.ErrorsTotal
+	}
+	return 0
 }
 
 // ProxyEntry is one cached upstream file of a proxy channel.
@@ -1511,7 +1523,7 @@ const file_condamesh_v1_types_proto_rawDesc = "" +
 	" \x01(\x03R\vlastRunUnixB\r\n" +
 	"\v_items_specB\x10\n" +
 	"\x0e_start_at_unixB\x17\n" +
-	"\x15_repeat_every_seconds\"\xda\x03\n" +
+	"\x15_repeat_every_seconds\"\xfd\x03\n" +
 	"\x04Task\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x03R\x02id\x12\x15\n" +
 	"\x06job_id\x18\x02 \x01(\x03R\x05jobId\x12!\n" +
@@ -1532,7 +1544,8 @@ const file_condamesh_v1_types_proto_rawDesc = "" +
 	"\x0fversion_channel\x18\f \x01(\tR\x0eversionChannel\x12)\n" +
 	"\x10version_platform\x18\r \x01(\tR\x0fversionPlatform\x12)\n" +
 	"\x10version_filename\x18\x0e \x01(\tR\x0fversionFilename\x12%\n" +
-	"\x0eversion_sha256\x18\x0f \x01(\tR\rversionSha256\"\xd8\x01\n" +
+	"\x0eversion_sha256\x18\x0f \x01(\tR\rversionSha256\x12!\n" +
+	"\ferrors_total\x18\x10 \x01(\x03R\verrorsTotal\"\xd8\x01\n" +
 	"\n" +
 	"ProxyEntry\x12\x18\n" +
 	"\achannel\x18\x01 \x01(\tR\achannel\x12\x12\n" +
