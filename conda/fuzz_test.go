@@ -214,7 +214,7 @@ func FuzzScanRepodataReader(f *testing.F) {
 	f.Fuzz(func(t *testing.T, b []byte, step uint8) {
 		var want, got []Record
 		wdoc, werr := ScanRepodata(b, func(r Record) error { want = append(want, r); return nil })
-		gdoc, gerr := ScanRepodataReader(&stepReader{b: b, step: int(step%7) + 1}, 0, func(r Record) error { got = append(got, r); return nil })
+		gdoc, gerr := ScanRepodataReader(&stepReader{b: b, step: int(step%7) + 1}, ScanOptions{}, func(r Record) error { got = append(got, r); return nil })
 		if (werr == nil) != (gerr == nil) {
 			t.Fatalf("in memory: %v; streamed: %v", werr, gerr)
 		}
@@ -230,7 +230,26 @@ func FuzzScanRepodataReader(f *testing.F) {
 		if !reflect.DeepEqual(wdoc, gdoc) {
 			t.Fatalf("header: %+v in memory, %+v streamed", wdoc, gdoc)
 		}
+		// With a filter: the records it wants, the same, in order.
+		pick := func(fn string) bool { return len(fn)%2 == 0 }
+		var picked []Record
+		if _, err := ScanRepodataReader(&stepReader{b: b, step: int(step%5) + 1}, ScanOptions{Want: pick}, func(r Record) error { picked = append(picked, r); return nil }); err != nil {
+			t.Fatalf("filtered scan refused what the full scan accepted: %v", err)
+		}
+		if wanted := filterRecords(pick, got); !reflect.DeepEqual(wanted, picked) {
+			t.Fatalf("filtered scan: %d records, want %d", len(picked), len(wanted))
+		}
 	})
+}
+
+func filterRecords(pick func(string) bool, recs []Record) []Record {
+	var out []Record
+	for _, r := range recs {
+		if pick(r.Filename) {
+			out = append(out, r)
+		}
+	}
+	return out
 }
 
 // stepReader returns at most step bytes per Read.

@@ -82,17 +82,29 @@ func ScanRepodata(b []byte, each func(Record) error) (*RepodataDoc, error) {
 // of the document (a record, or a header field such as "removed").
 const MaxRepodataValue = 64 << 20
 
+// ScanOptions adjust ScanRepodataReader.
+type ScanOptions struct {
+	// MaxValue bounds one value of the document (a record, or a header
+	// field such as "removed"), with the whitespace around it: a larger
+	// one refuses the document. Default MaxRepodataValue.
+	MaxValue int
+	// Want, if set, picks the records to parse by file name: the others
+	// are skipped over (their file names are still checked, their fields
+	// are not), which makes a scan for a few names of a large index many
+	// times faster.
+	Want func(filename string) bool
+}
+
 // ScanRepodataReader is ScanRepodata reading the document from r: it holds
 // one record (or header value) at a time, never the document, so a
 // conda-forge-sized repodata.json (hundreds of megabytes) is checked and
-// scanned in a few megabytes of memory. A value (with the whitespace around
-// it) larger than maxValue bytes (MaxRepodataValue if 0) refuses the
-// document. Errors of r are returned as they are (not as ErrBadRepodata).
-func ScanRepodataReader(r io.Reader, maxValue int, each func(Record) error) (*RepodataDoc, error) {
-	if maxValue <= 0 {
-		maxValue = MaxRepodataValue
+// scanned in a few megabytes of memory. Errors of r are returned as they
+// are (not as ErrBadRepodata).
+func ScanRepodataReader(r io.Reader, opt ScanOptions, each func(Record) error) (*RepodataDoc, error) {
+	if opt.MaxValue <= 0 {
+		opt.MaxValue = MaxRepodataValue
 	}
-	s := &repodataScanner{p: jsonParser{keys: map[string]string{}}, r: r, max: maxValue}
+	s := &repodataScanner{p: jsonParser{keys: map[string]string{}}, r: r, max: opt.MaxValue, want: opt.Want}
 	return s.scan(each)
 }
 
@@ -102,12 +114,12 @@ func ScanRepodataReader(r io.Reader, maxValue int, each func(Record) error) (*Re
 // strict parser (jsonParser) never needs bytes beyond the window. With the
 // whole document in the window (eof from the start), ensure does nothing.
 type repodataScanner struct {
-	p   jsonParser
-	r   io.Reader
-	eof bool
-	max int
-	err error // of r
-	buf []byte
+	p    jsonParser
+	r    io.Reader
+	eof  bool
+	max  int
+	want func(filename string) bool
+	buf  []byte
 }
 
 func (s *repodataScanner) scan(each func(Record) error) (*RepodataDoc, error) {
@@ -248,8 +260,16 @@ func (s *repodataScanner) scanSection(key, ext string, each func(Record) error) 
 		if err := s.ensure(valueEnd); err != nil {
 			return err
 		}
-		v, err := p.value(2)
-		if err != nil {
+		var v any
+		var err error
+		skip := s.want != nil && !s.want(fn)
+		if skip {
+			end := valueSpan(p.b[p.i:])
+			if end <= 0 {
+				return p.fail("looking for beginning of value")
+			}
+			p.i += end
+		} else if v, err = p.value(2); err != nil {
 			return err
 		}
 		parsed, err := ParseFilename(fn)
@@ -262,6 +282,9 @@ func (s *repodataScanner) scanSection(key, ext string, each func(Record) error) 
 			return bad("%q is listed twice", fn)
 		}
 		seen[fn] = true
+		if skip {
+			return nil
+		}
 		rec, ok := v.(map[string]any)
 		if !ok {
 			return bad("%q is not an object", fn)
@@ -363,6 +386,17 @@ func keyEnd(b []byte) int {
 
 // valueEnd: a whole value and the byte after it.
 func valueEnd(b []byte) int {
+	end := valueSpan(b)
+	if end < 0 {
+		return -1
+	}
+	return within(b, skipSpace(b, end))
+}
+
+// valueSpan returns the index just after the value b starts with (after
+// whitespace), or -1 if b does not hold all of it. A scalar runs to the
+// next delimiter, which it needs to see.
+func valueSpan(b []byte) int {
 	i := skipSpace(b, 0)
 	if i >= len(b) {
 		return -1
@@ -373,7 +407,7 @@ func valueEnd(b []byte) int {
 		if !ok {
 			return -1
 		}
-		return within(b, skipSpace(b, end))
+		return end
 	case '{', '[':
 		depth := 0
 		for i < len(b) {
@@ -389,7 +423,7 @@ func valueEnd(b []byte) int {
 				depth++
 			case '}', ']':
 				if depth--; depth == 0 {
-					return within(b, skipSpace(b, i+1))
+					return i + 1
 				}
 			}
 			i++
@@ -399,7 +433,7 @@ func valueEnd(b []byte) int {
 	for ; i < len(b); i++ { // a scalar runs to a delimiter
 		switch b[i] {
 		case ',', '}', ']', ':', '"', '{', '[', ' ', '\t', '\n', '\r':
-			return i + 1
+			return i
 		}
 	}
 	return -1

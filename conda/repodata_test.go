@@ -582,16 +582,16 @@ func TestZstdEncoderReuse(t *testing.T) {
 // than its bound with ErrBadRepodata, and hands back a read error as is.
 func TestScanRepodataReaderBounds(t *testing.T) {
 	big := []byte(`{"packages":{"a-1-0.tar.bz2":{"depends":["` + strings.Repeat("x", 4096) + `"]}}}`)
-	if _, err := ScanRepodataReader(bytes.NewReader(big), 1024, func(Record) error { return nil }); !errors.Is(err, ErrBadRepodata) {
+	if _, err := ScanRepodataReader(bytes.NewReader(big), ScanOptions{MaxValue: 1024}, func(Record) error { return nil }); !errors.Is(err, ErrBadRepodata) {
 		t.Fatalf("oversized record: %v", err)
 	}
 	n := 0
-	if _, err := ScanRepodataReader(bytes.NewReader(big), 0, func(Record) error { n++; return nil }); err != nil || n != 1 {
+	if _, err := ScanRepodataReader(bytes.NewReader(big), ScanOptions{}, func(Record) error { n++; return nil }); err != nil || n != 1 {
 		t.Fatalf("within the default bound: %d records, %v", n, err)
 	}
 	boom := errors.New("boom")
 	r := io.MultiReader(bytes.NewReader(big[:100]), iotest.ErrReader(boom))
-	if _, err := ScanRepodataReader(r, 0, func(Record) error { return nil }); !errors.Is(err, boom) || errors.Is(err, ErrBadRepodata) {
+	if _, err := ScanRepodataReader(r, ScanOptions{}, func(Record) error { return nil }); !errors.Is(err, boom) || errors.Is(err, ErrBadRepodata) {
 		t.Fatalf("read error: %v", err)
 	}
 }

@@ -165,24 +165,17 @@ func (s *Syncer) Sync(ctx context.Context, channel, owner string, mode Mode) err
 	if err != nil {
 		return err
 	}
-	// The repodata documents are fetched one after another, in subdir
-	// order as Quetz does, and each is parsed and compared (most of the
-	// work of planning) while the next ones are fetched. Should one not
-	// parse, the next document of that subdir is fetched after the others.
+	// Each subdir's repodata document is scanned as it downloads, record
+	// by record, two subdirs at a time (neither document is held: memory
+	// does not grow with the index); the records the channel's filters do
+	// not select are skipped without being parsed.
 	plans := make([]subdirPlan, len(subdirs))
 	names := repodataNames(ch)
 	g, gctx := errgroup.WithContext(ctx)
-	g.SetLimit(4)
+	g.SetLimit(2)
 	for i, sd := range subdirs {
-		body, rest, ferr := s.fetchRepodata(gctx, ch, sd, auth, names)
-		if ferr != nil && !errors.Is(ferr, upstream.ErrNotFound) && !errors.Is(ferr, store.ErrTooLarge) {
-			if werr := g.Wait(); werr != nil {
-				return werr // what stopped the fetches
-			}
-			return ferr
-		}
 		g.Go(func() (err error) {
-			plans[i], err = s.planSubdir(gctx, ch, sd, auth, mode, body, rest, ferr)
+			plans[i], err = s.planSubdir(gctx, ch, sd, auth, mode, names)
 			return err
 		})
 	}
@@ -232,30 +225,12 @@ type subdirPlan struct {
 	errors []string        // what could not be planned (the sync goes on)
 }
 
-// planSubdir parses one upstream subdir's fetched repodata (body, or the
-// error fetching it) and compares it with the local one. A subdir the
-// upstream does not have plans nothing.
-func (s *Syncer) planSubdir(ctx context.Context, ch *v1.Channel, sd, auth string, mode Mode, body []byte, rest []string, err error) (subdirPlan, error) {
-	var pl subdirPlan
-	if err == nil {
-		pl, err = s.scanSubdir(ctx, ch, sd, auth, mode, body, rest)
-	}
-	if errors.Is(err, upstream.ErrNotFound) {
-		return subdirPlan{}, nil
-	}
-	if err != nil {
-		if errors.Is(err, conda.ErrBadRepodata) || errors.Is(err, store.ErrTooLarge) {
-			return subdirPlan{errors: []string{fmt.Sprintf("%s: %v", sd, err)}}, nil
-		}
-		return subdirPlan{}, err
-	}
-	return pl, nil
-}
-
-// scanSubdir plans from a fetched repodata document, one record at a
-// time (the document's tree is never held whole); one that does not parse
-// gives way to the next of rest the upstream has.
-func (s *Syncer) scanSubdir(ctx context.Context, ch *v1.Channel, sd, auth string, mode Mode, body []byte, rest []string) (subdirPlan, error) {
+// planSubdir plans one upstream subdir from the first of names the
+// upstream has; one that does not parse gives way to the next. A subdir
+// the upstream lacks plans nothing; a document that does not parse, or is
+// too large, is an error of the plan (the sync goes on with the others);
+// any other failure stops the sync.
+func (s *Syncer) planSubdir(ctx context.Context, ch *v1.Channel, sd, auth string, mode Mode, names []string) (subdirPlan, error) {
 	local, err := s.cat.SubdirVersions(ctx, ch.Name, sd)
 	if err != nil {
 		return subdirPlan{}, err
@@ -265,38 +240,70 @@ func (s *Syncer) scanSubdir(ctx context.Context, ch *v1.Channel, sd, auth string
 		have[v.Filename] = v
 	}
 	sel := newFilter(ch.GetMetadata())
-	for {
-		pl := subdirPlan{files: map[string]bool{}}
-		_, err := conda.ScanRepodata(body, func(r conda.Record) error {
-			if !sel.selected(r.Filename) {
-				return nil
+	var lastErr error
+	for _, name := range names {
+		pl, err := s.scanSubdir(ctx, ch, sd, sd+"/"+name, auth, mode, have, sel)
+		switch {
+		case err == nil:
+			return pl, nil
+		case errors.Is(err, upstream.ErrNotFound):
+			if lastErr == nil {
+				lastErr = err
 			}
-			pl.files[r.Filename] = true
-			c, err := newCandidate(sd, r)
-			if err != nil {
-				pl.errors = append(pl.errors, fmt.Sprintf("%s/%s: %v", sd, r.Filename, err))
-				return nil
-			}
-			if !upToDate(have[r.Filename], c) {
-				if mode == FromRepodata {
-					c.version = catalog.NewPackageVersion(ch.Name, conda.Record{Filename: r.Filename, Subdir: sd, Fields: r.Fields}, nil, "")
-				}
-				pl.cands = append(pl.cands, c)
-			}
-			return nil
-		})
-		if err == nil || len(rest) == 0 {
-			return pl, err
+			continue
+		case errors.Is(err, conda.ErrBadRepodata):
+			lastErr = err
+			continue
+		case errors.Is(err, store.ErrTooLarge):
+			lastErr = err
+		default:
+			return subdirPlan{}, err
 		}
-		next, more, ferr := s.fetchRepodata(ctx, ch, sd, auth, rest)
-		if ferr != nil {
-			if errors.Is(ferr, upstream.ErrNotFound) {
-				return subdirPlan{}, err
-			}
-			return subdirPlan{}, ferr
-		}
-		body, rest = next, more
+		break
 	}
+	if lastErr == nil || errors.Is(lastErr, upstream.ErrNotFound) {
+		return subdirPlan{}, nil
+	}
+	return subdirPlan{errors: []string{fmt.Sprintf("%s: %v", sd, lastErr)}}, nil
+}
+
+// scanSubdir plans from the upstream document rel as it downloads, one
+// record at a time (the document is never held).
+func (s *Syncer) scanSubdir(ctx context.Context, ch *v1.Channel, sd, rel, auth string, mode Mode, have map[string]*v1.PackageVersion, sel *filter) (subdirPlan, error) {
+	url := upstream.Join(ch.MirrorChannelUrl, rel)
+	resp, err := s.up.Get(ctx, upstream.Request{URL: url, Authorization: auth, MaxBytes: s.cfg.MaxIndexSize, Restricted: ch.UpstreamRestricted})
+	if errors.Is(err, upstream.ErrTooLarge) {
+		return subdirPlan{}, fmt.Errorf("%s: %w: %v", upstream.Redact(url), store.ErrTooLarge, err)
+	}
+	if err != nil {
+		return subdirPlan{}, err
+	}
+	defer resp.Body.Close()
+	pl := subdirPlan{files: map[string]bool{}}
+	_, err = conda.ScanRepodataReader(resp.Body, conda.ScanOptions{Want: sel.selected}, func(r conda.Record) error {
+		pl.files[r.Filename] = true
+		c, err := newCandidate(sd, r)
+		if err != nil {
+			pl.errors = append(pl.errors, fmt.Sprintf("%s/%s: %v", sd, r.Filename, err))
+			return nil
+		}
+		if !upToDate(have[r.Filename], c) {
+			if mode == FromRepodata {
+				c.version = catalog.NewPackageVersion(ch.Name, conda.Record{Filename: r.Filename, Subdir: sd, Fields: r.Fields}, nil, "")
+			}
+			pl.cands = append(pl.cands, c)
+		}
+		return nil
+	})
+	switch {
+	case err == nil, errors.Is(err, conda.ErrBadRepodata):
+		return pl, err
+	case errors.Is(err, upstream.ErrTooLarge):
+		return subdirPlan{}, fmt.Errorf("%s: %w: %v", upstream.Redact(url), store.ErrTooLarge, err)
+	case ctx.Err() != nil:
+		return subdirPlan{}, ctx.Err()
+	}
+	return subdirPlan{}, fmt.Errorf("%w: %s: %v", upstream.ErrUnavailable, upstream.Redact(url), err)
 }
 
 // subdirs reads the upstream channeldata.json; a missing or invalid one
@@ -331,21 +338,6 @@ func repodataNames(ch *v1.Channel) []string {
 		return []string{"repodata_from_packages.json", "repodata.json"}
 	}
 	return []string{"repodata.json"}
-}
-
-// fetchRepodata fetches the first of names the upstream has for subdir
-// sd, and returns it with the names after it.
-func (s *Syncer) fetchRepodata(ctx context.Context, ch *v1.Channel, sd, auth string, names []string) ([]byte, []string, error) {
-	var lastErr error
-	for i, name := range names {
-		body, err := s.get(ctx, ch, sd+"/"+name, auth, s.cfg.MaxIndexSize)
-		if errors.Is(err, upstream.ErrNotFound) {
-			lastErr = err
-			continue
-		}
-		return body, names[i+1:], err
-	}
-	return nil, nil, lastErr
 }
 
 // get fetches the channel-relative file rel of ch's upstream, up to limit
