@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"os"
 	"os/exec"
@@ -348,5 +349,38 @@ func TestBadConfig(t *testing.T) {
 		if _, err := New(cfg); !errors.Is(err, ErrConfig) {
 			t.Errorf("%s: %v, want ErrConfig", name, err)
 		}
+	}
+}
+
+// TestChannelData: channeldata.json is JSON listing every name with its
+// subdirs, and the channel's subdirs.
+func TestChannelData(t *testing.T) {
+	c := newChannel(t, Config{Seed: 6, Records: 2000, NoarchRecords: 400, Subdirs: []string{"linux-64", "osx-arm64"}})
+	var buf bytes.Buffer
+	if err := c.WriteChannelData(&buf); err != nil {
+		t.Fatal(err)
+	}
+	var cd struct {
+		Packages map[string]struct {
+			Subdirs []string `json:"subdirs"`
+			Version string   `json:"version"`
+		} `json:"packages"`
+		Subdirs []string `json:"subdirs"`
+	}
+	if err := json.Unmarshal(buf.Bytes(), &cd); err != nil {
+		t.Fatalf("%v:\n%s", err, buf.Bytes())
+	}
+	if !slices.Equal(cd.Subdirs, []string{"linux-64", "noarch", "osx-arm64"}) {
+		t.Errorf("subdirs %v", cd.Subdirs)
+	}
+	for _, sd := range c.Subdirs() {
+		for _, n := range c.Names(sd) {
+			if p, ok := cd.Packages[n]; !ok || !slices.Contains(p.Subdirs, sd) || p.Version == "" {
+				t.Fatalf("%s: %+v", n, p)
+			}
+		}
+	}
+	if len(cd.Packages) != len(c.Names("linux-64"))+len(c.Names(Noarch)) {
+		t.Errorf("%d packages", len(cd.Packages))
 	}
 }

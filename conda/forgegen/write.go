@@ -7,7 +7,9 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
+	"strings"
 )
 
 // Stats counts what was written for one subdir.
@@ -169,7 +171,58 @@ func (c *Channel) WriteDir(ctx context.Context, dir string) ([]Stats, error) {
 		}
 		all = append(all, st)
 	}
-	return all, nil
+	_, err := writeFileAtomic(filepath.Join(dir, "channeldata.json"), func(w io.Writer) (Stats, error) {
+		return Stats{}, c.WriteChannelData(w)
+	})
+	return all, err
+}
+
+// WriteChannelData writes channeldata.json (CEP-38 layout, a short entry
+// per name: its subdirs, latest version and license).
+func (c *Channel) WriteChannelData(w io.Writer) error {
+	subdirsOf := map[string][]string{}
+	var names []*nameInfo
+	for _, sd := range c.Subdirs() {
+		for _, n := range c.groups[sd] {
+			if subdirsOf[n.name] == nil {
+				names = append(names, n)
+			}
+			subdirsOf[n.name] = append(subdirsOf[n.name], sd)
+		}
+	}
+	slices.SortFunc(names, func(a, b *nameInfo) int { return strings.Compare(a.name, b.name) })
+	bw := bufio.NewWriterSize(w, 1<<16)
+	b := []byte("{\n  \"channeldata_version\": 1,\n  \"packages\": {")
+	for i, n := range names {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		latest, _, _ := n.version(int(n.versions) - 1)
+		b = append(b, "\n    "...)
+		b = appendString(b, n.name)
+		b = append(b, ": {\n      \"license\": "...)
+		b = appendString(b, licenses[n.license].name)
+		b = appendList(b, "subdirs", subdirsOf[n.name])
+		b = appendField(b, "version", latest)
+		b = append(b, "\n    }"...)
+		if _, err := bw.Write(b); err != nil {
+			return err
+		}
+		b = b[:0]
+	}
+	b = append(b, "\n  },\n  \"subdirs\": ["...)
+	for i, sd := range slices.Sorted(slices.Values(c.Subdirs())) {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = append(b, "\n    "...)
+		b = appendString(b, sd)
+	}
+	b = append(b, "\n  ]\n}\n"...)
+	if _, err := bw.Write(b); err != nil {
+		return err
+	}
+	return bw.Flush()
 }
 
 func writeAtomic(path string, data []byte) error {
