@@ -377,9 +377,9 @@ func (fx *forgeFixture) coldAll(b *testing.B, s *server) {
 	wg.Wait()
 	pid := s.cmd.Process.Pid
 	b.ReportMetric(ms(time.Since(start)), "all-served-ms")
-	b.ReportMetric(ms(longest), "longest-wait-ms")
-	b.ReportMetric(float64(bad), "non-200")
-	b.ReportMetric(procKiB(b, pid, "VmHWM")/1024, "peak-RSS-MiB")
+	b.ReportMetric(ms(longest), "all-longest-wait-ms")
+	b.ReportMetric(float64(bad), "all-non-200")
+	b.ReportMetric(procKiB(b, pid, "VmHWM")/1024, "all-peak-RSS-MiB")
 	b.ReportMetric(settledRSS(b, pid)/1024, "idle-RSS-MiB")
 }
 
@@ -526,13 +526,13 @@ func (fx *forgeFixture) change(b *testing.B, s *server) {
 	b.ReportMetric(float64(upstream()-u1), "upstream-repodata-requests-next-30s")
 	cancel()
 	wg.Wait()
-	b.ReportMetric(ms(longest), "longest-wait-ms")
-	b.ReportMetric(procKiB(b, pid, "VmHWM")/1024, "peak-RSS-MiB")
+	b.ReportMetric(ms(longest), "change-longest-wait-ms")
+	b.ReportMetric(procKiB(b, pid, "VmHWM")/1024, "change-peak-RSS-MiB")
 	n := 0
 	for _, c := range bad {
 		n += c
 	}
-	b.ReportMetric(float64(n), "non-200-304")
+	b.ReportMetric(float64(n), "change-non-200-304")
 	if n > 0 {
 		b.Logf("answers other than 200/304 during the change: %v", bad)
 	}
