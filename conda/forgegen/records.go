@@ -110,9 +110,10 @@ func spec(from, t *nameInfo, v, nv int) string {
 	}
 }
 
-// records generates the records of name n in subdir, sorted by file name.
-// first is the name-order index of the name's first record; seed and the
-// change decide the rest.
+// records generates the records of name n in subdir, sorted by file name,
+// from the seed, the subdir and the name alone (so a name's records are the
+// same whenever they are generated); n.first places them in name order for
+// Config.Change.
 func (c *Channel) records(subdir string, n *nameInfo) ([]Record, error) {
 	r := newRNG(c.cfg.Seed, hashString(subdir), hashString(n.name))
 	nv := int(n.versions)
