@@ -52,6 +52,10 @@ fuzz-smoke: ## run each fuzz target for 10 s
 bench: deps ## run the Go benchmarks (figures go to docs/BENCHMARKS.md)
 	go test -run '^$$' -bench . -benchtime 3x ./store ./conda
 
+.PHONY: bench-forge
+bench-forge: deps ## issue 11's conda-forge-scale benchmark: 500k+100k generated records behind nginx (CONDAMESH_FORGE_RECORDS=100000 for a smaller run)
+	go test ./e2e -run '^$$' -bench ForgeScale -benchtime 1x -timeout 60m
+
 .PHONY: tools
 tools: ## install buf and the protoc plugins into .tmp/bin (versions from go.mod; buf pinned)
 	GOBIN=$(BIN) go install google.golang.org/protobuf/cmd/protoc-gen-go

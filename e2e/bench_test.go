@@ -339,18 +339,7 @@ func BenchmarkIndexVsNginx(b *testing.B) {
 }
 
 // rssPeak returns a process's peak resident set size (VmHWM) in MiB.
-func rssPeak(tb testing.TB, pid int) float64 {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		tb.Fatal(err)
-	}
-	m := regexp.MustCompile(`VmHWM:\s+(\d+) kB`).FindSubmatch(b)
-	if m == nil {
-		tb.Fatalf("no VmHWM in /proc/%d/status", pid)
-	}
-	kb, _ := strconv.Atoi(string(m[1]))
-	return float64(kb) / 1024
-}
+func rssPeak(tb testing.TB, pid int) float64 { return procKiB(tb, pid, "VmHWM") / 1024 }
 
 // BenchmarkMemory1GiB reports the server's peak RSS while a 1 GiB package is
 // uploaded, and (in a fresh process) while 32 clients download it.

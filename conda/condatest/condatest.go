@@ -13,6 +13,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"fmt"
 	"hash/crc32"
 	"io"
 	"maps"
@@ -163,8 +164,7 @@ func (s Spec) mtime() time.Time {
 }
 
 // infoFiles returns the info/ members (path -> content).
-func (s Spec) infoFiles(t testing.TB) map[string][]byte {
-	t.Helper()
+func (s Spec) infoFiles() (map[string][]byte, error) {
 	about := map[string]any{
 		"summary": "Test package " + s.Name,
 		"license": "MIT",
@@ -186,58 +186,58 @@ func (s Spec) infoFiles(t testing.TB) map[string][]byte {
 	if paths == nil {
 		paths = []any{}
 	}
-	out := map[string][]byte{
-		"info/about.json": mustJSON(t, about),
-		"info/paths.json": mustJSON(t, map[string]any{"paths": paths, "paths_version": 1}),
-		"info/files":      []byte(files.String()),
+	members := map[string]any{
+		"info/about.json": about,
+		"info/paths.json": map[string]any{"paths": paths, "paths_version": 1},
 	}
 	if !s.OmitIndex {
-		out["info/index.json"] = mustJSON(t, Index(s))
+		members["info/index.json"] = Index(s)
 	}
 	if s.RunExports != nil {
-		out["info/run_exports.json"] = mustJSON(t, s.RunExports)
+		members["info/run_exports.json"] = s.RunExports
 	}
-	return out
-}
-
-func mustJSON(t testing.TB, v any) []byte {
-	t.Helper()
-	b, err := json.MarshalIndent(v, "", "  ")
-	if err != nil {
-		t.Fatalf("condatest: json: %v", err)
+	out := map[string][]byte{"info/files": []byte(files.String())}
+	for name, v := range members {
+		b, err := json.MarshalIndent(v, "", "  ")
+		if err != nil {
+			return nil, fmt.Errorf("condatest: %s: %w", name, err)
+		}
+		out[name] = append(b, '\n')
 	}
-	return append(b, '\n')
+	return out, nil
 }
 
 // writeTar writes extra members, then files in sorted order, then
 // trailing members, as a tar.
-func writeTar(t testing.TB, mtime time.Time, extra []Member, files map[string][]byte, trailing []Member) []byte {
-	t.Helper()
+func writeTar(mtime time.Time, extra []Member, files map[string][]byte, trailing []Member) ([]byte, error) {
 	var buf bytes.Buffer
 	tw := tar.NewWriter(&buf)
-	writeMembers(t, tw, mtime, extra)
+	if err := writeMembers(tw, mtime, extra); err != nil {
+		return nil, err
+	}
 	for _, name := range slices.Sorted(maps.Keys(files)) {
 		hdr := &tar.Header{
 			Name: name, Typeflag: tar.TypeReg, Mode: 0o644, Size: int64(len(files[name])),
 			ModTime: mtime, Format: tar.FormatPAX,
 		}
 		if err := tw.WriteHeader(hdr); err != nil {
-			t.Fatalf("condatest: tar header %q: %v", name, err)
+			return nil, fmt.Errorf("condatest: tar header %q: %w", name, err)
 		}
 		if _, err := tw.Write(files[name]); err != nil {
-			t.Fatalf("condatest: tar: %v", err)
+			return nil, fmt.Errorf("condatest: tar: %w", err)
 		}
 	}
-	writeMembers(t, tw, mtime, trailing)
-	if err := tw.Close(); err != nil {
-		t.Fatalf("condatest: tar: %v", err)
+	if err := writeMembers(tw, mtime, trailing); err != nil {
+		return nil, err
 	}
-	return buf.Bytes()
+	if err := tw.Close(); err != nil {
+		return nil, fmt.Errorf("condatest: tar: %w", err)
+	}
+	return buf.Bytes(), nil
 }
 
 // writeMembers writes raw members to tw.
-func writeMembers(t testing.TB, tw *tar.Writer, mtime time.Time, members []Member) {
-	t.Helper()
+func writeMembers(tw *tar.Writer, mtime time.Time, members []Member) error {
 	for _, m := range members {
 		typ := m.Type
 		if typ == 0 {
@@ -251,14 +251,15 @@ func writeMembers(t testing.TB, tw *tar.Writer, mtime time.Time, members []Membe
 			hdr.Size = int64(len(m.Content))
 		}
 		if err := tw.WriteHeader(hdr); err != nil {
-			t.Fatalf("condatest: tar header %q: %v", m.Name, err)
+			return fmt.Errorf("condatest: tar header %q: %w", m.Name, err)
 		}
 		if typ == tar.TypeReg {
 			if _, err := tw.Write([]byte(m.Content)); err != nil {
-				t.Fatalf("condatest: tar: %v", err)
+				return fmt.Errorf("condatest: tar: %w", err)
 			}
 		}
 	}
+	return nil
 }
 
 // payload returns the payload files as bytes.
@@ -270,25 +271,47 @@ func (s Spec) payload() map[string][]byte {
 	return out
 }
 
+// must ends the test on err, else returns b.
+func must(t testing.TB, b []byte, err error) []byte {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
 // TarBz2 builds s as a .tar.bz2 package: extra members, then info/ files,
 // then the payload, bzip2-compressed at level 9.
 func TarBz2(t testing.TB, s Spec) []byte {
 	t.Helper()
-	files := s.infoFiles(t)
+	b, err := BuildTarBz2(s)
+	return must(t, b, err)
+}
+
+// BuildTarBz2 is TarBz2 for callers that are not tests (generators):
+// it returns the error instead of ending a test.
+func BuildTarBz2(s Spec) ([]byte, error) {
+	files, err := s.infoFiles()
+	if err != nil {
+		return nil, err
+	}
 	maps.Copy(files, s.payload())
-	raw := writeTar(t, s.mtime(), s.Extra, files, s.Trailing)
+	raw, err := writeTar(s.mtime(), s.Extra, files, s.Trailing)
+	if err != nil {
+		return nil, err
+	}
 	var buf bytes.Buffer
 	w, err := bzip2.NewWriter(&buf, &bzip2.WriterConfig{Level: 9})
 	if err != nil {
-		t.Fatalf("condatest: bzip2: %v", err)
+		return nil, fmt.Errorf("condatest: bzip2: %w", err)
 	}
 	if _, err := w.Write(raw); err != nil {
-		t.Fatalf("condatest: bzip2: %v", err)
+		return nil, fmt.Errorf("condatest: bzip2: %w", err)
 	}
 	if err := w.Close(); err != nil {
-		t.Fatalf("condatest: bzip2: %v", err)
+		return nil, fmt.Errorf("condatest: bzip2: %w", err)
 	}
-	return buf.Bytes()
+	return buf.Bytes(), nil
 }
 
 // Conda builds s as a .conda package: a zip of stored entries
@@ -297,18 +320,35 @@ func TarBz2(t testing.TB, s Spec) []byte {
 // streaming zip readers can read it.
 func Conda(t testing.TB, s Spec) []byte {
 	t.Helper()
+	b, err := BuildConda(s)
+	return must(t, b, err)
+}
+
+// BuildConda is Conda for callers that are not tests (generators): it
+// returns the error instead of ending a test.
+func BuildConda(s Spec) ([]byte, error) {
 	stem := Filename(s, "")
 	enc, err := zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedDefault), zstd.WithEncoderConcurrency(1))
 	if err != nil {
-		t.Fatalf("condatest: zstd: %v", err)
+		return nil, fmt.Errorf("condatest: zstd: %w", err)
 	}
 	defer enc.Close()
-	info := enc.EncodeAll(writeTar(t, s.mtime(), s.Extra, s.infoFiles(t), nil), nil)
-	pkg := enc.EncodeAll(writeTar(t, s.mtime(), nil, s.payload(), s.Trailing), nil)
-	return writeZip(t, s.mtime(), []zipEntry{
+	files, err := s.infoFiles()
+	if err != nil {
+		return nil, err
+	}
+	infoTar, err := writeTar(s.mtime(), s.Extra, files, nil)
+	if err != nil {
+		return nil, err
+	}
+	pkgTar, err := writeTar(s.mtime(), nil, s.payload(), s.Trailing)
+	if err != nil {
+		return nil, err
+	}
+	return writeZip(s.mtime(), []zipEntry{
 		{"metadata.json", []byte(`{"conda_pkg_format_version": 2}`)},
-		{"pkg-" + stem + ".tar.zst", pkg},
-		{"info-" + stem + ".tar.zst", info},
+		{"pkg-" + stem + ".tar.zst", enc.EncodeAll(pkgTar, nil)},
+		{"info-" + stem + ".tar.zst", enc.EncodeAll(infoTar, nil)},
 	})
 }
 
@@ -344,7 +384,8 @@ func ReplaceCondaEntry(t testing.TB, b []byte, name string, f func([]byte) []byt
 	if !found {
 		entries = append(entries, zipEntry{name, f(nil)})
 	}
-	return writeZip(t, mtime, entries)
+	out, err := writeZip(mtime, entries)
+	return must(t, out, err)
 }
 
 type zipEntry struct {
@@ -354,8 +395,7 @@ type zipEntry struct {
 
 // writeZip writes entries as stored zip entries whose local headers carry
 // sizes and CRCs.
-func writeZip(t testing.TB, mtime time.Time, entries []zipEntry) []byte {
-	t.Helper()
+func writeZip(mtime time.Time, entries []zipEntry) ([]byte, error) {
 	var buf bytes.Buffer
 	zw := zip.NewWriter(&buf)
 	for _, e := range entries {
@@ -369,14 +409,14 @@ func writeZip(t testing.TB, mtime time.Time, entries []zipEntry) []byte {
 		}
 		w, err := zw.CreateRaw(hdr)
 		if err != nil {
-			t.Fatalf("condatest: zip: %v", err)
+			return nil, fmt.Errorf("condatest: zip: %w", err)
 		}
 		if _, err := w.Write(e.data); err != nil {
-			t.Fatalf("condatest: zip: %v", err)
+			return nil, fmt.Errorf("condatest: zip: %w", err)
 		}
 	}
 	if err := zw.Close(); err != nil {
-		t.Fatalf("condatest: zip: %v", err)
+		return nil, fmt.Errorf("condatest: zip: %w", err)
 	}
-	return buf.Bytes()
+	return buf.Bytes(), nil
 }
