@@ -14,11 +14,33 @@ const { simpleSolve } = require("@conda-org/rattler");
 // handle that; rattler asks for gzip when it falls back to repodata.json.
 // So every request of this helper asks for identity (no effect on shards,
 // .zst files or packages, which are never sent with a Content-Encoding).
+//
+// Second workaround: under Node, every concurrent fetch opens a connection
+// of its own with no bound, and a solve over a large sharded channel asks
+// for hundreds of shards at once; the server refuses a client's
+// connections past its per-client cap (1,024). The Rust rattler bounds its
+// gateway's concurrent requests (100 by default); so does this helper.
 const realFetch = globalThis.fetch;
+const maxInFlight = 100;
+let inFlight = 0;
+const waiting = [];
+async function limited(fn) {
+  while (inFlight >= maxInFlight) {
+    await new Promise((resolve) => waiting.push(resolve));
+  }
+  inFlight++;
+  try {
+    return await fn();
+  } finally {
+    inFlight--;
+    const next = waiting.shift();
+    if (next) next();
+  }
+}
 globalThis.fetch = (input, init = {}) => {
   const headers = new Headers(init.headers || (input instanceof Request ? input.headers : undefined));
   headers.set("accept-encoding", "identity");
-  return realFetch(input, { ...init, headers });
+  return limited(() => realFetch(input, { ...init, headers }));
 };
 
 async function main() {

@@ -317,6 +317,9 @@ func (p *Proxy) EachDerived(ctx context.Context, fn func(cid.Cid) error) error {
 		} else if err != nil {
 			return err
 		}
+		if err := fn(s.src); err != nil { // served while a newer copy is derived
+			return err
+		}
 		for _, c := range s.files {
 			if err := fn(c); err != nil {
 				return err
@@ -475,7 +478,13 @@ func (p *Proxy) derive(ctx context.Context, ch *v1.Channel, subdir string, src c
 	}
 	start := time.Now()
 	now := p.cfg.Now()
-	next := &derivedSet{src: src, tag: setTag(ch), built: now.Unix(), files: map[string]cid.Cid{}, names: map[string]nameShard{}, shards: map[[32]byte]bool{}, retired: map[[32]byte]int64{}}
+	// The files' Last-Modified is the source's (replicated), so that every
+	// node answers the same.
+	modified := now.Unix()
+	if e, err := p.cat.ProxyEntry(ctx, ch.Name, subdir+"/repodata.json"); err == nil && e.Cid == src.String() {
+		modified = modTime(e).Unix()
+	}
+	next := &derivedSet{src: src, tag: setTag(ch), built: modified, files: map[string]cid.Cid{}, names: map[string]nameShard{}, shards: map[[32]byte]bool{}, retired: map[[32]byte]int64{}}
 
 	// The whole-file .zst needs only the source: compressed meanwhile.
 	type zstDone struct {
@@ -515,7 +524,7 @@ func (p *Proxy) derive(ctx context.Context, ch *v1.Channel, subdir string, src c
 	var latest conda.Latest
 	var pair []byte
 	records := 0
-	_, err = conda.ScanRepodataReader(b, 0, func(r conda.Record) error {
+	_, err = conda.ScanRepodataReader(b, conda.ScanOptions{}, func(r conda.Record) error {
 		if err := ctx.Err(); err != nil {
 			return err
 		}

@@ -3,19 +3,24 @@
 // requests once the channel's TTL has passed, in the background, while the
 // cached copy is served (stale-while-revalidate); when the upstream is down
 // the cached copy keeps being served, marked stale. A package file is
-// served by the record the proxy's current copy of its subdir's
-// repodata.json has for it (fetched first if need be): an unlisted file is
-// not found, and the bytes served are always the blob named by the
-// record's sha256, fetched and checked against its sha256 and size before
-// they are stored (a record that changes under the same file name means
-// other bytes). Concurrent misses for one file make one upstream request.
-// When the upstream publishes no repodata.json.zst, .bz2,
-// current_repodata.json or CEP-16 shards, the proxy derives them from its
-// repodata.json, so clients always get the fast path; a derivation runs
-// once however many clients ask, and a bounded number run at a time.
+// served by the record the subdir's derived set has for it (the shard of
+// its name): an unlisted file is not found, and the bytes served are always
+// the blob named by the record's sha256, fetched and checked against its
+// sha256 and size before they are stored (a record that changes under the
+// same file name means other bytes). Concurrent misses for one file make
+// one upstream request.
+//
+// When the upstream publishes no repodata.json.zst, current_repodata.json
+// or CEP-16 shards, the proxy derives them from its repodata.json: a
+// derived set per subdir (derived.go), built by streaming the document
+// once, incrementally (only the shards of changed names are rebuilt),
+// node-locally (every node derives the same bytes; nothing is replicated),
+// and published atomically: the previous set, and the repodata.json it
+// came from, are served until the next one is complete. A cold .zst is
+// streamed while it is compressed.
 //
 // Only paths that can be a conda channel's files are fetched (checkPath).
-// Cache pointers of found files (path -> CID, upstream validators,
+// Cache pointers of fetched files (path -> CID, upstream validators,
 // validation time) are replicated catalog records (ProxyEntry); the bytes
 // are local blobs; the upstream's 404s are remembered on the node only, for
 // a while (NegativeTTL, NegativeEntries).
