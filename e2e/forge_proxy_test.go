@@ -111,7 +111,9 @@ func TestForgeProxyAtScale(t *testing.T) {
 			}
 		}
 	}
-	derived := func() []string { return regexp.MustCompile(`derived index files from upstream repodata.*subdir=linux-64.*shards_built=(\d+)`).FindAllString(s.logs.String(), -1) }
+	derived := func() []string {
+		return regexp.MustCompile(`derived index files from upstream repodata.*subdir=linux-64.*shards_built=(\d+)`).FindAllString(s.logs.String(), -1)
+	}
 	if n := len(derived()); n != 1 {
 		t.Fatalf("%d derivations of linux-64, want 1", n)
 	}
