@@ -44,6 +44,7 @@ fuzz-smoke: ## run each fuzz target for 10 s
 	go test ./internal/secret -run '^$$' -fuzz '^FuzzText$$' -fuzztime 10s
 	go test ./upstream -run '^$$' -fuzz '^FuzzJoin$$' -fuzztime 10s
 	go test ./proxy -run '^$$' -fuzz '^FuzzCheckPath$$' -fuzztime 10s
+	go test ./proxy -run '^$$' -fuzz '^FuzzDecodeSet$$' -fuzztime 10s
 	go test ./api -run '^$$' -fuzz '^FuzzParseSearch$$' -fuzztime 10s
 	go test ./api -run '^$$' -fuzz '^FuzzAcceptsGzip$$' -fuzztime 10s
 	go test ./jobs -run '^$$' -fuzz '^FuzzParseItemsSpec$$' -fuzztime 10s
