@@ -861,7 +861,17 @@ func (c *Cluster) leaderReadIndex() (uint64, error) {
 // lastCommand returns the index of the last command at or below idx, or
 // applied (the state machine's last command) once the search reaches it.
 func (c *Cluster) lastCommand(idx, applied uint64) (uint64, error) {
+	first, err := c.logs.FirstIndex()
+	if err != nil {
+		return 0, fmt.Errorf("cluster: read index: first log index: %w", err)
+	}
 	for ; idx > applied; idx-- {
+		if first == 0 || idx < first { // (0: an empty log)
+			// Compacted into a snapshot (after non-commands at the log's
+			// tail: barriers, a peers.json recovery's configuration): its
+			// commands are all applied, the last of them is applied.
+			return applied, nil
+		}
 		var l raft.Log
 		if err := c.logs.GetLog(idx, &l); err != nil {
 			return 0, fmt.Errorf("cluster: read index: log entry %d: %w", idx, err)

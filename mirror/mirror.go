@@ -166,21 +166,16 @@ func (s *Syncer) Sync(ctx context.Context, channel, owner string, mode Mode) err
 		return err
 	}
 	// Each subdir's repodata document is scanned as it downloads, record
-	// by record, two subdirs at a time (neither document is held: memory
-	// does not grow with the index); the records the channel's filters do
-	// not select are skipped without being parsed.
+	// by record (the document is never held: memory does not grow with
+	// the index), one subdir after another in subdir order as Quetz asks
+	// for them; the records the channel's filters do not select are
+	// skipped without being parsed.
 	plans := make([]subdirPlan, len(subdirs))
 	names := repodataNames(ch)
-	g, gctx := errgroup.WithContext(ctx)
-	g.SetLimit(2)
 	for i, sd := range subdirs {
-		g.Go(func() (err error) {
-			plans[i], err = s.planSubdir(gctx, ch, sd, auth, mode, names)
+		if plans[i], err = s.planSubdir(ctx, ch, sd, auth, mode, names); err != nil {
 			return err
-		})
-	}
-	if err := g.Wait(); err != nil {
-		return err
+		}
 	}
 	var cands []candidate
 	var prog jobs.Progress

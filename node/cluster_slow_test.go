@@ -151,6 +151,12 @@ func TestClusterLostQuorumRecovered(t *testing.T) {
 	if st, b := call(t, back.URL(), nodetest.AdminKey, "GET", "/api/channels/kept", "", nil); st != 200 {
 		t.Fatalf("data after the recovery: %d %s", st, b)
 	}
+	// Writes need the leader's barrier of its term applied (a replay of
+	// the whole log after the restart): wait until the node says ready.
+	eventually(t, 30*time.Second, "the recovered node ready", func() bool {
+		st, _ := call(t, back.URL(), "", http.MethodGet, "/health/ready", "", nil)
+		return st == http.StatusOK
+	})
 	if st, b := call(t, back.URL(), nodetest.AdminKey, "POST", "/api/channels", "application/json", strings.NewReader(`{"name":"after-recovery"}`)); st != 201 {
 		t.Fatalf("write after the recovery: %d %s", st, b)
 	}
