@@ -308,6 +308,11 @@ func Shards(subdir string, recs []Record) (index []byte, shards map[string][]byt
 	for _, r := range uniqueRecords(recs) {
 		byName[r.Name()] = append(byName[r.Name()], r)
 	}
+	// One encoder for every shard: SpeedBestCompression's tables are tens
+	// of megabytes, and sync.Pool may hand out a new one each time (it
+	// drops items on purpose under the race detector).
+	enc := zstdEncoders.Get().(*zstd.Encoder)
+	defer zstdEncoders.Put(enc)
 	shards = make(map[string][]byte, len(byName))
 	digests := make(map[string][]byte, len(byName))
 	var raw []byte
@@ -325,7 +330,7 @@ func Shards(subdir string, recs []Record) (index []byte, shards map[string][]byt
 			}
 		}
 		raw = AppendShard(raw[:0], pkgs, condas)
-		comp := Zstd(raw)
+		comp := enc.EncodeAll(raw, nil)
 		sum := sha256.Sum256(comp)
 		shards[hex.EncodeToString(sum[:])] = comp
 		digests[name] = sum[:]
