@@ -498,6 +498,18 @@ func AppendZstd(dst, b []byte) []byte {
 	return enc.EncodeAll(b, dst)
 }
 
+// Compressor compresses one frame at a time as AppendZstd does, with an
+// encoder of its own: a loop over many shards keeps one (a sync.Pool may
+// drop its encoders at every garbage collection). Not safe for concurrent
+// use.
+type Compressor struct{ enc *zstd.Encoder }
+
+// NewCompressor returns a Compressor.
+func NewCompressor() *Compressor { return &Compressor{enc: wholeEncoders.New().(*zstd.Encoder)} }
+
+// Append appends b compressed.
+func (c *Compressor) Append(dst, b []byte) []byte { return c.enc.EncodeAll(b, dst) }
+
 var wholeEncoders = sync.Pool{New: func() any {
 	enc, err := zstd.NewWriter(nil, zstd.WithEncoderLevel(WholeZstd), zstd.WithEncoderConcurrency(1), zstd.WithLowerEncoderMem(true), zstd.WithEncoderCRC(true))
 	if err != nil {

@@ -578,8 +578,9 @@ func (p *Proxy) derive(ctx context.Context, ch *v1.Channel, subdir string, src c
 		go func() {
 			defer workers.Done()
 			var comp []byte
+			zc := conda.NewCompressor()
 			for j := range work {
-				comp = conda.AppendZstd(comp[:0], j.raw)
+				comp = zc.Append(comp[:0], j.raw)
 				sum := sha256.Sum256(comp)
 				_, err := p.blobs.Put(ctx, bytes.NewReader(comp), store.PutOptions{Deferred: true})
 				mu.Lock()
