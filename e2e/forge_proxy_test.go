@@ -32,13 +32,8 @@ import (
 func TestForgeProxyAtScale(t *testing.T) {
 	ng := startNginx(t)
 	cfg := forgegen.Config{Seed: 5, Records: 100_000, NoarchRecords: 20_000}
-	probe, err := forgegen.New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	real := pyExtName(t, probe)
-	cfg.Real = []string{real}
-	gen := forgeChannel(t, ng, "forge", cfg)
+	gen, real := forgeWithPyExt(t, ng, "forge", cfg)
+	cfg.Real = []string{real} // for the changed variant below
 	s := startServer(t, t.TempDir())
 	s.mustDo(201, "POST", "/api/channels", fmt.Sprintf(`{"name":"cf","private":false,"mirror_channel_url":"%s/forge","mirror_mode":"proxy","ttl":3600}`, ng.url))
 	base := s.url + "/get/cf/linux-64/"
@@ -280,14 +275,7 @@ func decodeShard(t *testing.T, b []byte) map[string]shardRecord {
 // this channel is smaller.)
 func TestForgeProxySolves(t *testing.T) {
 	ng := startNginx(t)
-	cfg := forgegen.Config{Seed: 11, Records: 3000, NoarchRecords: 600}
-	probe, err := forgegen.New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	name := pyExtName(t, probe)
-	cfg.Real = []string{name}
-	forgeChannel(t, ng, "forge", cfg)
+	_, name := forgeWithPyExt(t, ng, "forge", forgegen.Config{Seed: 11, Records: 3000, NoarchRecords: 600})
 	s := startServer(t, t.TempDir())
 	s.mustDo(201, "POST", "/api/channels", fmt.Sprintf(`{"name":"cf","private":false,"mirror_channel_url":"%s/forge","mirror_mode":"proxy"}`, ng.url))
 	sol, err := solve(t, []string{name}, []string{s.url + "/get/cf"}, []string{"linux-64", "noarch"})

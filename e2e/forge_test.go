@@ -23,6 +23,20 @@ func forgeChannel(tb testing.TB, ng *nginx, path string, cfg forgegen.Config) *f
 	return ch
 }
 
+// forgeWithPyExt writes a generated channel like forgeChannel, with real
+// package files for one of its Python extension names, and returns the
+// channel and that name.
+func forgeWithPyExt(tb testing.TB, ng *nginx, path string, cfg forgegen.Config) (*forgegen.Channel, string) {
+	tb.Helper()
+	probe, err := forgegen.New(cfg)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	name := pyExtName(tb, probe)
+	cfg.Real = []string{name}
+	return forgeChannel(tb, ng, path, cfg), name
+}
+
 // pyExtName returns a linux-64 name of ch whose builds are Python
 // extensions (py3XXh..._N).
 func pyExtName(tb testing.TB, ch *forgegen.Channel) string {
@@ -46,14 +60,7 @@ func pyExtName(tb testing.TB, ch *forgegen.Channel) string {
 // carries the sha256 of the file nginx serves.
 func TestForgeChannelSolves(t *testing.T) {
 	ng := startNginx(t)
-	cfg := forgegen.Config{Seed: 11, Records: 3000, NoarchRecords: 600}
-	probe, err := forgegen.New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	name := pyExtName(t, probe)
-	cfg.Real = []string{name}
-	forgeChannel(t, ng, "forge", cfg)
+	_, name := forgeWithPyExt(t, ng, "forge", forgegen.Config{Seed: 11, Records: 3000, NoarchRecords: 600})
 	sol, err := solve(t, []string{name}, []string{ng.url + "/forge"}, []string{"linux-64", "noarch"})
 	if err != nil {
 		t.Fatal(err)

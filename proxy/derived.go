@@ -852,6 +852,13 @@ func (p *Proxy) derivedFile(ctx context.Context, ch *v1.Channel, subdir, file st
 	return res, nil
 }
 
+// want is what the upstream repodata says a package file is: the blob its
+// sha256 names, and its size.
+type want struct {
+	cid  cid.Cid
+	size int64
+}
+
 // packageEntry returns what the subdir's published derived set says of
 // package file fn: the record of the index the proxy serves (see
 // servedIndex). A file that set does not list while a newer one is

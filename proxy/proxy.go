@@ -413,11 +413,12 @@ func (p *Proxy) getIndex(ctx context.Context, ch *v1.Channel, path string) (Resu
 	return res, nil
 }
 
-// getPackage answers a package file by the record of the proxy's current
-// copy of the subdir's repodata.json: the blob named by its sha256, fetched
-// and verified first if it is not stored yet.
+// getPackage answers a package file by its record in the subdir's derived
+// set (packageEntry): the blob named by its sha256, fetched and verified
+// first if it is not stored yet.
 func (p *Proxy) getPackage(ctx context.Context, ch *v1.Channel, path string, sink Sink) (Result, error) {
-	w, err := p.packageRecord(ctx, ch, path)
+	subdir, fn, _ := strings.Cut(path, "/")
+	w, err := p.packageEntry(ctx, ch, subdir, fn)
 	if err != nil {
 		return Result{}, err
 	}
