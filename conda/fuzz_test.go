@@ -7,6 +7,7 @@ import (
 	"io"
 	"reflect"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/condamesh/condamesh/conda/condatest"
@@ -265,4 +266,70 @@ func (r *stepReader) Read(p []byte) (int, error) {
 	n := copy(p[:min(len(p), r.step)], r.b)
 	r.b = r.b[n:]
 	return n, nil
+}
+
+// FuzzScanShardPairs holds the transcoding scan to ScanRepodata followed
+// by AppendShardPair: fed in reads of a few bytes, it accepts exactly the
+// documents ScanRepodata accepts and gives, record by record in the same
+// order, the same shard entry, name, version, build number and JSON; the
+// current_repodata.json its records make equals Latest.Add's.
+func FuzzScanShardPairs(f *testing.F) {
+	f.Add(Repodata("noarch", synthRecords(5, "noarch")), uint8(1))
+	f.Add([]byte(`{"packages.conda":{"a-1-0.conda":{"sha256":"`+strings.Repeat("Ab", 32)+`","md5":"`+strings.Repeat("0f", 16)+`","x":{"z":1,"y":[{"b":2,"a":[]}],"z":-3},"version":"","build_number":7}},"packages":{"a-1-0.tar.bz2":{"name":"a","depends":["x\"]"],"size":3,"size":4,"f":1.5e3,"u":18446744073709551615,"n":-9223372036854775809,"s":"\u00e9\ud800\"","t":true,"nil":null}}}`), uint8(3))
+	f.Add([]byte(`{"packages":{"a-1-0.tar.bz2":{},"a-1-0.tar.bz2":{}}}`), uint8(2))
+	f.Add([]byte(`{"packages":{"a-1-0.tar.bz2":{"x":1]}}}`), uint8(1))
+	f.Add([]byte(`{"packages":{"a-1-0.tar.bz2":{"size":-1}}}`), uint8(1))
+	f.Add([]byte(`{"packages":{"a-1-0.tar.bz2":{"size":-1,"size":2}}}`), uint8(1))
+	f.Add([]byte(`{"packages":{"a-1-0.tar.bz2":{"depends":["a",1]}}}`), uint8(4))
+	f.Add([]byte(`{"packages":{"a-1-0.tar.bz2":{"name":"b"}}}`), uint8(4))
+	f.Add([]byte(`{"packages":{"a-1-0.tar.bz2":[]}}`), uint8(4))
+	f.Fuzz(func(t *testing.T, b []byte, step uint8) {
+		var want []Record
+		wdoc, werr := ScanRepodata(b, func(r Record) error { want = append(want, r); return nil })
+		var got []PairRecord
+		var gl Latest
+		gdoc, gerr := ScanShardPairs(&stepReader{b: b, step: int(step%7) + 1}, ScanOptions{}, func(r *PairRecord) error {
+			c := *r
+			c.Version, c.Pair, c.JSON = bytes.Clone(r.Version), bytes.Clone(r.Pair), bytes.Clone(r.JSON)
+			got = append(got, c)
+			gl.AddPair(r)
+			return nil
+		})
+		if (werr == nil) != (gerr == nil) {
+			t.Fatalf("ScanRepodata: %v; ScanShardPairs: %v", werr, gerr)
+		}
+		if werr != nil {
+			if !errors.Is(gerr, ErrBadRepodata) {
+				t.Fatalf("refused without ErrBadRepodata: %v", gerr)
+			}
+			return
+		}
+		if !reflect.DeepEqual(wdoc, gdoc) {
+			t.Fatalf("header: %+v, ScanShardPairs %+v", wdoc, gdoc)
+		}
+		if len(want) != len(got) {
+			t.Fatalf("%d records, ScanShardPairs %d", len(want), len(got))
+		}
+		var wl Latest
+		for i, w := range want {
+			g := got[i]
+			wl.Add(w)
+			pair, err := AppendShardPair(nil, w)
+			if err != nil {
+				t.Fatalf("%s: AppendShardPair of an accepted record: %v", w.Filename, err)
+			}
+			if !bytes.Equal(pair, g.Pair) {
+				t.Fatalf("%s: shard entry\n%x\nScanShardPairs\n%x", w.Filename, pair, g.Pair)
+			}
+			if g.Filename != w.Filename || g.Name != w.Name() || string(g.Version) != w.Version() || g.BuildNumber != w.BuildNumber() || g.Conda != isConda(w.Filename) {
+				t.Fatalf("%s: got %s %s %s %d %v", w.Filename, g.Filename, g.Name, g.Version, g.BuildNumber, g.Conda)
+			}
+			if v, err := parseJSON(g.JSON); err != nil || !reflect.DeepEqual(v, w.Fields) {
+				t.Fatalf("%s: JSON %q (%v)", w.Filename, g.JSON, err)
+			}
+		}
+		if w, g := wl.CurrentRepodata("noarch"), gl.CurrentRepodata("noarch"); !bytes.Equal(w, g) {
+			t.Fatalf("current_repodata.json differs:\n%s\nAddPair:\n%s", w, g)
+		}
+	})
 }

@@ -228,37 +228,47 @@ func (p *jsonParser) number() (any, error) {
 // str reads a string; key says it is an object key, whose string is
 // shared with earlier equal keys.
 func (p *jsonParser) str(key bool) (string, error) {
+	raw, err := p.strBytes()
+	if err != nil {
+		return "", err
+	}
+	if !key {
+		return string(raw), nil
+	}
+	if s, ok := p.keys[string(raw)]; ok {
+		return s, nil
+	}
+	s := string(raw)
+	if len(p.keys) < 4096 {
+		p.keys[s] = s
+	}
+	return s, nil
+}
+
+// strBytes reads a string and returns it unescaped: a slice of the input
+// when it has no escapes and is ASCII, else of the parser's scratch buffer
+// (valid until the next string read).
+func (p *jsonParser) strBytes() ([]byte, error) {
 	p.i++ // opening quote
 	start := p.i
 	for p.i < len(p.b) {
 		c := p.b[p.i]
 		switch {
 		case c == '"':
-			raw := p.b[start:p.i]
 			p.i++
-			if !key {
-				return string(raw), nil
-			}
-			if s, ok := p.keys[string(raw)]; ok {
-				return s, nil
-			}
-			s := string(raw)
-			if len(p.keys) < 4096 {
-				p.keys[s] = s
-			}
-			return s, nil
+			return p.b[start : p.i-1], nil
 		case c == '\\' || c >= utf8.RuneSelf:
 			return p.slowStr(start)
 		case c < ' ':
-			return "", p.fail("in string literal")
+			return nil, p.fail("in string literal")
 		}
 		p.i++
 	}
-	return "", p.fail("in string literal")
+	return nil, p.fail("in string literal")
 }
 
 // slowStr finishes a string with escapes or non-ASCII bytes.
-func (p *jsonParser) slowStr(start int) (string, error) {
+func (p *jsonParser) slowStr(start int) ([]byte, error) {
 	out := append(p.buf[:0], p.b[start:p.i]...)
 	for p.i < len(p.b) {
 		c := p.b[p.i]
@@ -266,13 +276,13 @@ func (p *jsonParser) slowStr(start int) (string, error) {
 		case c == '"':
 			p.i++
 			p.buf = out
-			return string(out), nil
+			return out, nil
 		case c < ' ':
-			return "", p.fail("in string literal")
+			return nil, p.fail("in string literal")
 		case c == '\\':
 			p.i++
 			if p.i >= len(p.b) {
-				return "", p.fail("in string escape code")
+				return nil, p.fail("in string escape code")
 			}
 			switch e := p.b[p.i]; e {
 			case '"', '\\', '/':
@@ -290,7 +300,7 @@ func (p *jsonParser) slowStr(start int) (string, error) {
 			case 'u':
 				r, ok := p.hex4(p.i + 1)
 				if !ok {
-					return "", p.fail("in \\u hexadecimal character escape")
+					return nil, p.fail("in \\u hexadecimal character escape")
 				}
 				p.i += 4 // on the last hex digit
 				if utf16.IsSurrogate(r) {
@@ -309,7 +319,7 @@ func (p *jsonParser) slowStr(start int) (string, error) {
 				}
 				out = utf8.AppendRune(out, r)
 			default:
-				return "", p.fail("in string escape code")
+				return nil, p.fail("in string escape code")
 			}
 			p.i++
 		case c < utf8.RuneSelf:
@@ -325,7 +335,7 @@ func (p *jsonParser) slowStr(start int) (string, error) {
 			p.i += size
 		}
 	}
-	return "", p.fail("in string literal")
+	return nil, p.fail("in string literal")
 }
 
 // hex4 reads the four hex digits at b[at:].

@@ -102,7 +102,7 @@ func appendMsgpackLen(dst []byte, n int, fix, b16, b32 byte) []byte {
 	}
 }
 
-func appendMsgpackString(dst []byte, s string) []byte {
+func appendMsgpackString[S string | []byte](dst []byte, s S) []byte {
 	switch n := len(s); {
 	case n < 32:
 		dst = append(dst, 0xa0|byte(n))

@@ -120,6 +120,9 @@ type repodataScanner struct {
 	max  int
 	want func(filename string) bool
 	buf  []byte
+	// pairs, when set, takes each record instead of each (ScanShardPairs).
+	pairs func(*PairRecord) error
+	tr    *pairTranscoder
 }
 
 func (s *repodataScanner) scan(each func(Record) error) (*RepodataDoc, error) {
@@ -255,7 +258,19 @@ func (s *repodataScanner) scanSection(key, ext string, each func(Record) error) 
 		}
 		return fmt.Errorf("%w: %s is not an object", ErrBadRepodata, key)
 	}
-	seen := map[string]bool{}
+	var seen fileSet
+	file := func(fn string) (Filename, error) {
+		parsed, err := ParseFilename(fn)
+		switch {
+		case err != nil:
+			return parsed, bad("%v", err)
+		case parsed.Ext != ext:
+			return parsed, bad("%q does not end in %s", fn, ext)
+		case !seen.add(fn):
+			return parsed, bad("%q is listed twice", fn)
+		}
+		return parsed, nil
+	}
 	return s.members(false, func(fn string) error {
 		if err := s.ensure(valueEnd); err != nil {
 			return err
@@ -263,6 +278,18 @@ func (s *repodataScanner) scanSection(key, ext string, each func(Record) error) 
 		var v any
 		var err error
 		skip := s.want != nil && !s.want(fn)
+		if s.pairs != nil && !skip && p.i < len(p.b) && p.b[p.i] == '{' {
+			parsed, err := file(fn)
+			if err != nil {
+				return err
+			}
+			err = s.pairRecord(fn, parsed)
+			var check recordError
+			if errors.As(err, &check) {
+				return bad("%q: %v", fn, check)
+			}
+			return err
+		}
 		if skip {
 			end := valueSpan(p.b[p.i:])
 			if end <= 0 {
@@ -272,16 +299,10 @@ func (s *repodataScanner) scanSection(key, ext string, each func(Record) error) 
 		} else if v, err = p.value(2); err != nil {
 			return err
 		}
-		parsed, err := ParseFilename(fn)
-		switch {
-		case err != nil:
-			return bad("%v", err)
-		case parsed.Ext != ext:
-			return bad("%q does not end in %s", fn, ext)
-		case seen[fn]:
-			return bad("%q is listed twice", fn)
+		parsed, err := file(fn)
+		if err != nil {
+			return err
 		}
-		seen[fn] = true
 		if skip {
 			return nil
 		}
@@ -295,6 +316,35 @@ func (s *repodataScanner) scanSection(key, ext string, each func(Record) error) 
 		subdir, _ := rec["subdir"].(string)
 		return each(Record{Filename: fn, Subdir: subdir, Fields: rec})
 	})
+}
+
+// fileSet is the set of file names of one section, for telling repeated
+// ones. Upstreams list them sorted: while they come in increasing order
+// they are only appended to a list (a map of half a million names was a
+// tenth of a scan); the first one out of order turns the list into a map.
+type fileSet struct {
+	sorted []string
+	m      map[string]bool
+}
+
+// add adds fn and says whether it is new.
+func (f *fileSet) add(fn string) bool {
+	if f.m == nil {
+		if len(f.sorted) == 0 || fn > f.sorted[len(f.sorted)-1] {
+			f.sorted = append(f.sorted, fn)
+			return true
+		}
+		f.m = make(map[string]bool, len(f.sorted)+1)
+		for _, s := range f.sorted {
+			f.m[s] = true
+		}
+		f.sorted = nil
+	}
+	if f.m[fn] {
+		return false
+	}
+	f.m[fn] = true
+	return true
 }
 
 // readChunk is how much ScanRepodataReader reads at a time.

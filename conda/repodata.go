@@ -5,7 +5,6 @@ import (
 	"cmp"
 	"compress/gzip"
 	"crypto/sha256"
-	"encoding/binary"
 	"encoding/hex"
 	"fmt"
 	"io"
@@ -83,6 +82,18 @@ func CurrentRepodata(subdir string, recs []Record) []byte {
 // only those, not every record it is given.
 type Latest struct {
 	byName map[string][]Record
+	// pairs are the candidates offered by AddPair, kept as JSON.
+	pairs   map[string]*latestPairs
+	scratch parsedVersion
+}
+
+// latestPairs are one name's records tied for latest, as AddPair got them.
+type latestPairs struct {
+	version     string
+	parsed      parsedVersion
+	buildNumber int64
+	files       []string
+	docs        [][]byte
 }
 
 // Add offers one record.
@@ -108,12 +119,57 @@ func (l *Latest) Add(r Record) {
 	l.byName[name] = append(cur[:0], r)
 }
 
+// AddPair offers one record as ScanShardPairs gives it (Add's choice,
+// without the record's field map unless it is kept). Only one of Add and
+// AddPair may be used on a Latest.
+func (l *Latest) AddPair(r *PairRecord) {
+	if l.pairs == nil {
+		l.pairs = map[string]*latestPairs{}
+	}
+	cur := l.pairs[r.Name]
+	if cur != nil {
+		c := 0
+		if string(r.Version) != cur.version {
+			parseVersionInto(&l.scratch, string(r.Version))
+			c = compareParsed(l.scratch, cur.parsed)
+		}
+		if c == 0 {
+			c = cmp.Compare(r.BuildNumber, cur.buildNumber)
+		}
+		switch {
+		case c < 0:
+			return
+		case c == 0:
+			cur.files = append(cur.files, r.Filename)
+			cur.docs = append(cur.docs, bytes.Clone(r.JSON))
+			return
+		}
+	} else {
+		cur = &latestPairs{}
+		l.pairs[r.Name] = cur
+	}
+	cur.version = string(r.Version)
+	parseVersionInto(&cur.parsed, cur.version)
+	cur.buildNumber = r.BuildNumber
+	cur.files = append(cur.files[:0], r.Filename)
+	cur.docs = append(cur.docs[:0], bytes.Clone(r.JSON))
+}
+
 // CurrentRepodata returns current_repodata.json of the records offered:
 // the same bytes as CurrentRepodata of all of them.
 func (l *Latest) CurrentRepodata(subdir string) []byte {
 	var recs []Record
 	for _, rs := range l.byName {
 		recs = append(recs, rs...)
+	}
+	for _, lp := range l.pairs {
+		for i, doc := range lp.docs {
+			// Checked when offered: valid JSON of an object.
+			v, _ := parseJSON(doc)
+			fields, _ := v.(map[string]any)
+			sub, _ := fields["subdir"].(string)
+			recs = append(recs, Record{Filename: lp.files[i], Subdir: sub, Fields: fields})
+		}
 	}
 	return CurrentRepodata(subdir, recs)
 }
@@ -521,24 +577,6 @@ var wholeEncoders = sync.Pool{New: func() any {
 // ShardPairName returns the file name an AppendShardPair entry starts
 // with ("" if pair does not start with a MessagePack string).
 func ShardPairName(pair []byte) string {
-	if len(pair) == 0 {
-		return ""
-	}
-	n, at := 0, 1
-	switch c := pair[0]; {
-	case c&0xe0 == 0xa0:
-		n = int(c & 0x1f)
-	case c == 0xd9 && len(pair) >= 2:
-		n, at = int(pair[1]), 2
-	case c == 0xda && len(pair) >= 3:
-		n, at = int(binary.BigEndian.Uint16(pair[1:])), 3
-	case c == 0xdb && len(pair) >= 5:
-		n, at = int(binary.BigEndian.Uint32(pair[1:])), 5
-	default:
-		return ""
-	}
-	if at+n > len(pair) {
-		return ""
-	}
-	return string(pair[at : at+n])
+	s, _ := msgpackStr(pair)
+	return string(s)
 }

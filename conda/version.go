@@ -47,7 +47,11 @@ func CompareVersions(a, b string) int {
 	if a == b {
 		return 0
 	}
-	va, vb := parseVersion(a), parseVersion(b)
+	return compareParsed(parseVersion(a), parseVersion(b))
+}
+
+// compareParsed is CompareVersions of parsed versions.
+func compareParsed(va, vb parsedVersion) int {
 	if c := compareComponents(va.release, vb.release); c != 0 {
 		return c
 	}
@@ -55,6 +59,14 @@ func CompareVersions(a, b string) int {
 }
 
 func parseVersion(v string) parsedVersion {
+	var p parsedVersion
+	parseVersionInto(&p, v)
+	return p
+}
+
+// parseVersionInto parses v into p, reusing p's storage (a loop comparing
+// many versions allocates nothing once it has seen the longest).
+func parseVersionInto(p *parsedVersion, v string) {
 	v = strings.ToLower(strings.TrimSpace(v))
 	epoch := "0"
 	if i := strings.IndexByte(v, '!'); i >= 0 {
@@ -64,35 +76,57 @@ func parseVersion(v string) parsedVersion {
 	if i := strings.IndexByte(v, '+'); i >= 0 {
 		v, local = v[:i], v[i+1:]
 	}
-	var p parsedVersion
-	p.release = append(p.release, splitAtoms(epoch))
-	p.release = append(p.release, splitComponents(v)...)
+	p.release = nextComponent(p.release[:0])
+	p.release[0] = appendAtoms(p.release[0], epoch)
+	p.release = appendComponents(p.release, v)
+	p.local = p.local[:0]
 	if local != "" {
-		p.local = splitComponents(local)
+		p.local = appendComponents(p.local, local)
 	}
-	return p
 }
 
-// splitComponents splits a version on '.', '_' and '-'. A trailing
-// underscore is kept as a text atom, as conda does for openssl-like
-// versions (1.1dev1 < 1.1_ < 1.1a1 < 1.1).
-func splitComponents(v string) [][]versionAtom {
-	var out [][]versionAtom
-	trailing := strings.HasSuffix(v, "_")
-	parts := strings.FieldsFunc(v, func(r rune) bool { return r == '.' || r == '_' || r == '-' })
-	for _, part := range parts {
-		out = append(out, splitAtoms(part))
+// nextComponent extends comps by one empty component, reusing storage.
+func nextComponent(comps [][]versionAtom) [][]versionAtom {
+	if len(comps) < cap(comps) {
+		comps = comps[:len(comps)+1]
+		comps[len(comps)-1] = comps[len(comps)-1][:0]
+		return comps
 	}
-	if trailing && len(out) > 0 {
-		out[len(out)-1] = append(out[len(out)-1], versionAtom{kind: atomStr, s: "_"})
-	}
-	return out
+	return append(comps, nil)
 }
 
-// splitAtoms splits a component into digit and non-digit runs. A
+// appendComponents appends the components of v, split on '.', '_' and
+// '-'. A trailing underscore is kept as a text atom, as conda does for
+// openssl-like versions (1.1dev1 < 1.1_ < 1.1a1 < 1.1).
+func appendComponents(comps [][]versionAtom, v string) [][]versionAtom {
+	n := len(comps)
+	for i := 0; i < len(v); {
+		if isVersionSep(v[i]) {
+			i++
+			continue
+		}
+		j := i
+		for j < len(v) && !isVersionSep(v[j]) {
+			j++
+		}
+		comps = nextComponent(comps)
+		comps[len(comps)-1] = appendAtoms(comps[len(comps)-1], v[i:j])
+		i = j
+	}
+	if strings.HasSuffix(v, "_") && len(comps) > n {
+		comps[len(comps)-1] = append(comps[len(comps)-1], versionAtom{kind: atomStr, s: "_"})
+	}
+	return comps
+}
+
+func isVersionSep(c byte) bool { return c == '.' || c == '_' || c == '-' }
+
+// appendAtoms appends the digit and non-digit runs of a component. A
 // component that starts with text gets a leading 0 atom.
-func splitAtoms(c string) []versionAtom {
-	var atoms []versionAtom
+func appendAtoms(atoms []versionAtom, c string) []versionAtom {
+	if len(c) > 0 && !isDigit(c[0]) {
+		atoms = append(atoms, zeroAtom)
+	}
 	for i := 0; i < len(c); {
 		j := i
 		digit := isDigit(c[i])
@@ -112,9 +146,6 @@ func splitAtoms(c string) []versionAtom {
 			atoms = append(atoms, versionAtom{kind: atomStr, s: run})
 		}
 		i = j
-	}
-	if len(atoms) > 0 && atoms[0].kind != atomNum {
-		atoms = append([]versionAtom{zeroAtom}, atoms...)
 	}
 	return atoms
 }

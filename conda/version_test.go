@@ -35,7 +35,15 @@ func TestCompareVersions(t *testing.T) {
 		{"1.0b1", "1.0rc1", -1},
 		{"0!1.0", "1.0", 0},
 	}
+	// Parsed into reused storage (as Latest.AddPair does), in turn
+	// longer and shorter versions compare the same.
+	var pa, pb parsedVersion
 	for _, tc := range cases {
+		parseVersionInto(&pa, tc.a)
+		parseVersionInto(&pb, tc.b)
+		if got := compareParsed(pa, pb); got != tc.want {
+			t.Errorf("reused: %q vs %q = %d, want %d", tc.a, tc.b, got, tc.want)
+		}
 		if got := CompareVersions(tc.a, tc.b); got != tc.want {
 			t.Errorf("CompareVersions(%q, %q) = %d, want %d", tc.a, tc.b, got, tc.want)
 		}

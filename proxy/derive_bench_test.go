@@ -56,7 +56,7 @@ func BenchmarkDeriveSet(b *testing.B) {
 		if _, err := prop.Propose(ctx, &v1.Command{Op: &v1.Command_CreateChannel{CreateChannel: &v1.CreateChannelOp{Channel: ch}}}); err != nil {
 			b.Fatal(err)
 		}
-		p := proxy.New(proxy.Config{Logger: testlog.New(b, slog.LevelWarn)}, cat, st, prop, upstream.New(upstream.Config{}))
+		p := proxy.New(proxy.Config{Logger: testlog.New(b, slog.LevelInfo)}, cat, st, prop, upstream.New(upstream.Config{}))
 		runtime.GC()
 		var peak uint64
 		stop := make(chan struct{})

@@ -522,23 +522,19 @@ func (p *Proxy) derive(ctx context.Context, ch *v1.Channel, subdir string, src c
 	defer sc.Close()
 	byName := map[string][]shardRef{}
 	var latest conda.Latest
-	var pair []byte
 	records := 0
-	_, err = conda.ScanRepodataReader(b, conda.ScanOptions{}, func(r conda.Record) error {
-		if err := ctx.Err(); err != nil {
-			return err
+	_, err = conda.ScanShardPairs(b, conda.ScanOptions{}, func(r *conda.PairRecord) error {
+		if records%1024 == 0 {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
 		}
-		var err error
-		if pair, err = conda.AppendShardPair(pair[:0], r); err != nil {
-			return fmt.Errorf("%w: %v", conda.ErrBadRepodata, err)
-		}
-		off, err := sc.Append(pair)
+		off, err := sc.Append(r.Pair)
 		if err != nil {
 			return err
 		}
-		name := r.Name()
-		byName[name] = append(byName[name], shardRef{off: off, n: uint32(len(pair)), conda: strings.HasSuffix(r.Filename, conda.ExtConda)})
-		latest.Add(r)
+		byName[r.Name] = append(byName[r.Name], shardRef{off: off, n: uint32(len(r.Pair)), conda: r.Conda})
+		latest.AddPair(r)
 		records++
 		return nil
 	})
@@ -549,6 +545,8 @@ func (p *Proxy) derive(ctx context.Context, ch *v1.Channel, subdir string, src c
 		}
 		return err
 	}
+
+	scanned := time.Since(start)
 
 	// current_repodata.json and its variants.
 	cur := latest.CurrentRepodata(subdir)
@@ -571,6 +569,7 @@ func (p *Proxy) derive(ctx context.Context, ch *v1.Channel, subdir string, src c
 		built   int
 		failed  error
 		work    = make(chan shardJob, 64)
+		free    = make(bufList, cap(work)+runtime.GOMAXPROCS(0)+1)
 		workers sync.WaitGroup
 	)
 	for range runtime.GOMAXPROCS(0) {
@@ -581,6 +580,7 @@ func (p *Proxy) derive(ctx context.Context, ch *v1.Channel, subdir string, src c
 			zc := conda.NewCompressor()
 			for j := range work {
 				comp = zc.Append(comp[:0], j.raw)
+				free.put(j.raw)
 				sum := sha256.Sum256(comp)
 				_, err := p.blobs.Put(ctx, bytes.NewReader(comp), store.PutOptions{Deferred: true})
 				mu.Lock()
@@ -595,7 +595,7 @@ func (p *Proxy) derive(ctx context.Context, ch *v1.Channel, subdir string, src c
 			}
 		}()
 	}
-	err = p.assembleShards(ctx, sc, names, byName, prev, next, &mu, work)
+	err = p.assembleShards(ctx, sc, names, byName, prev, next, &mu, work, free)
 	close(work)
 	workers.Wait()
 	if err == nil {
@@ -605,6 +605,7 @@ func (p *Proxy) derive(ctx context.Context, ch *v1.Channel, subdir string, src c
 		_ = waitZst()
 		return err
 	}
+	sharded := time.Since(start)
 	digests := make(map[string][]byte, len(names))
 	for name, ns := range next.names {
 		next.shards[ns.shard] = true
@@ -634,6 +635,7 @@ func (p *Proxy) derive(ctx context.Context, ch *v1.Channel, subdir string, src c
 			}
 		}
 	}
+	indexed := time.Since(start)
 	if err := waitZst(); err != nil {
 		return err
 	}
@@ -643,7 +645,7 @@ func (p *Proxy) derive(ctx context.Context, ch *v1.Channel, subdir string, src c
 	p.derivations.Add(1)
 	p.shardsBuilt.Add(uint64(built))
 	shardsChanged := built
-	p.log.Info("derived index files from upstream repodata", "channel", ch.Name, "subdir", subdir, "records", records, "names", len(names), "shards_built", shardsChanged, "took", time.Since(start))
+	p.log.Info("derived index files from upstream repodata", "channel", ch.Name, "subdir", subdir, "records", records, "names", len(names), "shards_built", shardsChanged, "scanned", scanned, "sharded", sharded, "indexed", indexed, "took", time.Since(start))
 	return nil
 }
 
@@ -653,24 +655,55 @@ type shardJob struct {
 	raw  []byte
 }
 
+// bufList recycles the raw shards between the assembler and the
+// compressing workers (a new buffer per shard was most of a derivation's
+// allocation).
+type bufList chan []byte
+
+func (l bufList) get() []byte {
+	select {
+	case b := <-l:
+		return b[:0]
+	default:
+		return nil
+	}
+}
+
+func (l bufList) put(b []byte) {
+	select {
+	case l <- b:
+	default:
+	}
+}
+
 // assembleShards builds each name's uncompressed shard from its entries
 // in the scratch file and records it in next; a shard whose content equals
 // the previous set's keeps its file, the others go to work (the shard
-// file's sum is filled in by the worker).
-func (p *Proxy) assembleShards(ctx context.Context, sc *store.Scratch, names []string, byName map[string][]shardRef, prev, next *derivedSet, mu *sync.Mutex, work chan<- shardJob) error {
-	var buf []byte
+// file's sum is filled in by the worker, which hands the buffer back to
+// free).
+func (p *Proxy) assembleShards(ctx context.Context, sc *store.Scratch, names []string, byName map[string][]shardRef, prev, next *derivedSet, mu *sync.Mutex, work chan<- shardJob, free bufList) error {
+	var buf, raw []byte
 	var pkgs, condas [][]byte
 	for _, name := range names {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
 		refs := byName[name]
+		// The entries of one name are mostly adjacent in the scratch file
+		// (the upstream lists files sorted): one read per run of them.
 		buf = buf[:0]
-		for _, r := range refs {
-			buf = slices.Grow(buf, int(r.n))[:len(buf)+int(r.n)]
-			if _, err := sc.ReadAt(buf[len(buf)-int(r.n):], r.off); err != nil {
+		for i := 0; i < len(refs); {
+			j, end := i+1, refs[i].off+int64(refs[i].n)
+			for j < len(refs) && refs[j].off == end {
+				end += int64(refs[j].n)
+				j++
+			}
+			n := int(end - refs[i].off)
+			buf = slices.Grow(buf, n)[:len(buf)+n]
+			if _, err := sc.ReadAt(buf[len(buf)-n:], refs[i].off); err != nil {
 				return fmt.Errorf("proxy: read scratch file: %w", err)
 			}
+			i = j
 		}
 		pkgs, condas = pkgs[:0], condas[:0]
 		at := 0
@@ -685,7 +718,7 @@ func (p *Proxy) assembleShards(ctx context.Context, sc *store.Scratch, names []s
 		}
 		sortPairs(pkgs)
 		sortPairs(condas)
-		raw := conda.AppendShard(nil, pkgs, condas)
+		raw = conda.AppendShard(free.get(), pkgs, condas)
 		ns := nameShard{raw: sha256.Sum256(raw)}
 		old, unchanged := prevName(prev, name)
 		unchanged = unchanged && old.raw == ns.raw
@@ -695,12 +728,14 @@ func (p *Proxy) assembleShards(ctx context.Context, sc *store.Scratch, names []s
 		mu.Lock()
 		next.names[name] = ns
 		mu.Unlock()
-		if !unchanged {
-			select {
-			case work <- shardJob{name: name, raw: raw}:
-			case <-ctx.Done():
-				return ctx.Err()
-			}
+		if unchanged {
+			free.put(raw)
+			continue
+		}
+		select {
+		case work <- shardJob{name: name, raw: raw}:
+		case <-ctx.Done():
+			return ctx.Err()
 		}
 	}
 	return nil
