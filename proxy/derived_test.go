@@ -244,3 +244,59 @@ func TestColdZstdIsStreamed(t *testing.T) {
 		})
 	}
 }
+
+// TestColdZstdIsShared: concurrent cold .zst clients share one compression
+// of the upstream index as it arrives: each gets its bytes before the
+// upstream has finished sending, and all get the same stream.
+func TestColdZstdIsShared(t *testing.T) {
+	r := newRig(t)
+	want := manyNames(r, 200, 30, -1)
+	r.publish("linux-64/repodata.json", want)
+	gate, derive := make(chan struct{}), make(chan struct{})
+	var open, derived sync.Once
+	openGate := func() { open.Do(func() { close(gate) }) }
+	allowDerive := func() { derived.Do(func() { close(derive) }) }
+	t.Cleanup(allowDerive) // registered after the rig's: run before it closes the proxy
+	t.Cleanup(openGate)
+	r.up.gate = gate
+	r.up.mode = "gated-index"
+	proxy.SetDeriveHook(r.p, func() { <-derive }) // no set until the streams are done
+	const clients = 5
+	recs := make([]*recorder, clients)
+	errs := make(chan error, clients)
+	for i := range recs {
+		recs[i] = &recorder{}
+		go func() {
+			_, err := r.p.GetStreaming(context.Background(), r.ch, "linux-64/repodata.json.zst", recs[i])
+			errs <- err
+		}()
+	}
+	// Half of the index is upstream's until the gate opens: every client
+	// is answering by then.
+	waitUntil(t, func() bool {
+		for _, rec := range recs {
+			if len(rec.bytes()) == 0 {
+				return false
+			}
+		}
+		return true
+	})
+	openGate()
+	for range clients {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	allowDerive()
+	d, _ := zstd.NewReader(nil)
+	defer d.Close()
+	for i, rec := range recs {
+		got, err := d.DecodeAll(rec.bytes(), nil)
+		if err != nil || !bytes.Equal(got, want) || rec.began != 1 {
+			t.Fatalf("client %d: does not decode to the upstream index (%v), began %d", i, err, rec.began)
+		}
+	}
+	if n, hits := r.p.ZstStreams(), r.up.hitsOf("/c/linux-64/repodata.json"); n != 1 || hits != 1 {
+		t.Fatalf("%d compressions, %d upstream fetches for %d clients; want 1 and 1", n, hits, clients)
+	}
+}

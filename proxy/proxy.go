@@ -138,6 +138,11 @@ type Proxy struct {
 	shardsBuilt atomic.Uint64
 	deriveHook  func() // tests: runs as a derivation starts
 
+	// Cold .zst compressions running, by key(channel, subdir).
+	castMu     sync.Mutex
+	casts      map[string]*zstCast
+	zstStreams atomic.Uint64
+
 	// bg is the context of background work (derivations, revalidations);
 	// Close cancels it and waits for bgWG.
 	bg     context.Context

@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -60,7 +61,7 @@ type fault struct {
 	inm     atomic.Int64 // conditional requests seen
 	delay   time.Duration
 	lastMod string
-	gate    chan struct{} // mode "gated": half of each body, then wait for it
+	gate    chan struct{} // modes "gated" (packages), "gated-index" (repodata.json): half of each body, then wait for it
 }
 
 func (f *fault) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -117,7 +118,7 @@ func (f *fault) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	w.Header().Set("ETag", etag)
-	if mode == "gated" && pkg {
+	if mode == "gated" && pkg || mode == "gated-index" && strings.HasSuffix(r.URL.Path, "/repodata.json") {
 		w.Header().Set("Content-Length", fmt.Sprint(len(b)))
 		_, _ = w.Write(b[:len(b)/2])
 		w.(http.Flusher).Flush()
