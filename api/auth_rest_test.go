@@ -2,6 +2,7 @@ package api_test
 
 import (
 	"encoding/json"
+	"github.com/condamesh/condamesh/node/nodetest"
 	"regexp"
 	"slices"
 	"strings"
@@ -26,8 +27,10 @@ func (e *env) newKey(t testing.TB, key string, body map[string]any) apiKey {
 }
 
 // Cases 75-78 of quetz-api.md §10.
-func TestRESTUsersAndKeys(t *testing.T) {
-	e := start(t)
+func TestRESTUsersAndKeys(t *testing.T) { inHTTPModes(t, testRESTUsersAndKeys) }
+
+func testRESTUsersAndKeys(t *testing.T, mode ...nodetest.Option) {
+	e := start(t, mode...)
 	owner := e.newUser(t, "k-owner", "owner")
 	maint := e.newUser(t, "k-maint", "maintainer")
 	member := e.newUser(t, "k-member", "member")

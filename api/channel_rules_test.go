@@ -2,6 +2,7 @@ package api_test
 
 import (
 	"context"
+	"github.com/condamesh/condamesh/node/nodetest"
 	"net/http"
 	"testing"
 
@@ -13,8 +14,10 @@ import (
 
 // TestChannelRulesShared: REST and Connect refuse the same new channels
 // (the rules live once, in catalog) and default to the same visibility.
-func TestChannelRulesShared(t *testing.T) {
-	e := start(t)
+func TestChannelRulesShared(t *testing.T) { inHTTPModes(t, testChannelRulesShared) }
+
+func testChannelRulesShared(t *testing.T, mode ...nodetest.Option) {
+	e := start(t, mode...)
 	ctx := context.Background()
 	rpc := condameshv1connect.NewChannelServiceClient(h2c(admin), e.url)
 	for _, c := range []struct {

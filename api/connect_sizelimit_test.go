@@ -2,6 +2,7 @@ package api_test
 
 import (
 	"context"
+	"github.com/condamesh/condamesh/node/nodetest"
 	"net/http"
 	"testing"
 
@@ -16,7 +17,11 @@ import (
 // Connect only checks size_limit_set, which the caller chooses, and takes
 // channel.size_limit as sent.
 func TestConnectSizeLimitNeedsElevation(t *testing.T) {
-	e := start(t)
+	inHTTPModes(t, testConnectSizeLimitNeedsElevation)
+}
+
+func testConnectSizeLimitNeedsElevation(t *testing.T, mode ...nodetest.Option) {
+	e := start(t, mode...)
 	member := e.newUser(t, "sizer", "member")
 	e.do(t, "POST", "/api/channels", member, map[string]any{"name": "rest-sized", "size_limit": 5}, nil).want(t, http.StatusForbidden)
 	rpc := condameshv1connect.NewChannelServiceClient(h2c(member), e.url)

@@ -25,8 +25,10 @@ func h2c(key string) *http.Client {
 // TestConnectServices runs the same cases over the Connect protocol (HTTP/1.1
 // JSON and binary) and over gRPC (HTTP/2), against one real node, and checks
 // REST sees what Connect wrote.
-func TestConnectServices(t *testing.T) {
-	n := nodetest.Start(t)
+func TestConnectServices(t *testing.T) { inHTTPModes(t, testConnectServices) }
+
+func testConnectServices(t *testing.T, mode ...nodetest.Option) {
+	n := nodetest.Start(t, mode...)
 	protocols := map[string][]connect.ClientOption{
 		"connect-proto": nil,
 		"connect-json":  {connect.WithProtoJSON()},
@@ -110,8 +112,10 @@ func TestConnectServices(t *testing.T) {
 
 // TestOpenAPI checks the document lists every REST route and /docs serves
 // a page that loads it.
-func TestOpenAPI(t *testing.T) {
-	n := nodetest.Start(t)
+func TestOpenAPI(t *testing.T) { inHTTPModes(t, testOpenAPI) }
+
+func testOpenAPI(t *testing.T, mode ...nodetest.Option) {
+	n := nodetest.Start(t, mode...)
 	resp, err := http.Get(n.URL() + "/openapi.json")
 	if err != nil {
 		t.Fatal(err)

@@ -2,6 +2,7 @@ package api_test
 
 import (
 	"fmt"
+	"github.com/condamesh/condamesh/node/nodetest"
 	"testing"
 
 	"github.com/condamesh/condamesh/conda/condatest"
@@ -10,8 +11,10 @@ import (
 // TestReadYourWrites uploads and deletes in a loop and checks every
 // following repodata.json fetch reflects the write (the served index is
 // never older than an acknowledged change).
-func TestReadYourWrites(t *testing.T) {
-	e := start(t)
+func TestReadYourWrites(t *testing.T) { inHTTPModes(t, testReadYourWrites) }
+
+func testReadYourWrites(t *testing.T, mode ...nodetest.Option) {
+	e := start(t, mode...)
 	e.newChannel(t, "ryw", false, admin)
 	for i := range 60 {
 		spec := pkgSpec(fmt.Sprintf("ryw%d", i), "1.0", "linux-64")

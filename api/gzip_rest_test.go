@@ -3,6 +3,7 @@ package api_test
 import (
 	"bytes"
 	"compress/gzip"
+	"github.com/condamesh/condamesh/node/nodetest"
 	"io"
 	"net/http"
 	"strconv"
@@ -30,9 +31,11 @@ func gunzip(t *testing.T, b []byte) []byte {
 // current_repodata.json gets the precomputed gzip form (Content-Encoding:
 // gzip, Vary: Accept-Encoding, its own ETag); no Accept-Encoding keeps
 // identity; the .gz files are served as files; 304s and ranges hold for
-// both forms. The test node answers /get on its lean HTTP path.
-func TestRESTGzipIndexes(t *testing.T) {
-	e := start(t)
+// both forms. Run with the lean HTTP loop on and off.
+func TestRESTGzipIndexes(t *testing.T) { inHTTPModes(t, testRESTGzipIndexes) }
+
+func testRESTGzipIndexes(t *testing.T, mode ...nodetest.Option) {
+	e := start(t, mode...)
 	e.newChannel(t, "gz", false, admin)
 	for _, s := range []condatest.Spec{pkgSpec("zipped", "1.0", "linux-64"), pkgSpec("zipped-noarch", "2.0", "noarch")} {
 		e.upload(t, admin, "gz", condatest.Filename(s, ".conda"), condatest.Conda(t, s)).want(t, 201)
@@ -176,8 +179,10 @@ func TestRESTGzipIndexes(t *testing.T) {
 
 // Issue #9 point 23: the channel ttl (Quetz's field) is the index files'
 // Cache-Control max-age; packages and shards stay immutable.
-func TestRESTIndexTTL(t *testing.T) {
-	e := start(t)
+func TestRESTIndexTTL(t *testing.T) { inHTTPModes(t, testRESTIndexTTL) }
+
+func testRESTIndexTTL(t *testing.T, mode ...nodetest.Option) {
+	e := start(t, mode...)
 	e.do(t, "POST", "/api/channels", admin, map[string]any{"name": "ttl", "private": false, "ttl": 120}, nil).want(t, 201)
 	s := pkgSpec("timed", "1.0", "noarch")
 	file := condatest.Filename(s, ".conda")
@@ -208,9 +213,11 @@ func TestRESTIndexTTL(t *testing.T) {
 // TestProxyGzipIndexes: a proxy channel offers the same gzip forms as a
 // local one, derived once from the upstream's repodata.json (the upstream
 // here has no .gz), with their own ETags and revalidation.
-func TestProxyGzipIndexes(t *testing.T) {
+func TestProxyGzipIndexes(t *testing.T) { inHTTPModes(t, testProxyGzipIndexes) }
+
+func testProxyGzipIndexes(t *testing.T, mode ...nodetest.Option) {
 	up := newRecordingUpstream(t)
-	e := start(t)
+	e := start(t, mode...)
 	e.do(t, "POST", "/api/channels", admin, map[string]any{"name": "pxgz", "private": false, "mirror_channel_url": up.URL + "/c", "mirror_mode": "proxy"}, nil).want(t, 201)
 	for _, p := range []string{"linux-64/repodata.json", "linux-64/current_repodata.json"} {
 		path := "/get/pxgz/" + p

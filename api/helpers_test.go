@@ -14,9 +14,11 @@ import (
 	"net/url"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/condamesh/condamesh/api"
 	"github.com/condamesh/condamesh/conda"
 	"github.com/condamesh/condamesh/conda/condatest"
 	"github.com/condamesh/condamesh/node/nodetest"
@@ -26,26 +28,58 @@ import (
 
 const admin = nodetest.AdminKey
 
-// env is one real node and an HTTP client talking to it.
+// env is one real node and HTTP clients talking to it.
 type env struct {
 	n   *nodetest.Node
 	url string
 	hc  *http.Client
+	// gc sends the bodiless GETs and HEADs of /get paths on connections
+	// of their own: a connection that carried any other request belongs
+	// to net/http for the rest of its life, so with one pool for all a
+	// node's lean loop would answer next to nothing.
+	gc  *http.Client
+	hot atomic.Int64 // requests sent through gc
 }
 
 func start(t *testing.T, opts ...nodetest.Option) *env {
 	t.Helper()
 	n := nodetest.Start(t, opts...)
-	tr := http.DefaultTransport.(*http.Transport).Clone()
-	tr.DisableCompression = true // see Content-Encoding as the server sends it
-	hc := &http.Client{
-		Transport: tr,
-		Timeout:   30 * time.Second,
-		// Redirects are part of the API under test.
-		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	client := func() *http.Client {
+		tr := http.DefaultTransport.(*http.Transport).Clone()
+		tr.DisableCompression = true // see Content-Encoding as the server sends it
+		hc := &http.Client{
+			Transport: tr,
+			Timeout:   30 * time.Second,
+			// Redirects are part of the API under test.
+			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+		}
+		t.Cleanup(hc.CloseIdleConnections)
+		return hc
 	}
-	t.Cleanup(hc.CloseIdleConnections)
-	return &env{n: n, url: n.URL(), hc: hc}
+	e := &env{n: n, url: n.URL(), hc: client(), gc: client()}
+	t.Cleanup(func() {
+		// In lean mode the lean loop answers the conda-client requests
+		// (those of other clients, such as a mirroring node, count too).
+		if on, answered := e.n.LeanAnswered(); on && answered < uint64(e.hot.Load()) {
+			t.Errorf("lean HTTP mode: the lean loop answered %d of the %d /get requests", answered, e.hot.Load())
+		}
+	})
+	return e
+}
+
+// restart restarts the node on its data, in the same mode.
+func (e *env) restart(t *testing.T) {
+	t.Helper()
+	e.n = e.n.Restart(t)
+	e.url = e.n.URL()
+	e.hot.Store(0) // the new node's lean loop counts from 0
+}
+
+// startIn starts a node in an HTTP mode (see inHTTPModes) with more
+// options.
+func startIn(t *testing.T, mode []nodetest.Option, opts ...nodetest.Option) *env {
+	t.Helper()
+	return start(t, slices.Concat(mode, opts)...)
 }
 
 // inHTTPModes runs test once for each way a node serves HTTP (the lean
@@ -104,7 +138,12 @@ func (e *env) do(t testing.TB, method, path, key string, body any, h hdr) *res {
 	for k, v := range h {
 		req.Header.Set(k, v)
 	}
-	resp, err := e.hc.Do(req)
+	hc := e.hc
+	if rd == nil && (method == "GET" || method == "HEAD") && api.HotPath(req.URL.RequestURI()) {
+		hc = e.gc
+		e.hot.Add(1)
+	}
+	resp, err := hc.Do(req)
 	if err != nil {
 		t.Fatalf("%s %s: %v", method, path, err)
 	}

@@ -3,6 +3,7 @@ package api_test
 import (
 	"context"
 	"fmt"
+	"github.com/condamesh/condamesh/node/nodetest"
 	"net/http"
 	"slices"
 	"testing"
@@ -45,8 +46,10 @@ func (e *env) tasksOf(t *testing.T, job int64, statuses ...string) []string {
 // Issue #9 point 22: POST /api/jobs selects the package files the job acts
 // on with its items_spec (Quetz: one task per selected file; a re-run only
 // takes files no earlier task acted on, unless forced).
-func TestJobItemsSpec(t *testing.T) {
-	e := start(t)
+func TestJobItemsSpec(t *testing.T) { inHTTPModes(t, testJobItemsSpec) }
+
+func testJobItemsSpec(t *testing.T, mode ...nodetest.Option) {
+	e := start(t, mode...)
 	ctx := context.Background()
 	e.newChannel(t, "items", false, admin)
 	e.newChannel(t, "items2", false, admin)

@@ -3,6 +3,7 @@ package api_test
 import (
 	"context"
 	"fmt"
+	"github.com/condamesh/condamesh/node/nodetest"
 	"net/http"
 	"strings"
 	"testing"
@@ -45,8 +46,10 @@ func (e *env) waitJob(t testing.TB, id int64, want ...string) jobOut {
 
 // TestChannelActions covers quetz-api.md §10 cases 42, 43 and 67 for the
 // actions that apply to local channels, plus the job shape and permissions.
-func TestChannelActions(t *testing.T) {
-	e := start(t)
+func TestChannelActions(t *testing.T) { inHTTPModes(t, testChannelActions) }
+
+func testChannelActions(t *testing.T, mode ...nodetest.Option) {
+	e := start(t, mode...)
 	maint := e.newUser(t, "maint", "member")
 	mem := e.newUser(t, "mem", "member")
 	e.newChannel(t, "acts", false, admin)
@@ -142,8 +145,10 @@ func TestChannelActions(t *testing.T) {
 }
 
 // TestJobsAPI covers quetz-api.md §10 cases 44-49.
-func TestJobsAPI(t *testing.T) {
-	e := start(t)
+func TestJobsAPI(t *testing.T) { inHTTPModes(t, testJobsAPI) }
+
+func testJobsAPI(t *testing.T, mode ...nodetest.Option) {
+	e := start(t, mode...)
 	user := e.newUser(t, "jobuser", "member")
 	for _, m := range []string{"dummy_func", "os:listdir", "os.listdir", "quetz.dummy_func"} {
 		r := e.do(t, "POST", "/api/jobs", admin, map[string]any{"manifest": m, "items_spec": "*"}, nil).want(t, 422)
@@ -236,8 +241,10 @@ func TestJobsAPI(t *testing.T) {
 // cleanup action removes its package blobs (quetz-api.md §10 case 10: the
 // store holds nothing of the deleted channel), while blobs still referenced
 // survive.
-func TestCleanupSweepsBlobs(t *testing.T) {
-	e := start(t, func(c *node.Config) { c.BlobGrace = time.Nanosecond })
+func TestCleanupSweepsBlobs(t *testing.T) { inHTTPModes(t, testCleanupSweepsBlobs) }
+
+func testCleanupSweepsBlobs(t *testing.T, mode ...nodetest.Option) {
+	e := startIn(t, mode, func(c *node.Config) { c.BlobGrace = time.Nanosecond })
 	e.newChannel(t, "victim", false, admin)
 	e.newChannel(t, "keeper", false, admin)
 	gone := condatest.TarBz2(t, pkgSpec("gone", "1.0", "linux-64"))
@@ -276,8 +283,10 @@ func TestCleanupSweepsBlobs(t *testing.T) {
 // TestTasksPaginated: GET /api/jobs/{id}/tasks pages as Quetz does: skip
 // and limit (default 20, -1 for all) over the tasks of the asked
 // statuses in id order, in the envelope with all_records_count.
-func TestTasksPaginated(t *testing.T) {
-	e := start(t)
+func TestTasksPaginated(t *testing.T) { inHTTPModes(t, testTasksPaginated) }
+
+func testTasksPaginated(t *testing.T, mode ...nodetest.Option) {
+	e := start(t, mode...)
 	e.newChannel(t, "tasks-page", false, admin)
 	const files = 5
 	for i := range files {

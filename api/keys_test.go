@@ -3,6 +3,7 @@ package api_test
 import (
 	"context"
 	"errors"
+	"github.com/condamesh/condamesh/node/nodetest"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -20,8 +21,10 @@ import (
 // plain SHA-256, so a copy of the database cannot test guesses); a key
 // stored by an older version (plain SHA-256) works before and after the
 // restart that migrates it, and is then stored keyed.
-func TestAPIKeysAtRest(t *testing.T) {
-	e := start(t)
+func TestAPIKeysAtRest(t *testing.T) { inHTTPModes(t, testAPIKeysAtRest) }
+
+func testAPIKeysAtRest(t *testing.T, mode ...nodetest.Option) {
+	e := start(t, mode...)
 	ctx := context.Background()
 	keys := condameshv1connect.NewKeyServiceClient(h2c(admin), e.url)
 	created, err := keys.CreateKey(ctx, &v1.CreateKeyRequest{Description: "rpc"})
@@ -74,8 +77,7 @@ func TestAPIKeysAtRest(t *testing.T) {
 		t.Fatal(err)
 	}
 	e.get(t, "/api/me", old).want(t, http.StatusOK) // before the migration
-	e.n = e.n.Restart(t)
-	e.url = e.n.URL()
+	e.restart(t)
 	eventually(t, "the legacy key record to be migrated", func() bool {
 		_, err := e.n.Catalog().APIKey(ctx, secret.LegacyKeyHash(old))
 		return errors.Is(err, catalog.ErrNotFound)

@@ -2,6 +2,7 @@ package api_test
 
 import (
 	"fmt"
+	"github.com/condamesh/condamesh/node/nodetest"
 	"net/http"
 	"strings"
 	"testing"
@@ -15,8 +16,10 @@ const scrapeToken = "scrape-token-0123456789"
 // TestMetricsHidePrivateChannels: /metrics and /metricsp name private
 // channels only to scrapers with the token or an elevated key; others see
 // their downloads summed under channel="_private".
-func TestMetricsHidePrivateChannels(t *testing.T) {
-	e := start(t, func(c *node.Config) { c.API.MetricsToken = scrapeToken })
+func TestMetricsHidePrivateChannels(t *testing.T) { inHTTPModes(t, testMetricsHidePrivateChannels) }
+
+func testMetricsHidePrivateChannels(t *testing.T, mode ...nodetest.Option) {
+	e := startIn(t, mode, func(c *node.Config) { c.API.MetricsToken = scrapeToken })
 	member := e.newUser(t, "viewer", "")
 	e.newChannel(t, "pub-m", false, admin)
 	e.newChannel(t, "hidden-m", true, admin)
@@ -60,8 +63,10 @@ func TestMetricsHidePrivateChannels(t *testing.T) {
 // package is redirected; the downloads' platform label keeps only subdirs
 // conda knows (the rest count as "other"), and paths that cannot be a
 // subdir are not counted.
-func TestMetricsPlatformBounded(t *testing.T) {
-	e := start(t)
+func TestMetricsPlatformBounded(t *testing.T) { inHTTPModes(t, testMetricsPlatformBounded) }
+
+func testMetricsPlatformBounded(t *testing.T, mode ...nodetest.Option) {
+	e := start(t, mode...)
 	e.do(t, "POST", "/api/channels", admin, map[string]any{
 		"name": "plist", "private": false, "mirror_channel_url": "http://127.0.0.1:1/up", "mirror_mode": "proxy",
 		"metadata": map[string]any{"proxylist": []string{"foo"}},

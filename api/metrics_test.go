@@ -2,6 +2,7 @@ package api_test
 
 import (
 	"fmt"
+	"github.com/condamesh/condamesh/node/nodetest"
 	"net/http"
 	"strings"
 	"sync/atomic"
@@ -20,10 +21,12 @@ type series []struct {
 // TestDownloadMetrics covers quetz-api.md §10 cases 65 and 68-72 with a
 // controllable clock, plus the fixes: HEAD and 404 are not counted, private
 // channels' metrics need read permission, unknown channels are 404.
-func TestDownloadMetrics(t *testing.T) {
+func TestDownloadMetrics(t *testing.T) { inHTTPModes(t, testDownloadMetrics) }
+
+func testDownloadMetrics(t *testing.T, mode ...nodetest.Option) {
 	var clock atomic.Int64
 	clock.Store(time.Date(2020, 1, 5, 21, 1, 0, 0, time.UTC).Unix())
-	e := start(t, func(c *node.Config) {
+	e := startIn(t, mode, func(c *node.Config) {
 		c.API.Now = func() time.Time { return time.Unix(clock.Load(), 0).UTC() }
 		c.DownloadFlush = 10 * time.Millisecond
 	})
@@ -122,8 +125,10 @@ func TestDownloadMetrics(t *testing.T) {
 
 // TestPrometheus checks the exposition at Quetz's /metricsp and at
 // /metrics: requests by route template, downloads, bytes served, store size.
-func TestPrometheus(t *testing.T) {
-	e := start(t)
+func TestPrometheus(t *testing.T) { inHTTPModes(t, testPrometheus) }
+
+func testPrometheus(t *testing.T, mode ...nodetest.Option) {
+	e := start(t, mode...)
 	e.newChannel(t, "prom", false, admin)
 	spec := condatest.Spec{Name: "p", Version: "1", Build: "0", Subdir: "linux-64"}
 	fn := condatest.Filename(spec, ".conda")

@@ -61,8 +61,10 @@ func (f *fakeMirror) metricsRequests() []string {
 
 // TestMirrorRegistry covers quetz-api.md §10 cases 39 and 40 and the bad
 // inputs of the registry.
-func TestMirrorRegistry(t *testing.T) {
-	e := start(t)
+func TestMirrorRegistry(t *testing.T) { inHTTPModes(t, testMirrorRegistry) }
+
+func testMirrorRegistry(t *testing.T, mode ...nodetest.Option) {
+	e := start(t, mode...)
 	fm := &fakeMirror{channel: map[string]any{"name": "my-mirror", "mirror_channel_url": "http://primary/get/my-channel"}}
 	srv := httptest.NewServer(fm)
 	defer srv.Close()
@@ -104,11 +106,13 @@ func TestMirrorRegistry(t *testing.T) {
 // TestSynchronizeMetrics covers quetz-api.md §10 cases 73 and 74, with a
 // controllable clock, plus failures that must neither lose nor double-count
 // an hour.
-func TestSynchronizeMetrics(t *testing.T) {
+func TestSynchronizeMetrics(t *testing.T) { inHTTPModes(t, testSynchronizeMetrics) }
+
+func testSynchronizeMetrics(t *testing.T, mode ...nodetest.Option) {
 	var clock atomic.Int64
 	t0 := time.Date(2020, 9, 30, 5, 0, 0, 0, time.UTC)
 	clock.Store(t0.Unix())
-	e := start(t, func(c *node.Config) { c.API.Now = func() time.Time { return time.Unix(clock.Load(), 0).UTC() } })
+	e := startIn(t, mode, func(c *node.Config) { c.API.Now = func() time.Time { return time.Unix(clock.Load(), 0).UTC() } })
 	fm := &fakeMirror{channel: map[string]any{"mirror_channel_url": "http://primary/get/my-channel"}, metrics: `{"packages":{}}`}
 	srv := httptest.NewServer(fm)
 	defer srv.Close()
@@ -211,12 +215,14 @@ func TestSynchronizeMetrics(t *testing.T) {
 // channel of the first with register_mirror=true (case 41's flow between two
 // servers); the primary lists it; downloads on the mirror reach the
 // primary's metrics through synchronize_metrics exactly once.
-func TestRegisterMirrorBetweenNodes(t *testing.T) {
+func TestRegisterMirrorBetweenNodes(t *testing.T) { inHTTPModes(t, testRegisterMirrorBetweenNodes) }
+
+func testRegisterMirrorBetweenNodes(t *testing.T, mode ...nodetest.Option) {
 	var pClock, mClock atomic.Int64
 	pClock.Store(time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC).Unix())
 	mClock.Store(time.Date(2026, 1, 1, 10, 20, 0, 0, time.UTC).Unix())
-	p := start(t, func(c *node.Config) { c.API.Now = func() time.Time { return time.Unix(pClock.Load(), 0).UTC() } })
-	m := start(t, func(c *node.Config) {
+	p := startIn(t, mode, func(c *node.Config) { c.API.Now = func() time.Time { return time.Unix(pClock.Load(), 0).UTC() } })
+	m := startIn(t, mode, func(c *node.Config) {
 		c.API.Now = func() time.Time { return time.Unix(mClock.Load(), 0).UTC() }
 		c.DownloadFlush = 10 * time.Millisecond
 	})
@@ -300,7 +306,11 @@ func TestRegisterMirrorBetweenNodes(t *testing.T) {
 // through the mirror registry's check, nor through synchronize_metrics,
 // and the answers say nothing of what is there; a server owner still can.
 func TestRegistryFetchesOfNonOwnersAreConfined(t *testing.T) {
-	e := start(t)
+	inHTTPModes(t, testRegistryFetchesOfNonOwnersAreConfined)
+}
+
+func testRegistryFetchesOfNonOwnersAreConfined(t *testing.T, mode ...nodetest.Option) {
+	e := start(t, mode...)
 	fm := &fakeMirror{channel: map[string]any{"name": "my-mirror", "mirror_channel_url": "http://primary/get/c"}, metrics: `{"packages": {}}`}
 	srv := httptest.NewServer(fm)
 	defer srv.Close()

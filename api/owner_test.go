@@ -1,6 +1,7 @@
 package api_test
 
 import (
+	"github.com/condamesh/condamesh/node/nodetest"
 	"net/http"
 	"testing"
 )
@@ -8,8 +9,10 @@ import (
 // TestServerOwnerProtected: a maintainer cannot demote an owner, and
 // nobody demotes the last owner, not even itself; an owner demotes
 // another owner while one is left.
-func TestServerOwnerProtected(t *testing.T) {
-	e := start(t)
+func TestServerOwnerProtected(t *testing.T) { inHTTPModes(t, testServerOwnerProtected) }
+
+func testServerOwnerProtected(t *testing.T, mode ...nodetest.Option) {
+	e := start(t, mode...)
 	maint := e.newUser(t, "maint", "maintainer")
 	role := func(user, key string) string {
 		var r struct {

@@ -2,6 +2,7 @@ package api_test
 
 import (
 	"fmt"
+	"github.com/condamesh/condamesh/node/nodetest"
 	"net/http"
 	"net/url"
 	"slices"
@@ -20,8 +21,8 @@ type searchRig struct {
 	carol, alice, bob string
 }
 
-func newSearchRig(t *testing.T) *searchRig {
-	e := start(t)
+func newSearchRig(t *testing.T, mode ...nodetest.Option) *searchRig {
+	e := start(t, mode...)
 	r := &searchRig{env: e, carol: e.newUser(t, "carol", "member"), alice: e.newUser(t, "alice", ""), bob: e.newUser(t, "bob", "")}
 	e.do(t, "POST", "/api/channels", r.carol, map[string]any{"name": "pub-one", "private": false, "description": "numerical things"}, nil).want(t, http.StatusCreated)
 	e.newChannel(t, "priv-two", true, r.carol)
@@ -53,8 +54,10 @@ type pageInfo struct {
 // Issue #9 point 21: GET /api/channels/search/ and /api/packages/search/
 // with Quetz's query syntax and visibility (private channels only for
 // their members).
-func TestRESTSearch(t *testing.T) {
-	r := newSearchRig(t)
+func TestRESTSearch(t *testing.T) { inHTTPModes(t, testRESTSearch) }
+
+func testRESTSearch(t *testing.T, mode ...nodetest.Option) {
+	r := newSearchRig(t, mode...)
 	keys := map[string]string{"anon": "", "alice": r.alice, "bob": r.bob}
 
 	t.Run("channels", func(t *testing.T) {
@@ -154,8 +157,10 @@ func TestRESTSearch(t *testing.T) {
 // Issue #9 point 21: GET /api/users, /api/paginated/users and a user's
 // channel and package roles, with Quetz's permissions (elevated callers
 // see everyone, others themselves).
-func TestRESTUserLists(t *testing.T) {
-	r := newSearchRig(t)
+func TestRESTUserLists(t *testing.T) { inHTTPModes(t, testRESTUserLists) }
+
+func testRESTUserLists(t *testing.T, mode ...nodetest.Option) {
+	r := newSearchRig(t, mode...)
 	maint := r.newUser(t, "maint", "maintainer")
 	r.addPackageMember(t, "pub-one", "beta-tool", "alice", "maintainer")
 	// A scoped key has an anonymous user: never listed.
@@ -237,8 +242,10 @@ func TestRESTUserLists(t *testing.T) {
 }
 
 // Issue #9 point 21: GET /api/paginated/channels/{c}/packages/{p}/versions.
-func TestRESTPaginatedVersions(t *testing.T) {
-	r := newSearchRig(t)
+func TestRESTPaginatedVersions(t *testing.T) { inHTTPModes(t, testRESTPaginatedVersions) }
+
+func testRESTPaginatedVersions(t *testing.T, mode ...nodetest.Option) {
+	r := newSearchRig(t, mode...)
 	var page struct {
 		Pagination pageInfo         `json:"pagination"`
 		Result     []map[string]any `json:"result"`
@@ -262,7 +269,11 @@ func TestRESTPaginatedVersions(t *testing.T) {
 // Issue #9 point 22: DELETE /api/channels/{c}/members without ?username= is
 // FastAPI's 422 for a missing query parameter, not a 404 for user "".
 func TestRESTRemoveMemberNeedsUsername(t *testing.T) {
-	r := newSearchRig(t)
+	inHTTPModes(t, testRESTRemoveMemberNeedsUsername)
+}
+
+func testRESTRemoveMemberNeedsUsername(t *testing.T, mode ...nodetest.Option) {
+	r := newSearchRig(t, mode...)
 	res := r.do(t, "DELETE", "/api/channels/priv-two/members", r.carol, nil, nil).wantErr(t, http.StatusUnprocessableEntity, "Field required")
 	if d := string(res.detailList(t)[0]); !strings.Contains(d, `"loc":["query","username"]`) || !strings.Contains(d, `"type":"missing"`) {
 		t.Errorf("detail %s: want loc [query, username], type missing", d)

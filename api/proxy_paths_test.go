@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
+	"github.com/condamesh/condamesh/node/nodetest"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -53,8 +54,12 @@ func (u *recordingUpstream) requests() []string {
 // or any path that cannot be a conda file (with the channel's credentials
 // or without).
 func TestProxyForwardsDecodedCheckedPaths(t *testing.T) {
+	inHTTPModes(t, testProxyForwardsDecodedCheckedPaths)
+}
+
+func testProxyForwardsDecodedCheckedPaths(t *testing.T, mode ...nodetest.Option) {
 	up := newRecordingUpstream(t)
-	e := start(t)
+	e := start(t, mode...)
 	e.do(t, "POST", "/api/channels", admin, map[string]any{"name": "px", "private": false, "mirror_channel_url": up.URL + "/c",
 		"mirror_mode": "proxy", "metadata": map[string]any{"upstream_authorization": "Bearer SECRET"}}, nil).want(t, 201)
 	e.get(t, "/get/px/linux-64/repodata.json", "").want(t, 200)
@@ -85,9 +90,11 @@ func TestProxyForwardsDecodedCheckedPaths(t *testing.T) {
 // TestProxyNotFoundLeavesRaftLog: 1,000 random paths a public proxy's
 // upstream does not have leave the Raft log as it was (404s are remembered
 // on the node only), and asking them again makes no upstream request.
-func TestProxyNotFoundLeavesRaftLog(t *testing.T) {
+func TestProxyNotFoundLeavesRaftLog(t *testing.T) { inHTTPModes(t, testProxyNotFoundLeavesRaftLog) }
+
+func testProxyNotFoundLeavesRaftLog(t *testing.T, mode ...nodetest.Option) {
 	up := newRecordingUpstream(t)
-	e := start(t)
+	e := start(t, mode...)
 	e.do(t, "POST", "/api/channels", admin, map[string]any{"name": "px", "private": false, "mirror_channel_url": up.URL + "/c", "mirror_mode": "proxy"}, nil).want(t, 201)
 	e.get(t, "/get/px/linux-64/repodata.json", "").want(t, 200)
 	ctx := context.Background()

@@ -639,8 +639,10 @@ func checkCompressed(t *testing.T, e *env, ch, subdir string, want []byte) {
 
 // 3. A configured default quota becomes the size_limit of new channels
 // that do not set one.
-func TestRESTDefaultChannelQuota(t *testing.T) {
-	e := start(t, func(c *node.Config) { c.API.DefaultChannelQuota = 100 })
+func TestRESTDefaultChannelQuota(t *testing.T) { inHTTPModes(t, testRESTDefaultChannelQuota) }
+
+func testRESTDefaultChannelQuota(t *testing.T, mode ...nodetest.Option) {
+	e := startIn(t, mode, func(c *node.Config) { c.API.DefaultChannelQuota = 100 })
 	e.newChannel(t, "quota-default", false, admin)
 	if got := e.get(t, "/api/channels/quota-default", "").want(t, 200).obj(t)["size_limit"]; got != 100.0 {
 		t.Errorf("size_limit = %v, want 100", got)

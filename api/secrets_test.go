@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"github.com/condamesh/condamesh/node/nodetest"
 	"log/slog"
 	"net/http"
 	"strings"
@@ -55,9 +56,11 @@ func leaks(text string) []string {
 // jobs and tasks, the mirror registry, errors, /metrics) for anonymous
 // callers, channel members or owners, nor in the node's logs; writing
 // back the masked values keeps the stored secrets.
-func TestSecretsAreWriteOnly(t *testing.T) {
+func TestSecretsAreWriteOnly(t *testing.T) { inHTTPModes(t, testSecretsAreWriteOnly) }
+
+func testSecretsAreWriteOnly(t *testing.T, mode ...nodetest.Option) {
 	var logs lockedBuffer
-	e := start(t, func(c *node.Config) {
+	e := startIn(t, mode, func(c *node.Config) {
 		c.Logger = slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	})
 	ctx := context.Background()

@@ -3,6 +3,7 @@ package api_test
 import (
 	"context"
 	"fmt"
+	"github.com/condamesh/condamesh/node/nodetest"
 	"io"
 	"math/rand/v2"
 	"mime/multipart"
@@ -58,8 +59,10 @@ func (e *env) wantServed(t testing.TB, ch, subdir, filename string, data []byte)
 // each other never lose the blob the winner's record points to (issue 9
 // point 1: seven losers' clean-up deleted it, so the listed file answered
 // 404 for good).
-func TestConcurrentUploadsOfOneFile(t *testing.T) {
-	e := start(t)
+func TestConcurrentUploadsOfOneFile(t *testing.T) { inHTTPModes(t, testConcurrentUploadsOfOneFile) }
+
+func testConcurrentUploadsOfOneFile(t *testing.T, mode ...nodetest.Option) {
+	e := start(t, mode...)
 	const n = 8
 	for _, tc := range []struct {
 		name     string
@@ -176,9 +179,11 @@ func (u *slowUpload) finish(t *testing.T) *res {
 // even one its own write created: another request may have published a
 // record for the same bytes meanwhile. What nothing references goes only
 // with the blob sweep, after its grace period.
-func TestFailedUploadKeepsSharedBlob(t *testing.T) {
+func TestFailedUploadKeepsSharedBlob(t *testing.T) { inHTTPModes(t, testFailedUploadKeepsSharedBlob) }
+
+func testFailedUploadKeepsSharedBlob(t *testing.T, mode ...nodetest.Option) {
 	const grace = time.Hour
-	e := start(t, func(c *node.Config) { c.BlobGrace = grace })
+	e := startIn(t, mode, func(c *node.Config) { c.BlobGrace = grace })
 	for i, tc := range []struct {
 		name string
 		// second returns the part that makes the first upload fail, and
@@ -249,8 +254,12 @@ func TestFailedUploadKeepsSharedBlob(t *testing.T) {
 // TestFailedUploadBlobWaitsForSweep: a refused upload's blob, referenced
 // by nothing, stays until a sweep after the grace period removes it.
 func TestFailedUploadBlobWaitsForSweep(t *testing.T) {
+	inHTTPModes(t, testFailedUploadBlobWaitsForSweep)
+}
+
+func testFailedUploadBlobWaitsForSweep(t *testing.T, mode ...nodetest.Option) {
 	const grace = time.Hour
-	e := start(t, func(c *node.Config) { c.BlobGrace = grace })
+	e := startIn(t, mode, func(c *node.Config) { c.BlobGrace = grace })
 	e.newChannel(t, "orphan", false, admin)
 	good := filePkgSpec("orphan-good", "1.0", "linux-64")
 	goodFile, goodData := condatest.Filename(good, ".tar.bz2"), condatest.TarBz2(t, good)
@@ -284,8 +293,10 @@ func TestFailedUploadBlobWaitsForSweep(t *testing.T) {
 // member of its archive is safe and every compressed stream decodes to its
 // end (issue 9 point 24: a .tar.bz2 with ../../evil after its info files,
 // and one cut at 60 % after them, were accepted, indexed and served).
-func TestUploadChecksWholeArchive(t *testing.T) {
-	e := start(t)
+func TestUploadChecksWholeArchive(t *testing.T) { inHTTPModes(t, testUploadChecksWholeArchive) }
+
+func testUploadChecksWholeArchive(t *testing.T, mode ...nodetest.Option) {
+	e := start(t, mode...)
 	e.newChannel(t, "whole", false, admin)
 	base := filePkgSpec("whole-pkg", "1.0", "linux-64")
 	base.RunExports = map[string]any{"weak": []any{"whole-pkg"}} // all info files early

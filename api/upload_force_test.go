@@ -2,6 +2,7 @@ package api_test
 
 import (
 	"bytes"
+	"github.com/condamesh/condamesh/node/nodetest"
 	"mime/multipart"
 	"net/http"
 	"net/url"
@@ -41,8 +42,10 @@ func multipartFields(t testing.TB, parts ...[3]string) ([]byte, string) {
 // whatever the route and wherever force is given (issue 9 point 5: the raw
 // upload route let a channel maintainer overwrite what files/ refused, and
 // a force field after the file parts skipped the check).
-func TestUploadForceRule(t *testing.T) {
-	e := start(t)
+func TestUploadForceRule(t *testing.T) { inHTTPModes(t, testUploadForceRule) }
+
+func testUploadForceRule(t *testing.T, mode ...nodetest.Option) {
+	e := start(t, mode...)
 	keys := map[string]string{"admin": admin}
 	for _, u := range []string{"f-cowner", "f-cmaint", "f-powner"} {
 		keys[u] = e.newUser(t, u, "")
@@ -113,8 +116,10 @@ func TestUploadForceRule(t *testing.T) {
 // TestUploadForceParsing: force is read like FastAPI reads a bool, in the
 // form and in the query; anything else is a 422 naming where it was
 // (issue 9 point 22: force=notabool in the form was a silent false).
-func TestUploadForceParsing(t *testing.T) {
-	e := start(t)
+func TestUploadForceParsing(t *testing.T) { inHTTPModes(t, testUploadForceParsing) }
+
+func testUploadForceParsing(t *testing.T, mode ...nodetest.Option) {
+	e := start(t, mode...)
 	e.newChannel(t, "fp", false, admin)
 	spec := pkgSpec("fp-pkg", "1.0", "linux-64")
 	file, data := condatest.Filename(spec, ".tar.bz2"), condatest.TarBz2(t, spec)

@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"github.com/condamesh/condamesh/node/nodetest"
 	"net/url"
 	"slices"
 	"strings"
@@ -32,8 +33,10 @@ func md5Hex(b []byte) string {
 }
 
 // Cases 51-63 and 66 of quetz-api.md §10.
-func TestRESTUploads(t *testing.T) {
-	e := start(t)
+func TestRESTUploads(t *testing.T) { inHTTPModes(t, testRESTUploads) }
+
+func testRESTUploads(t *testing.T, mode ...nodetest.Option) {
+	e := start(t, mode...)
 	cowner := e.newUser(t, "up-cowner", "")
 	cmaint := e.newUser(t, "up-cmaint", "")
 	cmember := e.newUser(t, "up-cmember", "member")

@@ -300,9 +300,14 @@ func TestWhoAnswers(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
+			before := s.srv.Answered()
 			br := bufio.NewReader(dialSend(t, s.addr, tc.raw))
 			method := strings.Fields(tc.raw)[0]
+			lean := 0
 			for i, want := range tc.want {
+				if strings.HasPrefix(want, "200 lean") {
+					lean++
+				}
 				resp, err := http.ReadResponse(br, &http.Request{Method: method})
 				if err != nil {
 					t.Fatalf("response %d: %v", i, err)
@@ -315,6 +320,9 @@ func TestWhoAnswers(t *testing.T) {
 				if got != want {
 					t.Errorf("response %d = %q, want %q", i, got, want)
 				}
+			}
+			if n := s.srv.Answered() - before; n != uint64(lean) {
+				t.Errorf("Answered grew by %d, want %d (the lean answers)", n, lean)
 			}
 		})
 	}

@@ -273,9 +273,10 @@ type Node struct {
 	prom      *metrics.Prom
 	api       *api.Server
 	httpLn    net.Listener
-	scheme    string       // of the HTTP listener: http, or https with TLS
-	srv       *http.Server // every connection outside the hot path
-	front     httpServer   // serves httpLn: a hotpath.Server over srv, or srv itself
+	scheme    string          // of the HTTP listener: http, or https with TLS
+	srv       *http.Server    // every connection outside the hot path
+	front     httpServer      // serves httpLn: a hotpath.Server over srv, or srv itself
+	lean      *hotpath.Server // front when the lean loop is on, else nil
 	debugLn   net.Listener
 	debug     *http.Server
 	nodeID    string
@@ -475,7 +476,7 @@ func New(ctx context.Context, cfg Config) (n *Node, err error) {
 	}
 	n.front = n.srv
 	if !cfg.NoLeanHTTP {
-		n.front = hotpath.New(hotpath.Config{
+		n.lean = hotpath.New(hotpath.Config{
 			Handler:           n.api,
 			Fallback:          n.srv,
 			Eligible:          api.HotPath,
@@ -483,8 +484,18 @@ func New(ctx context.Context, cfg Config) (n *Node, err error) {
 			IdleTimeout:       n.srv.IdleTimeout,
 			Logger:            n.log,
 		})
+		n.front = n.lean
 	}
 	return n, nil
+}
+
+// LeanAnswered reports whether the node's lean HTTP loop is on and how
+// many requests it has answered itself (the rest went to net/http).
+func (n *Node) LeanAnswered() (on bool, answered uint64) {
+	if n.lean == nil {
+		return false, 0
+	}
+	return true, n.lean.Answered()
 }
 
 // httpServer is what the node needs of its HTTP server.

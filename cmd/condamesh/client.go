@@ -278,8 +278,10 @@ func newKey() *cobra.Command {
 }
 
 // newUpload streams package files to POST /api/channels/{c}/upload/{file}
-// with their sha256, showing a progress bar per file. (Uploads use the REST
-// route because it streams request bodies of any size.)
+// with their sha256. It prints a line per file uploaded, and on a terminal
+// (stderr) draws a progress bar per file too; with -q it prints nothing
+// unless it fails. (Uploads use the REST route because it streams request
+// bodies of any size.)
 func newUpload() *cobra.Command {
 	var c conn
 	var force, quiet bool
@@ -294,14 +296,16 @@ func newUpload() *cobra.Command {
 				if err := uploadFile(cmd.Context(), c.http(), base, args[0], p, force, quiet, cmd.ErrOrStderr()); err != nil {
 					return fmt.Errorf("%s: %w", filepath.Base(p), err)
 				}
-				fmt.Fprintf(cmd.OutOrStdout(), "uploaded %s\n", filepath.Base(p))
+				if !quiet {
+					fmt.Fprintf(cmd.OutOrStdout(), "uploaded %s\n", filepath.Base(p))
+				}
 			}
 			return nil
 		},
 	}
 	c.flags(cmd)
 	cmd.Flags().BoolVar(&force, "force", false, "replace a file that already exists")
-	cmd.Flags().BoolVarP(&quiet, "quiet", "q", false, "no progress bar (none is drawn either when stderr is not a terminal)")
+	cmd.Flags().BoolVarP(&quiet, "quiet", "q", false, "print nothing on success (errors still go to stderr); without it: a line per file, and a progress bar on a terminal")
 	return cmd
 }
 

@@ -4,8 +4,13 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/md5"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -13,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/condamesh/condamesh/conda"
 	"github.com/condamesh/condamesh/conda/condatest"
 	"github.com/condamesh/condamesh/node"
 	"github.com/condamesh/condamesh/node/nodetest"
@@ -46,9 +52,9 @@ func TestClientCommands(t *testing.T) {
 		{[]string{"channel", "list"}, 0, "cli-chan"},
 		{[]string{"channel", "get", "cli-chan"}, 0, `"description": "from the CLI"`},
 		{[]string{"channel", "patch", "cli-chan", "--private"}, 0, `"private": true`},
-		{[]string{"upload", "--quiet", "cli-chan", pkg}, 0, "uploaded clipkg-1.0-0.conda"},
+		{[]string{"upload", "cli-chan", pkg}, 0, "uploaded clipkg-1.0-0.conda"},
 		{[]string{"upload", "--quiet", "cli-chan", pkg}, 1, "409"},
-		{[]string{"upload", "--quiet", "--force", "cli-chan", pkg}, 0, "uploaded"},
+		{[]string{"upload", "--force", "cli-chan", pkg}, 0, "uploaded"},
 		{[]string{"upload", "--quiet", "missing-chan", pkg}, 1, "Channel missing-chan not found"},
 		{[]string{"channel", "list"}, 0, "cli-chan  local  true     1"},
 		{[]string{"key", "create", "--description", "ci"}, 0, ""},
@@ -137,26 +143,131 @@ func uploadAndDownload(t *testing.T, n *nodetest.Node, channel, name string) str
 }
 
 // TestNoProgressBarsWhenPiped: with stderr not a terminal (a pipe, a log
-// file), upload and sync --wait draw no bar: no carriage returns, no
-// redraws; the upload still says what it uploaded.
+// file), upload and sync --wait draw no bar (no carriage returns, no
+// redraws) and print a line per file instead, each once; with -q they
+// print nothing unless something fails, and failures go to stderr.
 func TestNoProgressBarsWhenPiped(t *testing.T) {
 	n := nodetest.Start(t)
 	dir := t.TempDir()
-	spec := condatest.Spec{Name: "pipedpkg", Version: "1.0", Build: "0", Files: map[string]string{"x": strings.Repeat("y", 1<<20)}}
-	pkg := filepath.Join(dir, condatest.Filename(spec, ".conda"))
-	if err := os.WriteFile(pkg, condatest.Conda(t, spec), 0o644); err != nil {
-		t.Fatal(err)
+	var pkgs []string
+	files := map[string][]byte{} // noarch file name -> bytes, for the upstream below
+	for i := range 3 {
+		spec := condatest.Spec{Name: "pipedpkg", Version: fmt.Sprintf("1.%d", i), Build: "0", Files: map[string]string{"x": strings.Repeat("y", 1<<20)}}
+		fn := condatest.Filename(spec, ".conda")
+		files[fn] = condatest.Conda(t, spec)
+		pkgs = append(pkgs, filepath.Join(dir, fn))
+		if err := os.WriteFile(pkgs[i], files[fn], 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	noBars := func(t *testing.T, out, errOut string) {
+		t.Helper()
+		if strings.ContainsAny(out+errOut, "\r\x1b") || strings.Contains(errOut, "%") {
+			t.Fatalf("a progress bar was drawn into a pipe: stdout %q, stderr %q", out, errOut)
+		}
 	}
 	if _, _, code := cli(t, n, "channel", "create", "piped"); code != 0 {
 		t.Fatal("create")
 	}
-	out, errOut, code := cli(t, n, "upload", "piped", pkg)
-	if code != 0 || !strings.Contains(out, "uploaded pipedpkg-1.0-0.conda") {
-		t.Fatalf("upload: code %d, out %q, err %q", code, out, errOut)
+
+	t.Run("upload", func(t *testing.T) {
+		out, errOut, code := cli(t, n, "upload", "piped", pkgs[0], pkgs[1])
+		noBars(t, out, errOut)
+		if want := "uploaded pipedpkg-1.0-0.conda\nuploaded pipedpkg-1.1-0.conda\n"; code != 0 || out != want || errOut != "" {
+			t.Fatalf("upload: exit %d, stdout %q (want %q), stderr %q", code, out, want, errOut)
+		}
+	})
+	t.Run("upload -q", func(t *testing.T) {
+		if out, errOut, code := cli(t, n, "upload", "-q", "piped", pkgs[2]); code != 0 || out != "" || errOut != "" {
+			t.Fatalf("upload -q: exit %d, stdout %q, stderr %q: want nothing", code, out, errOut)
+		}
+		out, errOut, code := cli(t, n, "upload", "-q", "piped", pkgs[2])
+		if code == 0 || out != "" || !strings.Contains(errOut, "pipedpkg-1.2-0.conda") || !strings.Contains(errOut, "409") {
+			t.Fatalf("upload -q of a duplicate: exit %d, stdout %q, stderr %q: want the error on stderr", code, out, errOut)
+		}
+	})
+
+	// An upstream with two channels: ok lists the three files, bad lists
+	// them and one more that is missing.
+	const missing = "pipedpkg-9.9-0.conda"
+	recs := func(extra bool) []byte {
+		var rs []conda.Record
+		for fn, data := range files {
+			rs = append(rs, pipedRecord(fn, data))
+		}
+		if extra {
+			rs = append(rs, pipedRecord(missing, []byte("gone")))
+		}
+		return conda.Repodata("noarch", rs)
 	}
-	if strings.ContainsAny(errOut, "\r\x1b") || strings.Contains(errOut, "%") {
-		t.Fatalf("a progress bar was drawn into a pipe: %q", errOut)
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ch, p, _ := strings.Cut(strings.TrimPrefix(r.URL.Path, "/"), "/")
+		switch {
+		case p == "channeldata.json":
+			_, _ = w.Write([]byte(`{"subdirs":["noarch"]}`))
+		case p == "noarch/repodata.json":
+			_, _ = w.Write(recs(ch == "bad"))
+		case strings.HasPrefix(p, "noarch/") && files[strings.TrimPrefix(p, "noarch/")] != nil:
+			_, _ = w.Write(files[strings.TrimPrefix(p, "noarch/")])
+		default:
+			http.NotFound(w, r)
+		}
+	}))
+	t.Cleanup(up.Close)
+	for _, ch := range []string{"ok", "bad"} {
+		for _, mode := range []string{"piped", "quiet"} {
+			name := "mirror-" + ch + "-" + mode
+			if _, errOut, code := cli(t, n, "channel", "create", name, "--mirror-url", up.URL+"/"+ch, "--mode", "mirror", "--no-sync"); code != 0 {
+				t.Fatalf("create %s: %s", name, errOut)
+			}
+		}
 	}
+	failedLine := regexp.MustCompile(`(?m)^failed noarch/` + regexp.QuoteMeta(missing) + `: `)
+
+	t.Run("sync --wait", func(t *testing.T) {
+		out, errOut, code := cli(t, n, "channel", "sync", "mirror-bad-piped", "--wait")
+		noBars(t, out, errOut)
+		if code != 0 || errOut != "" {
+			t.Fatalf("exit %d, stderr %q", code, errOut)
+		}
+		lines := strings.Split(strings.TrimSuffix(out, "\n"), "\n")
+		seen := map[string]bool{}
+		for _, l := range lines {
+			if seen[l] {
+				t.Errorf("line %q printed twice:\n%s", l, out)
+			}
+			seen[l] = true
+		}
+		if got := len(failedLine.FindAllString(out, -1)); got != 1 {
+			t.Errorf("%d lines for the file that failed, want 1:\n%s", got, out)
+		}
+		for _, want := range []string{"started job ", "task ", "4/4 files", "; 1 errors", " succeeded"} {
+			if !strings.Contains(out, want) {
+				t.Errorf("output lacks %q:\n%s", want, out)
+			}
+		}
+	})
+	t.Run("sync --wait -q", func(t *testing.T) {
+		if out, errOut, code := cli(t, n, "channel", "sync", "mirror-ok-quiet", "--wait", "-q"); code != 0 || out != "" || errOut != "" {
+			t.Fatalf("a clean sync: exit %d, stdout %q, stderr %q: want nothing", code, out, errOut)
+		}
+		out, errOut, code := cli(t, n, "channel", "sync", "mirror-bad-quiet", "--wait", "-q")
+		noBars(t, out, errOut)
+		if code != 0 || out != "" || len(failedLine.FindAllString(errOut, -1)) != 1 || strings.Count(errOut, "\n") != 1 {
+			t.Fatalf("a sync with a failed file: exit %d, stdout %q, stderr %q: want one line, for the file", code, out, errOut)
+		}
+	})
+}
+
+// pipedRecord is a noarch repodata record of a package file.
+func pipedRecord(fn string, data []byte) conda.Record {
+	sum, md := sha256.Sum256(data), md5.Sum(data)
+	name, rest, _ := strings.Cut(fn, "-")
+	version, _, _ := strings.Cut(rest, "-")
+	return conda.Record{Filename: fn, Subdir: "noarch", Fields: map[string]any{
+		"name": name, "version": version, "build": "0", "build_number": int64(0), "depends": []any{},
+		"subdir": "noarch", "sha256": hex.EncodeToString(sum[:]), "md5": hex.EncodeToString(md[:]), "size": int64(len(data)),
+	}}
 }
 
 // TestServeLeanHTTPSwitch: --lean-http and its CONDAMESH_LEAN_HTTP twin

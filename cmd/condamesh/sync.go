@@ -17,7 +17,7 @@ import (
 
 // newChannelSync is `condamesh channel sync NAME [--wait]`: it starts a
 // mirror synchronisation (PUT /api/channels/NAME/actions) and, with --wait,
-// follows the job's progress with a progress bar until it ends.
+// follows the job until it ends (see followJob for what it prints).
 func newChannelSync(c *conn) *cobra.Command {
 	var wait, archives, quiet bool
 	cmd := &cobra.Command{
@@ -40,29 +40,46 @@ func newChannelSync(c *conn) *cobra.Command {
 			if err := callJSON(cmd.Context(), hc, http.MethodPut, base+"/api/channels/"+url.PathEscape(args[0])+"/actions", body, &job); err != nil {
 				return err
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "started job %d (%s)\n", job.ID, action)
+			if !quiet {
+				fmt.Fprintf(cmd.OutOrStdout(), "started job %d (%s)\n", job.ID, action)
+			}
 			if !wait {
 				return nil
 			}
 			return followJob(cmd.Context(), hc, base, job.ID, quiet, cmd.OutOrStdout(), cmd.ErrOrStderr())
 		},
 	}
-	cmd.Flags().BoolVar(&wait, "wait", false, "follow the job with a progress bar until it ends")
+	cmd.Flags().BoolVar(&wait, "wait", false, "follow the job until it ends: a progress bar on a terminal, else a line per file")
 	cmd.Flags().BoolVar(&archives, "from-archives", false, "read every record from the downloaded archive (Quetz 'synchronize')")
-	cmd.Flags().BoolVarP(&quiet, "quiet", "q", false, "no progress (a bar on a terminal, else a line every few seconds)")
+	cmd.Flags().BoolVarP(&quiet, "quiet", "q", false, "print nothing on success (errors still go to stderr)")
 	return cmd
 }
 
-// progressLineEvery spaces the progress lines of a job followed without a
-// terminal.
-const progressLineEvery = 5 * time.Second
+// jobEnded reports whether a job or task status is final.
+func jobEnded(status string) bool {
+	switch status {
+	case "success", "failed", "cancelled", "timeout", "skipped":
+		return true
+	}
+	return false
+}
 
-// followJob polls the job's newest task until the job ends.
+// followJob polls a job until it ends and prints what its task records
+// report. On a terminal (stderr) it draws a progress bar of the newest
+// task, then a summary. Otherwise (piped or logged) it prints lines, each
+// once: a line per file that failed (the errors the records keep), a line
+// each time a running task's record reports more files done (records are
+// written at most every --job-progress-interval, so a line may stand for
+// several files), a line per task that ends, then the summary. With quiet
+// it prints only the failures (files, tasks), on stderr. It returns an error unless the
+// job succeeded.
 func followJob(ctx context.Context, hc *http.Client, base string, id int64, quiet bool, stdout, stderr io.Writer) error {
+	tty := !quiet && isTerminal(stderr)
 	var bar *progressbar.ProgressBar
-	tty := isTerminal(stderr)
-	var lastLine string
-	var lastLineAt time.Time
+	f := &taskFollower{hc: hc, base: base, job: id, lines: !quiet && !tty, out: stdout, errs: stdout, seen: map[int64]*taskSeen{}}
+	if quiet {
+		f.errs = stderr
+	}
 	t := time.NewTicker(300 * time.Millisecond)
 	defer t.Stop()
 	for {
@@ -72,19 +89,17 @@ func followJob(ctx context.Context, hc *http.Client, base string, id int64, quie
 		if err := callJSON(ctx, hc, http.MethodGet, fmt.Sprintf("%s/api/jobs/%d", base, id), nil, &job); err != nil {
 			return err
 		}
-		last, err := newestTask(ctx, hc, base, id)
+		var last *api.TaskJSON
+		var err error
+		if tty {
+			last, err = newestTask(ctx, hc, base, id)
+		} else {
+			last, err = f.poll(ctx)
+		}
 		if err != nil {
 			return err
 		}
-		if last != nil && last.Progress != nil && !quiet && !tty {
-			p := last.Progress
-			line := fmt.Sprintf("%d/%d files, %d/%d bytes", p.FilesDone, p.FilesTotal, p.BytesDone, p.BytesTotal)
-			if line != lastLine && time.Since(lastLineAt) >= progressLineEvery {
-				fmt.Fprintln(stderr, line)
-				lastLine, lastLineAt = line, time.Now()
-			}
-		}
-		if last != nil && last.Progress != nil && !quiet && tty {
+		if tty && last != nil && last.Progress != nil {
 			p := last.Progress
 			if bar == nil && p.BytesTotal > 0 {
 				bar = progressbar.NewOptions64(p.BytesTotal, progressbar.OptionSetWriter(stderr), progressbar.OptionShowBytes(true),
@@ -95,8 +110,7 @@ func followJob(ctx context.Context, hc *http.Client, base string, id int64, quie
 				_ = bar.Set64(p.BytesDone)
 			}
 		}
-		switch job.Status {
-		case "success", "failed", "cancelled", "timeout":
+		if jobEnded(job.Status) {
 			if bar != nil {
 				_ = bar.Finish()
 				fmt.Fprintln(stderr)
@@ -104,12 +118,16 @@ func followJob(ctx context.Context, hc *http.Client, base string, id int64, quie
 			if last != nil && last.Progress != nil {
 				p := last.Progress
 				total := max(p.ErrorsTotal, int64(len(p.Errors)))
-				fmt.Fprintf(stdout, "%d/%d files, %d bytes; %d errors\n", p.FilesDone, p.FilesTotal, p.BytesDone, total)
-				for _, e := range p.Errors {
-					fmt.Fprintln(stdout, "  error:", e)
+				if !quiet {
+					fmt.Fprintf(stdout, "%d/%d files, %d bytes; %d errors\n", p.FilesDone, p.FilesTotal, p.BytesDone, total)
+				}
+				if tty {
+					for _, e := range p.Errors {
+						fmt.Fprintln(stdout, "  error:", e)
+					}
 				}
 				if more := total - int64(len(p.Errors)); more > 0 {
-					fmt.Fprintf(stdout, "  ... and %d more (all in task-errors/task-%d.log in the data directory of the node that ran the job)\n", more, last.ID)
+					fmt.Fprintf(f.errs, "  ... and %d more (all in task-errors/task-%d.log in the data directory of the node that ran the job)\n", more, last.ID)
 				}
 			}
 			if job.Status != "success" {
@@ -119,7 +137,9 @@ func followJob(ctx context.Context, hc *http.Client, base string, id int64, quie
 				}
 				return fmt.Errorf("job %d %s: %s", id, job.Status, msg)
 			}
-			fmt.Fprintf(stdout, "job %d succeeded\n", id)
+			if !quiet {
+				fmt.Fprintf(stdout, "job %d succeeded\n", id)
+			}
 			return nil
 		}
 		select {
@@ -132,6 +152,97 @@ func followJob(ctx context.Context, hc *http.Client, base string, id int64, quie
 
 // taskStatuses are the statuses of the tasks a followed job may have.
 const taskStatuses = "status=created&status=pending&status=running&status=success&status=failed"
+
+// taskPage is how many tasks one request of a followed job's tasks asks
+// for: a task record keeps at most 16 KiB of errors by default, so a page
+// stays far below maxAnswer.
+const taskPage = 20
+
+// taskFollower prints the news of a job's task records once each, paging
+// through the tasks from the first one not yet ended.
+type taskFollower struct {
+	hc        *http.Client
+	base      string
+	job       int64
+	lines     bool      // print the lines of files done and of tasks that end
+	out, errs io.Writer // lines; failed files
+	next      int       // tasks before it have ended and are printed
+	seen      map[int64]*taskSeen
+	newest    *api.TaskJSON
+}
+
+// taskSeen is what was printed of a task.
+type taskSeen struct {
+	errors    int
+	filesDone int64
+	ended     bool
+}
+
+// poll reads the tasks from f.next on, prints what is new, and returns
+// the job's newest task (nil while it has none).
+func (f *taskFollower) poll(ctx context.Context) (*api.TaskJSON, error) {
+	for skip, ended := f.next, true; ; {
+		var page struct {
+			Pagination struct {
+				AllRecordsCount int `json:"all_records_count"`
+			} `json:"pagination"`
+			Result []api.TaskJSON `json:"result"`
+		}
+		if err := callJSON(ctx, f.hc, http.MethodGet, fmt.Sprintf("%s/api/jobs/%d/tasks?%s&skip=%d&limit=%d", f.base, f.job, taskStatuses, skip, taskPage), nil, &page); err != nil {
+			return nil, err
+		}
+		for i := range page.Result {
+			tk := &page.Result[i]
+			f.print(tk)
+			if ended = ended && jobEnded(tk.Status); ended {
+				f.next = skip + i + 1
+				delete(f.seen, tk.ID)
+			}
+			f.newest = tk
+		}
+		skip += len(page.Result)
+		if len(page.Result) < taskPage || skip >= page.Pagination.AllRecordsCount {
+			return f.newest, nil
+		}
+	}
+}
+
+// print prints what is new in a task's record.
+func (f *taskFollower) print(tk *api.TaskJSON) {
+	s := f.seen[tk.ID]
+	if s == nil {
+		s = &taskSeen{}
+		f.seen[tk.ID] = s
+	}
+	if p := tk.Progress; p != nil {
+		for _, e := range p.Errors[min(s.errors, len(p.Errors)):] {
+			fmt.Fprintln(f.errs, "failed", e)
+		}
+		s.errors = max(s.errors, len(p.Errors))
+		if f.lines && p.FilesDone > s.filesDone && !jobEnded(tk.Status) {
+			fmt.Fprintf(f.out, "%d/%d files, %d/%d bytes, last %s\n", p.FilesDone, p.FilesTotal, p.BytesDone, p.BytesTotal, p.Current)
+			s.filesDone = p.FilesDone
+		}
+	}
+	if jobEnded(tk.Status) && !s.ended {
+		s.ended = true
+		w := f.out
+		if tk.Status == "failed" {
+			w = f.errs // with quiet too
+		} else if !f.lines {
+			return
+		}
+		line := fmt.Sprintf("task %d %s", tk.ID, tk.Status)
+		if fn, _ := tk.PackageVersion["filename"].(string); fn != "" {
+			platform, _ := tk.PackageVersion["platform"].(string)
+			line += " " + platform + "/" + fn
+		}
+		if tk.Message != "" {
+			line += ": " + tk.Message
+		}
+		fmt.Fprintln(w, line)
+	}
+}
 
 // newestTask returns a job's newest task (nil if it has none yet), paging
 // the job's tasks as Quetz does: one request learns how many there are,

@@ -18,7 +18,8 @@ import (
 // TestSyncWaitPagesTasks: `channel sync --wait` follows a job whose tasks
 // answered at once would be about 19 MB (60,000 tasks, as a job repeated
 // for years has): it pages them (Quetz's skip and limit), never asks for
-// them all, and reports the newest.
+// them all, prints each task's end and each of its failed files once
+// (its output is not a terminal here), and reports the newest.
 func TestSyncWaitPagesTasks(t *testing.T) {
 	const tasks, jobID = 60000, 7
 	all := make([]api.TaskJSON, tasks)
@@ -61,13 +62,21 @@ func TestSyncWaitPagesTasks(t *testing.T) {
 	t.Setenv("CONDAMESH_SERVER", srv.URL)
 	t.Setenv("CONDAMESH_API_KEY", "a-key")
 	var out, errb bytes.Buffer
-	code := run(context.Background(), []string{"channel", "sync", "m", "--wait", "--quiet"}, &out, &errb)
+	code := run(context.Background(), []string{"channel", "sync", "m", "--wait"}, &out, &errb)
 	t.Logf("%d task requests, the largest page %d tasks (all of them: %d MB)", pages.Load(), maxLimit.Load(), len(unpaged)>>20)
 	if code != 0 {
 		t.Fatalf("channel sync --wait: exit %d: %s", code, errb.String())
 	}
 	if !strings.Contains(out.String(), fmt.Sprintf("%d/%d files", tasks, tasks)) || !strings.Contains(out.String(), fmt.Sprintf("job %d succeeded", jobID)) {
 		t.Fatalf("output does not report the newest task:\n%s", out.String())
+	}
+	for _, want := range []string{"task 1 success\n", "failed linux-64/pkg-1.0-0.conda: ", "task 60000 success\n", "failed linux-64/pkg-1.59999-0.conda: "} {
+		if strings.Count(out.String(), want) != 1 {
+			t.Errorf("%q printed %d times, want once", want, strings.Count(out.String(), want))
+		}
+	}
+	if got := strings.Count(out.String(), "\nfailed "); got != tasks {
+		t.Errorf("%d failed-file lines, want %d", got, tasks)
 	}
 	if maxLimit.Load() > 100 {
 		t.Fatalf("asked for %d tasks at once", maxLimit.Load())
