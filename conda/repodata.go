@@ -6,6 +6,7 @@ import (
 	"compress/gzip"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
 	"slices"
@@ -481,6 +482,20 @@ func ShardEntries(shard []byte) (map[string]ShardEntry, error) {
 		out[fn] = e
 	}
 	return out, nil
+}
+
+// ShardPairEntry returns what one AppendShardPair entry says of its file:
+// the file name and its sha256 and size.
+func ShardPairEntry(pair []byte) (string, ShardEntry, error) {
+	fn, rest, ok := msgpackStrNext(pair)
+	if !ok {
+		return "", ShardEntry{}, errors.New("conda: shard entry: no file name")
+	}
+	var e ShardEntry
+	if err := msgpack.Unmarshal(rest, &e); err != nil {
+		return "", ShardEntry{}, fmt.Errorf("conda: shard entry %s: %w", fn, err)
+	}
+	return string(fn), e, nil
 }
 
 // ShardKeep is how long a shard stays served after a rebuild stopped

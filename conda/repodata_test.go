@@ -643,6 +643,23 @@ func TestShardEntries(t *testing.T) {
 	if _, err := ShardEntries([]byte("not zstd")); err == nil {
 		t.Fatal("garbage shard accepted")
 	}
+	// One entry alone says the same.
+	for _, r := range recs[:20] {
+		pair, err := AppendShardPair(nil, r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		fn, e, err := ShardPairEntry(pair)
+		size, _ := asInt64(r.Fields["size"])
+		if err != nil || fn != r.Filename || hex.EncodeToString(e.SHA256) != r.Fields["sha256"] || e.Size != size {
+			t.Fatalf("%s: ShardPairEntry %s %x %d %v", r.Filename, fn, e.SHA256, e.Size, err)
+		}
+	}
+	for _, bad := range [][]byte{nil, {0xc0}, {0xa1, 'a', 0xc1}} {
+		if _, _, err := ShardPairEntry(bad); err == nil {
+			t.Fatalf("ShardPairEntry(%x) accepted", bad)
+		}
+	}
 }
 
 // TestLatestMatchesCurrentRepodata: fed record by record (in any order),

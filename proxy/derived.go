@@ -357,6 +357,10 @@ func shardCID(sum [32]byte) cid.Cid {
 // compressed for them, since New (tests and metrics).
 func (p *Proxy) Derivations() uint64 { return p.derivations.Load() }
 
+// LiveLookups counts the package records found in a derivation still
+// running (liveLookup).
+func (p *Proxy) LiveLookups() uint64 { return p.liveLookups.Load() }
+
 // ShardsBuilt: see Derivations.
 func (p *Proxy) ShardsBuilt() uint64 { return p.shardsBuilt.Load() }
 
@@ -372,49 +376,68 @@ func (p *Proxy) ensureSet(ctx context.Context, ch *v1.Channel, subdir string, sr
 	if cur != nil && cur.src.Equals(src) {
 		return cur, nil
 	}
-	done := p.deriveAsync(ch, subdir, src)
+	d := p.deriveAsync(ch, subdir, src)
 	if cur != nil && !wait {
 		return cur, nil
 	}
-	select {
-	case <-done:
-	case <-ctx.Done():
-		return nil, ctx.Err()
-	}
-	s, err := p.currentSet(ctx, ch, subdir)
-	if err != nil {
-		return nil, err
-	}
-	if s == nil || !s.src.Equals(src) {
+	k := "derive\x00" + key(ch.Name, subdir)
+	followed := false
+	for {
+		select {
+		case <-d.done:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+		s, err := p.currentSet(ctx, ch, subdir)
+		if err != nil {
+			return nil, err
+		}
+		if s != nil && (s.src.Equals(src) || followed) {
+			return s, nil
+		}
 		p.mu.Lock()
-		f := p.failures["derive\x00"+key(ch.Name, subdir)]
+		next, f := p.deriving[k], p.failures[k]
 		p.mu.Unlock()
+		if next != nil && next != d && !next.src.Equals(d.src) {
+			// A newer index is being derived (this one may have stopped
+			// for it): its set answers.
+			d, followed = next, true
+			continue
+		}
 		if f.err != nil {
 			return nil, f.err
 		}
 		return nil, fmt.Errorf("%w: %s/%s: the derivation of its index files did not finish", upstream.ErrUnavailable, ch.Name, subdir)
 	}
-	return s, nil
 }
 
 // deriveAsync starts the derivation of subdir's set from src unless it
-// runs already; the channel closes when it ends.
-func (p *Proxy) deriveAsync(ch *v1.Channel, subdir string, src cid.Cid) <-chan struct{} {
+// runs already; its done channel closes when it ends.
+func (p *Proxy) deriveAsync(ch *v1.Channel, subdir string, src cid.Cid) *derivation {
 	k := "derive\x00" + key(ch.Name, subdir)
+	cur, _ := p.currentSet(p.bg, ch, subdir)
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if d, ok := p.deriving[k]; ok && d.src.Equals(src) {
-		return d.done
+		return d
 	}
+	d := &derivation{src: src, done: make(chan struct{}), live: newLiveLookup()}
 	if p.bg.Err() != nil { // closed
-		done := make(chan struct{})
-		close(done)
-		return done
+		close(d.done)
+		d.live.end()
+		return d
 	}
-	d := &derivation{src: src, done: make(chan struct{})}
+	dctx, cancel := context.WithCancel(p.bg)
+	d.cancel = cancel
 	if prev, ok := p.deriving[k]; ok {
-		// Another source is being derived: this one follows it.
+		// Another source is being derived: this one follows it. With no
+		// set published yet, the newest upstream index is what is served
+		// (servedIndex) and what package records come from: the older
+		// derivation would publish a set older than both, so it stops.
 		d.after = prev.done
+		if cur == nil {
+			prev.cancel()
+		}
 	}
 	p.deriving[k] = d
 	p.bgWG.Add(1)
@@ -424,31 +447,38 @@ func (p *Proxy) deriveAsync(ch *v1.Channel, subdir string, src cid.Cid) <-chan s
 		if d.after != nil {
 			<-d.after
 		}
-		ctx, cancel := context.WithTimeout(p.bg, p.cfg.DeriveTimeout)
 		defer cancel()
-		err := p.derive(ctx, ch, subdir, src)
+		ctx, stop := context.WithTimeout(dctx, p.cfg.DeriveTimeout)
+		defer stop()
+		err := p.derive(ctx, ch, subdir, src, d.live)
 		p.mu.Lock()
-		if p.deriving[k] == d {
+		superseded := p.deriving[k] != d
+		if !superseded {
 			delete(p.deriving, k)
 		}
-		if err != nil {
-			p.failures[k] = failure{err: err, at: p.cfg.Now()}
-		} else {
+		switch {
+		case err == nil:
 			delete(p.failures, k)
+		case superseded && dctx.Err() != nil:
+			err = nil // stopped for the newer one (see above)
+		default:
+			p.failures[k] = failure{err: err, at: p.cfg.Now()}
 		}
 		p.mu.Unlock()
 		if err != nil {
 			p.log.Warn("derive index files", "channel", ch.Name, "subdir", subdir, "err", err)
 		}
 	}()
-	return d.done
+	return d
 }
 
 // derivation is one running derivation of a subdir's set.
 type derivation struct {
-	src   cid.Cid
-	done  chan struct{}
-	after <-chan struct{}
+	src    cid.Cid
+	done   chan struct{}
+	after  <-chan struct{}
+	live   *liveLookup
+	cancel context.CancelFunc
 }
 
 // shardRef is where a record's shard entry sits in the scratch file.
@@ -460,7 +490,8 @@ type shardRef struct {
 
 // derive builds, stores and publishes subdir's set from the repodata.json
 // blob src.
-func (p *Proxy) derive(ctx context.Context, ch *v1.Channel, subdir string, src cid.Cid) error {
+func (p *Proxy) derive(ctx context.Context, ch *v1.Channel, subdir string, src cid.Cid, live *liveLookup) error {
+	defer live.end()
 	prev, err := p.currentSet(ctx, ch, subdir)
 	if err != nil {
 		return err
@@ -521,6 +552,8 @@ func (p *Proxy) derive(ctx context.Context, ch *v1.Channel, subdir string, src c
 	}
 	defer sc.Close()
 	byName := map[string][]shardRef{}
+	live.start(sc, byName)
+	defer live.end() // before the scratch file closes
 	var latest conda.Latest
 	records := 0
 	_, err = conda.ScanShardPairs(b, conda.ScanOptions{}, func(r *conda.PairRecord) error {
@@ -529,11 +562,12 @@ func (p *Proxy) derive(ctx context.Context, ch *v1.Channel, subdir string, src c
 				return err
 			}
 		}
-		off, err := sc.Append(r.Pair)
-		if err != nil {
+		if p.scanHook != nil {
+			p.scanHook(r.Filename)
+		}
+		if err := live.add(r); err != nil {
 			return err
 		}
-		byName[r.Name] = append(byName[r.Name], shardRef{off: off, n: uint32(len(r.Pair)), conda: r.Conda})
 		latest.AddPair(r)
 		records++
 		return nil
@@ -547,6 +581,13 @@ func (p *Proxy) derive(ctx context.Context, ch *v1.Channel, subdir string, src c
 	}
 
 	scanned := time.Since(start)
+	if err := live.scanned(); err != nil {
+		_ = waitZst()
+		return err
+	}
+	if p.scannedHook != nil {
+		p.scannedHook()
+	}
 
 	// current_repodata.json and its variants.
 	cur := latest.CurrentRepodata(subdir)
@@ -908,15 +949,34 @@ func (p *Proxy) packageEntry(ctx context.Context, ch *v1.Channel, subdir, fn str
 	if err != nil {
 		return want{}, fmt.Errorf("%w: %s/%s/%s: %v", ErrNotFound, ch.Name, subdir, fn, err)
 	}
-	s, err := p.ensureSet(ctx, ch, subdir, src.CID, false)
+	// The published set, if any; a newer one being derived is asked while
+	// it runs (liveLookup), so a cold index's first package does not wait
+	// for the whole set.
+	s, err := p.currentSet(ctx, ch, subdir)
 	if err != nil {
 		return want{}, err
 	}
-	w, found, err := p.lookupShard(ctx, s, parsed.Name, fn)
-	if err != nil {
-		return want{}, err
+	var w want
+	found := false
+	if s != nil {
+		if w, found, err = p.lookupShard(ctx, s, parsed.Name, fn); err != nil {
+			return want{}, err
+		}
 	}
-	if !found && !s.src.Equals(src.CID) {
+	if !found && (s == nil || !s.src.Equals(src.CID)) {
+		a, err := p.deriveAsync(ch, subdir, src.CID).live.find(ctx, parsed.Name, fn)
+		if err != nil {
+			return want{}, err
+		}
+		if a.decided {
+			if !a.found {
+				return want{}, fmt.Errorf("%w: %s/%s/%s is not in the upstream repodata.json", ErrNotFound, ch.Name, subdir, fn)
+			}
+			p.liveLookups.Add(1)
+			return a.w, nil
+		}
+	}
+	if !found && (s == nil || !s.src.Equals(src.CID)) {
 		if s, err = p.ensureSet(ctx, ch, subdir, src.CID, true); err != nil {
 			return want{}, err
 		}
@@ -943,14 +1003,25 @@ func (p *Proxy) lookupShard(ctx context.Context, s *derivedSet, name, fn string)
 		return want{}, false, err
 	}
 	e, ok := entries[fn]
-	if !ok || len(e.SHA256) != 32 || e.Size <= 0 {
+	if !ok {
 		return want{}, false, nil
+	}
+	w, ok := entryWant(e)
+	return w, ok, nil
+}
+
+// entryWant is what a shard entry says a package file must be; false if
+// it has no valid sha256 and positive size (its bytes could not be
+// checked).
+func entryWant(e conda.ShardEntry) (want, bool) {
+	if len(e.SHA256) != 32 || e.Size <= 0 {
+		return want{}, false
 	}
 	c, err := store.CIDFromSHA256(e.SHA256)
 	if err != nil {
-		return want{}, false, nil
+		return want{}, false
 	}
-	return want{cid: c, size: e.Size}, true, nil
+	return want{cid: c, size: e.Size}, true
 }
 
 // shardEntries decodes a stored shard, through a small cache (decoding a

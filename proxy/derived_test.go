@@ -4,10 +4,12 @@ import (
 	"bytes"
 	"context"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/condamesh/condamesh/conda"
 	"github.com/condamesh/condamesh/proxy"
@@ -298,5 +300,123 @@ func TestColdZstdIsShared(t *testing.T) {
 	}
 	if n, hits := r.p.ZstStreams(), r.up.hitsOf("/c/linux-64/repodata.json"); n != 1 || hits != 1 {
 		t.Fatalf("%d compressions, %d upstream fetches for %d clients; want 1 and 1", n, hits, clients)
+	}
+}
+
+// TestPackageRecordFromRunningDerivation: while a cold index is derived, a
+// package's record comes from the derivation's scan as soon as the scan
+// has passed it (or as it passes it), an unlisted file is a 404 once the
+// scan has passed every record, and none of them waits for the set to be
+// built and published.
+func TestPackageRecordFromRunningDerivation(t *testing.T) {
+	r := newRig(t)
+	r.publish("linux-64/repodata.json", manyNames(r, 20, 3, -1))
+	early, middle, late := "name000-1.0-0.conda", "name010-1.0-0.conda", "name019-1.2-0.conda"
+	for _, fn := range []string{early, late} {
+		r.publish("linux-64/"+fn, []byte(fn))
+	}
+	atMiddle, resume, publish := make(chan struct{}), make(chan struct{}), make(chan struct{})
+	var paused, resumed, published sync.Once
+	release := func() {
+		resumed.Do(func() { close(resume) })
+		published.Do(func() { close(publish) })
+	}
+	t.Cleanup(release) // before the rig closes the proxy
+	proxy.SetScanHooks(r.p, func(fn string) {
+		if fn == middle {
+			paused.Do(func() { close(atMiddle) })
+			<-resume
+		}
+	}, func() { <-publish })
+
+	if _, _, err := r.get(t, "linux-64/repodata.json"); err != nil { // starts the derivation
+		t.Fatal(err)
+	}
+	<-atMiddle
+	type got struct {
+		b   []byte
+		err error
+	}
+	ask := func(fn string) <-chan got {
+		c := make(chan got, 1)
+		go func() {
+			_, b, err := r.get(t, "linux-64/"+fn)
+			c <- got{b, err}
+		}()
+		return c
+	}
+	wait := func(what string, c <-chan got) got {
+		t.Helper()
+		select {
+		case g := <-c:
+			return g
+		case <-time.After(10 * time.Second):
+			t.Fatalf("%s: no answer in 10 s", what)
+			return got{}
+		}
+	}
+	// Passed by the scan, which is paused: read back at once.
+	if g := wait("a file the scan passed", ask(early)); g.err != nil || string(g.b) != early {
+		t.Fatalf("%s while the scan is paused: %v", early, g.err)
+	}
+	lateC, unlistedC := ask(late), ask("name999-1.0-0.conda")
+	select {
+	case g := <-lateC:
+		t.Fatalf("%s answered before the scan reached it: %v", late, g.err)
+	case g := <-unlistedC:
+		t.Fatalf("an unlisted file answered before the scan ended: %v", g.err)
+	case <-time.After(50 * time.Millisecond):
+	}
+	resumed.Do(func() { close(resume) }) // the scan ends; the set stays unpublished
+	if g := wait("a file the scan reached later", lateC); g.err != nil || string(g.b) != late {
+		t.Fatalf("%s: %v", late, g.err)
+	}
+	if g := wait("an unlisted file", unlistedC); !errors.Is(g.err, proxy.ErrNotFound) {
+		t.Fatalf("unlisted file: %v, want ErrNotFound", g.err)
+	}
+	if d, l := r.p.Derivations(), r.p.LiveLookups(); d != 0 || l != 2 {
+		t.Fatalf("%d derivations published, %d records from the running one; want 0 and 2", d, l)
+	}
+	published.Do(func() { close(publish) })
+	waitUntil(t, func() bool { return r.p.Derivations() == 1 })
+}
+
+// TestColdDerivationGivesWayToANewerIndex: with no set published yet, the
+// newest upstream index is what is served, so a derivation of an older one
+// still running when a newer one arrives stops instead of publishing a set
+// older than what clients have seen; the newer set is the one published.
+func TestColdDerivationGivesWayToANewerIndex(t *testing.T) {
+	r := newRig(t)
+	r.publish("linux-64/repodata.json", manyNames(r, 20, 2, -1))
+	gate := make(chan struct{})
+	var once sync.Once
+	open := func() { once.Do(func() { close(gate) }) }
+	t.Cleanup(open)
+	var started atomic.Int32
+	proxy.SetDeriveHook(r.p, func() { started.Add(1); <-gate })
+	if _, _, err := r.get(t, "linux-64/repodata.json"); err != nil { // derivation 1, held
+		t.Fatal(err)
+	}
+	waitUntil(t, func() bool { return started.Load() == 1 })
+	newer := manyNames(r, 20, 2, 23)
+	r.publish("linux-64/repodata.json", newer)
+	r.now.Add(61)
+	waitUntil(t, func() bool { // revalidated in the background: the newer index is served
+		_, b, err := r.get(t, "linux-64/repodata.json")
+		return err == nil && bytes.Equal(b, newer)
+	})
+	open()
+	_, b, err := r.get(t, "linux-64/current_repodata.json") // waits for a set
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n, d := started.Load(), r.p.Derivations(); n != 2 || d != 1 {
+		t.Fatalf("%d derivations started, %d published; want 2 and 1 (the older one stopped)", n, d)
+	}
+	if _, cur, err := r.get(t, "linux-64/repodata.json"); err != nil || !bytes.Equal(cur, newer) {
+		t.Fatalf("after the derivations: %v, newer index served: %v", err, bytes.Equal(cur, newer))
+	}
+	if !bytes.Contains(b, []byte("changed >=1")) {
+		t.Fatalf("current_repodata.json is not of the newer index")
 	}
 }

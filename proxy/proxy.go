@@ -136,7 +136,10 @@ type Proxy struct {
 	deriving    map[string]*derivation // under mu
 	derivations atomic.Uint64
 	shardsBuilt atomic.Uint64
-	deriveHook  func() // tests: runs as a derivation starts
+	deriveHook  func()       // tests: runs as a derivation starts
+	scanHook    func(string) // tests: runs as the scan passes each file
+	scannedHook func()       // tests: runs once the scan has passed every file
+	liveLookups atomic.Uint64
 
 	// Cold .zst compressions running, by key(channel, subdir).
 	castMu     sync.Mutex
