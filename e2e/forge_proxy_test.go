@@ -199,6 +199,21 @@ func TestForgeProxyAtScale(t *testing.T) {
 	if n := len(derived()); n != 2 {
 		t.Fatalf("%d derivations after upstream 304s, want 2", n)
 	}
+
+	// rattler solves the real Python extension through the proxy of all
+	// 100k records, via the shards and via the whole repodata.json. The
+	// wasm rattler under Node takes minutes for this size (from nginx
+	// as well; three and a half via the ~3,000 shards of the generated
+	// dependency closure): the bound is generous.
+	for _, opt := range []solveOptions{{Timeout: 10 * time.Minute}, {NoShards: true, Timeout: 10 * time.Minute}} {
+		start := time.Now()
+		sol, fetched, err := solveWith(t, opt, []string{real}, []string{s.url + "/get/cf"}, []string{"linux-64", "noarch"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("rattler solve (no shards: %v): %d requests, %v", opt.NoShards, len(fetched), time.Since(start))
+		checkProxiedSolve(t, s, real, sol, fetched, opt)
+	}
 }
 
 func httpGet(url string) (int, []byte) {
@@ -276,11 +291,41 @@ func decodeShard(t *testing.T, b []byte) map[string]shardRecord {
 func TestForgeProxySolves(t *testing.T) {
 	ng := startNginx(t)
 	_, name := forgeWithPyExt(t, ng, "forge", forgegen.Config{Seed: 11, Records: 3000, NoarchRecords: 600})
-	s := startServer(t, t.TempDir())
-	s.mustDo(201, "POST", "/api/channels", fmt.Sprintf(`{"name":"cf","private":false,"mirror_channel_url":"%s/forge","mirror_mode":"proxy"}`, ng.url))
-	sol, err := solve(t, []string{name}, []string{s.url + "/get/cf"}, []string{"linux-64", "noarch"})
-	if err != nil {
-		t.Fatal(err)
+	for _, tc := range []struct {
+		how string
+		opt solveOptions
+	}{
+		{"via shards", solveOptions{}},
+		{"via repodata.json", solveOptions{NoShards: true}},
+	} {
+		t.Run(tc.how, func(t *testing.T) {
+			s := startServer(t, t.TempDir()) // a cold proxy each
+			s.mustDo(201, "POST", "/api/channels", fmt.Sprintf(`{"name":"cf","private":false,"mirror_channel_url":"%s/forge","mirror_mode":"proxy"}`, ng.url))
+			sol, fetched, err := solveWith(t, tc.opt, []string{name}, []string{s.url + "/get/cf"}, []string{"linux-64", "noarch"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			checkProxiedSolve(t, s, name, sol, fetched, tc.opt)
+		})
+	}
+}
+
+// checkProxiedSolve checks that a rattler solve through proxy s read the
+// index the way opt says, and that name's package downloads through the
+// proxy with the bytes of its record.
+func checkProxiedSolve(t *testing.T, s *server, name string, sol []solved, fetched []string, opt solveOptions) {
+	t.Helper()
+	var shards, whole int
+	for _, u := range fetched {
+		switch {
+		case strings.HasSuffix(u, "/repodata_shards.msgpack.zst") && !opt.NoShards, strings.Contains(u, "/shards/"):
+			shards++
+		case strings.HasSuffix(u, "/repodata.json") || strings.HasSuffix(u, "/repodata.json.zst"):
+			whole++
+		}
+	}
+	if opt.NoShards && (shards != 0 || whole == 0) || !opt.NoShards && (shards == 0 || whole != 0) {
+		t.Fatalf("read %d shard files and %d whole indexes (no shards: %v): %v", shards, whole, opt.NoShards, fetched)
 	}
 	for _, p := range sol {
 		if p.Name != name {

@@ -264,21 +264,45 @@ type solved struct {
 // solve runs the rattler solver (node) against channels.
 func solve(t *testing.T, specs, channels, platforms []string) ([]solved, error) {
 	t.Helper()
-	req, _ := json.Marshal(map[string]any{"specs": specs, "channels": channels, "platforms": platforms})
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	sol, _, err := solveWith(t, solveOptions{}, specs, channels, platforms)
+	return sol, err
+}
+
+// solveOptions change how solve.cjs reads the channels.
+type solveOptions struct {
+	// NoShards: shard indexes answer 404 (client side), so rattler reads
+	// the whole-file repodata.json.
+	NoShards bool
+	// Timeout bounds the solve (default 2 minutes).
+	Timeout time.Duration
+}
+
+// solveWith is solve with options; it also returns every URL rattler
+// asked for.
+func solveWith(t *testing.T, opt solveOptions, specs, channels, platforms []string) ([]solved, []string, error) {
+	t.Helper()
+	req, _ := json.Marshal(map[string]any{"specs": specs, "channels": channels, "platforms": platforms, "noShards": opt.NoShards})
+	timeout := opt.Timeout
+	if timeout == 0 {
+		timeout = 2 * time.Minute
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, "node", filepath.Join(e2eDir, "solve.cjs"), string(req))
 	cmd.Dir = e2eDir
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Run(); err != nil {
-		return nil, fmt.Errorf("rattler solve %v: %v: %s", specs, err, stderr.String())
+		return nil, nil, fmt.Errorf("rattler solve %v: %v: %s", specs, err, stderr.String())
 	}
-	var out []solved
+	var out struct {
+		Solution []solved `json:"solution"`
+		Fetched  []string `json:"fetched"`
+	}
 	if err := json.Unmarshal(stdout.Bytes(), &out); err != nil {
-		return nil, fmt.Errorf("decode solve output %q: %w", stdout.String(), err)
+		return nil, nil, fmt.Errorf("decode solve output %q: %w", stdout.String(), err)
 	}
-	return out, nil
+	return out.Solution, out.Fetched, nil
 }
 
 func sha256Hex(b []byte) string {

@@ -1,10 +1,14 @@
 // solve.cjs: solve an environment with the real rattler solver (npm
 // @conda-org/rattler, wasm) and print the solution as JSON on stdout.
 //
-//   node solve.cjs '<json: {"specs": [...], "channels": [...], "platforms": [...]}>'
+//   node solve.cjs '<json: {"specs": [...], "channels": [...], "platforms": [...], "noShards": false}>'
 //
-// Exit status 0 with [{"name","version","build","filename","url","sha256","md5","size","subdir"}],
-// or 1 with the solver's error on stderr.
+// Exit status 0 with {"solution": [{"name","version","build","filename","url","sha256","md5","size","subdir"}],
+// "fetched": [every URL the solve asked for]}, or 1 with the solver's error on stderr.
+//
+// noShards makes every repodata_shards.msgpack.zst answer 404 without
+// asking the server, as a channel without shards would: rattler then
+// reads the whole-file repodata.json (or its .zst), as conda does.
 const { simpleSolve } = require("@conda-org/rattler");
 
 // Test-side workaround: @conda-org/rattler 0.3.5 under Node panics on any
@@ -37,7 +41,16 @@ async function limited(fn) {
     if (next) next();
   }
 }
+const fetched = [];
+let noShards = false;
 globalThis.fetch = (input, init = {}) => {
+  const url = input instanceof Request ? input.url : String(input);
+  fetched.push(url);
+  if (noShards && url.endsWith("/repodata_shards.msgpack.zst")) {
+    const absent = new Response(null, { status: 404 });
+    Object.defineProperty(absent, "url", { value: url }); // rattler parses it
+    return Promise.resolve(absent);
+  }
   const headers = new Headers(init.headers || (input instanceof Request ? input.headers : undefined));
   headers.set("accept-encoding", "identity");
   return limited(() => realFetch(input, { ...init, headers }));
@@ -45,6 +58,7 @@ globalThis.fetch = (input, init = {}) => {
 
 async function main() {
   const req = JSON.parse(process.argv[2]);
+  noShards = !!req.noShards;
   const solved = await simpleSolve(req.specs, req.channels, req.platforms, []);
   const out = solved.map((p) => ({
     name: p.packageName,
@@ -57,7 +71,7 @@ async function main() {
     size: p.size === undefined ? null : Number(p.size),
     subdir: p.subdir,
   }));
-  process.stdout.write(JSON.stringify(out));
+  process.stdout.write(JSON.stringify({ solution: out, fetched }));
 }
 
 main().catch((err) => {
