@@ -17,7 +17,11 @@
 // node-locally (every node derives the same bytes; nothing is replicated),
 // and published atomically: the previous set, and the repodata.json it
 // came from, are served until the next one is complete. A cold .zst is
-// streamed while it is compressed.
+// streamed while it is compressed, one compression per subdir shared by
+// the clients asking meanwhile; while a set is derived, package records
+// come from the derivation's scan as it passes them (live.go). The scan
+// transcodes each record straight to its shard entry
+// (conda.ScanShardPairs).
 //
 // Only paths that can be a conda channel's files are fetched (checkPath).
 // Cache pointers of fetched files (path -> CID, upstream validators,
