@@ -171,6 +171,25 @@ func TestParallelBzip2CloseEarly(t *testing.T) {
 	}
 }
 
+// TestBzip2WorkersSwitch: one worker is the library's sequential reader,
+// the parallel decoder's off switch (VerifyOptions.Bzip2Workers).
+func TestBzip2WorkersSwitch(t *testing.T) {
+	bz2Samples(t)
+	for _, c := range []struct {
+		workers  int
+		parallel bool
+	}{{1, false}, {2, true}, {4, true}} {
+		r := newBzip2Reader(bytes.NewReader(bz2Multi), int64(len(bz2Multi)), c.workers)
+		if _, err := io.Copy(io.Discard, r); err != nil {
+			t.Fatal(err)
+		}
+		r.Close()
+		if _, ok := r.(*parallelBzip2); ok != c.parallel {
+			t.Fatalf("%d workers: parallel decoder %v, want %v", c.workers, ok, c.parallel)
+		}
+	}
+}
+
 // TestBz2EndMagicNoSelfOverlap is what makes a segment decode only when
 // it is one whole block: the end-of-stream magic appended after it does
 // not overlap itself, so a block that ran 1 to 7 bits into it cannot be
