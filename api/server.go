@@ -92,6 +92,10 @@ type Config struct {
 	// is refused once it has produced that much). Default 64 GiB
 	// (conda.DefaultMaxUnpacked).
 	MaxUnpackedSize int64
+	// Bzip2Workers is how many goroutines decode the blocks of an uploaded
+	// .tar.bz2 while it is checked (conda.VerifyOptions.Bzip2Workers): 1
+	// decodes sequentially, zero means one per CPU; negative is invalid.
+	Bzip2Workers int
 	// IndexWait bounds how long a request for an index file waits for the
 	// indexer to publish the latest change before serving the previous
 	// version. Default 5 s.
@@ -165,6 +169,9 @@ func (c *Config) Validate() error {
 	var errs []error
 	if len(c.KeySecret) != 0 && len(c.KeySecret) < 16 {
 		errs = append(errs, fmt.Errorf("api: config: key secret of %d bytes, want at least 16", len(c.KeySecret)))
+	}
+	if c.Bzip2Workers < 0 {
+		errs = append(errs, fmt.Errorf("api: config: %d bzip2 workers", c.Bzip2Workers))
 	}
 	if c.MetricsToken != "" && len(c.MetricsToken) < 16 {
 		errs = append(errs, errors.New("api: config: metrics token shorter than 16 characters"))

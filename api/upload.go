@@ -57,7 +57,7 @@ func (s *Server) stage(ctx context.Context, id *identity, ch *v1.Channel, filena
 	// The archive is checked whole while the store makes it durable; a
 	// package that fails the check is not stored.
 	verify := func(r io.ReaderAt, size int64) (err error) {
-		pkg, err = conda.VerifyPackage(r, size, filename, conda.VerifyOptions{MaxUnpacked: s.cfg.MaxUnpackedSize})
+		pkg, err = conda.VerifyPackage(r, size, filename, conda.VerifyOptions{MaxUnpacked: s.cfg.MaxUnpackedSize, Bzip2Workers: s.cfg.Bzip2Workers})
 		return err
 	}
 	opt := store.PutOptions{Tee: md5sum, WantSHA256: wantSHA, MaxSize: limit, Check: verify}

@@ -3,14 +3,13 @@ package conda
 import (
 	"archive/tar"
 	"archive/zip"
-	"bufio"
-	"compress/bzip2"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"path"
 	"strings"
+	"sync"
 
 	"github.com/klauspost/compress/zstd"
 )
@@ -78,6 +77,11 @@ type VerifyOptions struct {
 	// archive together (a compression bomb is refused once it has
 	// produced that much). Zero means DefaultMaxUnpacked.
 	MaxUnpacked int64
+	// Bzip2Workers is how many goroutines decode the blocks of a
+	// .tar.bz2's bzip2 stream in parallel; 1 decodes it sequentially with
+	// the library reader (the parallel decoder's off switch). Zero means
+	// GOMAXPROCS.
+	Bzip2Workers int
 }
 
 // VerifyPackage is ReadPackage checking the whole archive, for a package
@@ -94,12 +98,19 @@ func VerifyPackage(r io.ReaderAt, size int64, filename string, opt VerifyOptions
 	if max <= 0 {
 		max = DefaultMaxUnpacked
 	}
-	return readPackage(r, size, filename, &unpackBudget{left: max, max: max})
+	workers := opt.Bzip2Workers
+	if workers <= 0 {
+		workers = defaultBzip2Workers()
+	}
+	return readPackage(r, size, filename, &unpackBudget{left: max, max: max, bzip2Workers: workers})
 }
 
 // unpackBudget counts the decompressed bytes VerifyPackage still allows;
 // a nil budget means ReadPackage's metadata-only reading.
-type unpackBudget struct{ left, max int64 }
+type unpackBudget struct {
+	left, max    int64
+	bzip2Workers int
+}
 
 // reader counts r's bytes against the budget.
 func (b *unpackBudget) reader(r io.Reader) io.Reader { return &budgetReader{r: r, b: b} }
@@ -142,15 +153,21 @@ func readPackage(r io.ReaderAt, size int64, filename string, full *unpackBudget)
 
 // trackingReaderAt remembers the first error from the underlying ReaderAt
 // other than io.EOF, so storage failures are not mistaken for bad archives.
+// The parallel bzip2 decoder reads it from several goroutines.
 type trackingReaderAt struct {
 	r   io.ReaderAt
+	mu  sync.Mutex
 	err error
 }
 
 func (t *trackingReaderAt) ReadAt(p []byte, off int64) (int, error) {
 	n, err := t.r.ReadAt(p, off)
-	if err != nil && err != io.EOF && t.err == nil {
-		t.err = err
+	if err != nil && err != io.EOF {
+		t.mu.Lock()
+		if t.err == nil {
+			t.err = err
+		}
+		t.mu.Unlock()
 	}
 	return n, err
 }
@@ -172,12 +189,13 @@ func readTarBz2(r io.ReaderAt, size int64, fn Filename, full *unpackBudget) (map
 		string(magic[:3]) != "BZh" || magic[3] < '1' || magic[3] > '9' {
 		return nil, badArchive(fn, errors.New("not a bzip2 file"))
 	}
-	var br io.Reader = bzip2.NewReader(bufio.NewReaderSize(io.NewSectionReader(r, 0, size), 64<<10))
 	want := []string{indexJSONPath, aboutJSONPath, runExportsJSONPath}
 	if full != nil {
+		br := newBzip2Reader(r, size, full.bzip2Workers)
+		defer br.Close()
 		return readInfoTar(full.reader(br), fn, want, false)
 	}
-	return readInfoTar(br, fn, want, true)
+	return readInfoTar(sequentialBzip2(r, size), fn, want, true)
 }
 
 // readConda loads the wanted info files from a .conda zip; with a budget

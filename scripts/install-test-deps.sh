@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Installs what the test suite needs on a Debian machine: conda-package-handling
 # (cph, independent conda package tooling), nginx and wrk (benchmark anchors),
-# zstd, curl and Python requests (the HTTP clients conda users have), shellcheck
-# (the shell scripts are kept clean of its warnings), and the pinned npm conda
-# client (rattler) under e2e/node_modules.
+# zstd, bzip2 (libbzip2, the reference decoder) and lbzip2 (a parallel one, a
+# benchmark anchor), curl and Python requests (the HTTP clients conda users
+# have), shellcheck (the shell scripts are kept clean of its warnings), and the
+# pinned npm conda client (rattler) under e2e/node_modules.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 need=()
-for pair in cph:conda-package-handling nginx:nginx wrk:wrk zstd:zstd curl:curl shellcheck:shellcheck; do
+for pair in cph:conda-package-handling nginx:nginx wrk:wrk zstd:zstd bzip2:bzip2 lbzip2:lbzip2 curl:curl shellcheck:shellcheck; do
   command -v "${pair%%:*}" >/dev/null 2>&1 || need+=("${pair#*:}")
 done
 { python3 -c 'import requests' || /usr/bin/python3 -c 'import requests'; } >/dev/null 2>&1 || need+=(python3-requests)

@@ -81,6 +81,7 @@ func newServe() *cobra.Command {
 	f.DurationVar(&cfg.API.BodyGrace, "body-grace", 30*time.Second, "time a request body has before --body-min-rate counts")
 	f.StringVar(&cfg.KeySecretFile, "api-key-secret-file", "", "file holding the secret that keys stored API key hashes, created if missing; the same on every node (default <data-dir>/api-key-secret)")
 	f.StringVar(&cfg.API.MetricsToken, "metrics-token", "", "scrape token of /metrics: with it (Authorization: Bearer) private channels' series are shown, without it summed under channel=\"_private\" (prefer the env twin CONDAMESH_METRICS_TOKEN)")
+	f.IntVar(&cfg.API.Bzip2Workers, "bzip2-workers", 0, "goroutines decoding the blocks of an uploaded .tar.bz2 while it is checked (0: one per CPU; 1: sequential, the parallel decoder off)")
 	f.Int64Var(&quota, "channel-quota", 0, "default size limit in bytes of new channels (0: none)")
 	f.Int64Var(&cfg.Proxy.MaxIndexSize, "max-upstream-index-size", proxy.DefaultMaxIndexSize, "largest upstream index file (repodata.json) a proxy or mirror channel reads, in bytes, decoded and on the wire")
 	f.DurationVar(&cfg.Jobs.ProgressInterval, "job-progress-interval", 2*time.Second, "least time between two replicated progress writes of a running job's task (the last is written when it ends)")
