@@ -8,6 +8,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"hash"
 	"io"
 	"maps"
 	"runtime"
@@ -75,6 +76,9 @@ var lazyVariants = map[string]lazyVariant{
 	fileRepodataGz:  {"", conda.GzipStream},
 	fileRepodataBz2: {"", conda.Bzip2Stream},
 	fileCurrentBz2:  {fileCurrent, conda.Bzip2Stream},
+	// Gzip at its default level takes about a second on a
+	// conda-forge-sized current_repodata.json: not on a change's way.
+	fileCurrentGz: {fileCurrent, conda.GzipStream},
 }
 
 // isDerivedFile tells whether file (relative to a subdir) is one the
@@ -107,8 +111,11 @@ func shardSum(file string) ([32]byte, bool) {
 
 // nameShard is a package name's shard in a set.
 type nameShard struct {
-	raw   [32]byte // SHA-256 of the uncompressed shard: decides whether to rebuild
-	shard [32]byte // SHA-256 of the shard file: its name and blob
+	// entries is the SHA-256 of the name's shard entries in the order the
+	// scan met them: equal to the previous set's, the shard is unchanged
+	// and not even assembled again.
+	entries [32]byte
+	shard   [32]byte // SHA-256 of the shard file: its name and blob
 }
 
 // derivedSet is a subdir's published derived files. Once published it is
@@ -159,7 +166,7 @@ func encodeSet(s *derivedSet) []byte {
 	for _, n := range sortedKeys(s.names) {
 		str(n)
 		ns := s.names[n]
-		b = append(b, ns.raw[:]...)
+		b = append(b, ns.entries[:]...)
 		b = append(b, ns.shard[:]...)
 	}
 	b = binary.AppendUvarint(b, uint64(len(s.retired)))
@@ -231,7 +238,7 @@ func decodeSet(b []byte) (*derivedSet, error) {
 	}
 	for range count(65) {
 		n := str()
-		ns := nameShard{raw: sum(), shard: sum()}
+		ns := nameShard{entries: sum(), shard: sum()}
 		s.names[n] = ns
 		s.shards[ns.shard] = true
 	}
@@ -481,6 +488,13 @@ type derivation struct {
 	cancel context.CancelFunc
 }
 
+// scannedName is what the scan saw of one package name: where its shard
+// entries are in the scratch file, and their digest (nameShard.entries).
+type scannedName struct {
+	refs []shardRef
+	sum  hash.Hash
+}
+
 // shardRef is where a record's shard entry sits in the scratch file.
 type shardRef struct {
 	off   int64
@@ -551,7 +565,7 @@ func (p *Proxy) derive(ctx context.Context, ch *v1.Channel, subdir string, src c
 		return err
 	}
 	defer sc.Close()
-	byName := map[string][]shardRef{}
+	byName := map[string]*scannedName{}
 	live.start(sc, byName)
 	defer live.end() // before the scratch file closes
 	var latest conda.Latest
@@ -592,7 +606,7 @@ func (p *Proxy) derive(ctx context.Context, ch *v1.Channel, subdir string, src c
 	// current_repodata.json and its variants.
 	cur := latest.CurrentRepodata(subdir)
 	latest = conda.Latest{}
-	for file, data := range map[string][]byte{fileCurrent: cur, fileCurrentZst: conda.AppendZstd(nil, cur), fileCurrentGz: conda.Gzip(cur)} {
+	for file, data := range map[string][]byte{fileCurrent: cur, fileCurrentZst: conda.AppendZstd(nil, cur)} {
 		info, err := p.blobs.Put(ctx, bytes.NewReader(data), store.PutOptions{Deferred: true})
 		if err != nil {
 			_ = waitZst()
@@ -722,14 +736,24 @@ func (l bufList) put(b []byte) {
 // the previous set's keeps its file, the others go to work (the shard
 // file's sum is filled in by the worker, which hands the buffer back to
 // free).
-func (p *Proxy) assembleShards(ctx context.Context, sc *store.Scratch, names []string, byName map[string][]shardRef, prev, next *derivedSet, mu *sync.Mutex, work chan<- shardJob, free bufList) error {
+func (p *Proxy) assembleShards(ctx context.Context, sc *store.Scratch, names []string, byName map[string]*scannedName, prev, next *derivedSet, mu *sync.Mutex, work chan<- shardJob, free bufList) error {
 	var buf, raw []byte
 	var pkgs, condas [][]byte
 	for _, name := range names {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		refs := byName[name]
+		sn := byName[name]
+		ns := nameShard{}
+		sn.sum.Sum(ns.entries[:0])
+		if old, ok := prevName(prev, name); ok && old.entries == ns.entries {
+			ns.shard = old.shard
+			mu.Lock()
+			next.names[name] = ns
+			mu.Unlock()
+			continue
+		}
+		refs := sn.refs
 		// The entries of one name are mostly adjacent in the scratch file
 		// (the upstream lists files sorted): one read per run of them.
 		buf = buf[:0]
@@ -760,19 +784,9 @@ func (p *Proxy) assembleShards(ctx context.Context, sc *store.Scratch, names []s
 		sortPairs(pkgs)
 		sortPairs(condas)
 		raw = conda.AppendShard(free.get(), pkgs, condas)
-		ns := nameShard{raw: sha256.Sum256(raw)}
-		old, unchanged := prevName(prev, name)
-		unchanged = unchanged && old.raw == ns.raw
-		if unchanged {
-			ns.shard = old.shard
-		}
 		mu.Lock()
 		next.names[name] = ns
 		mu.Unlock()
-		if unchanged {
-			free.put(raw)
-			continue
-		}
 		select {
 		case work <- shardJob{name: name, raw: raw}:
 		case <-ctx.Done():

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"context"
+	"crypto/sha256"
 	"fmt"
 	"sync"
 
@@ -19,7 +20,7 @@ import (
 type liveLookup struct {
 	mu      sync.Mutex
 	sc      *store.Scratch
-	byName  map[string][]shardRef
+	byName  map[string]*scannedName
 	waiters map[string][]chan liveAnswer // by file name
 	done    bool                         // every record passed
 	ended   bool                         // the scratch file is gone: ask the set
@@ -38,14 +39,14 @@ func newLiveLookup() *liveLookup {
 }
 
 // start gives the scan's scratch file and per-name offsets.
-func (l *liveLookup) start(sc *store.Scratch, byName map[string][]shardRef) {
+func (l *liveLookup) start(sc *store.Scratch, byName map[string]*scannedName) {
 	l.mu.Lock()
 	l.sc, l.byName = sc, byName
 	l.mu.Unlock()
 }
 
-// add appends one scanned record to the scratch file and its name's
-// offsets, and answers the look-ups waiting for it.
+// add appends one scanned record to the scratch file, its name's offsets
+// and digest, and answers the look-ups waiting for it.
 func (l *liveLookup) add(r *conda.PairRecord) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -53,7 +54,13 @@ func (l *liveLookup) add(r *conda.PairRecord) error {
 	if err != nil {
 		return err
 	}
-	l.byName[r.Name] = append(l.byName[r.Name], shardRef{off: off, n: uint32(len(r.Pair)), conda: r.Conda})
+	sn := l.byName[r.Name]
+	if sn == nil {
+		sn = &scannedName{sum: sha256.New()}
+		l.byName[r.Name] = sn
+	}
+	sn.refs = append(sn.refs, shardRef{off: off, n: uint32(len(r.Pair)), conda: r.Conda})
+	sn.sum.Write(r.Pair)
 	if len(l.waiters) > 0 {
 		if ws, ok := l.waiters[r.Filename]; ok {
 			delete(l.waiters, r.Filename)
@@ -114,7 +121,11 @@ func (l *liveLookup) find(ctx context.Context, name, fn string) (liveAnswer, err
 	}
 	if l.sc != nil {
 		var pair []byte
-		for _, ref := range l.byName[name] {
+		var refs []shardRef
+		if sn := l.byName[name]; sn != nil {
+			refs = sn.refs
+		}
+		for _, ref := range refs {
 			pair = append(pair[:0], make([]byte, ref.n)...)
 			if _, err := l.sc.ReadAt(pair, ref.off); err != nil {
 				l.mu.Unlock()

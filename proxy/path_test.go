@@ -120,7 +120,7 @@ func sampleSet() *derivedSet {
 	s := &derivedSet{src: c(1), tag: "1700000000 https://u.example/c", built: 1700000000, files: map[string]cid.Cid{fileZst: c(2), fileShardIndex: c(3)},
 		names: map[string]nameShard{}, shards: map[[32]byte]bool{}, retired: map[[32]byte]int64{{9}: 1699999999}}
 	for i, n := range []string{"numpy", "python", "zlib"} {
-		ns := nameShard{raw: [32]byte{byte(i)}, shard: [32]byte{byte(i), 1}}
+		ns := nameShard{entries: [32]byte{byte(i)}, shard: [32]byte{byte(i), 1}}
 		s.names[n] = ns
 		s.shards[ns.shard] = true
 	}
