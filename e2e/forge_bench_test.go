@@ -81,6 +81,7 @@ func BenchmarkForgeScale(b *testing.B) {
 					fx.firstPackage(b, s)
 				}
 				b.ReportMetric(procKiB(b, s.cmd.Process.Pid, "VmHWM")/1024, "peak-RSS-MiB")
+				logDerivations(b, s)
 			}
 		})
 	}
@@ -554,11 +555,7 @@ func (fx *forgeFixture) change(b *testing.B, s *server) {
 		n += c
 	}
 	b.ReportMetric(float64(n), "change-non-200-304")
-	for _, line := range strings.Split(s.logs.String(), "\n") {
-		if strings.Contains(line, "derived index files") || strings.Contains(line, "derive index files") {
-			b.Log(line) // each derivation's phases
-		}
-	}
+	logDerivations(b, s)
 	if n > 0 {
 		b.Logf("answers other than 200/304 during the change: %v", bad)
 	}
@@ -595,6 +592,15 @@ func (fx *forgeFixture) mirrorPlan(b *testing.B) {
 }
 
 var plannedRe = regexp.MustCompile(`mirror sync planned.* took=(\S+)`)
+
+// logDerivations logs the node's derivations with their phases.
+func logDerivations(b *testing.B, s *server) {
+	for _, line := range strings.Split(s.logs.String(), "\n") {
+		if strings.Contains(line, "derived index files") || strings.Contains(line, "derive index files") {
+			b.Log(line)
+		}
+	}
+}
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 

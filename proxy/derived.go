@@ -637,7 +637,7 @@ func (p *Proxy) derive(ctx context.Context, ch *v1.Channel, subdir string, src c
 				comp = zc.Append(comp[:0], j.raw)
 				free.put(j.raw)
 				sum := sha256.Sum256(comp)
-				_, err := p.blobs.Put(ctx, bytes.NewReader(comp), store.PutOptions{Deferred: true})
+				_, err := p.blobs.Put(ctx, bytes.NewReader(comp), store.PutOptions{Deferred: true, Inline: true, WantSize: int64(len(comp)), WantSizeSet: true})
 				mu.Lock()
 				if err != nil && failed == nil {
 					failed = err

@@ -117,3 +117,44 @@ func TestOpenRefusesBadConfig(t *testing.T) {
 		}
 	}
 }
+
+// TestPutInline: with PutOptions.Inline a blob larger than the store's
+// InlineThreshold (up to MaxInline) is kept in the index, no file written,
+// and reads back after a reopen; a larger one is a file as usual.
+func TestPutInline(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	s := mustOpen(t, store.Config{Dir: dir, InlineThreshold: 1024})
+	for i, tc := range []struct {
+		size   int
+		inline bool
+		want   bool
+	}{
+		{64 << 10, false, false},
+		{64 << 10, true, true},
+		{store.MaxInline, true, true},
+		{store.MaxInline + 1, true, false},
+	} {
+		b := bytes.Repeat([]byte{byte(i), 7}, tc.size/2+tc.size%2)[:tc.size]
+		info, err := s.Put(ctx, bytes.NewReader(b), store.PutOptions{Inline: tc.inline, Deferred: tc.inline, WantSize: int64(tc.size), WantSizeSet: true})
+		if err != nil || info.Inline != tc.want {
+			t.Fatalf("%d bytes, Inline %v: inline %v (%v), want %v", tc.size, tc.inline, info.Inline, err, tc.want)
+		}
+		_, statErr := os.Stat(filepath.Join(dir, "blobs", info.CID.String()[len(info.CID.String())-2:], info.CID.String()))
+		if tc.want != os.IsNotExist(statErr) {
+			t.Fatalf("%d bytes, Inline %v: file written: %v", tc.size, tc.inline, statErr == nil)
+		}
+	}
+	if err := s.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	_ = s.Close()
+	s = mustOpen(t, store.Config{Dir: dir, InlineThreshold: 1024})
+	defer s.Close()
+	b := bytes.Repeat([]byte{2, 7}, store.MaxInline/2)
+	sum := sha256.Sum256(b)
+	c, _ := store.CIDFromSHA256(sum[:])
+	if got, err := s.ReadAll(ctx, c); err != nil || !bytes.Equal(got, b) {
+		t.Fatalf("inline blob of MaxInline bytes after a reopen: %v", err)
+	}
+}
