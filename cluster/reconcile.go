@@ -432,9 +432,13 @@ func (c *Cluster) Leave(ctx context.Context) error {
 		var err error
 		switch {
 		case leader == c.cfg.NodeID:
-			err = errors.New("still the leader")
+			// Elected again (a loaded node may be): hand over again.
+			err = fmt.Errorf("%w: still the leader", ErrNotLeader)
+			if terr := c.raft.LeadershipTransfer().Error(); terr != nil {
+				err = fmt.Errorf("%w: still the leader: transfer leadership: %v", ErrNotLeader, terr)
+			}
 		case leader == "":
-			err = errors.New("no leader known")
+			err = fmt.Errorf("%w: no leader known", ErrNotLeader)
 		default:
 			err = c.peers.leave(ctx, c.httpURLOf(leader), c.cfg.NodeID)
 		}
