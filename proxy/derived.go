@@ -541,16 +541,15 @@ func (p *Proxy) derive(ctx context.Context, ch *v1.Channel, subdir string, src c
 		info, err := p.putVariant(ctx, src, func(w io.Writer, r io.Reader) error { return conda.ZstdStreamLevel(w, r, conda.WholeZstd) })
 		zst <- zstDone{info, err}
 	}()
+	// Every way out waits for the compression (it stops soon once ctx
+	// ends): it must not outlive the derivation, whose end lets Close
+	// close the store under it.
 	waitZst := func() error {
-		select {
-		case d := <-zst:
-			if d.err == nil {
-				next.files[fileZst] = d.info.CID
-			}
-			return d.err
-		case <-ctx.Done():
-			return ctx.Err()
+		d := <-zst
+		if d.err == nil {
+			next.files[fileZst] = d.info.CID
 		}
+		return d.err
 	}
 
 	b, err := p.blobs.Open(ctx, src)
