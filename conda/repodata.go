@@ -589,6 +589,15 @@ var wholeEncoders = sync.Pool{New: func() any {
 	return enc
 }}
 
+// CompareShardPairs orders AppendShardPair entries by the file names they
+// start with, as strings.Compare of their ShardPairName would, without a
+// string per comparison (sorting half a million entries made a million).
+func CompareShardPairs(a, b []byte) int {
+	na, _ := msgpackStr(a)
+	nb, _ := msgpackStr(b)
+	return bytes.Compare(na, nb)
+}
+
 // ShardPairName returns the file name an AppendShardPair entry starts
 // with ("" if pair does not start with a MessagePack string).
 func ShardPairName(pair []byte) string {

@@ -809,9 +809,8 @@ func sortPairs(pairs [][]byte) {
 	if len(pairs) < 2 {
 		return
 	}
-	less := func(a, b []byte) int { return strings.Compare(conda.ShardPairName(a), conda.ShardPairName(b)) }
-	if !slices.IsSortedFunc(pairs, less) {
-		slices.SortFunc(pairs, less)
+	if !slices.IsSortedFunc(pairs, conda.CompareShardPairs) {
+		slices.SortFunc(pairs, conda.CompareShardPairs)
 	}
 }
 

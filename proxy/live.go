@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"fmt"
+	"slices"
 	"sync"
 
 	"github.com/condamesh/condamesh/conda"
@@ -126,7 +127,7 @@ func (l *liveLookup) find(ctx context.Context, name, fn string) (liveAnswer, err
 			refs = sn.refs
 		}
 		for _, ref := range refs {
-			pair = append(pair[:0], make([]byte, ref.n)...)
+			pair = slices.Grow(pair[:0], int(ref.n))[:ref.n]
 			if _, err := l.sc.ReadAt(pair, ref.off); err != nil {
 				l.mu.Unlock()
 				return liveAnswer{}, fmt.Errorf("proxy: read scratch file: %w", err)
