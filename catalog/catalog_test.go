@@ -3,6 +3,7 @@ package catalog_test
 import (
 	"context"
 	"errors"
+	"slices"
 	"testing"
 
 	"github.com/cockroachdb/pebble/v2/vfs"
@@ -232,5 +233,57 @@ func TestLastOwnerKept(t *testing.T) {
 	}
 	if u, _ := r.cat.User(ctx, "b"); u.GetRole() != "owner" {
 		t.Fatalf("b: %v", u)
+	}
+}
+
+// TestPutVersionsOverwrites: what a PutVersions command finds already
+// there (in the store, or earlier in the same command) decides between
+// refusing it whole and overwriting; an overwrite keeps the creation time
+// and counts the channel size once.
+func TestPutVersionsOverwrites(t *testing.T) {
+	ctx := context.Background()
+	ver := func(pkg, fn string, size int64) *v1.PackageVersion {
+		return &v1.PackageVersion{Channel: "C", Package: pkg, Platform: "linux-64", Filename: fn, Sha256: "00", Size: size}
+	}
+	for _, tc := range []struct {
+		name     string
+		force    bool
+		versions []*v1.PackageVersion
+		wantErr  error
+		size     int64 // channel size after (the first command put a-1 of 10 bytes)
+	}{
+		{"new files", false, []*v1.PackageVersion{ver("b", "b-1.conda", 5), ver("a", "a-2.conda", 7)}, nil, 22},
+		{"existing file refused", false, []*v1.PackageVersion{ver("b", "b-1.conda", 5), ver("a", "a-1.conda", 7)}, catalog.ErrExists, 10},
+		{"twice in one command refused", false, []*v1.PackageVersion{ver("b", "b-1.conda", 5), ver("b", "b-1.conda", 6)}, catalog.ErrExists, 10},
+		{"existing file forced", true, []*v1.PackageVersion{ver("a", "a-1.conda", 7)}, nil, 7},
+		{"twice in one command forced", true, []*v1.PackageVersion{ver("b", "b-1.conda", 5), ver("b", "b-1.conda", 6), ver("a", "a-1.conda", 3)}, nil, 9},
+		{"invalid record refuses the command", true, []*v1.PackageVersion{ver("a", "a-1.conda", 7), {Channel: "c", Package: "b"}}, catalog.ErrInvalid, 10},
+		{"unknown channel refuses the command", true, []*v1.PackageVersion{ver("a", "a-1.conda", 7), {Channel: "nope", Package: "b", Platform: "noarch", Filename: "b-1.conda"}}, catalog.ErrNotFound, 10},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := newRig(t)
+			r.apply(t, &v1.Command{Op: &v1.Command_CreateChannel{CreateChannel: &v1.CreateChannelOp{Channel: &v1.Channel{Name: "c"}}}})
+			r.apply(t, &v1.Command{Op: &v1.Command_PutVersions{PutVersions: &v1.PutVersionsOp{OwnerId: "u1", Versions: []*v1.PackageVersion{ver("a", "a-1.conda", 10)}}}})
+			first, err := r.cat.Version(ctx, "c", "linux-64", "a-1.conda")
+			if err != nil {
+				t.Fatal(err)
+			}
+			r.idx++
+			_, err = r.cat.Apply(ctx, r.idx, &v1.Command{TimeUnixNano: 1_700_000_100_000_000_000, Op: &v1.Command_PutVersions{PutVersions: &v1.PutVersionsOp{OwnerId: "u2", Force: tc.force, Versions: tc.versions}}})
+			if !errors.Is(err, tc.wantErr) || (err == nil) != (tc.wantErr == nil) {
+				t.Fatalf("apply: %v, want %v", err, tc.wantErr)
+			}
+			if ch, err := r.cat.Channel(ctx, "c"); err != nil || ch.Size != tc.size {
+				t.Fatalf("channel size: %v %d, want %d", err, ch.GetSize(), tc.size)
+			}
+			a1, err := r.cat.Version(ctx, "c", "linux-64", "a-1.conda")
+			if err != nil || a1.CreatedUnix != first.CreatedUnix {
+				t.Fatalf("a-1 after: %v %+v (created first %d)", err, a1, first.CreatedUnix)
+			}
+			_, err = r.cat.Package(ctx, "c", "b")
+			if wantB := tc.wantErr == nil && slices.ContainsFunc(tc.versions, func(v *v1.PackageVersion) bool { return v.Package == "b" }); (err == nil) != wantB {
+				t.Fatalf("package b: %v, want it %v", err, wantB)
+			}
+		})
 	}
 }

@@ -91,10 +91,6 @@ func (f *fsm) Apply(l *raft.Log) any {
 		return applyResult{err: err}
 	}
 	defer f.setApplied(l.Index)
-	if unsupported, ok := errors.AsType[*UnsupportedCommandError](err); ok {
-		f.halt.halt(f.log, l.Index, unsupported) // returns only at shutdown
-		return applyResult{err: err}
-	}
 	if err != nil {
 		return applyResult{err: err}
 	}

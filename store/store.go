@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"sync/atomic"
 
@@ -277,6 +278,49 @@ func (b *Batch) Get(key []byte) ([]byte, error) {
 	}
 	out := bytes.Clone(v)
 	_ = c.Close()
+	return out, nil
+}
+
+// GetMany reads keys as the batch would leave them: out[i] is keys[i]'s
+// value, nil where there is none. One iterator seeks the keys in sorted
+// order, where a Get per key builds an iterator over every level each
+// time: for the 1,000 new records of a mirror sync's batch, GetMany
+// costs a fraction of the Gets (store.BenchmarkGetMany).
+func (b *Batch) GetMany(keys [][]byte) (out [][]byte, err error) {
+	out = make([][]byte, len(keys))
+	if len(keys) == 0 {
+		return out, nil
+	}
+	order := make([]int, len(keys))
+	for i := range order {
+		order[i] = i
+	}
+	slices.SortFunc(order, func(i, j int) int { return bytes.Compare(keys[i], keys[j]) })
+	lo, hi := keys[order[0]], keys[order[len(order)-1]]
+	it, err := b.b.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: append(bytes.Clone(hi), 0)})
+	if err != nil {
+		return nil, fmt.Errorf("store: batch get: %w", err)
+	}
+	defer it.Close()
+	for _, i := range order {
+		if !it.SeekGE(keys[i]) {
+			break // past the last key: the rest are absent
+		}
+		if !bytes.Equal(it.Key(), keys[i]) {
+			continue
+		}
+		v, err := it.ValueAndErr()
+		if err != nil {
+			return nil, fmt.Errorf("store: batch get: %w", err)
+		}
+		out[i] = bytes.Clone(v)
+		if out[i] == nil {
+			out[i] = []byte{}
+		}
+	}
+	if err := it.Error(); err != nil {
+		return nil, fmt.Errorf("store: batch get: %w", err)
+	}
 	return out, nil
 }
 

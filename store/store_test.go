@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
@@ -156,5 +158,71 @@ func TestPutInline(t *testing.T) {
 	c, _ := store.CIDFromSHA256(sum[:])
 	if got, err := s.ReadAll(ctx, c); err != nil || !bytes.Equal(got, b) {
 		t.Fatalf("inline blob of MaxInline bytes after a reopen: %v", err)
+	}
+}
+
+// TestBatchGetMany: GetMany answers what Get answers for every key (the
+// store's, the batch's pending writes and deletions, empty values,
+// duplicates, keys outside every range), in the caller's order.
+func TestBatchGetMany(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	s := mustOpen(t, store.Config{Dir: dir})
+	b := s.NewBatch()
+	for i := range 200 {
+		if err := b.Set(fmt.Appendf(nil, "m/k%04d", i), fmt.Appendf(nil, "v%d", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.ApplyBatch(ctx, 1, b); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s = mustOpen(t, store.Config{Dir: dir}) // the first keys in an sstable (replayed), the batch's in memory
+	defer s.Close()
+	b = s.NewBatch()
+	defer b.Close()
+	for i := 100; i < 300; i += 3 {
+		if err := b.Set(fmt.Appendf(nil, "m/k%04d", i), fmt.Appendf(nil, "new%d", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, k := range []string{"m/k0007", "m/k0150"} {
+		if err := b.Delete([]byte(k)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := b.Set([]byte("m/k0008"), nil); err != nil {
+		t.Fatal(err)
+	}
+	for _, keys := range [][]string{
+		nil,
+		{"m/k0001"},
+		{"m/zzz", "m/a", "m/k0001"},
+		{"m/k0299", "m/k0000", "m/k0007", "m/k0008", "m/k0150", "m/k0151", "m/k0100", "m/k0100", "m/k0350", "m/k0199", "m/k0102"},
+	} {
+		bs := make([][]byte, len(keys))
+		for i, k := range keys {
+			bs[i] = []byte(k)
+		}
+		got, err := b.GetMany(bs)
+		if err != nil || len(got) != len(keys) {
+			t.Fatalf("GetMany(%q): %d values, %v", keys, len(got), err)
+		}
+		for i, k := range keys {
+			want, err := b.Get([]byte(k))
+			if errors.Is(err, store.ErrNotFound) {
+				want = nil
+			} else if err != nil {
+				t.Fatal(err)
+			} else if want == nil {
+				want = []byte{}
+			}
+			if (got[i] == nil) != (want == nil) || !bytes.Equal(got[i], want) {
+				t.Errorf("GetMany(%q)[%d] (%s) = %q, Get = %q", keys, i, k, got[i], want)
+			}
+		}
 	}
 }
