@@ -1,6 +1,10 @@
 package conda
 
-import "testing"
+import (
+	"bytes"
+	"fmt"
+	"testing"
+)
 
 // BenchmarkRepodata10k measures a full subdir regeneration for 10,000
 // records: repodata.json and its .zst and .bz2 forms, and the shards.
@@ -43,5 +47,23 @@ func BenchmarkParseRepodata10k(b *testing.B) {
 		if _, err := ParseRepodata(js); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// BenchmarkScanShardPairs measures the proxy's scan of an upstream index
+// of 50,000 records into shard entries, read in windows as from a file, on
+// one goroutine and with two transcoding workers (ScanOptions.Workers).
+func BenchmarkScanShardPairs(b *testing.B) {
+	js := Repodata("linux-64", synthRecords(50000, "linux-64"))
+	for _, workers := range []int{1, 2} {
+		b.Run(fmt.Sprintf("workers-%d", workers), func(b *testing.B) {
+			b.SetBytes(int64(len(js)))
+			for b.Loop() {
+				n := 0
+				if _, err := ScanShardPairs(bytes.NewReader(js), ScanOptions{Workers: workers}, func(*PairRecord) error { n++; return nil }); err != nil || n != 50000 {
+					b.Fatal(n, err)
+				}
+			}
+		})
 	}
 }

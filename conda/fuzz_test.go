@@ -295,14 +295,29 @@ func FuzzScanShardPairs(f *testing.F) {
 			gl.AddPair(r)
 			return nil
 		})
-		if (werr == nil) != (gerr == nil) {
-			t.Fatalf("ScanRepodata: %v; ScanShardPairs: %v", werr, gerr)
+		// The same on several goroutines (ScanOptions.Workers): the same
+		// records in the same order, or a refusal.
+		var par []PairRecord
+		pdoc, perr := ScanShardPairs(&stepReader{b: b, step: int(step%5) + 1}, ScanOptions{Workers: 2 + int(step%3)}, func(r *PairRecord) error {
+			c := *r
+			c.Version, c.Pair, c.JSON = bytes.Clone(r.Version), bytes.Clone(r.Pair), bytes.Clone(r.JSON)
+			par = append(par, c)
+			return nil
+		})
+		if (werr == nil) != (gerr == nil) || (werr == nil) != (perr == nil) {
+			t.Fatalf("ScanRepodata: %v; ScanShardPairs: %v; with workers: %v", werr, gerr, perr)
 		}
 		if werr != nil {
-			if !errors.Is(gerr, ErrBadRepodata) {
-				t.Fatalf("refused without ErrBadRepodata: %v", gerr)
+			if !errors.Is(gerr, ErrBadRepodata) || !errors.Is(perr, ErrBadRepodata) {
+				t.Fatalf("refused without ErrBadRepodata: %v; with workers: %v", gerr, perr)
+			}
+			if !reflect.DeepEqual(got, par) && !(len(got) == 0 && len(par) == 0) {
+				t.Fatalf("records before the refusal: %d, with workers %d", len(got), len(par))
 			}
 			return
+		}
+		if !reflect.DeepEqual(gdoc, pdoc) || !(reflect.DeepEqual(got, par) || len(got) == 0 && len(par) == 0) {
+			t.Fatalf("with workers: header %+v, %d records; without: %+v, %d records", pdoc, len(par), gdoc, len(got))
 		}
 		if !reflect.DeepEqual(wdoc, gdoc) {
 			t.Fatalf("header: %+v, ScanShardPairs %+v", wdoc, gdoc)

@@ -93,6 +93,11 @@ type ScanOptions struct {
 	// are not), which makes a scan for a few names of a large index many
 	// times faster.
 	Want func(filename string) bool
+	// Workers, above 1, is how many goroutines ScanShardPairs transcodes
+	// records on (the callback still gets them in order, from one
+	// goroutine at a time); 0 or 1 transcodes on the scanning goroutine.
+	// Other scans ignore it.
+	Workers int
 }
 
 // ScanRepodataReader is ScanRepodata reading the document from r: it holds
@@ -123,6 +128,7 @@ type repodataScanner struct {
 	// pairs, when set, takes each record instead of each (ScanShardPairs).
 	pairs func(*PairRecord) error
 	tr    *pairTranscoder
+	par   *pairPipeline // transcoding on other goroutines (ScanOptions.Workers)
 }
 
 func (s *repodataScanner) scan(each func(Record) error) (*RepodataDoc, error) {
@@ -272,7 +278,14 @@ func (s *repodataScanner) scanSection(key, ext string, each func(Record) error) 
 		return parsed, nil
 	}
 	return s.members(false, func(fn string) error {
-		if err := s.ensure(valueEnd); err != nil {
+		span := -1
+		if s.par != nil {
+			n, err := s.ensureValue()
+			if err != nil {
+				return err
+			}
+			span = n
+		} else if err := s.ensure(valueEnd); err != nil {
 			return err
 		}
 		var v any
@@ -282,6 +295,17 @@ func (s *repodataScanner) scanSection(key, ext string, each func(Record) error) 
 			parsed, err := file(fn)
 			if err != nil {
 				return err
+			}
+			if s.par != nil {
+				if s.par.stopped.Load() {
+					return errPipelineStopped
+				}
+				if span <= 0 { // only at the end of a truncated document
+					return &syntaxError{"unexpected end of JSON input"}
+				}
+				s.par.add(key, fn, parsed, p.b[p.i:p.i+span])
+				p.i += span
+				return nil
 			}
 			err = s.pairRecord(fn, parsed)
 			var check recordError
@@ -366,6 +390,32 @@ func (s *repodataScanner) ensure(end func(b []byte) int) error {
 		}
 	}
 	return nil
+}
+
+// ensureValue is ensure(valueEnd) that also returns the value's extent
+// (valueSpan; -1 at the end of a truncated document), for a caller that
+// cuts the value out without parsing it (the transcoding workers).
+func (s *repodataScanner) ensureValue() (int, error) {
+	for {
+		b := s.p.b[s.p.i:]
+		span := valueSpan(b)
+		if s.eof {
+			return span, nil
+		}
+		n := -1
+		if span >= 0 {
+			n = within(b, skipSpace(b, span))
+		}
+		if n > s.max {
+			return 0, fmt.Errorf("%w: a value larger than %d bytes", ErrBadRepodata, s.max)
+		}
+		if n >= 0 {
+			return span, nil
+		}
+		if err := s.fill(); err != nil {
+			return 0, err
+		}
+	}
 }
 
 // fill moves the unread part of the window to the front of the buffer

@@ -3,6 +3,7 @@ package conda
 import (
 	"bytes"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
 	"slices"
@@ -46,7 +47,20 @@ func ScanShardPairs(r io.Reader, opt ScanOptions, each func(*PairRecord) error) 
 	s := &repodataScanner{p: jsonParser{keys: map[string]string{}}, r: r, max: opt.MaxValue, want: opt.Want}
 	s.pairs = each
 	s.tr = &pairTranscoder{p: &s.p}
-	return s.scan(nil)
+	if opt.Workers <= 1 {
+		return s.scan(nil)
+	}
+	s.par = newPairPipeline(opt.Workers, each)
+	doc, err := s.scan(nil)
+	// What the workers and the callback found comes first in the
+	// document: before anything the scanner found after it.
+	if perr := s.par.finish(); perr != nil {
+		if _, ok := errors.AsType[*syntaxError](perr); ok {
+			perr = fmt.Errorf("%w: %w", ErrBadRepodata, perr)
+		}
+		return nil, perr
+	}
+	return doc, err
 }
 
 // pairRecord reads the record at the parser (on its '{') into s.tr and

@@ -73,6 +73,10 @@ type lazyVariant struct {
 }
 
 var lazyVariants = map[string]lazyVariant{
+	// The whole-file .zst is made right after its set is published (not
+	// beside the scan, whose two cores get the shard index out sooner);
+	// a request meanwhile gets it streamed (streamZst).
+	fileZst:         {"", func(w io.Writer, r io.Reader) error { return conda.ZstdStreamLevel(w, r, conda.WholeZstd) }},
 	fileRepodataGz:  {"", conda.GzipStream},
 	fileRepodataBz2: {"", conda.Bzip2Stream},
 	fileCurrentBz2:  {fileCurrent, conda.Bzip2Stream},
@@ -531,36 +535,13 @@ func (p *Proxy) derive(ctx context.Context, ch *v1.Channel, subdir string, src c
 	}
 	next := &derivedSet{src: src, tag: setTag(ch), built: modified, files: map[string]cid.Cid{}, names: map[string]nameShard{}, shards: map[[32]byte]bool{}, retired: map[[32]byte]int64{}}
 
-	// The whole-file .zst needs only the source: compressed meanwhile.
-	type zstDone struct {
-		info store.BlobInfo
-		err  error
-	}
-	zst := make(chan zstDone, 1)
-	go func() {
-		info, err := p.putVariant(ctx, src, func(w io.Writer, r io.Reader) error { return conda.ZstdStreamLevel(w, r, conda.WholeZstd) })
-		zst <- zstDone{info, err}
-	}()
-	// Every way out waits for the compression (it stops soon once ctx
-	// ends): it must not outlive the derivation, whose end lets Close
-	// close the store under it.
-	waitZst := func() error {
-		d := <-zst
-		if d.err == nil {
-			next.files[fileZst] = d.info.CID
-		}
-		return d.err
-	}
-
 	b, err := p.blobs.Open(ctx, src)
 	if err != nil {
-		_ = waitZst()
 		return err
 	}
 	defer b.Close()
 	sc, err := p.blobs.NewScratch()
 	if err != nil {
-		_ = waitZst()
 		return err
 	}
 	defer sc.Close()
@@ -569,7 +550,7 @@ func (p *Proxy) derive(ctx context.Context, ch *v1.Channel, subdir string, src c
 	defer live.end() // before the scratch file closes
 	var latest conda.Latest
 	records := 0
-	_, err = conda.ScanShardPairs(b, conda.ScanOptions{}, func(r *conda.PairRecord) error {
+	_, err = conda.ScanShardPairs(b, conda.ScanOptions{Workers: p.scanWorkers()}, func(r *conda.PairRecord) error {
 		if records%1024 == 0 {
 			if err := ctx.Err(); err != nil {
 				return err
@@ -586,7 +567,6 @@ func (p *Proxy) derive(ctx context.Context, ch *v1.Channel, subdir string, src c
 		return nil
 	})
 	if err != nil {
-		_ = waitZst()
 		if errors.Is(err, conda.ErrBadRepodata) {
 			return fmt.Errorf("%w: %s/%s/repodata.json: %v", ErrCorrupt, ch.Name, subdir, err)
 		}
@@ -595,7 +575,6 @@ func (p *Proxy) derive(ctx context.Context, ch *v1.Channel, subdir string, src c
 
 	scanned := time.Since(start)
 	if err := live.scanned(); err != nil {
-		_ = waitZst()
 		return err
 	}
 	if p.scannedHook != nil {
@@ -608,7 +587,6 @@ func (p *Proxy) derive(ctx context.Context, ch *v1.Channel, subdir string, src c
 	for file, data := range map[string][]byte{fileCurrent: cur, fileCurrentZst: conda.AppendZstd(nil, cur)} {
 		info, err := p.blobs.Put(ctx, bytes.NewReader(data), store.PutOptions{Deferred: true})
 		if err != nil {
-			_ = waitZst()
 			return err
 		}
 		next.files[file] = info.CID
@@ -656,7 +634,6 @@ func (p *Proxy) derive(ctx context.Context, ch *v1.Channel, subdir string, src c
 		err = failed
 	}
 	if err != nil {
-		_ = waitZst()
 		return err
 	}
 	sharded := time.Since(start)
@@ -668,12 +645,10 @@ func (p *Proxy) derive(ctx context.Context, ch *v1.Channel, subdir string, src c
 	byName = nil
 	index, err := conda.ShardIndex(subdir, digests)
 	if err != nil {
-		_ = waitZst()
 		return err
 	}
 	info, err := p.blobs.Put(ctx, bytes.NewReader(index), store.PutOptions{Deferred: true})
 	if err != nil {
-		_ = waitZst()
 		return err
 	}
 	next.files[fileShardIndex] = info.CID
@@ -690,17 +665,27 @@ func (p *Proxy) derive(ctx context.Context, ch *v1.Channel, subdir string, src c
 		}
 	}
 	indexed := time.Since(start)
-	if err := waitZst(); err != nil {
-		return err
-	}
 	if err := p.publishSet(ctx, ch.Name, subdir, next); err != nil {
 		return err
 	}
+	p.goBackground(func(ctx context.Context) {
+		if _, err := p.lazyVariant(ctx, ch, subdir, fileZst, next); err != nil && ctx.Err() == nil {
+			p.log.Warn("compress derived repodata.json.zst", "channel", ch.Name, "subdir", subdir, "err", err)
+		}
+	})
 	p.derivations.Add(1)
 	p.shardsBuilt.Add(uint64(built))
 	shardsChanged := built
 	p.log.Info("derived index files from upstream repodata", "channel", ch.Name, "subdir", subdir, "records", records, "names", len(names), "shards_built", shardsChanged, "scanned", scanned, "sharded", sharded, "indexed", indexed, "took", time.Since(start))
 	return nil
+}
+
+// scanWorkers is how many goroutines transcode a derivation's records.
+func (p *Proxy) scanWorkers() int {
+	if p.cfg.ScanWorkers > 0 {
+		return p.cfg.ScanWorkers
+	}
+	return runtime.GOMAXPROCS(0)
 }
 
 // shardJob is a changed shard to compress and store.
@@ -850,6 +835,9 @@ func (p *Proxy) lazyVariant(ctx context.Context, ch *v1.Channel, subdir, file st
 			return nil, err
 		}
 		defer release()
+		if p.variantHook != nil {
+			p.variantHook(file)
+		}
 		lv, from := lazyVariants[file], s.src
 		if lv.from != "" {
 			from = s.files[lv.from]

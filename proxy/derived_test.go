@@ -233,7 +233,7 @@ func TestColdZstdIsStreamed(t *testing.T) {
 			if err != nil || !bytes.Equal(got, want) {
 				t.Fatalf("the stream does not decode to the upstream index: %v", err)
 			}
-			waitUntil(t, func() bool { return r.p.Derivations() == 1 })
+			waitUntil(t, func() bool { return proxy.HasDerived(r.p, r.ch, "linux-64", "repodata.json.zst") })
 			rec = &recorder{}
 			res, err = r.p.GetStreaming(context.Background(), r.ch, "linux-64/repodata.json.zst", rec)
 			if err != nil || res.Streamed || rec.began != 0 {
@@ -244,6 +244,65 @@ func TestColdZstdIsStreamed(t *testing.T) {
 				t.Fatalf("stored .zst: %v %v", err, derr)
 			}
 		})
+	}
+}
+
+// TestShardIndexDoesNotWaitForTheWholeZst: a derived set is published as
+// soon as its shard index is built; the whole-file .zst is compressed
+// after it (on the cores the scan no longer needs), a client asking for
+// it meanwhile gets it streamed, and the stored one is the same bytes.
+func TestShardIndexDoesNotWaitForTheWholeZst(t *testing.T) {
+	r := newRig(t)
+	want := manyNames(r, 30, 3, -1)
+	r.publish("linux-64/repodata.json", want)
+	gate, held := make(chan struct{}), make(chan struct{}, 1)
+	var once sync.Once
+	t.Cleanup(func() { once.Do(func() { close(gate) }) })
+	proxy.SetVariantHook(r.p, func(file string) {
+		if file == "repodata.json.zst" {
+			held <- struct{}{}
+			<-gate
+		}
+	})
+	got := make(chan error, 1)
+	go func() {
+		_, _, err := r.get(t, "linux-64/repodata_shards.msgpack.zst")
+		got <- err
+	}()
+	select {
+	case err := <-got:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the shard index waits for the whole-file .zst")
+	}
+	select {
+	case <-held: // the .zst is being compressed, and held
+	case <-time.After(10 * time.Second):
+		t.Fatal("no whole-file .zst compressed after the set was published")
+	}
+	if proxy.HasDerived(r.p, r.ch, "linux-64", "repodata.json.zst") {
+		t.Fatal("the .zst is in the set before its compression ended")
+	}
+	rec := &recorder{}
+	res, err := r.p.GetStreaming(context.Background(), r.ch, "linux-64/repodata.json.zst", rec)
+	if err != nil || !res.Streamed {
+		t.Fatalf(".zst while it is compressed: %v, streamed %v", err, res.Streamed)
+	}
+	d, _ := zstd.NewReader(nil)
+	defer d.Close()
+	if b, err := d.DecodeAll(rec.bytes(), nil); err != nil || !bytes.Equal(b, want) {
+		t.Fatalf("the streamed .zst does not decode to the upstream index: %v", err)
+	}
+	once.Do(func() { close(gate) })
+	waitUntil(t, func() bool { return proxy.HasDerived(r.p, r.ch, "linux-64", "repodata.json.zst") })
+	stored := &recorder{}
+	if res, err := r.p.GetStreaming(context.Background(), r.ch, "linux-64/repodata.json.zst", stored); err != nil || res.Streamed || stored.began != 0 {
+		t.Fatalf("after its compression: %v, streamed %v", err, res.Streamed)
+	}
+	if _, b, err := r.get(t, "linux-64/repodata.json.zst"); err != nil || !bytes.Equal(b, rec.bytes()) {
+		t.Fatalf("the stored .zst differs from the streamed one: %v", err)
 	}
 }
 

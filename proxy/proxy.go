@@ -107,6 +107,10 @@ type Config struct {
 	DeriveTimeout time.Duration
 	// RefreshTimeout bounds a background revalidation. Default 2 min.
 	RefreshTimeout time.Duration
+	// ScanWorkers is how many goroutines a derivation transcodes the
+	// upstream's records on (conda.ScanOptions.Workers): 0 for one per
+	// CPU, 1 to transcode on the scanning goroutine alone.
+	ScanWorkers int
 	// Now returns the current time; tests replace it.
 	Now    func() time.Time
 	Logger *slog.Logger
@@ -114,7 +118,7 @@ type Config struct {
 
 // Validate reports a configuration that cannot work.
 func (c *Config) Validate() error {
-	if c.MaxIndexSize < 0 || c.NegativeTTL < 0 || c.NegativeEntries < 0 || c.Derivations < 0 || c.DeriveTimeout < 0 || c.RefreshTimeout < 0 {
+	if c.MaxIndexSize < 0 || c.NegativeTTL < 0 || c.NegativeEntries < 0 || c.Derivations < 0 || c.DeriveTimeout < 0 || c.RefreshTimeout < 0 || c.ScanWorkers < 0 {
 		return errors.New("proxy: config: negative bound")
 	}
 	return nil
@@ -143,6 +147,7 @@ type Proxy struct {
 	deriveHook  func()       // tests: runs as a derivation starts
 	scanHook    func(string) // tests: runs as the scan passes each file
 	scannedHook func()       // tests: runs once the scan has passed every file
+	variantHook func(string) // tests: runs as a lazy variant's compression starts
 	liveLookups atomic.Uint64
 
 	// Cold .zst compressions running, by key(channel, subdir).
@@ -371,7 +376,12 @@ func (p *Proxy) getDerivable(ctx context.Context, ch *v1.Channel, subdir, file s
 		}
 	}
 	if file == fileZst && sink != nil {
-		if s, err := p.currentSet(ctx, ch, subdir); err == nil && s == nil {
+		// No set yet, or its .zst still being compressed (lazyVariants):
+		// streamed as it is compressed rather than waited for.
+		if s, err := p.currentSet(ctx, ch, subdir); err == nil && (s == nil || !s.files[fileZst].Defined()) {
+			if s != nil { // (its derivation started it; not after a restart)
+				p.goBackground(func(ctx context.Context) { _, _ = p.lazyVariant(ctx, ch, subdir, fileZst, s) })
+			}
 			return p.streamZst(ctx, ch, subdir, sink)
 		}
 	}
