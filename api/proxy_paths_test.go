@@ -1,17 +1,22 @@
 package api_test
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
-	"github.com/condamesh/condamesh/node/nodetest"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
 	"strings"
 	"sync"
 	"testing"
+	"time"
+
+	"github.com/klauspost/compress/zstd"
+
+	"github.com/condamesh/condamesh/node/nodetest"
 )
 
 // recordingUpstream is an upstream channel at /c that has only
@@ -138,4 +143,39 @@ func testProxyNotFoundLeavesRaftLog(t *testing.T, mode ...nodetest.Option) {
 			t.Fatalf("%d upstream requests when asked again", made)
 		}
 	}
+}
+
+// TestProxyRevalidatedZstIsStreamed: a revalidation of a repodata.json.zst
+// the proxy has not made yet is answered at once with the stream of its
+// compression (no ETag: 200 answers any revalidation), not after it; once
+// the stored file is there, its ETag revalidates to 304.
+func TestProxyRevalidatedZstIsStreamed(t *testing.T) {
+	inHTTPModes(t, testProxyRevalidatedZstIsStreamed)
+}
+
+func testProxyRevalidatedZstIsStreamed(t *testing.T, mode ...nodetest.Option) {
+	up := newRecordingUpstream(t)
+	e := start(t, mode...)
+	var path string
+	for i, h := range []hdr{{"If-None-Match": `"an-older-copy"`}, {"If-Modified-Since": "Mon, 02 Jan 2006 15:04:05 GMT"}} {
+		name := fmt.Sprintf("pxz%d", i) // a cold proxy channel each
+		e.do(t, "POST", "/api/channels", admin, map[string]any{"name": name, "private": false, "mirror_channel_url": up.URL + "/c", "mirror_mode": "proxy"}, nil).want(t, 201)
+		path = "/get/" + name + "/linux-64/repodata.json.zst"
+		r := e.do(t, "GET", path, "", nil, h).want(t, 200)
+		if r.header.Get("ETag") != "" || r.header.Get("Cache-Control") != "no-cache" {
+			t.Fatalf("%v: ETag %q, Cache-Control %q: answered from a stored file, not streamed", h, r.header.Get("ETag"), r.header.Get("Cache-Control"))
+		}
+		d, _ := zstd.NewReader(nil)
+		got, err := d.DecodeAll(r.body, nil)
+		d.Close()
+		if err != nil || !bytes.Equal(got, []byte(`{"info":{"subdir":"linux-64"},"packages":{},"packages.conda":{}}`)) {
+			t.Fatalf("%v: the stream decodes to %q (%v)", h, got, err)
+		}
+	}
+	var tag string
+	nodetest.Eventually(t, 20*time.Second, "a stored .zst", func() bool {
+		tag = e.get(t, path, "").want(t, 200).header.Get("ETag")
+		return tag != ""
+	})
+	e.do(t, "GET", path, "", nil, hdr{"If-None-Match": tag}).want(t, 304)
 }

@@ -241,6 +241,18 @@ func plainGet(h http.Header) bool {
 	return true
 }
 
+// wholeGet tells a GET whose answer is the whole file, with or without
+// validators to revalidate a copy: no range, no precondition that could
+// make it fail.
+func wholeGet(h http.Header) bool {
+	for _, k := range [...]string{"Range", "If-Range", "If-Match", "If-Unmodified-Since"} {
+		if _, ok := h[k]; ok {
+			return false
+		}
+	}
+	return true
+}
+
 func publicMaxAge(secs int64) string { return "public, max-age=" + strconv.FormatInt(secs, 10) }
 
 func quotedCID(c cid.Cid) string { return `"` + c.String() + `"` }
@@ -370,8 +382,12 @@ func (s *Server) serveProxied(w http.ResponseWriter, r *http.Request, ch *v1.Cha
 	}
 	var res proxy.Result
 	var err error
-	if strings.HasSuffix(p, "/repodata.json.zst") && r.Method == http.MethodGet && plainGet(r.Header) && headerValue(r.Header, "If-None-Match") == "" {
+	if strings.HasSuffix(p, "/repodata.json.zst") && r.Method == http.MethodGet && wholeGet(r.Header) {
 		// Not derived yet: the proxy may stream it as it compresses it.
+		// A revalidation too (If-None-Match, If-Modified-Since): a file
+		// not made yet cannot match, and a 200 always answers one, where
+		// waiting for the compression would hold the client for seconds
+		// at conda-forge's size.
 		sink := &proxySink{s: s, w: w, p: p, cc: "no-cache"}
 		res, err = s.proxy.GetStreaming(r.Context(), ch, p, sink)
 		if sink.began {

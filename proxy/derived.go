@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/binary"
@@ -12,6 +13,7 @@ import (
 	"io"
 	"maps"
 	"runtime"
+	"runtime/debug"
 	"slices"
 	"strings"
 	"sync"
@@ -581,16 +583,40 @@ func (p *Proxy) derive(ctx context.Context, ch *v1.Channel, subdir string, src c
 		p.scannedHook()
 	}
 
-	// current_repodata.json and its variants.
-	cur := latest.CurrentRepodata(subdir)
-	latest = conda.Latest{}
-	for file, data := range map[string][]byte{fileCurrent: cur, fileCurrentZst: conda.AppendZstd(nil, cur)} {
-		info, err := p.blobs.Put(ctx, bytes.NewReader(data), store.PutOptions{Deferred: true})
-		if err != nil {
-			return err
-		}
-		next.files[file] = info.CID
+	// current_repodata.json and its .zst, beside the shards (a second of
+	// a one-record change's derivation at conda-forge's size, most of it
+	// otherwise on one core).
+	type currentDone struct {
+		files map[string]cid.Cid
+		took  time.Duration
+		err   error
 	}
+	currentc := make(chan currentDone, 1)
+	go func(latest *conda.Latest) {
+		cur := latest.CurrentRepodata(subdir)
+		type put struct {
+			info store.BlobInfo
+			err  error
+		}
+		plain := make(chan put, 1) // stored while the .zst is compressed
+		go func() {
+			info, err := p.blobs.Put(ctx, bytes.NewReader(cur), store.PutOptions{Deferred: true})
+			plain <- put{info, err}
+		}()
+		zst, zerr := p.blobs.Put(ctx, bytes.NewReader(conda.AppendZstd(nil, cur)), store.PutOptions{Deferred: true})
+		pl := <-plain
+		if err := cmp.Or(pl.err, zerr); err != nil {
+			currentc <- currentDone{err: err}
+			return
+		}
+		currentc <- currentDone{files: map[string]cid.Cid{fileCurrent: pl.info.CID, fileCurrentZst: zst.CID}, took: time.Since(start)}
+	}(&latest)
+	currentJoined := false
+	defer func() { // every way out waits for it: Close must not close the store under it
+		if !currentJoined {
+			<-currentc
+		}
+	}()
 
 	// The shards, rebuilding only those whose content changed; the
 	// compression of changed ones runs on as many goroutines as there are
@@ -637,6 +663,13 @@ func (p *Proxy) derive(ctx context.Context, ch *v1.Channel, subdir string, src c
 		return err
 	}
 	sharded := time.Since(start)
+	cd := <-currentc
+	currentJoined = true
+	if cd.err != nil {
+		return cd.err
+	}
+	maps.Copy(next.files, cd.files)
+	current := cd.took
 	digests := make(map[string][]byte, len(names))
 	for name, ns := range next.names {
 		next.shards[ns.shard] = true
@@ -675,10 +708,21 @@ func (p *Proxy) derive(ctx context.Context, ch *v1.Channel, subdir string, src c
 	})
 	p.derivations.Add(1)
 	p.shardsBuilt.Add(uint64(built))
+	if records >= freeAfterRecords {
+		// What the derivation allocated is garbage now: return it to the
+		// system at once rather than over minutes (idle RSS of a
+		// conda-forge-sized proxy, docs/BENCHMARKS.md).
+		p.goBackground(func(context.Context) { debug.FreeOSMemory() })
+	}
 	shardsChanged := built
-	p.log.Info("derived index files from upstream repodata", "channel", ch.Name, "subdir", subdir, "records", records, "names", len(names), "shards_built", shardsChanged, "scanned", scanned, "sharded", sharded, "indexed", indexed, "took", time.Since(start))
+	p.log.Info("derived index files from upstream repodata", "channel", ch.Name, "subdir", subdir, "records", records, "names", len(names), "shards_built", shardsChanged, "scanned", scanned, "current", current, "sharded", sharded, "indexed", indexed, "took", time.Since(start))
 	return nil
 }
+
+// freeAfterRecords is the size of index from which a derivation returns
+// the memory it freed to the system when it ends (a forced collection:
+// tens of milliseconds, against seconds of deriving).
+const freeAfterRecords = 100_000
 
 // scanWorkers is how many goroutines transcode a derivation's records.
 func (p *Proxy) scanWorkers() int {
