@@ -435,6 +435,9 @@ func (p *Proxy) deriveAsync(ch *v1.Channel, subdir string, src cid.Cid) *derivat
 		return d
 	}
 	d := &derivation{src: src, done: make(chan struct{}), live: newLiveLookup()}
+	if ps := p.prescans[key(ch.Name, subdir)]; ps != nil && ps.src.Equals(src) {
+		d.live = ps.live // its scan runs already: look-ups are answered from it
+	}
 	if p.bg.Err() != nil { // closed
 		close(d.done)
 		d.live.end()
@@ -512,6 +515,11 @@ type shardRef struct {
 // blob src.
 func (p *Proxy) derive(ctx context.Context, ch *v1.Channel, subdir string, src cid.Cid, live *liveLookup) error {
 	defer live.end()
+	defer func() { // a scan of the download (prescan.go) this derivation did not take
+		if ps := p.takePrescan(ch, subdir, src); ps != nil {
+			ps.discard(errPrescanUnused)
+		}
+	}()
 	prev, err := p.currentSet(ctx, ch, subdir)
 	if err != nil {
 		return err
@@ -537,37 +545,57 @@ func (p *Proxy) derive(ctx context.Context, ch *v1.Channel, subdir string, src c
 	}
 	next := &derivedSet{src: src, tag: setTag(ch), built: modified, files: map[string]cid.Cid{}, names: map[string]nameShard{}, shards: map[[32]byte]bool{}, retired: map[[32]byte]int64{}}
 
-	b, err := p.blobs.Open(ctx, src)
-	if err != nil {
-		return err
-	}
-	defer b.Close()
-	sc, err := p.blobs.NewScratch()
-	if err != nil {
-		return err
-	}
-	defer sc.Close()
-	byName := map[string]*scannedName{}
-	live.start(sc, byName)
-	defer live.end() // before the scratch file closes
-	var latest conda.Latest
-	records := 0
-	_, err = conda.ScanShardPairs(b, conda.ScanOptions{Workers: p.scanWorkers()}, func(r *conda.PairRecord) error {
-		if records%1024 == 0 {
-			if err := ctx.Err(); err != nil {
-				return err
-			}
+	var (
+		sc      *store.Scratch
+		byName  map[string]*scannedName
+		latest  conda.Latest
+		records int
+	)
+	if ps := p.takePrescan(ch, subdir, src); ps != nil {
+		// Scanned while it downloaded (prescan.go): wait for the rest.
+		select {
+		case <-ps.done:
+		case <-ctx.Done():
+			ps.discard(ctx.Err())
+			return ctx.Err()
 		}
-		if p.scanHook != nil {
-			p.scanHook(r.Filename)
+		sc, byName, latest, records, err = ps.sc, ps.byName, ps.latest, ps.records, ps.err
+		p.prescansTaken.Add(1)
+		defer sc.Close()
+		if live != ps.live { // (its look-ups went to the prescan's)
+			ps.live.end()
+			live.start(sc, byName)
 		}
-		if err := live.add(r); err != nil {
+	} else {
+		b, oerr := p.blobs.Open(ctx, src)
+		if oerr != nil {
+			return oerr
+		}
+		defer b.Close()
+		if sc, err = p.blobs.NewScratch(); err != nil {
 			return err
 		}
-		latest.AddPair(r)
-		records++
-		return nil
-	})
+		defer sc.Close()
+		byName = map[string]*scannedName{}
+		live.start(sc, byName)
+		_, err = conda.ScanShardPairs(b, conda.ScanOptions{Workers: p.scanWorkers()}, func(r *conda.PairRecord) error {
+			if records%1024 == 0 {
+				if err := ctx.Err(); err != nil {
+					return err
+				}
+			}
+			if p.scanHook != nil {
+				p.scanHook(r.Filename)
+			}
+			if err := live.add(r); err != nil {
+				return err
+			}
+			latest.AddPair(r)
+			records++
+			return nil
+		})
+	}
+	defer live.end() // before the scratch file closes
 	if err != nil {
 		if errors.Is(err, conda.ErrBadRepodata) {
 			return fmt.Errorf("%w: %s/%s/repodata.json: %v", ErrCorrupt, ch.Name, subdir, err)

@@ -247,6 +247,56 @@ func TestColdZstdIsStreamed(t *testing.T) {
 	}
 }
 
+// TestScanWhileDownloading: a derivation's scan reads the upstream's
+// repodata.json as it downloads (records are scanned, and a package record
+// is found, while the upstream still holds back half the file); the
+// derivation the download starts takes that scan; with the switch off it
+// scans the stored file instead. Either way the set is the same.
+func TestScanWhileDownloading(t *testing.T) {
+	var sets [2][]byte
+	for i, off := range []bool{false, true} {
+		t.Run(fmt.Sprintf("NoScanWhileFetching=%v", off), func(t *testing.T) {
+			r := newRigWith(t, func(c *proxy.Config) { c.NoScanWhileFetching = off })
+			index := manyNames(r, 200, 30, -1)
+			r.publish("linux-64/repodata.json", index)
+			gate := make(chan struct{})
+			var opened sync.Once
+			open := func() { opened.Do(func() { close(gate) }) }
+			t.Cleanup(open)
+			r.up.gate, r.up.mode = gate, "gated-index"
+			var sent, early atomic.Int64 // sent: the upstream may send the rest
+			proxy.SetScanHooks(r.p, func(string) {
+				if sent.Load() == 0 {
+					early.Add(1)
+				}
+			}, nil)
+			got := make(chan error, 1)
+			go func() {
+				_, b, err := r.get(t, "linux-64/repodata_shards.msgpack.zst")
+				sets[i] = b
+				got <- err
+			}()
+			if !off {
+				waitUntil(t, func() bool { return early.Load() > 0 })
+			}
+			sent.Store(1)
+			open()
+			if err := <-got; err != nil {
+				t.Fatal(err)
+			}
+			if n := early.Load(); (n > 0) == off {
+				t.Fatalf("%d records scanned before the upstream sent the whole index", n)
+			}
+			if n, want := proxy.PrescansTaken(r.p), map[bool]uint64{false: 1, true: 0}[off]; n != want || r.p.Derivations() != 1 {
+				t.Fatalf("derivations %d, of them on a scan of the download %d (want %d)", r.p.Derivations(), n, want)
+			}
+		})
+	}
+	if !bytes.Equal(sets[0], sets[1]) {
+		t.Fatal("the shard index differs with and without scanning during the download")
+	}
+}
+
 // TestShardIndexDoesNotWaitForTheWholeZst: a derived set is published as
 // soon as its shard index is built; the whole-file .zst is compressed
 // after it (on the cores the scan no longer needs), a client asking for

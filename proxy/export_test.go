@@ -25,3 +25,7 @@ func HasDerived(p *Proxy, ch *v1.Channel, subdir, file string) bool {
 	s, err := p.currentSet(context.Background(), ch, subdir)
 	return err == nil && s != nil && s.files[file].Defined()
 }
+
+// PrescansTaken counts derivations that took the scan their source got
+// while it downloaded.
+func PrescansTaken(p *Proxy) uint64 { return p.prescansTaken.Load() }

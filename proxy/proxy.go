@@ -107,6 +107,9 @@ type Config struct {
 	DeriveTimeout time.Duration
 	// RefreshTimeout bounds a background revalidation. Default 2 min.
 	RefreshTimeout time.Duration
+	// NoScanWhileFetching makes a derivation scan the upstream's
+	// repodata.json once it is stored, not while it downloads (prescan.go).
+	NoScanWhileFetching bool
 	// ScanWorkers is how many goroutines a derivation transcodes the
 	// upstream's records on (conda.ScanOptions.Workers): 0 for one per
 	// CPU, 1 to transcode on the scanning goroutine alone.
@@ -138,17 +141,20 @@ type Proxy struct {
 
 	// Derived sets (derived.go): the published ones by key(channel,
 	// subdir), and decoded shards for package look-ups.
-	setsMu      sync.Mutex
-	setCache    map[string]*derivedSet
-	entryCache  map[[32]byte]map[string]conda.ShardEntry
-	deriving    map[string]*derivation // under mu
-	derivations atomic.Uint64
-	shardsBuilt atomic.Uint64
-	deriveHook  func()       // tests: runs as a derivation starts
-	scanHook    func(string) // tests: runs as the scan passes each file
-	scannedHook func()       // tests: runs once the scan has passed every file
-	variantHook func(string) // tests: runs as a lazy variant's compression starts
-	liveLookups atomic.Uint64
+	setsMu        sync.Mutex
+	setCache      map[string]*derivedSet
+	entryCache    map[[32]byte]map[string]conda.ShardEntry
+	deriving      map[string]*derivation // under mu
+	prescans      map[string]*prescan    // under mu: scans of stored downloads not yet taken by their derivation
+	prescanSlots  chan struct{}          // scans of downloads at once
+	derivations   atomic.Uint64
+	shardsBuilt   atomic.Uint64
+	deriveHook    func()       // tests: runs as a derivation starts
+	scanHook      func(string) // tests: runs as the scan passes each file
+	scannedHook   func()       // tests: runs once the scan has passed every file
+	variantHook   func(string) // tests: runs as a lazy variant's compression starts
+	liveLookups   atomic.Uint64
+	prescansTaken atomic.Uint64
 
 	// Cold .zst compressions running, by key(channel, subdir).
 	castMu     sync.Mutex
@@ -217,7 +223,7 @@ func New(cfg Config, cat *catalog.Catalog, blobs Blobs, prop Proposer, up *upstr
 	}
 	bg, stop := context.WithCancel(context.Background())
 	return &Proxy{cfg: cfg, cat: cat, blobs: blobs, prop: prop, up: up, log: cfg.Logger.With("component", "proxy"), bg: bg, stopBG: stop,
-		neg: newNegCache(cfg.NegativeEntries), work: make(chan struct{}, cfg.Derivations),
+		neg: newNegCache(cfg.NegativeEntries), work: make(chan struct{}, cfg.Derivations), prescanSlots: make(chan struct{}, cfg.Derivations), prescans: map[string]*prescan{},
 		setCache: map[string]*derivedSet{}, entryCache: map[[32]byte]map[string]conda.ShardEntry{}, deriving: map[string]*derivation{},
 		failures: map[string]failure{}, refreshing: map[string]bool{}}
 }
@@ -228,6 +234,12 @@ func New(cfg Config, cat *catalog.Catalog, blobs Blobs, prop Proposer, up *upstr
 func (p *Proxy) Close() {
 	p.stopBG()
 	p.bgWG.Wait()
+	p.mu.Lock()
+	for k, ps := range p.prescans {
+		_ = ps.sc.Close()
+		delete(p.prescans, k)
+	}
+	p.mu.Unlock()
 }
 
 // goBackground runs f on a goroutine of the proxy's background work,
@@ -622,9 +634,24 @@ func (p *Proxy) fetchTee(ctx context.Context, ch *v1.Channel, path string, cache
 		return Result{CID: c, ModTime: modTime(next), Immutable: isImmutable(path)}, nil
 	}
 	defer resp.Body.Close()
+	subdir, file, _ := strings.Cut(path, "/")
+	var ps *prescan // the derivation's scan, on the body as it arrives
+	if file == "repodata.json" && conda.ValidSubdir(subdir) && !p.cfg.NoScanWhileFetching {
+		ps = p.startPrescan(ch, subdir)
+	}
+	defer func() {
+		if ps != nil { // not kept for a derivation
+			ps.discard(errPrescanUnused)
+		}
+	}()
 	body := &readTracker{r: resp.Body}
-	if tee != nil {
+	switch {
+	case tee != nil && ps != nil:
+		body.r = io.TeeReader(resp.Body, io.MultiWriter(ps.body, tee))
+	case tee != nil:
 		body.r = io.TeeReader(resp.Body, tee)
+	case ps != nil:
+		body.r = io.TeeReader(resp.Body, ps.body)
 	}
 	info, err := p.blobs.Put(ctx, body, store.PutOptions{MaxSize: p.cfg.MaxIndexSize})
 	if errors.Is(err, store.ErrTooLarge) || errors.Is(body.err, upstream.ErrTooLarge) {
@@ -637,16 +664,22 @@ func (p *Proxy) fetchTee(ctx context.Context, ch *v1.Channel, path string, cache
 	if err := p.record(ctx, e); err != nil {
 		return Result{}, err
 	}
-	if subdir, file, _ := strings.Cut(path, "/"); file == "repodata.json" && (cached == nil || cached.Cid != e.Cid) {
+	if file == "repodata.json" && (cached == nil || cached.Cid != e.Cid) {
 		// Derive the new set now, in the background (the previous one is
 		// served meanwhile), not when a client next asks: the package
 		// records come from it too.
 		if s, err := p.currentSet(ctx, ch, subdir); err == nil && (s == nil || !s.src.Equals(info.CID)) {
+			if ps != nil {
+				p.keepPrescan(ch, ps, info.CID)
+				ps = nil
+			}
 			p.deriveAsync(ch, subdir, info.CID)
 		}
 	}
 	return Result{CID: info.CID, ModTime: modTime(e), Immutable: isImmutable(path)}, nil
 }
+
+var errPrescanUnused = errors.New("proxy: the download needs no derivation")
 
 // bodyErr tells an upstream that broke off (truncated, reset) from a local
 // failure of a Put of its body; either way nothing was stored.

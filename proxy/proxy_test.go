@@ -160,7 +160,10 @@ type rig struct {
 	prop *applier
 }
 
-func newRig(t *testing.T) *rig {
+func newRig(t *testing.T) *rig { return newRigWith(t) }
+
+// newRigWith is newRig with the proxy's configuration changed by opts.
+func newRigWith(t *testing.T, opts ...func(*proxy.Config)) *rig {
 	ctx := context.Background()
 	st, err := store.Open(ctx, store.Config{Dir: "/d", FS: vfs.NewMem()})
 	if err != nil {
@@ -183,7 +186,11 @@ func newRig(t *testing.T) *rig {
 		t.Fatal(err)
 	}
 	uc := upstream.New(upstream.Config{Retries: 2, Backoff: time.Millisecond, AttemptTimeout: 2 * time.Second, Logger: testlog.New(t, slog.LevelWarn)})
-	r.p = proxy.New(proxy.Config{Now: func() time.Time { return time.Unix(r.now.Load(), 0) }, Logger: testlog.New(t, slog.LevelWarn)}, r.cat, st, r.prop, uc)
+	cfg := proxy.Config{Now: func() time.Time { return time.Unix(r.now.Load(), 0) }, Logger: testlog.New(t, slog.LevelWarn)}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	r.p = proxy.New(cfg, r.cat, st, r.prop, uc)
 	t.Cleanup(r.p.Close) // before the store closes
 	return r
 }

@@ -815,6 +815,23 @@ func (sc *Scratch) ReadAt(b []byte, off int64) (int, error) {
 	return sc.f.ReadAt(b, off)
 }
 
+// Flush writes to the file what Append buffered.
+func (sc *Scratch) Flush() error {
+	if !sc.dirty {
+		return nil
+	}
+	if err := sc.w.Flush(); err != nil {
+		return fmt.Errorf("store: write scratch file: %w", err)
+	}
+	sc.dirty = false
+	return nil
+}
+
+// ReadFlushedAt reads len(b) bytes at off from the file as flushed: it
+// may run beside Append and Flush on another goroutine, for bytes flushed
+// before it began.
+func (sc *Scratch) ReadFlushedAt(b []byte, off int64) (int, error) { return sc.f.ReadAt(b, off) }
+
 // Size is the number of bytes appended.
 func (sc *Scratch) Size() int64 { return sc.size }
 

@@ -88,6 +88,9 @@ func newServe() *cobra.Command {
 	f.IntVar(&cfg.Jobs.TaskErrors, "task-errors", 100, "errors a job's task record keeps (the rest are counted, and all are in <data-dir>/task-errors/task-<id>.log on the node that ran it); -1: none")
 	var clockOffset time.Duration
 	f.DurationVar(&clockOffset, "clock-offset", 0, "shift this node's clock for download timestamps and metrics windows (testing, replays)")
+	f.IntVar(&cfg.Proxy.ScanWorkers, "scan-workers", 0, "goroutines transcoding the records of an upstream repodata.json a proxy channel derives its shards from (0: one per CPU; 1: on the scanning goroutine)")
+	var scanWhileFetching bool
+	f.BoolVar(&scanWhileFetching, "scan-while-fetching", true, "scan a proxy channel's upstream repodata.json for its derived files while it downloads (false: once it is stored)")
 	var countDownloads, leanHTTP bool
 	f.BoolVar(&countDownloads, "count-downloads", true, "count package downloads for the metrics API")
 	f.BoolVar(&leanHTTP, "lean-http", true, "answer conda clients' GET/HEAD /get requests on the lean HTTP/1.1 loop (false: net/http serves everything; always off with --tls-cert)")
@@ -119,6 +122,7 @@ func newServe() *cobra.Command {
 		}
 		cfg.NoDownloadCounting = !countDownloads
 		cfg.NoLeanHTTP = !leanHTTP
+		cfg.Proxy.NoScanWhileFetching = !scanWhileFetching
 		if clockOffset != 0 {
 			cfg.API.Now = func() time.Time { return time.Now().Add(clockOffset) }
 		}
