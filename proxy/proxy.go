@@ -21,7 +21,9 @@
 // the clients asking meanwhile; while a set is derived, package records
 // come from the derivation's scan as it passes them (live.go). The scan
 // transcodes each record straight to its shard entry
-// (conda.ScanShardPairs).
+// (conda.ScanShardPairs), on every core, and runs while the upstream's
+// repodata.json downloads (prescan.go); the whole-file .zst is compressed
+// after the set is published (streamed to clients meanwhile).
 //
 // Only paths that can be a conda channel's files are fetched (checkPath).
 // Cache pointers of fetched files (path -> CID, upstream validators,
