@@ -658,6 +658,9 @@ func (c *Cluster) AppliedIndex() uint64 { return c.fsm.applied.Load() }
 // IsLeader reports whether this node is the Raft leader.
 func (c *Cluster) IsLeader() bool { return c.raft.State() == raft.Leader }
 
+// Term is the Raft term this node is in.
+func (c *Cluster) Term() uint64 { return c.raft.CurrentTerm() }
+
 // LeaderID names the current leader ("" when none is known).
 func (c *Cluster) LeaderID() string {
 	_, id := c.raft.LeaderWithID()

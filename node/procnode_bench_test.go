@@ -123,8 +123,8 @@ type procNodeState struct {
 
 // procNodeControl: GET /state; POST /hold?channel= (hold the channel's
 // index derivation, as a mirror sync does); POST
-// /records?channel=&from=&n=&batches= (propose batches of n records one
-// after the other, answer the seconds they took).
+// /records?channel=&from=&n=&batches= (propose batches of n records as a
+// mirror sync does, answer the seconds they took).
 func procNodeControl(n *node.Node) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /state", func(w http.ResponseWriter, r *http.Request) {
@@ -150,11 +150,9 @@ func procNodeControl(n *node.Node) http.Handler {
 		per, _ := strconv.Atoi(q.Get("n"))
 		batches, _ := strconv.Atoi(q.Get("batches"))
 		start := time.Now()
-		for i := range batches {
-			if _, err := n.Propose(r.Context(), versionsCmd(q.Get("channel"), from+i*per, per)); err != nil {
-				http.Error(w, err.Error(), http.StatusInternalServerError)
-				return
-			}
+		if err := proposeBatches(r.Context(), n, q.Get("channel"), from, per, batches); err != nil {
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+			return
 		}
 		fmt.Fprintf(w, "%f", time.Since(start).Seconds())
 	})
