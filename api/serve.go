@@ -233,12 +233,8 @@ func (s *Server) blobHeader(h http.Header, etag, cacheControl, p string, size in
 // plainGet reports a request without a range or a precondition other than
 // If-None-Match (which serveBlob has already evaluated).
 func plainGet(h http.Header) bool {
-	for _, k := range [...]string{"Range", "If-Range", "If-Match", "If-Unmodified-Since", "If-Modified-Since"} {
-		if _, ok := h[k]; ok {
-			return false
-		}
-	}
-	return true
+	_, ims := h["If-Modified-Since"]
+	return wholeGet(h) && !ims
 }
 
 // wholeGet tells a GET whose answer is the whole file, with or without

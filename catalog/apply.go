@@ -286,7 +286,7 @@ func (a *applier) putVersions(op *v1.PutVersionsOp) error {
 	type prior struct{ size, created int64 }
 	mine := map[string]prior{} // versions written by this command (a batch may name a file twice)
 	for i, v := range vs {
-		if v.GetChannel() == "" || v.GetPlatform() == "" || v.GetFilename() == "" || v.GetPackage() == "" {
+		if incompleteVersion(v) {
 			return fmt.Errorf("%w: package version lacks channel, platform, filename or package", ErrInvalid)
 		}
 		ck := ChannelKey(v.Channel)
@@ -356,6 +356,11 @@ func (a *applier) putVersions(op *v1.PutVersionsOp) error {
 	return nil
 }
 
+// incompleteVersion tells a version that lacks what names it.
+func incompleteVersion(v *v1.PackageVersion) bool {
+	return v.GetChannel() == "" || v.GetPlatform() == "" || v.GetFilename() == "" || v.GetPackage() == ""
+}
+
 // prefetchVersions reads, before putVersions writes anything, each
 // version's current record (olds[i], nil if none) and each named package's
 // (by package key; absent if none), with one sorted pass per kind
@@ -366,7 +371,7 @@ func (a *applier) prefetchVersions(vs []*v1.PackageVersion) (olds [][]byte, pkgs
 	var pkeys [][]byte
 	seen := map[string]bool{}
 	for i, v := range vs {
-		if v.GetChannel() == "" || v.GetPlatform() == "" || v.GetFilename() == "" || v.GetPackage() == "" {
+		if incompleteVersion(v) {
 			continue // putVersions refuses it when it gets there
 		}
 		vkeys[i] = kVersion(v.Channel, v.Platform, v.Filename)

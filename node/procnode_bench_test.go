@@ -118,7 +118,6 @@ type procNodeState struct {
 	Ready   bool   `json:"ready"`
 	Applied uint64 `json:"applied"`
 	Voters  int    `json:"voters"`
-	Pid     int    `json:"pid"`
 }
 
 // procNodeControl: GET /state; POST /hold?channel= (hold the channel's
@@ -128,7 +127,7 @@ type procNodeState struct {
 func procNodeControl(n *node.Node) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /state", func(w http.ResponseWriter, r *http.Request) {
-		st := procNodeState{Pid: os.Getpid(), Leader: n.Cluster().IsLeader(), Ready: n.Cluster().Ready(), Applied: n.Cluster().AppliedIndex()}
+		st := procNodeState{Leader: n.Cluster().IsLeader(), Ready: n.Cluster().Ready(), Applied: n.Cluster().AppliedIndex()}
 		if st.Leader {
 			nodes, err := n.Cluster().Nodes(r.Context())
 			if err == nil {

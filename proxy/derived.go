@@ -578,22 +578,7 @@ func (p *Proxy) derive(ctx context.Context, ch *v1.Channel, subdir string, src c
 		defer sc.Close()
 		byName = map[string]*scannedName{}
 		live.start(sc, byName)
-		_, err = conda.ScanShardPairs(b, conda.ScanOptions{Workers: p.scanWorkers()}, func(r *conda.PairRecord) error {
-			if records%1024 == 0 {
-				if err := ctx.Err(); err != nil {
-					return err
-				}
-			}
-			if p.scanHook != nil {
-				p.scanHook(r.Filename)
-			}
-			if err := live.add(r); err != nil {
-				return err
-			}
-			latest.AddPair(r)
-			records++
-			return nil
-		})
+		latest, records, err = p.scanRecords(ctx, b, live)
 	}
 	defer live.end() // before the scratch file closes
 	if err != nil {
@@ -751,6 +736,29 @@ func (p *Proxy) derive(ctx context.Context, ch *v1.Channel, subdir string, src c
 // the memory it freed to the system when it ends (a forced collection:
 // tens of milliseconds, against seconds of deriving).
 const freeAfterRecords = 100_000
+
+// scanRecords scans the repodata.json r into live (its scratch file and
+// per-name offsets, started by the caller) and the latest versions, for a
+// derivation (from the stored file) or a prescan (from the download).
+func (p *Proxy) scanRecords(ctx context.Context, r io.Reader, live *liveLookup) (latest conda.Latest, records int, err error) {
+	_, err = conda.ScanShardPairs(r, conda.ScanOptions{Workers: p.scanWorkers()}, func(pr *conda.PairRecord) error {
+		if records%1024 == 0 {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+		}
+		if p.scanHook != nil {
+			p.scanHook(pr.Filename)
+		}
+		if err := live.add(pr); err != nil {
+			return err
+		}
+		latest.AddPair(pr)
+		records++
+		return nil
+	})
+	return latest, records, err
+}
 
 // scanWorkers is how many goroutines transcode a derivation's records.
 func (p *Proxy) scanWorkers() int {

@@ -68,17 +68,7 @@ func (p *Proxy) startPrescan(ch *v1.Channel, subdir string) *prescan {
 		defer cancel()
 		stop := context.AfterFunc(ctx, func() { ps.body.fail(ctx.Err()) })
 		defer stop()
-		_, ps.err = conda.ScanShardPairs(ps.body.reader(), conda.ScanOptions{Workers: p.scanWorkers()}, func(r *conda.PairRecord) error {
-			if p.scanHook != nil {
-				p.scanHook(r.Filename)
-			}
-			if err := ps.live.add(r); err != nil {
-				return err
-			}
-			ps.latest.AddPair(r)
-			ps.records++
-			return nil
-		})
+		ps.latest, ps.records, ps.err = p.scanRecords(ctx, ps.body.reader(), ps.live)
 	})
 	if !started {
 		_ = bodySc.Close()
@@ -114,17 +104,6 @@ func (p *Proxy) keepPrescan(ch *v1.Channel, ps *prescan, src cid.Cid) {
 	if old != nil {
 		old.discard(errPrescanReplaced)
 	}
-}
-
-// prescanFor returns the kept prescan of src for subdir, if any, still
-// kept (a derivation takes it with takePrescan).
-func (p *Proxy) prescanFor(ch *v1.Channel, subdir string, src cid.Cid) *prescan {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if ps := p.prescans[key(ch.Name, subdir)]; ps != nil && ps.src.Equals(src) {
-		return ps
-	}
-	return nil
 }
 
 // takePrescan removes and returns the kept prescan of src for subdir.

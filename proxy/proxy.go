@@ -647,13 +647,15 @@ func (p *Proxy) fetchTee(ctx context.Context, ch *v1.Channel, path string, cache
 		}
 	}()
 	body := &readTracker{r: resp.Body}
-	switch {
-	case tee != nil && ps != nil:
-		body.r = io.TeeReader(resp.Body, io.MultiWriter(ps.body, tee))
-	case tee != nil:
-		body.r = io.TeeReader(resp.Body, tee)
-	case ps != nil:
-		body.r = io.TeeReader(resp.Body, ps.body)
+	var tees []io.Writer
+	if ps != nil {
+		tees = append(tees, ps.body)
+	}
+	if tee != nil {
+		tees = append(tees, tee)
+	}
+	if len(tees) > 0 {
+		body.r = io.TeeReader(resp.Body, io.MultiWriter(tees...))
 	}
 	info, err := p.blobs.Put(ctx, body, store.PutOptions{MaxSize: p.cfg.MaxIndexSize})
 	if errors.Is(err, store.ErrTooLarge) || errors.Is(body.err, upstream.ErrTooLarge) {
