@@ -101,6 +101,16 @@ func (e *jsonEncoder) value(v any, depth int) {
 		e.object(sortedKeys(x), func(k string) any { return x[k] }, depth)
 	case map[string]string:
 		e.object(sortedKeys(x), func(k string) any { return x[k] }, depth)
+	case rawJSON:
+		e.buf = append(e.buf, x...)
+	case *encodedObject:
+		// object asks for each value in the order of the keys, just
+		// before it writes the value.
+		x.offs = x.offs[:0]
+		e.object(x.keys, func(string) any {
+			x.offs = append(x.offs, len(e.buf))
+			return x.values[len(x.offs)-1]
+		}, depth)
 	default:
 		b, err := json.Marshal(x)
 		if err != nil {

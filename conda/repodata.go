@@ -52,6 +52,12 @@ func Repodata(subdir string, recs []Record) []byte {
 			pkgs[r.Filename] = r.Fields
 		}
 	}
+	return repodataDoc(subdir, pkgs, condas, 0)
+}
+
+// repodataDoc writes repodata.json of its two package objects (maps of
+// record fields, or encodedObjects) into a buffer of sizeHint bytes.
+func repodataDoc(subdir string, pkgs, condas any, sizeHint int) []byte {
 	doc := map[string]any{
 		"info":             map[string]any{"subdir": subdir},
 		"packages":         pkgs,
@@ -59,7 +65,7 @@ func Repodata(subdir string, recs []Record) []byte {
 		"removed":          []any{},
 		"repodata_version": 1,
 	}
-	return append(appendJSON(nil, doc, true), '\n')
+	return append(appendJSON(make([]byte, 0, sizeHint), doc, true), '\n')
 }
 
 // CurrentRepodata returns current_repodata.json for subdir: the same

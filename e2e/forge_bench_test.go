@@ -597,10 +597,11 @@ func (fx *forgeFixture) mirrorPlan(b *testing.B) {
 
 var plannedRe = regexp.MustCompile(`mirror sync planned.* took=(\S+)`)
 
-// logDerivations logs the node's derivations with their phases.
+// logDerivations logs the node's derivations with their phases, and its
+// downloads of an upstream repodata.json.
 func logDerivations(b *testing.B, s *server) {
 	for _, line := range strings.Split(s.logs.String(), "\n") {
-		if strings.Contains(line, "derived index files") || strings.Contains(line, "derive index files") {
+		if strings.Contains(line, "derived index files") || strings.Contains(line, "derive index files") || strings.Contains(line, "fetched upstream index") {
 			b.Log(line)
 		}
 	}

@@ -356,7 +356,9 @@ func (p *Proxy) EachDerived(ctx context.Context, fn func(cid.Cid) error) error {
 	p.setsMu.Lock()
 	defer p.setsMu.Unlock()
 	for _, w := range gone {
-		delete(p.setCache, strings.TrimPrefix(string(w.Key), derivedKeyPrefix))
+		k := strings.TrimPrefix(string(w.Key), derivedKeyPrefix)
+		delete(p.setCache, k)
+		delete(p.currents, k)
 	}
 	return p.blobs.WriteLocal(ctx, gone)
 }
@@ -373,6 +375,11 @@ func (p *Proxy) Derivations() uint64 { return p.derivations.Load() }
 // LiveLookups counts the package records found in a derivation still
 // running (liveLookup).
 func (p *Proxy) LiveLookups() uint64 { return p.liveLookups.Load() }
+
+// CurrentNamesEncoded counts the package names whose part of a
+// current_repodata.json was encoded (not kept from the subdir's previous
+// derivation).
+func (p *Proxy) CurrentNamesEncoded() uint64 { return p.currentEncoded.Load() }
 
 // ShardsBuilt: see Derivations.
 func (p *Proxy) ShardsBuilt() uint64 { return p.shardsBuilt.Load() }
@@ -605,8 +612,10 @@ func (p *Proxy) derive(ctx context.Context, ch *v1.Channel, subdir string, src c
 		err   error
 	}
 	currentc := make(chan currentDone, 1)
+	currentEncoded := 0 // names encoded afresh (read once currentc answered)
 	go func(latest *conda.Latest) {
-		cur := latest.CurrentRepodata(subdir)
+		cur, encoded := p.buildCurrent(ctx, ch.Name, subdir, latest, prev)
+		currentEncoded = encoded
 		type put struct {
 			info store.BlobInfo
 			err  error
@@ -721,6 +730,7 @@ func (p *Proxy) derive(ctx context.Context, ch *v1.Channel, subdir string, src c
 	})
 	p.derivations.Add(1)
 	p.shardsBuilt.Add(uint64(built))
+	p.currentEncoded.Add(uint64(currentEncoded))
 	if records >= freeAfterRecords {
 		// What the derivation allocated is garbage now: return it to the
 		// system at once rather than over minutes (idle RSS of a
@@ -728,8 +738,32 @@ func (p *Proxy) derive(ctx context.Context, ch *v1.Channel, subdir string, src c
 		p.goBackground(func(context.Context) { debug.FreeOSMemory() })
 	}
 	shardsChanged := built
-	p.log.Info("derived index files from upstream repodata", "channel", ch.Name, "subdir", subdir, "records", records, "names", len(names), "shards_built", shardsChanged, "scanned", scanned, "current", current, "sharded", sharded, "indexed", indexed, "took", time.Since(start))
+	p.log.Info("derived index files from upstream repodata", "channel", ch.Name, "subdir", subdir, "records", records, "names", len(names), "shards_built", shardsChanged, "current_names_encoded", currentEncoded, "scanned", scanned, "current", current, "sharded", sharded, "indexed", indexed, "took", time.Since(start))
 	return nil
+}
+
+// buildCurrent makes current_repodata.json of a subdir's latest records
+// with the subdir's CurrentCache, which copies the names that did not
+// change from prev's current_repodata.json (the cache is taken out of the
+// map while in use, so that it is never used twice at once).
+func (p *Proxy) buildCurrent(ctx context.Context, ch, subdir string, latest *conda.Latest, prev *derivedSet) ([]byte, int) {
+	k := key(ch, subdir)
+	p.setsMu.Lock()
+	c := p.currents[k]
+	delete(p.currents, k)
+	p.setsMu.Unlock()
+	var prevDoc []byte
+	if c == nil {
+		c = &conda.CurrentCache{}
+	} else if prev != nil {
+		// Not there (an error): every name is encoded.
+		prevDoc, _ = p.blobs.ReadAll(ctx, prev.files[fileCurrent])
+	}
+	doc, encoded := c.Build(subdir, latest, prevDoc)
+	p.setsMu.Lock()
+	p.currents[k] = c
+	p.setsMu.Unlock()
+	return doc, encoded
 }
 
 // freeAfterRecords is the size of index from which a derivation returns

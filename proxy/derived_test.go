@@ -96,8 +96,13 @@ func TestDerivedSetIsIncremental(t *testing.T) {
 		t.Fatal("a package request derived the index again")
 	}
 
-	// One record changes upstream (name007's first version).
-	r.publish("linux-64/repodata.json", manyNames(r, names, 4, 7))
+	if got := r.p.CurrentNamesEncoded(); got != names+1 {
+		t.Fatalf("current_repodata.json encoded %d names, want %d", got, names+1)
+	}
+
+	// One record changes upstream (name007's latest version).
+	changed := manyNames(r, names, 4, 7+3*names)
+	r.publish("linux-64/repodata.json", changed)
 	r.now.Add(61)
 	if _, _, err := r.get(t, "linux-64/repodata.json"); err != nil { // revalidates in the background
 		t.Fatal(err)
@@ -105,6 +110,16 @@ func TestDerivedSetIsIncremental(t *testing.T) {
 	waitUntil(t, func() bool { return r.p.Derivations() == 2 })
 	if built := r.p.ShardsBuilt() - (names + 1); built != 1 {
 		t.Fatalf("a one-record change built %d shards, want 1", built)
+	}
+	if got := r.p.CurrentNamesEncoded() - (names + 1); got != 1 {
+		t.Fatalf("a one-record change encoded %d names of current_repodata.json again, want 1", got)
+	}
+	var recs []conda.Record
+	if _, err := conda.ScanRepodata(changed, func(rec conda.Record) error { recs = append(recs, rec); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if _, cur, err := r.get(t, "linux-64/current_repodata.json"); err != nil || !bytes.Equal(cur, conda.CurrentRepodata("linux-64", recs)) {
+		t.Fatalf("current_repodata.json after the change: %v\n%s", err, cur)
 	}
 	_, ib, err = r.get(t, "linux-64/repodata_shards.msgpack.zst")
 	if err != nil {

@@ -143,20 +143,22 @@ type Proxy struct {
 
 	// Derived sets (derived.go): the published ones by key(channel,
 	// subdir), and decoded shards for package look-ups.
-	setsMu        sync.Mutex
-	setCache      map[string]*derivedSet
-	entryCache    map[[32]byte]map[string]conda.ShardEntry
-	deriving      map[string]*derivation // under mu
-	prescans      map[string]*prescan    // under mu: scans of stored downloads not yet taken by their derivation
-	prescanSlots  chan struct{}          // scans of downloads at once
-	derivations   atomic.Uint64
-	shardsBuilt   atomic.Uint64
-	deriveHook    func()       // tests: runs as a derivation starts
-	scanHook      func(string) // tests: runs as the scan passes each file
-	scannedHook   func()       // tests: runs once the scan has passed every file
-	variantHook   func(string) // tests: runs as a lazy variant's compression starts
-	liveLookups   atomic.Uint64
-	prescansTaken atomic.Uint64
+	setsMu         sync.Mutex
+	setCache       map[string]*derivedSet
+	currents       map[string]*conda.CurrentCache // current_repodata.json's encoded names, by key(channel, subdir)
+	entryCache     map[[32]byte]map[string]conda.ShardEntry
+	deriving       map[string]*derivation // under mu
+	prescans       map[string]*prescan    // under mu: scans of stored downloads not yet taken by their derivation
+	prescanSlots   chan struct{}          // scans of downloads at once
+	derivations    atomic.Uint64
+	shardsBuilt    atomic.Uint64
+	currentEncoded atomic.Uint64
+	deriveHook     func()       // tests: runs as a derivation starts
+	scanHook       func(string) // tests: runs as the scan passes each file
+	scannedHook    func()       // tests: runs once the scan has passed every file
+	variantHook    func(string) // tests: runs as a lazy variant's compression starts
+	liveLookups    atomic.Uint64
+	prescansTaken  atomic.Uint64
 
 	// Cold .zst compressions running, by key(channel, subdir).
 	castMu     sync.Mutex
@@ -226,7 +228,7 @@ func New(cfg Config, cat *catalog.Catalog, blobs Blobs, prop Proposer, up *upstr
 	bg, stop := context.WithCancel(context.Background())
 	return &Proxy{cfg: cfg, cat: cat, blobs: blobs, prop: prop, up: up, log: cfg.Logger.With("component", "proxy"), bg: bg, stopBG: stop,
 		neg: newNegCache(cfg.NegativeEntries), work: make(chan struct{}, cfg.Derivations), prescanSlots: make(chan struct{}, cfg.Derivations), prescans: map[string]*prescan{},
-		setCache: map[string]*derivedSet{}, entryCache: map[[32]byte]map[string]conda.ShardEntry{}, deriving: map[string]*derivation{},
+		setCache: map[string]*derivedSet{}, currents: map[string]*conda.CurrentCache{}, entryCache: map[[32]byte]map[string]conda.ShardEntry{}, deriving: map[string]*derivation{},
 		failures: map[string]failure{}, refreshing: map[string]bool{}}
 }
 
@@ -609,6 +611,7 @@ func (p *Proxy) fetch(ctx context.Context, ch *v1.Channel, path string, cached *
 // fetchTee is fetch that also copies the body to tee as it arrives (tee's
 // errors are its own: they never fail the fetch).
 func (p *Proxy) fetchTee(ctx context.Context, ch *v1.Channel, path string, cached *v1.ProxyEntry, tee io.Writer) (Result, error) {
+	start := time.Now()
 	req := p.request(ch, path, p.cfg.MaxIndexSize)
 	if cached != nil && cached.Status == http.StatusOK && !strings.HasPrefix(cached.Etag, legacyDerivedPrefix) {
 		req.IfNoneMatch, req.IfModifiedSince = cached.Etag, cached.LastModified
@@ -667,6 +670,9 @@ func (p *Proxy) fetchTee(ctx context.Context, ch *v1.Channel, path string, cache
 	e := &v1.ProxyEntry{Channel: ch.Name, Path: path, Cid: info.CID.String(), Etag: resp.ETag, LastModified: resp.LastModified, ValidatedUnix: p.cfg.Now().Unix(), Size: info.Size, Status: http.StatusOK}
 	if err := p.record(ctx, e); err != nil {
 		return Result{}, err
+	}
+	if file == "repodata.json" {
+		p.log.Info("fetched upstream index", "channel", ch.Name, "path", path, "bytes", info.Size, "changed", cached == nil || cached.Cid != e.Cid, "scanned_meanwhile", ps != nil, "took", time.Since(start))
 	}
 	if file == "repodata.json" && (cached == nil || cached.Cid != e.Cid) {
 		// Derive the new set now, in the background (the previous one is
