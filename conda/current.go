@@ -3,6 +3,9 @@ package conda
 import (
 	"crypto/sha256"
 	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash"
 	"hash/maphash"
 	"slices"
 	"strings"
@@ -10,10 +13,11 @@ import (
 
 // CurrentCache builds current_repodata.json from a Latest filled by
 // AddPair, the same bytes as Latest.CurrentRepodata, but decodes and
-// encodes again only the names whose candidates changed since its last
-// Build: the others' records are copied from the document that Build made
-// (the caller keeps it; the cache holds only where each record is in it,
-// and a digest per name).
+// encodes again only the names whose records changed since its last
+// Build (the caller tells by a digest per name, NameDigest): the others'
+// parts are copied from the document that Build made (the caller keeps
+// it; the cache holds only where each record is in it, and the digests),
+// so their candidates need not even be collected.
 //
 // Why: at conda-forge's size (500,000 records, 25,000 names, a 22 MB
 // current_repodata.json) decoding and encoding every kept record took
@@ -55,37 +59,43 @@ type rawJSON []byte
 // document, then its "packages" or "packages.conda" object.
 const currentDepth = 2
 
-// Build returns current_repodata.json for subdir of what l was offered,
-// and how many names it had to encode. prev is the document the previous
-// Build returned; any other bytes (nil: it is gone) make Build encode
-// every name. A Latest filled by Add is built afresh
-// (Latest.CurrentRepodata).
-func (c *CurrentCache) Build(subdir string, l *Latest, prev []byte) (doc []byte, encoded int) {
+// ErrCurrentIncomplete is a Build given neither the candidates of a name
+// nor a part of it under the same digest.
+var ErrCurrentIncomplete = errors.New("conda: current_repodata.json: a name has neither candidates nor a kept part")
+
+// Warm reports whether the cache holds the parts of a document.
+func (c *CurrentCache) Warm() bool { return c.names != nil }
+
+// Holds reports whether prev is the document the last Build returned:
+// what Build needs to copy parts from it.
+func (c *CurrentCache) Holds(prev []byte) bool {
+	return c.names != nil && prev != nil && maphash.Bytes(c.seed, prev) == c.last
+}
+
+// Build returns current_repodata.json for subdir, and how many names it
+// had to encode. names are all the names of the document, each with a
+// digest of its records (the caller's: equal digests mean equal records);
+// l holds the candidates (AddPair) of at least every name whose part the
+// cache does not hold under that digest: without them, Build fails with
+// ErrCurrentIncomplete. prev is the document the previous Build returned;
+// any other bytes (nil: it is gone) drop every part kept.
+func (c *CurrentCache) Build(subdir string, names map[string][32]byte, l *Latest, prev []byte) (doc []byte, encoded int, err error) {
 	if len(l.byName) > 0 {
-		c.names = nil
-		return l.CurrentRepodata(subdir), len(l.byName)
+		return nil, 0, errors.New("conda: CurrentCache.Build of a Latest filled by Add")
 	}
-	if c.names == nil || prev == nil || maphash.Bytes(c.seed, prev) != c.last {
+	if !c.Holds(prev) {
 		c.names = map[string]*currentName{}
 		c.seed = maphash.MakeSeed()
 	}
-	h := sha256.New()
-	var sum [32]byte
-	var n [binary.MaxVarintLen64]byte
 	total := 0
-	for name, lp := range l.pairs {
-		// The digest covers everything the name's part depends on: its
-		// candidates' file names and JSON, in the order offered.
-		h.Reset()
-		for i, fn := range lp.files {
-			h.Write(n[:binary.PutUvarint(n[:], uint64(len(fn)))])
-			h.Write([]byte(fn))
-			h.Write(n[:binary.PutUvarint(n[:], uint64(len(lp.docs[i])))])
-			h.Write(lp.docs[i])
-		}
-		h.Sum(sum[:0])
+	for name, sum := range names {
 		cn := c.names[name]
 		if cn == nil || cn.sum != sum {
+			lp := l.pairs[name]
+			if lp == nil {
+				c.names = nil // what is kept no longer matches a document
+				return nil, 0, fmt.Errorf("%w: %s", ErrCurrentIncomplete, name)
+			}
 			cn = encodeCurrentName(lp, sum)
 			c.names[name] = cn
 			encoded++
@@ -95,7 +105,7 @@ func (c *CurrentCache) Build(subdir string, l *Latest, prev []byte) (doc []byte,
 	entries := make([]*currentEntry, 0, total)
 	size := 256
 	for name, cn := range c.names {
-		if l.pairs[name] == nil {
+		if _, ok := names[name]; !ok {
 			delete(c.names, name)
 			continue
 		}
@@ -120,10 +130,7 @@ func (c *CurrentCache) Build(subdir string, l *Latest, prev []byte) (doc []byte,
 	}
 	doc = repodataDoc(subdir, pkgs, condas, size)
 	// Every entry now points into doc, the next Build's prev.
-	var offs [2][]int
-	for i, o := range []*encodedObject{pkgs, condas} {
-		offs[i] = o.offs
-	}
+	offs := [2][]int{pkgs.offs, condas.offs}
 	var next [2]int
 	for _, e := range entries {
 		i := 0
@@ -134,7 +141,29 @@ func (c *CurrentCache) Build(subdir string, l *Latest, prev []byte) (doc []byte,
 		next[i]++
 	}
 	c.last = maphash.Bytes(c.seed, doc)
-	return doc, encoded
+	return doc, encoded, nil
+}
+
+// NameDigest is a digest of one name's records for Build: over each
+// record in document order, its file name and the SHA-256 of its JSON
+// (PairRecord.JSONSum). Not safe for concurrent use.
+type NameDigest struct{ h hash.Hash }
+
+// NewNameDigest returns an empty NameDigest.
+func NewNameDigest() *NameDigest { return &NameDigest{h: sha256.New()} }
+
+// Add adds one record.
+func (d *NameDigest) Add(filename string, jsonSum [32]byte) {
+	var n [binary.MaxVarintLen64]byte
+	d.h.Write(n[:binary.PutUvarint(n[:], uint64(len(filename)))])
+	d.h.Write([]byte(filename))
+	d.h.Write(jsonSum[:])
+}
+
+// Sum returns the digest of the records added.
+func (d *NameDigest) Sum() (s [32]byte) {
+	d.h.Sum(s[:0])
+	return s
 }
 
 // encodeCurrentName encodes the records CurrentRepodata keeps of one

@@ -3,6 +3,7 @@ package conda_test
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"os"
 	"strconv"
 	"testing"
@@ -21,7 +22,11 @@ func BenchmarkCurrentRepodataForge(b *testing.B) {
 	if v, err := strconv.Atoi(os.Getenv("CURRENT_RECORDS")); err == nil && v > 0 {
 		n = v
 	}
-	latest := func(cfg forgegen.Config) *conda.Latest {
+	type scanned struct {
+		l     *conda.Latest
+		names map[string][32]byte
+	}
+	latest := func(cfg forgegen.Config) scanned {
 		c, err := forgegen.New(cfg)
 		if err != nil {
 			b.Fatal(err)
@@ -31,13 +36,22 @@ func BenchmarkCurrentRepodataForge(b *testing.B) {
 			b.Fatal(err)
 		}
 		var l conda.Latest
-		if _, err := conda.ScanShardPairs(bytes.NewReader(buf.Bytes()), conda.ScanOptions{}, func(pr *conda.PairRecord) error {
+		ds := map[string]*conda.NameDigest{}
+		if _, err := conda.ScanShardPairs(bytes.NewReader(buf.Bytes()), conda.ScanOptions{SumJSON: true}, func(pr *conda.PairRecord) error {
 			l.AddPair(pr)
+			if ds[pr.Name] == nil {
+				ds[pr.Name] = conda.NewNameDigest()
+			}
+			ds[pr.Name].Add(pr.Filename, pr.JSONSum)
 			return nil
 		}); err != nil {
 			b.Fatal(err)
 		}
-		return &l
+		names := map[string][32]byte{}
+		for n, d := range ds {
+			names[n] = d.Sum()
+		}
+		return scanned{&l, names}
 	}
 	cfg := forgegen.Config{Seed: 1, Records: n}
 	before := latest(cfg)
@@ -46,21 +60,24 @@ func BenchmarkCurrentRepodataForge(b *testing.B) {
 	var cur []byte
 	b.Run("afresh", func(b *testing.B) {
 		for b.Loop() {
-			cur = before.CurrentRepodata("linux-64")
+			cur = before.l.CurrentRepodata("linux-64")
 		}
 		b.ReportMetric(float64(len(cur))/1e6, "MB")
 	})
 	b.Run("cached-one-record-change", func(b *testing.B) {
 		var c conda.CurrentCache
-		cur, _ = c.Build("linux-64", before, nil)
+		var err error
+		if cur, _, err = c.Build("linux-64", before.names, before.l, nil); err != nil {
+			b.Fatal(err)
+		}
 		for i := 0; b.Loop(); i++ {
-			l := after
+			s := after
 			if i%2 == 1 {
-				l = before
+				s = before
 			}
 			var encoded int
-			if cur, encoded = c.Build("linux-64", l, cur); encoded > 1 {
-				b.Fatalf("%d names encoded", encoded)
+			if cur, encoded, err = c.Build("linux-64", s.names, s.l, cur); err != nil || encoded > 1 {
+				b.Fatalf("%d names encoded: %v", encoded, err)
 			}
 		}
 	})
@@ -71,8 +88,9 @@ func BenchmarkCurrentRepodataForge(b *testing.B) {
 	})
 }
 
-// BenchmarkScanForge measures ScanShardPairs over a conda-forge-shaped
-// linux-64 index (CURRENT_RECORDS records), on one goroutine.
+// BenchmarkScanForge measures ScanShardPairs and ScanRawRecords over a
+// conda-forge-shaped linux-64 index (CURRENT_RECORDS records), on one
+// goroutine.
 func BenchmarkScanForge(b *testing.B) {
 	n := 100_000
 	if v, err := strconv.Atoi(os.Getenv("CURRENT_RECORDS")); err == nil && v > 0 {
@@ -86,14 +104,29 @@ func BenchmarkScanForge(b *testing.B) {
 	if _, err := c.WriteRepodata(context.Background(), &buf, "linux-64", nil); err != nil {
 		b.Fatal(err)
 	}
-	b.SetBytes(int64(buf.Len()))
-	for b.Loop() {
-		var l conda.Latest
-		if _, err := conda.ScanShardPairs(bytes.NewReader(buf.Bytes()), conda.ScanOptions{}, func(pr *conda.PairRecord) error {
-			l.AddPair(pr)
-			return nil
-		}); err != nil {
-			b.Fatal(err)
+	b.Run("transcoded", func(b *testing.B) {
+		b.SetBytes(int64(buf.Len()))
+		for b.Loop() {
+			var l conda.Latest
+			if _, err := conda.ScanShardPairs(bytes.NewReader(buf.Bytes()), conda.ScanOptions{}, func(pr *conda.PairRecord) error {
+				l.AddPair(pr)
+				return nil
+			}); err != nil {
+				b.Fatal(err)
+			}
 		}
-	}
+	})
+	// What a proxy does after a small change: cut records out and digest
+	// their JSON (ScanRawRecords).
+	b.Run("raw-sha256", func(b *testing.B) {
+		b.SetBytes(int64(buf.Len()))
+		for b.Loop() {
+			if _, err := conda.ScanRawRecords(bytes.NewReader(buf.Bytes()), conda.ScanOptions{}, func(r *conda.RawRecord) error {
+				_ = sha256.Sum256(r.JSON)
+				return nil
+			}); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
 }

@@ -2,19 +2,53 @@ package conda
 
 import (
 	"bytes"
+	"errors"
 	"encoding/hex"
 	"encoding/json"
 	"testing"
 )
 
-// latestOf scans doc into a Latest as the proxy does.
-func latestOf(t testing.TB, doc []byte) *Latest {
+// latestOf scans doc into a Latest as the proxy does, with each name's
+// digest.
+func latestOf(t testing.TB, doc []byte) (*Latest, map[string][32]byte) {
 	t.Helper()
-	var l Latest
-	if _, err := ScanShardPairs(bytes.NewReader(doc), ScanOptions{}, func(r *PairRecord) error { l.AddPair(r); return nil }); err != nil {
+	l, names, err := scanLatest(doc)
+	if err != nil {
 		t.Fatal(err)
 	}
-	return &l
+	return l, names
+}
+
+func scanLatest(doc []byte) (*Latest, map[string][32]byte, error) {
+	var l Latest
+	ds := map[string]*NameDigest{}
+	if _, err := ScanShardPairs(bytes.NewReader(doc), ScanOptions{SumJSON: true}, func(r *PairRecord) error {
+		l.AddPair(r)
+		if ds[r.Name] == nil {
+			ds[r.Name] = NewNameDigest()
+		}
+		ds[r.Name].Add(r.Filename, r.JSONSum)
+		return nil
+	}); err != nil {
+		return nil, nil, err
+	}
+	names := map[string][32]byte{}
+	for n, d := range ds {
+		names[n] = d.Sum()
+	}
+	return &l, names, nil
+}
+
+// only returns the Latest of l's candidates of the names whose digest is
+// not the one in before: what a proxy collects after a small change.
+func only(l *Latest, names, before map[string][32]byte) *Latest {
+	o := &Latest{pairs: map[string]*latestPairs{}}
+	for n, lp := range l.pairs {
+		if old, ok := before[n]; !ok || old != names[n] {
+			o.pairs[n] = lp
+		}
+	}
+	return o
 }
 
 // TestCurrentCache: each Build gives Latest.CurrentRepodata's bytes and
@@ -68,7 +102,7 @@ func TestCurrentCache(t *testing.T) {
 			}
 			t.Fatal("no older record of pkg-0003")
 			return r
-		}, 0},
+		}, 1}, // the name's records changed: its part is made again (the same)
 		{"a new latest version and a new name", func(r []Record) []Record {
 			nr := r[latestOfName(r, "pkg-0011")]
 			f := map[string]any{}
@@ -92,12 +126,18 @@ func TestCurrentCache(t *testing.T) {
 	}
 	var c CurrentCache
 	var prev []byte
+	var before map[string][32]byte
 	recs := base
 	for _, st := range steps {
 		recs = edit(recs, st.edit)
-		l := latestOf(t, Repodata("linux-64", recs))
-		got, encoded := c.Build("linux-64", l, prev)
-		prev = got
+		l, names := latestOf(t, Repodata("linux-64", recs))
+		// Only the candidates of the names that changed (all of them at
+		// first).
+		got, encoded, err := c.Build("linux-64", names, only(l, names, before), prev)
+		if err != nil {
+			t.Fatalf("%s: %v", st.name, err)
+		}
+		prev, before = got, names
 		if want := l.CurrentRepodata("linux-64"); !bytes.Equal(got, want) {
 			t.Fatalf("%s: Build differs from CurrentRepodata:\n%s\nwant\n%s", st.name, got, want)
 		}
@@ -107,18 +147,28 @@ func TestCurrentCache(t *testing.T) {
 		if encoded != st.wantEncoded {
 			t.Errorf("%s: %d names encoded, want %d", st.name, encoded, st.wantEncoded)
 		}
-		if len(c.names) != len(l.pairs) {
-			t.Errorf("%s: the cache holds %d names, the index has %d", st.name, len(c.names), len(l.pairs))
+		if len(c.names) != len(names) {
+			t.Errorf("%s: the cache holds %d names, the index has %d", st.name, len(c.names), len(names))
 		}
 	}
+	l, names := latestOf(t, Repodata("linux-64", recs))
 	// Without the previous document (or with other bytes), every name is
-	// encoded again.
-	l := latestOf(t, Repodata("linux-64", recs))
+	// encoded again; without the candidates too, Build fails.
 	for _, p := range [][]byte{nil, append(bytes.Clone(prev), ' ')} {
-		got, encoded := c.Build("linux-64", l, p)
-		if want := l.CurrentRepodata("linux-64"); !bytes.Equal(got, want) || encoded != len(l.pairs) {
-			t.Fatalf("without the previous document: %d names encoded of %d; equal: %v", encoded, len(l.pairs), bytes.Equal(got, want))
+		if c.Holds(p) {
+			t.Fatal("Holds other bytes than the last document")
 		}
+		if _, _, err := c.Build("linux-64", names, only(l, names, names), p); !errors.Is(err, ErrCurrentIncomplete) {
+			t.Fatalf("without candidates nor the previous document: %v", err)
+		}
+		got, encoded, err := c.Build("linux-64", names, l, p)
+		if want := l.CurrentRepodata("linux-64"); err != nil || !bytes.Equal(got, want) || encoded != len(names) {
+			t.Fatalf("without the previous document: %v, %d names encoded of %d; equal: %v", err, encoded, len(names), bytes.Equal(got, want))
+		}
+		prev = got
+	}
+	if !c.Holds(prev) {
+		t.Fatal("does not hold the last document")
 	}
 }
 
@@ -131,16 +181,20 @@ func FuzzCurrentCache(f *testing.F) {
 	f.Fuzz(func(t *testing.T, a, b []byte) {
 		var c CurrentCache
 		var prev []byte
+		var before map[string][32]byte
 		for _, doc := range [][]byte{a, b, a} {
-			var l Latest
-			if _, err := ScanShardPairs(bytes.NewReader(doc), ScanOptions{}, func(r *PairRecord) error { l.AddPair(r); return nil }); err != nil {
+			l, names, err := scanLatest(doc)
+			if err != nil {
 				return
 			}
-			got, _ := c.Build("noarch", &l, prev)
-			prev = got
+			got, _, err := c.Build("noarch", names, only(l, names, before), prev)
+			if err != nil {
+				t.Fatal(err)
+			}
 			if want := l.CurrentRepodata("noarch"); !bytes.Equal(got, want) {
 				t.Fatalf("Build:\n%s\nCurrentRepodata:\n%s", got, want)
 			}
+			prev, before = got, names
 		}
 	})
 }

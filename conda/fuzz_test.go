@@ -3,6 +3,7 @@ package conda
 import (
 	"archive/tar"
 	"bytes"
+	"crypto/sha256"
 	"errors"
 	"io"
 	"reflect"
@@ -288,7 +289,11 @@ func FuzzScanShardPairs(f *testing.F) {
 		wdoc, werr := ScanRepodata(b, func(r Record) error { want = append(want, r); return nil })
 		var got []PairRecord
 		var gl Latest
-		gdoc, gerr := ScanShardPairs(&stepReader{b: b, step: int(step%7) + 1}, ScanOptions{}, func(r *PairRecord) error {
+		gdoc, gerr := ScanShardPairs(&stepReader{b: b, step: int(step%7) + 1}, ScanOptions{SumJSON: step%2 == 0}, func(r *PairRecord) error {
+			if step%2 == 0 && r.JSONSum != sha256.Sum256(r.JSON) {
+				t.Fatalf("%s: JSONSum is not the SHA-256 of its JSON", r.Filename)
+			}
+			r.JSONSum = [32]byte{}
 			c := *r
 			c.Version, c.Pair, c.JSON = bytes.Clone(r.Version), bytes.Clone(r.Pair), bytes.Clone(r.JSON)
 			got = append(got, c)
@@ -298,7 +303,11 @@ func FuzzScanShardPairs(f *testing.F) {
 		// The same on several goroutines (ScanOptions.Workers): the same
 		// records in the same order, or a refusal.
 		var par []PairRecord
-		pdoc, perr := ScanShardPairs(&stepReader{b: b, step: int(step%5) + 1}, ScanOptions{Workers: 2 + int(step%3)}, func(r *PairRecord) error {
+		pdoc, perr := ScanShardPairs(&stepReader{b: b, step: int(step%5) + 1}, ScanOptions{Workers: 2 + int(step%3), SumJSON: step%2 == 1}, func(r *PairRecord) error {
+			if step%2 == 1 && r.JSONSum != sha256.Sum256(r.JSON) {
+				t.Fatalf("%s: JSONSum is not the SHA-256 of its JSON (workers)", r.Filename)
+			}
+			r.JSONSum = [32]byte{}
 			c := *r
 			c.Version, c.Pair, c.JSON = bytes.Clone(r.Version), bytes.Clone(r.Pair), bytes.Clone(r.JSON)
 			par = append(par, c)
@@ -306,6 +315,37 @@ func FuzzScanShardPairs(f *testing.F) {
 		})
 		if (werr == nil) != (gerr == nil) || (werr == nil) != (perr == nil) {
 			t.Fatalf("ScanRepodata: %v; ScanShardPairs: %v; with workers: %v", werr, gerr, perr)
+		}
+		// Uncut (ScanRawRecords), then transcoded one by one
+		// (TranscodeRecord): the same records, accepted alike.
+		var raws []PairRecord
+		var terr error
+		_, rerr := ScanRawRecords(&stepReader{b: b, step: int(step%3) + 1}, ScanOptions{}, func(r *RawRecord) error {
+			if !bytes.Equal(b[r.Offset:r.Offset+int64(len(r.JSON))], r.JSON) {
+				t.Fatalf("%s: offset %d does not hold its JSON", r.Filename, r.Offset)
+			}
+			if terr != nil {
+				return nil
+			}
+			pr, err := TranscodeRecord(r.Filename, bytes.Clone(r.JSON))
+			if err != nil {
+				if !errors.Is(err, ErrBadRepodata) {
+					t.Fatalf("%s: refused without ErrBadRepodata: %v", r.Filename, err)
+				}
+				terr = err
+				return nil
+			}
+			if pr.Name != r.Name || pr.Conda != r.Conda {
+				t.Fatalf("%s: raw %s %v, transcoded %s %v", r.Filename, r.Name, r.Conda, pr.Name, pr.Conda)
+			}
+			raws = append(raws, *pr)
+			return nil
+		})
+		if rerr != nil && !errors.Is(rerr, ErrBadRepodata) {
+			t.Fatalf("ScanRawRecords refused without ErrBadRepodata: %v", rerr)
+		}
+		if (gerr == nil) != (rerr == nil && terr == nil) {
+			t.Fatalf("ScanShardPairs: %v; ScanRawRecords: %v, TranscodeRecord: %v", gerr, rerr, terr)
 		}
 		if werr != nil {
 			if !errors.Is(gerr, ErrBadRepodata) || !errors.Is(perr, ErrBadRepodata) {
@@ -318,6 +358,12 @@ func FuzzScanShardPairs(f *testing.F) {
 		}
 		if !reflect.DeepEqual(gdoc, pdoc) || !(reflect.DeepEqual(got, par) || len(got) == 0 && len(par) == 0) {
 			t.Fatalf("with workers: header %+v, %d records; without: %+v, %d records", pdoc, len(par), gdoc, len(got))
+		}
+		if !reflect.DeepEqual(got, raws) && !(len(got) == 0 && len(raws) == 0) {
+			t.Fatalf("transcoded one by one: %d records, ScanShardPairs %d", len(raws), len(got))
+		}
+		if !reflect.DeepEqual(got, raws) && !(len(got) == 0 && len(raws) == 0) {
+			t.Fatalf("transcoded one by one: %d records, ScanShardPairs %d", len(raws), len(got))
 		}
 		if !reflect.DeepEqual(wdoc, gdoc) {
 			t.Fatalf("header: %+v, ScanShardPairs %+v", wdoc, gdoc)

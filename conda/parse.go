@@ -98,6 +98,8 @@ type ScanOptions struct {
 	// goroutine at a time); 0 or 1 transcodes on the scanning goroutine.
 	// Other scans ignore it.
 	Workers int
+	// SumJSON asks ScanShardPairs for PairRecord.JSONSum.
+	SumJSON bool
 }
 
 // ScanRepodataReader is ScanRepodata reading the document from r: it holds
@@ -127,8 +129,14 @@ type repodataScanner struct {
 	buf  []byte
 	// pairs, when set, takes each record instead of each (ScanShardPairs).
 	pairs func(*PairRecord) error
-	tr    *pairTranscoder
-	par   *pairPipeline // transcoding on other goroutines (ScanOptions.Workers)
+	// raw, when set, takes each record uncut and unchecked (ScanRawRecords).
+	raw     func(*RawRecord) error
+	rawRec  RawRecord
+	sumJSON bool
+	// base is the document offset of buf[0].
+	base int64
+	tr   *pairTranscoder
+	par  *pairPipeline // transcoding on other goroutines (ScanOptions.Workers)
 }
 
 func (s *repodataScanner) scan(each func(Record) error) (*RepodataDoc, error) {
@@ -291,6 +299,9 @@ func (s *repodataScanner) scanSection(key, ext string, each func(Record) error) 
 		var v any
 		var err error
 		skip := s.want != nil && !s.want(fn)
+		if s.raw != nil && !skip {
+			return s.rawRecord(fn, file)
+		}
 		if s.pairs != nil && !skip && p.i < len(p.b) && p.b[p.i] == '{' {
 			parsed, err := file(fn)
 			if err != nil {
@@ -434,6 +445,7 @@ func (s *repodataScanner) fill() error {
 		copy(s.buf[:rest], p.b[p.i:])
 		s.buf = s.buf[:rest]
 	}
+	s.base += int64(p.i)
 	p.i = 0
 	n, err := io.ReadAtLeast(s.r, s.buf[rest:cap(s.buf)], 1)
 	s.buf = s.buf[:rest+n]

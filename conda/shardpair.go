@@ -2,6 +2,7 @@ package conda
 
 import (
 	"bytes"
+	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -28,6 +29,9 @@ type PairRecord struct {
 	Pair []byte
 	// JSON is the record's value as the document writes it.
 	JSON []byte
+	// JSONSum is the SHA-256 of JSON when ScanOptions.SumJSON asks for it
+	// (computed where the record is transcoded: on the workers).
+	JSONSum [32]byte
 }
 
 // ScanShardPairs is ScanRepodataReader for a consumer that needs each
@@ -47,10 +51,11 @@ func ScanShardPairs(r io.Reader, opt ScanOptions, each func(*PairRecord) error) 
 	s := &repodataScanner{p: jsonParser{keys: map[string]string{}}, r: r, max: opt.MaxValue, want: opt.Want}
 	s.pairs = each
 	s.tr = &pairTranscoder{p: &s.p}
+	s.sumJSON = opt.SumJSON
 	if opt.Workers <= 1 {
 		return s.scan(nil)
 	}
-	s.par = newPairPipeline(opt.Workers, each)
+	s.par = newPairPipeline(opt.Workers, opt.SumJSON, each)
 	doc, err := s.scan(nil)
 	// What the workers and the callback found comes first in the
 	// document: before anything the scanner found after it.
@@ -80,6 +85,9 @@ func (s *repodataScanner) pairRecord(fn string, parsed Filename) error {
 		BuildNumber: t.buildNumber,
 		Pair:        pair,
 		JSON:        t.p.b[start:t.p.i],
+	}
+	if s.sumJSON {
+		t.rec.JSONSum = sha256.Sum256(t.rec.JSON)
 	}
 	return s.pairs(&t.rec)
 }

@@ -1,8 +1,8 @@
 package conda
 
 import (
+	"crypto/sha256"
 	"errors"
-	"fmt"
 	"sync"
 	"sync/atomic"
 )
@@ -53,6 +53,7 @@ type pairChunk struct {
 // pairPipeline is the workers and the in-order delivery of one scan.
 type pairPipeline struct {
 	each    func(*PairRecord) error
+	sumJSON bool
 	work    chan *pairChunk
 	ordered chan *pairChunk
 	free    chan *pairChunk
@@ -63,10 +64,11 @@ type pairPipeline struct {
 	deliver chan struct{} // closed when the delivery ends
 }
 
-func newPairPipeline(workers int, each func(*PairRecord) error) *pairPipeline {
+func newPairPipeline(workers int, sumJSON bool, each func(*PairRecord) error) *pairPipeline {
 	inFlight := 2*workers + 2
 	pp := &pairPipeline{
 		each:    each,
+		sumJSON: sumJSON,
 		work:    make(chan *pairChunk, inFlight),
 		ordered: make(chan *pairChunk, inFlight),
 		free:    make(chan *pairChunk, inFlight+1),
@@ -132,15 +134,7 @@ func (pp *pairPipeline) transcode() {
 	for c := range pp.work {
 		c.out = c.out[:0]
 		for _, j := range c.jobs {
-			p.b, p.i = c.in[j.start:j.end], 0
-			pair, err := t.record(j.fn, j.parsed)
-			if err == nil && p.i != len(p.b) {
-				err = p.fail("after object key:value pair")
-			}
-			var check recordError
-			if errors.As(err, &check) {
-				err = fmt.Errorf("%w: %s: %q: %v", ErrBadRepodata, c.section, j.fn, check)
-			}
+			pair, err := t.one(c.section, j.fn, j.parsed, c.in[j.start:j.end])
 			if err != nil {
 				c.err = err
 				break
@@ -157,8 +151,11 @@ func (pp *pairPipeline) transcode() {
 				Version:     c.out[at+len(pair) : len(c.out) : len(c.out)],
 				BuildNumber: t.buildNumber,
 				Pair:        c.out[at : at+len(pair) : at+len(pair)],
-				JSON:        p.b,
+				JSON:        c.in[j.start:j.end],
 			})
+			if pp.sumJSON {
+				c.recs[len(c.recs)-1].JSONSum = sha256.Sum256(c.in[j.start:j.end])
+			}
 		}
 		c.done <- struct{}{}
 	}

@@ -122,6 +122,11 @@ type nameShard struct {
 	// and not even assembled again.
 	entries [32]byte
 	shard   [32]byte // SHA-256 of the shard file: its name and blob
+	// raw is the digest of the name's records as the index writes them
+	// (conda.NameDigest): equal to a new index's, nothing of the name
+	// changed, and a derivation after a small change need not transcode
+	// them (diffscan.go).
+	raw [32]byte
 }
 
 // derivedSet is a subdir's published derived files. Once published it is
@@ -132,6 +137,7 @@ type derivedSet struct {
 	built   int64              // unix seconds: Last-Modified of its files
 	files   map[string]cid.Cid // file -> blob (lazy variants added by copy)
 	names   map[string]nameShard
+	hasRaw  bool               // names carry their raw digests (sets written before them do not)
 	shards  map[[32]byte]bool  // current shard files
 	retired map[[32]byte]int64 // earlier shard files -> when superseded
 }
@@ -154,11 +160,13 @@ func (s *derivedSet) has(sum [32]byte) bool {
 	return s.shards[sum] || s.retired[sum] != 0
 }
 
-// encodeSet writes a set as: "pxd1", the source CID, built, then counted
-// lists of files (name, CID), names (name, raw, shard) and retired shards
-// (shard, time); strings and CIDs length-prefixed, numbers as varints.
+// encodeSet writes a set as: "pxd2", the source CID, built, then counted
+// lists of files (name, CID), names (name, entries digest, shard, raw
+// digest) and retired shards (shard, time); strings and CIDs
+// length-prefixed, numbers as varints. ("pxd1", of earlier versions, has
+// no raw digests.)
 func encodeSet(s *derivedSet) []byte {
-	b := []byte("pxd1")
+	b := []byte("pxd2")
 	str := func(v string) { b = binary.AppendUvarint(b, uint64(len(v))); b = append(b, v...) }
 	str(string(s.src.Bytes()))
 	str(s.tag)
@@ -174,6 +182,7 @@ func encodeSet(s *derivedSet) []byte {
 		ns := s.names[n]
 		b = append(b, ns.entries[:]...)
 		b = append(b, ns.shard[:]...)
+		b = append(b, ns.raw[:]...)
 	}
 	b = binary.AppendUvarint(b, uint64(len(s.retired)))
 	retired := make([][32]byte, 0, len(s.retired))
@@ -192,9 +201,12 @@ var errCorruptSet = errors.New("proxy: corrupt derived set")
 
 // decodeSet reads what encodeSet wrote.
 func decodeSet(b []byte) (*derivedSet, error) {
-	rest, ok := bytes.CutPrefix(b, []byte("pxd1"))
+	rest, ok := bytes.CutPrefix(b, []byte("pxd2"))
+	hasRaw := ok
 	if !ok {
-		return nil, errCorruptSet
+		if rest, ok = bytes.CutPrefix(b, []byte("pxd1")); !ok {
+			return nil, errCorruptSet
+		}
 	}
 	fail := false
 	uv := func() uint64 {
@@ -242,9 +254,17 @@ func decodeSet(b []byte) (*derivedSet, error) {
 		}
 		s.files[f] = c
 	}
-	for range count(65) {
+	s.hasRaw = hasRaw
+	nameSize := uint64(65)
+	if hasRaw {
+		nameSize += 32
+	}
+	for range count(nameSize) {
 		n := str()
 		ns := nameShard{entries: sum(), shard: sum()}
+		if hasRaw {
+			ns.raw = sum()
+		}
 		s.names[n] = ns
 		s.shards[ns.shard] = true
 	}
@@ -375,6 +395,11 @@ func (p *Proxy) Derivations() uint64 { return p.derivations.Load() }
 // LiveLookups counts the package records found in a derivation still
 // running (liveLookup).
 func (p *Proxy) LiveLookups() uint64 { return p.liveLookups.Load() }
+
+// RecordsTranscoded counts the records derivations transcoded: every
+// record of a full scan, those of the changed names after a small change
+// (diffscan.go).
+func (p *Proxy) RecordsTranscoded() uint64 { return p.transcoded.Load() }
 
 // CurrentNamesEncoded counts the package names whose part of a
 // current_repodata.json was encoded (not kept from the subdir's previous
@@ -509,6 +534,7 @@ type derivation struct {
 type scannedName struct {
 	refs []shardRef
 	sum  hash.Hash
+	raw  *conda.NameDigest // of the records' JSON (PairRecord.JSONSum)
 }
 
 // shardRef is where a record's shard entry sits in the scratch file.
@@ -552,13 +578,32 @@ func (p *Proxy) derive(ctx context.Context, ch *v1.Channel, subdir string, src c
 	}
 	next := &derivedSet{src: src, tag: setTag(ch), built: modified, files: map[string]cid.Cid{}, names: map[string]nameShard{}, shards: map[[32]byte]bool{}, retired: map[[32]byte]int64{}}
 
+	// The subdir's current_repodata.json cache, and the document of prev
+	// it holds the parts of: with both, and prev's raw digests, only the
+	// names that changed are transcoded (diffscan.go).
+	k := key(ch.Name, subdir)
+	cache := p.takeCurrentCache(k)
+	defer func() { p.putCurrentCache(k, cache) }()
+	var prevDoc []byte
+	if prev != nil && cache.Warm() {
+		prevDoc, _ = p.blobs.ReadAll(ctx, prev.files[fileCurrent]) // gone: every name is encoded
+	}
+	diff := prev != nil && prev.hasRaw && cache.Holds(prevDoc)
+
 	var (
 		sc      *store.Scratch
 		byName  map[string]*scannedName
+		raws    map[string]*rawName // a raw scan's (diff)
 		latest  conda.Latest
 		records int
+		mode    = "full"
 	)
-	if ps := p.takePrescan(ch, subdir, src); ps != nil {
+	ps := p.takePrescan(ch, subdir, src)
+	if ps != nil && ps.diff && !diff {
+		ps.discard(errPrescanUnused) // (the published set changed since it started)
+		ps = nil
+	}
+	if ps != nil {
 		// Scanned while it downloaded (prescan.go): wait for the rest.
 		select {
 		case <-ps.done:
@@ -566,7 +611,7 @@ func (p *Proxy) derive(ctx context.Context, ch *v1.Channel, subdir string, src c
 			ps.discard(ctx.Err())
 			return ctx.Err()
 		}
-		sc, byName, latest, records, err = ps.sc, ps.byName, ps.latest, ps.records, ps.err
+		sc, byName, raws, latest, records, err = ps.sc, ps.byName, ps.raws, ps.latest, ps.records, ps.err
 		p.prescansTaken.Add(1)
 		defer sc.Close()
 		if live != ps.live { // (its look-ups went to the prescan's)
@@ -574,26 +619,52 @@ func (p *Proxy) derive(ctx context.Context, ch *v1.Channel, subdir string, src c
 			live.start(sc, byName)
 		}
 	} else {
-		b, oerr := p.blobs.Open(ctx, src)
-		if oerr != nil {
-			return oerr
-		}
-		defer b.Close()
 		if sc, err = p.blobs.NewScratch(); err != nil {
 			return err
 		}
 		defer sc.Close()
 		byName = map[string]*scannedName{}
 		live.start(sc, byName)
-		latest, records, err = p.scanRecords(ctx, b, live)
+		raws, latest, records, err = p.scanStored(ctx, src, live, diff)
 	}
-	defer live.end() // before the scratch file closes
+	defer live.end()              // before the scratch file closes
+	sums := map[string][32]byte{} // every name's raw digest
+	transcoded := 0               // records (all of them unless diff)
+	if err == nil && raws != nil {
+		var changed []string
+		var changedRecords int
+		sums, changed, changedRecords = changedNames(raws, prev)
+		if changedRecords*4 > records {
+			// Most of it changed: the full scan, on every core.
+			raws, sums = nil, map[string][32]byte{}
+			_, latest, records, err = p.scanStored(ctx, src, live, false)
+		} else {
+			mode, transcoded = fmt.Sprintf("changed names only (%d)", len(changed)), changedRecords
+			for name := range sums {
+				if _, found := slices.BinarySearch(changed, name); !found {
+					next.names[name] = prev.names[name]
+				}
+			}
+			var b *store.Blob
+			if b, err = p.blobs.Open(ctx, src); err == nil {
+				err = transcodeChanged(ctx, b, raws, changed, live, &latest)
+				b.Close()
+			}
+		}
+	}
 	if err != nil {
 		if errors.Is(err, conda.ErrBadRepodata) {
 			return fmt.Errorf("%w: %s/%s/repodata.json: %v", ErrCorrupt, ch.Name, subdir, err)
 		}
 		return err
 	}
+	if raws == nil {
+		for name, sn := range byName {
+			sums[name] = sn.raw.Sum()
+		}
+		transcoded = records
+	}
+	raws = nil
 
 	scanned := time.Since(start)
 	if err := live.scanned(); err != nil {
@@ -614,7 +685,11 @@ func (p *Proxy) derive(ctx context.Context, ch *v1.Channel, subdir string, src c
 	currentc := make(chan currentDone, 1)
 	currentEncoded := 0 // names encoded afresh (read once currentc answered)
 	go func(latest *conda.Latest) {
-		cur, encoded := p.buildCurrent(ctx, ch.Name, subdir, latest, prev)
+		cur, encoded, err := cache.Build(subdir, sums, latest, prevDoc)
+		if err != nil {
+			currentc <- currentDone{err: err}
+			return
+		}
 		currentEncoded = encoded
 		type put struct {
 			info store.BlobInfo
@@ -684,6 +759,11 @@ func (p *Proxy) derive(ctx context.Context, ch *v1.Channel, subdir string, src c
 	if err != nil {
 		return err
 	}
+	for name, ns := range next.names {
+		ns.raw = sums[name]
+		next.names[name] = ns
+	}
+	next.hasRaw = true
 	sharded := time.Since(start)
 	cd := <-currentc
 	currentJoined = true
@@ -731,6 +811,7 @@ func (p *Proxy) derive(ctx context.Context, ch *v1.Channel, subdir string, src c
 	p.derivations.Add(1)
 	p.shardsBuilt.Add(uint64(built))
 	p.currentEncoded.Add(uint64(currentEncoded))
+	p.transcoded.Add(uint64(transcoded))
 	if records >= freeAfterRecords {
 		// What the derivation allocated is garbage now: return it to the
 		// system at once rather than over minutes (idle RSS of a
@@ -738,32 +819,44 @@ func (p *Proxy) derive(ctx context.Context, ch *v1.Channel, subdir string, src c
 		p.goBackground(func(context.Context) { debug.FreeOSMemory() })
 	}
 	shardsChanged := built
-	p.log.Info("derived index files from upstream repodata", "channel", ch.Name, "subdir", subdir, "records", records, "names", len(names), "shards_built", shardsChanged, "current_names_encoded", currentEncoded, "scanned", scanned, "current", current, "sharded", sharded, "indexed", indexed, "took", time.Since(start))
+	p.log.Info("derived index files from upstream repodata", "channel", ch.Name, "subdir", subdir, "records", records, "names", len(sums), "mode", mode, "shards_built", shardsChanged, "current_names_encoded", currentEncoded, "scanned", scanned, "current", current, "sharded", sharded, "indexed", indexed, "took", time.Since(start))
 	return nil
 }
 
-// buildCurrent makes current_repodata.json of a subdir's latest records
-// with the subdir's CurrentCache, which copies the names that did not
-// change from prev's current_repodata.json (the cache is taken out of the
-// map while in use, so that it is never used twice at once).
-func (p *Proxy) buildCurrent(ctx context.Context, ch, subdir string, latest *conda.Latest, prev *derivedSet) ([]byte, int) {
-	k := key(ch, subdir)
+// takeCurrentCache takes the CurrentCache of key(channel, subdir) out of
+// the map (a new one if there is none), so that it is never used twice at
+// once; putCurrentCache puts it back.
+func (p *Proxy) takeCurrentCache(k string) *conda.CurrentCache {
 	p.setsMu.Lock()
+	defer p.setsMu.Unlock()
 	c := p.currents[k]
 	delete(p.currents, k)
-	p.setsMu.Unlock()
-	var prevDoc []byte
 	if c == nil {
 		c = &conda.CurrentCache{}
-	} else if prev != nil {
-		// Not there (an error): every name is encoded.
-		prevDoc, _ = p.blobs.ReadAll(ctx, prev.files[fileCurrent])
 	}
-	doc, encoded := c.Build(subdir, latest, prevDoc)
+	return c
+}
+
+func (p *Proxy) putCurrentCache(k string, c *conda.CurrentCache) {
 	p.setsMu.Lock()
+	defer p.setsMu.Unlock()
 	p.currents[k] = c
-	p.setsMu.Unlock()
-	return doc, encoded
+}
+
+// scanStored scans the stored index src: raw (diffscan.go) or in full
+// into live.
+func (p *Proxy) scanStored(ctx context.Context, src cid.Cid, live *liveLookup, raw bool) (map[string]*rawName, conda.Latest, int, error) {
+	b, err := p.blobs.Open(ctx, src)
+	if err != nil {
+		return nil, conda.Latest{}, 0, err
+	}
+	defer b.Close()
+	if raw {
+		raws, records, err := p.scanRaw(ctx, b)
+		return raws, conda.Latest{}, records, err
+	}
+	latest, records, err := p.scanRecords(ctx, b, live)
+	return nil, latest, records, err
 }
 
 // freeAfterRecords is the size of index from which a derivation returns
@@ -775,7 +868,7 @@ const freeAfterRecords = 100_000
 // per-name offsets, started by the caller) and the latest versions, for a
 // derivation (from the stored file) or a prescan (from the download).
 func (p *Proxy) scanRecords(ctx context.Context, r io.Reader, live *liveLookup) (latest conda.Latest, records int, err error) {
-	_, err = conda.ScanShardPairs(r, conda.ScanOptions{Workers: p.scanWorkers()}, func(pr *conda.PairRecord) error {
+	_, err = conda.ScanShardPairs(r, conda.ScanOptions{Workers: p.scanWorkers(), SumJSON: true}, func(pr *conda.PairRecord) error {
 		if records%1024 == 0 {
 			if err := ctx.Err(); err != nil {
 				return err

@@ -2,17 +2,22 @@ package proxy_test
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"log/slog"
+	"reflect"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/condamesh/condamesh/conda"
+	"github.com/condamesh/condamesh/internal/testlog"
 	"github.com/condamesh/condamesh/proxy"
+	"github.com/condamesh/condamesh/upstream"
 	"github.com/klauspost/compress/zstd"
 	"github.com/vmihailenco/msgpack/v5"
 )
@@ -43,8 +48,7 @@ func (r *rig) publish(path string, b []byte) {
 	r.up.files["/c/"+path] = b
 }
 
-// shardIndex decodes a served shard index into name -> shard hex.
-func shardIndex(t *testing.T, b []byte) map[string]string {
+func unzstd(t *testing.T, b []byte) []byte {
 	t.Helper()
 	d, _ := zstd.NewReader(nil)
 	defer d.Close()
@@ -52,6 +56,13 @@ func shardIndex(t *testing.T, b []byte) map[string]string {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return raw
+}
+
+// shardIndex decodes a served shard index into name -> shard hex.
+func shardIndex(t *testing.T, b []byte) map[string]string {
+	t.Helper()
+	raw := unzstd(t, b)
 	var idx struct {
 		Shards map[string][]byte `msgpack:"shards"`
 	}
@@ -72,7 +83,14 @@ func shardIndex(t *testing.T, b []byte) map[string]string {
 // again; a shard of the new index is served, and so is the shard it
 // replaced (clients holding the older index).
 func TestDerivedSetIsIncremental(t *testing.T) {
-	r := newRig(t)
+	for _, off := range []bool{false, true} {
+		t.Run(fmt.Sprintf("NoScanWhileFetching=%v", off), func(t *testing.T) {
+			testDerivedSetIsIncremental(t, newRigWith(t, func(c *proxy.Config) { c.NoScanWhileFetching = off }))
+		})
+	}
+}
+
+func testDerivedSetIsIncremental(t *testing.T, r *rig) {
 	const names = 50
 	r.publish("linux-64/repodata.json", manyNames(r, names, 4, -1))
 	_, ib, err := r.get(t, "linux-64/repodata_shards.msgpack.zst")
@@ -114,6 +132,10 @@ func TestDerivedSetIsIncremental(t *testing.T) {
 	if got := r.p.CurrentNamesEncoded() - (names + 1); got != 1 {
 		t.Fatalf("a one-record change encoded %d names of current_repodata.json again, want 1", got)
 	}
+	// Only the changed name's records were transcoded (diffscan.go).
+	if got := r.p.RecordsTranscoded() - (names*4 + 1); got != 4 {
+		t.Fatalf("a one-record change transcoded %d records, want the 4 of its name", got)
+	}
 	var recs []conda.Record
 	if _, err := conda.ScanRepodata(changed, func(rec conda.Record) error { recs = append(recs, rec); return nil }); err != nil {
 		t.Fatal(err)
@@ -149,6 +171,58 @@ func TestDerivedSetIsIncremental(t *testing.T) {
 	})
 	if _, _, err := r.get(t, "linux-64/repodata_shards.msgpack.zst"); err != nil || r.p.Derivations() != 2 || r.p.ShardsBuilt() != names+2 {
 		t.Fatalf("after a 304: %v, %d derivations, %d shards built", err, r.p.Derivations(), r.p.ShardsBuilt())
+	}
+
+	// Most records change (a new dependency everywhere): the derivation
+	// scans the whole index again, and gets it right.
+	var most []conda.Record
+	if _, err := conda.ScanRepodata(changed, func(rec conda.Record) error {
+		if rec.Name() != "name000" {
+			rec.Fields["depends"] = []any{"everything >=2"}
+		}
+		most = append(most, rec)
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	r.publish("linux-64/repodata.json", conda.Repodata("linux-64", most))
+	r.now.Add(61)
+	transcoded := r.p.RecordsTranscoded()
+	if _, _, err := r.get(t, "linux-64/repodata.json"); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, func() bool { return r.p.Derivations() == 3 })
+	if got := r.p.RecordsTranscoded() - transcoded; got != uint64(len(most)) {
+		t.Fatalf("most records changed: %d transcoded, want all %d", got, len(most))
+	}
+	_, ib, err = r.get(t, "linux-64/repodata_shards.msgpack.zst")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for n, h := range shardIndex(t, ib) {
+		_, sb, err := r.get(t, "linux-64/shards/"+h+".msgpack.zst")
+		if err != nil {
+			t.Fatalf("shard of %s: %v", n, err)
+		}
+		var want []conda.Record
+		for _, rec := range most {
+			if rec.Name() == n {
+				want = append(want, rec)
+			}
+		}
+		_, ws, err := conda.Shards("linux-64", want)
+		var got, exp any
+		if err == nil {
+			for _, w := range ws { // (the one shard of want, by its digest)
+				err = cmp.Or(msgpack.Unmarshal(unzstd(t, sb), &got), msgpack.Unmarshal(unzstd(t, w), &exp))
+			}
+		}
+		if err != nil || !reflect.DeepEqual(got, exp) {
+			t.Fatalf("shard of %s after most changed: %v", n, err)
+		}
+	}
+	if _, cur, err := r.get(t, "linux-64/current_repodata.json"); err != nil || !bytes.Equal(cur, conda.CurrentRepodata("linux-64", most)) {
+		t.Fatalf("current_repodata.json after most changed: %v", err)
 	}
 }
 
@@ -542,5 +616,46 @@ func TestColdDerivationGivesWayToANewerIndex(t *testing.T) {
 	}
 	if !bytes.Contains(b, []byte("changed >=1")) {
 		t.Fatalf("current_repodata.json is not of the newer index")
+	}
+}
+
+// TestChangeAfterRestart: a restarted proxy has no current_repodata.json
+// parts in memory, so its first derivation after a change scans the whole
+// index (and gets every file right); the one after that transcodes only
+// the changed name.
+func TestChangeAfterRestart(t *testing.T) {
+	r := newRig(t)
+	const names = 20
+	r.publish("linux-64/repodata.json", manyNames(r, names, 3, -1))
+	if _, _, err := r.get(t, "linux-64/repodata_shards.msgpack.zst"); err != nil {
+		t.Fatal(err)
+	}
+	r.p.Close()
+	r.p = proxy.New(proxy.Config{Now: func() time.Time { return time.Unix(r.now.Load(), 0) }, Logger: testlog.New(t, slog.LevelWarn)},
+		r.cat, r.st, r.prop, upstream.New(upstream.Config{Retries: 2, Backoff: time.Millisecond}))
+	t.Cleanup(r.p.Close)
+	for i, change := range []int{5 + 2*names, 9 + 2*names} { // latest records
+		doc := manyNames(r, names, 3, change)
+		r.publish("linux-64/repodata.json", doc)
+		r.now.Add(61)
+		transcoded := r.p.RecordsTranscoded()
+		if _, _, err := r.get(t, "linux-64/repodata.json"); err != nil {
+			t.Fatal(err)
+		}
+		waitUntil(t, func() bool { return r.p.Derivations() == uint64(i+1) })
+		want := uint64(names*3 + 1) // the whole index after the restart
+		if i == 1 {
+			want = 6 // then only the two changed names' records (name009 changed, name005 back as it was)
+		}
+		if got := r.p.RecordsTranscoded() - transcoded; got != want {
+			t.Fatalf("change %d: %d records transcoded, want %d", i, got, want)
+		}
+		var recs []conda.Record
+		if _, err := conda.ScanRepodata(doc, func(rec conda.Record) error { recs = append(recs, rec); return nil }); err != nil {
+			t.Fatal(err)
+		}
+		if _, cur, err := r.get(t, "linux-64/current_repodata.json"); err != nil || !bytes.Equal(cur, conda.CurrentRepodata("linux-64", recs)) {
+			t.Fatalf("change %d: current_repodata.json: %v", i, err)
+		}
 	}
 }

@@ -57,11 +57,12 @@ func (l *liveLookup) add(r *conda.PairRecord) error {
 	}
 	sn := l.byName[r.Name]
 	if sn == nil {
-		sn = &scannedName{sum: sha256.New()}
+		sn = &scannedName{sum: sha256.New(), raw: conda.NewNameDigest()}
 		l.byName[r.Name] = sn
 	}
 	sn.refs = append(sn.refs, shardRef{off: off, n: uint32(len(r.Pair)), conda: r.Conda})
 	sn.sum.Write(r.Pair)
+	sn.raw.Add(r.Filename, r.JSONSum)
 	if len(l.waiters) > 0 {
 		if ws, ok := l.waiters[r.Filename]; ok {
 			delete(l.waiters, r.Filename)

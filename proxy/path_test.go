@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"bytes"
 	"net/url"
 	"reflect"
 	"strings"
@@ -109,6 +110,27 @@ func TestDerivedSetEncoding(t *testing.T) {
 	if _, err := decodeSet(append(b, 0)); err == nil {
 		t.Fatal("trailing byte accepted")
 	}
+	// A set written before the raw digests ("pxd1": no raw digest after
+	// each shard) is read without them: its next derivation is a full one.
+	old := []byte("pxd1")
+	rest := b[len("pxd2"):]
+	for _, n := range []string{"numpy", "python", "zlib"} {
+		ns := s.names[n]
+		i := bytes.Index(rest, ns.raw[:])
+		old = append(old, rest[:i]...)
+		rest = rest[i+32:]
+	}
+	old = append(old, rest...)
+	got, err = decodeSet(old)
+	want := sampleSet()
+	want.hasRaw = false
+	for n, ns := range want.names {
+		ns.raw = [32]byte{}
+		want.names[n] = ns
+	}
+	if err != nil || !reflect.DeepEqual(got, want) {
+		t.Fatalf("pxd1: %v\n%+v", err, got)
+	}
 }
 
 func sampleSet() *derivedSet {
@@ -118,9 +140,9 @@ func sampleSet() *derivedSet {
 		return cid.NewCidV1(cid.Raw, h)
 	}
 	s := &derivedSet{src: c(1), tag: "1700000000 https://u.example/c", built: 1700000000, files: map[string]cid.Cid{fileZst: c(2), fileShardIndex: c(3)},
-		names: map[string]nameShard{}, shards: map[[32]byte]bool{}, retired: map[[32]byte]int64{{9}: 1699999999}}
+		names: map[string]nameShard{}, hasRaw: true, shards: map[[32]byte]bool{}, retired: map[[32]byte]int64{{9}: 1699999999}}
 	for i, n := range []string{"numpy", "python", "zlib"} {
-		ns := nameShard{entries: [32]byte{byte(i)}, shard: [32]byte{byte(i), 1}}
+		ns := nameShard{entries: [32]byte{byte(i)}, shard: [32]byte{byte(i), 1}, raw: [32]byte{byte(i), 2}}
 		s.names[n] = ns
 		s.shards[ns.shard] = true
 	}
@@ -138,6 +160,7 @@ func FuzzDecodeSet(f *testing.F) {
 			return
 		}
 		again, err := decodeSet(encodeSet(s))
+		s.hasRaw = true // (written as "pxd2" whatever it was read from)
 		if err != nil || !reflect.DeepEqual(again, s) {
 			t.Fatalf("re-encoded set differs: %v", err)
 		}

@@ -30,6 +30,8 @@ type prescan struct {
 	live    *liveLookup
 	sc      *store.Scratch // shard entries (liveLookup's)
 	byName  map[string]*scannedName
+	diff    bool                // a raw scan (diffscan.go): raws, not byName
+	raws    map[string]*rawName // a raw scan's
 	latest  conda.Latest
 	records int
 	err     error
@@ -58,7 +60,7 @@ func (p *Proxy) startPrescan(ch *v1.Channel, subdir string) *prescan {
 		release()
 		return nil
 	}
-	ps := &prescan{subdir: subdir, body: newGrowing(bodySc), live: newLiveLookup(), sc: sc, byName: map[string]*scannedName{}, done: make(chan struct{})}
+	ps := &prescan{subdir: subdir, body: newGrowing(bodySc), live: newLiveLookup(), sc: sc, byName: map[string]*scannedName{}, diff: p.diffable(ch, subdir), done: make(chan struct{})}
 	ps.live.start(sc, ps.byName)
 	started := p.goBackground(func(ctx context.Context) {
 		defer release()
@@ -68,6 +70,10 @@ func (p *Proxy) startPrescan(ch *v1.Channel, subdir string) *prescan {
 		defer cancel()
 		stop := context.AfterFunc(ctx, func() { ps.body.fail(ctx.Err()) })
 		defer stop()
+		if ps.diff {
+			ps.raws, ps.records, ps.err = p.scanRaw(ctx, ps.body.reader())
+			return
+		}
 		ps.latest, ps.records, ps.err = p.scanRecords(ctx, ps.body.reader(), ps.live)
 	})
 	if !started {
@@ -78,6 +84,20 @@ func (p *Proxy) startPrescan(ch *v1.Channel, subdir string) *prescan {
 		return nil
 	}
 	return ps
+}
+
+// diffable says whether a derivation of subdir would likely transcode
+// only the names that changed (diffscan.go): its published set has raw
+// digests and its CurrentCache is there. The derivation checks it again
+// (the cache must hold the set's document) and scans afresh if not.
+func (p *Proxy) diffable(ch *v1.Channel, subdir string) bool {
+	s, err := p.currentSet(p.bg, ch, subdir)
+	if err != nil || s == nil || !s.hasRaw {
+		return false
+	}
+	p.setsMu.Lock()
+	defer p.setsMu.Unlock()
+	return p.currents[key(ch.Name, subdir)] != nil
 }
 
 // discard ends a prescan nobody will take (the fetch failed, or a newer

@@ -153,6 +153,7 @@ type Proxy struct {
 	derivations    atomic.Uint64
 	shardsBuilt    atomic.Uint64
 	currentEncoded atomic.Uint64
+	transcoded     atomic.Uint64
 	deriveHook     func()       // tests: runs as a derivation starts
 	scanHook       func(string) // tests: runs as the scan passes each file
 	scannedHook    func()       // tests: runs once the scan has passed every file
