@@ -27,7 +27,12 @@ import (
 // it. Holding the encoded records instead would keep the document's size
 // in memory for as long as the proxy runs. Not safe for concurrent use.
 type CurrentCache struct {
-	names map[string]*currentName
+	// names maps each name to its digest and its entries' range. After
+	// each Build every string the cache holds (names, file names) is in
+	// one allocation: held for hours, strings allocated one by one
+	// during a derivation would each keep a page of its garbage resident.
+	names   map[string]currentName
+	entries []currentEntry
 	// last identifies the document the entries point into (a keyed hash:
 	// it tells that document from other bytes the caller might pass, at
 	// ten times SHA-256's speed; the names' digests are SHA-256).
@@ -35,15 +40,15 @@ type CurrentCache struct {
 	last uint64
 }
 
-// currentName is one name's part of the document: its records kept, and
-// the digest of the candidates they were made from.
+// currentName is one name's part of the document: the digest of its
+// records, and its entries (CurrentCache.entries[lo:hi]).
 type currentName struct {
-	sum     [32]byte
-	entries []currentEntry
+	sum    [32]byte
+	lo, hi int
 }
 
 // currentEntry is one record kept: where its value is in the last
-// document (off, n), or its value encoded by this Build.
+// document (off, n), or its value while a Build runs.
 type currentEntry struct {
 	filename string
 	conda    bool
@@ -77,71 +82,105 @@ func (c *CurrentCache) Holds(prev []byte) bool {
 // digest of its records (the caller's: equal digests mean equal records);
 // l holds the candidates (AddPair) of at least every name whose part the
 // cache does not hold under that digest: without them, Build fails with
-// ErrCurrentIncomplete. prev is the document the previous Build returned;
-// any other bytes (nil: it is gone) drop every part kept.
+// ErrCurrentIncomplete (and drops every part kept). prev is the document
+// the previous Build returned; any other bytes (nil: it is gone) drop
+// every part kept.
 func (c *CurrentCache) Build(subdir string, names map[string][32]byte, l *Latest, prev []byte) (doc []byte, encoded int, err error) {
 	if len(l.byName) > 0 {
 		return nil, 0, errors.New("conda: CurrentCache.Build of a Latest filled by Add")
 	}
 	if !c.Holds(prev) {
-		c.names = map[string]*currentName{}
-		c.seed = maphash.MakeSeed()
+		c.names, c.entries = nil, nil
 	}
-	total := 0
+	all := make([]currentEntry, 0, len(c.entries)+16)
+	next := make(map[string]currentName, len(names))
 	for name, sum := range names {
-		cn := c.names[name]
-		if cn == nil || cn.sum != sum {
+		lo := len(all)
+		if cn, ok := c.names[name]; ok && cn.sum == sum {
+			for _, e := range c.entries[cn.lo:cn.hi] {
+				e.value = rawJSON(prev[e.off : e.off+e.n])
+				all = append(all, e)
+			}
+		} else {
 			lp := l.pairs[name]
 			if lp == nil {
-				c.names = nil // what is kept no longer matches a document
+				c.names, c.entries = nil, nil // what is kept no longer matches a document
 				return nil, 0, fmt.Errorf("%w: %s", ErrCurrentIncomplete, name)
 			}
-			cn = encodeCurrentName(lp, sum)
-			c.names[name] = cn
+			all = appendCurrentName(all, lp)
 			encoded++
 		}
-		total += len(cn.entries)
+		next[name] = currentName{sum: sum, lo: lo, hi: len(all)}
 	}
-	entries := make([]*currentEntry, 0, total)
+	order := make([]int, len(all))
 	size := 256
-	for name, cn := range c.names {
-		if _, ok := names[name]; !ok {
-			delete(c.names, name)
-			continue
-		}
-		for i := range cn.entries {
-			e := &cn.entries[i]
-			if e.value == nil {
-				e.value = rawJSON(prev[e.off : e.off+e.n])
-			}
-			entries = append(entries, e)
-			size += len(e.filename) + len(e.value) + 16 // indentation, quotes, colon, comma
-		}
+	for i := range order {
+		order[i] = i
+		size += len(all[i].filename) + len(all[i].value) + 16 // indentation, quotes, colon, comma
 	}
-	slices.SortFunc(entries, func(a, b *currentEntry) int { return strings.Compare(a.filename, b.filename) })
+	slices.SortFunc(order, func(a, b int) int { return strings.Compare(all[a].filename, all[b].filename) })
 	pkgs, condas := &encodedObject{}, &encodedObject{}
-	for _, e := range entries {
+	for _, i := range order {
 		o := pkgs
-		if e.conda {
+		if all[i].conda {
 			o = condas
 		}
-		o.keys = append(o.keys, e.filename)
-		o.values = append(o.values, e.value)
+		o.keys = append(o.keys, all[i].filename)
+		o.values = append(o.values, all[i].value)
 	}
 	doc = repodataDoc(subdir, pkgs, condas, size)
 	// Every entry now points into doc, the next Build's prev.
 	offs := [2][]int{pkgs.offs, condas.offs}
-	var next [2]int
-	for _, e := range entries {
-		i := 0
-		if e.conda {
-			i = 1
+	var at [2]int
+	for _, i := range order {
+		k := 0
+		if all[i].conda {
+			k = 1
 		}
-		e.off, e.n, e.value = offs[i][next[i]], len(e.value), nil
-		next[i]++
+		all[i].off, all[i].n, all[i].value = offs[k][at[k]], len(all[i].value), nil
+		at[k]++
 	}
+	c.compact(next, all)
 	c.last = maphash.Bytes(c.seed, doc)
 	return doc, encoded, nil
+}
+
+// compact keeps names and entries with every string in one allocation.
+func (c *CurrentCache) compact(names map[string]currentName, entries []currentEntry) {
+	n := 0
+	for name := range names {
+		n += len(name)
+	}
+	for _, e := range entries {
+		n += len(e.filename)
+	}
+	var b strings.Builder
+	b.Grow(n)
+	type span struct{ lo, hi int }
+	keys := make([]span, 0, len(names))
+	vals := make([]currentName, 0, len(names))
+	for name, cn := range names {
+		keys = append(keys, span{b.Len(), b.Len() + len(name)})
+		b.WriteString(name)
+		vals = append(vals, cn)
+	}
+	files := make([]span, len(entries))
+	for i, e := range entries {
+		files[i] = span{b.Len(), b.Len() + len(e.filename)}
+		b.WriteString(e.filename)
+	}
+	arena := b.String()
+	c.names = make(map[string]currentName, len(keys))
+	for i, k := range keys {
+		c.names[arena[k.lo:k.hi]] = vals[i]
+	}
+	c.entries = slices.Clip(entries)
+	for i, f := range files {
+		c.entries[i].filename = arena[f.lo:f.hi]
+	}
+	if c.seed == (maphash.Seed{}) {
+		c.seed = maphash.MakeSeed()
+	}
 }
 
 // NameDigest is a digest of one name's records for Build: over each
@@ -166,11 +205,11 @@ func (d *NameDigest) Sum() (s [32]byte) {
 	return s
 }
 
-// encodeCurrentName encodes the records CurrentRepodata keeps of one
-// name's candidates. A file name is one name's (the scanner refuses a
-// record whose "name" differs from its file name's), so keeping per name
-// is keeping over the whole subdir.
-func encodeCurrentName(lp *latestPairs, sum [32]byte) *currentName {
+// appendCurrentName appends the records CurrentRepodata keeps of one
+// name's candidates, encoded. A file name is one name's (the scanner
+// refuses a record whose "name" differs from its file name's), so keeping
+// per name is keeping over the whole subdir.
+func appendCurrentName(all []currentEntry, lp *latestPairs) []currentEntry {
 	recs := make([]Record, 0, len(lp.docs))
 	for i, doc := range lp.docs {
 		v, _ := parseJSON(doc) // checked when offered: valid JSON of an object
@@ -178,16 +217,14 @@ func encodeCurrentName(lp *latestPairs, sum [32]byte) *currentName {
 		sub, _ := fields["subdir"].(string)
 		recs = append(recs, Record{Filename: lp.files[i], Subdir: sub, Fields: fields})
 	}
-	kept := latestRecords(uniqueRecords(recs))
-	cn := &currentName{sum: sum, entries: make([]currentEntry, len(kept))}
 	e := jsonEncoder{indent: true}
 	start := 0
-	for i, r := range kept {
+	for _, r := range latestRecords(uniqueRecords(recs)) {
 		e.value(r.Fields, currentDepth)
-		cn.entries[i] = currentEntry{filename: r.Filename, conda: isConda(r.Filename), value: rawJSON(e.buf[start:len(e.buf):len(e.buf)])}
+		all = append(all, currentEntry{filename: r.Filename, conda: isConda(r.Filename), value: rawJSON(e.buf[start:len(e.buf):len(e.buf)])})
 		start = len(e.buf)
 	}
-	return cn
+	return all
 }
 
 // encodedObject is a JSON object whose keys are sorted and unique and

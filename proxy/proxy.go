@@ -23,7 +23,11 @@
 // transcodes each record straight to its shard entry
 // (conda.ScanShardPairs), on every core, and runs while the upstream's
 // repodata.json downloads (prescan.go); the whole-file .zst is compressed
-// after the set is published (streamed to clients meanwhile).
+// after the set is published (streamed to clients meanwhile). After a small
+// upstream change the scan only cuts records out and digests them by
+// name, and only the changed names' records are transcoded (diffscan.go);
+// current_repodata.json copies the unchanged names' parts from the
+// previous one (conda.CurrentCache).
 //
 // Only paths that can be a conda channel's files are fetched (checkPath).
 // Cache pointers of fetched files (path -> CID, upstream validators,
