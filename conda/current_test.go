@@ -2,9 +2,9 @@ package conda
 
 import (
 	"bytes"
-	"errors"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"testing"
 )
 

@@ -188,6 +188,10 @@ func TestForgeProxyAtScale(t *testing.T) {
 	if len(ds) != 2 || !strings.HasSuffix(ds[1], "shards_built=1") {
 		t.Fatalf("derivations after the change: %q, want a second one building 1 shard", ds)
 	}
+	// ... having transcoded only the changed name's records.
+	if !strings.Contains(ds[1], `mode="changed names only (1)"`) {
+		t.Fatalf("the derivation after the change: %q, want one transcoding the changed name only", ds[1])
+	}
 	// The upstream now answers 304 (TTL 1 s): nothing more is derived.
 	deadline := time.Now().Add(4 * time.Second)
 	for time.Now().Before(deadline) {
