@@ -325,6 +325,11 @@ func (p *Proxy) publishSet(ctx context.Context, ch, subdir string, s *derivedSet
 	}
 	p.setsMu.Lock()
 	defer p.setsMu.Unlock()
+	return p.publishLocked(ctx, ch, subdir, s)
+}
+
+// publishLocked is publishSet's write, under setsMu, after the sync.
+func (p *Proxy) publishLocked(ctx context.Context, ch, subdir string, s *derivedSet) error {
 	if err := p.blobs.WriteLocal(ctx, []store.LocalWrite{{Key: derivedKey(ch, subdir), Value: encodeSet(s)}}); err != nil {
 		return err
 	}
@@ -1049,27 +1054,42 @@ func (p *Proxy) lazyVariant(ctx context.Context, ch *v1.Channel, subdir, file st
 		if lv.from != "" {
 			from = s.files[lv.from]
 		}
+		if cur, err := p.currentSet(ctx, ch, subdir); err == nil && cur != nil && cur.src.Equals(s.src) && cur.files[file].Defined() {
+			return cur.files[file], nil // a .zst stream stored it (storeCast)
+		}
+		if file == fileZst {
+			if zst, ok := p.takeCastZst(ctx, ch, subdir, from); ok {
+				return zst, p.addVariant(ctx, ch, subdir, file, s.src, zst)
+			}
+		}
+		if file == fileZst && conda.FastZstd == conda.WholeZstd {
+			// The stream clients get meanwhile is this file: one
+			// compression for both (storeCast adds it to the set).
+			c, err := p.zstCastFor(ch, subdir)
+			if err != nil {
+				return nil, err
+			}
+			err = c.wait(ctx)
+			stored, castSrc := c.stored, c.src
+			c.release()
+			if err != nil {
+				return nil, err
+			}
+			if castSrc.Equals(from) && stored.Defined() {
+				return stored, nil
+			}
+			// (It compressed a newer index than the set's: compress the
+			// set's own below.)
+		}
+		if file == fileZst {
+			p.zstCompressions.Add(1)
+		}
 		info, err := p.putVariant(ctx, from, lv.compress)
 		if err != nil {
 			return nil, err
 		}
-		if err := p.blobs.Sync(ctx); err != nil {
+		if err := p.addVariant(ctx, ch, subdir, file, s.src, info.CID); err != nil {
 			return nil, err
-		}
-		// Publish a copy with the variant, unless a newer set came.
-		p.setsMu.Lock()
-		cur := p.setCache[key(ch.Name, subdir)]
-		p.setsMu.Unlock()
-		if cur == s {
-			withFile := *s
-			withFile.files = make(map[string]cid.Cid, len(s.files)+1)
-			for f, c := range s.files {
-				withFile.files[f] = c
-			}
-			withFile.files[file] = info.CID
-			if err := p.publishSet(ctx, ch.Name, subdir, &withFile); err != nil {
-				return nil, err
-			}
 		}
 		return info.CID, nil
 	})
@@ -1316,6 +1336,12 @@ func (p *Proxy) zstCastFor(ch *v1.Channel, subdir string) (*zstCast, error) {
 	c.grown = sync.NewCond(&c.mu)
 	started := p.goBackground(func(ctx context.Context) {
 		err := p.compressIndex(ctx, ch, subdir, c)
+		if err == nil && c.src.Defined() && conda.FastZstd == conda.WholeZstd {
+			// The compression of a stored index is that index's .zst:
+			// stored, and added to its set, so that it is never
+			// compressed twice (lazyVariant waits for it).
+			c.stored, err = p.storeCast(ctx, ch, subdir, c)
+		}
 		p.castMu.Lock()
 		delete(p.casts, k)
 		p.castMu.Unlock()
@@ -1326,12 +1352,76 @@ func (p *Proxy) zstCastFor(ch *v1.Channel, subdir string) (*zstCast, error) {
 		return nil, context.Canceled // closing
 	}
 	if p.casts == nil {
-		p.casts = map[string]*zstCast{}
+		p.casts, p.castZsts = map[string]*zstCast{}, map[string]castZst{}
 	}
 	p.casts[k] = c
 	p.zstStreams.Add(1)
 	return c, nil
 }
+
+// storeCast stores the finished stream c and adds it to the published set
+// of its source, if that set has no .zst yet.
+func (p *Proxy) storeCast(ctx context.Context, ch *v1.Channel, subdir string, c *zstCast) (cid.Cid, error) {
+	c.mu.Lock()
+	size := c.size
+	c.mu.Unlock()
+	info, err := p.blobs.Put(ctx, io.NewSectionReader(c, 0, size), store.PutOptions{Deferred: true})
+	if err != nil {
+		return cid.Undef, err
+	}
+	// Its set may not be published yet (a cold stream of the download):
+	// the lazy variant takes it then.
+	p.castMu.Lock()
+	p.castZsts[key(ch.Name, subdir)] = castZst{src: c.src, zst: info.CID}
+	p.castMu.Unlock()
+	return info.CID, p.addVariant(ctx, ch, subdir, fileZst, c.src, info.CID)
+}
+
+// castZst is the stored stream of a subdir's index (storeCast).
+type castZst struct{ src, zst cid.Cid }
+
+// takeCastZst returns the stored stream of subdir's index src, if there
+// is one and it is still stored.
+func (p *Proxy) takeCastZst(ctx context.Context, ch *v1.Channel, subdir string, src cid.Cid) (cid.Cid, bool) {
+	k := key(ch.Name, subdir)
+	p.castMu.Lock()
+	cz, ok := p.castZsts[k]
+	if ok && cz.src.Equals(src) {
+		delete(p.castZsts, k)
+	}
+	p.castMu.Unlock()
+	if !ok || !cz.src.Equals(src) || !p.blobs.Has(ctx, cz.zst) { // (a sweep may have taken it)
+		return cid.Undef, false
+	}
+	return cz.zst, true
+}
+
+// addVariant adds file (blob v) to subdir's published set if that set is
+// of src and has no such file yet (checked and published under one lock:
+// two variants finishing at once both stay).
+func (p *Proxy) addVariant(ctx context.Context, ch *v1.Channel, subdir, file string, src, v cid.Cid) error {
+	if err := p.blobs.Sync(ctx); err != nil {
+		return err
+	}
+	if _, err := p.currentSet(ctx, ch, subdir); err != nil { // (loaded)
+		return err
+	}
+	p.setsMu.Lock()
+	defer p.setsMu.Unlock()
+	s := p.setCache[key(ch.Name, subdir)]
+	if s == nil || s.tag != setTag(ch) || !s.src.Equals(src) || s.files[file].Defined() {
+		return nil
+	}
+	withFile := *s
+	withFile.files = make(map[string]cid.Cid, len(s.files)+1)
+	maps.Copy(withFile.files, s.files)
+	withFile.files[file] = v
+	return p.publishLocked(ctx, ch.Name, subdir, &withFile)
+}
+
+// ZstCompressions counts the whole-file .zst compressions run, streamed
+// or stored (one per index version when both are asked for).
+func (p *Proxy) ZstCompressions() uint64 { return p.zstCompressions.Load() }
 
 // ZstStreams counts the cold .zst compressions started (one per subdir
 // at a time, however many clients ask).
@@ -1339,13 +1429,22 @@ func (p *Proxy) ZstStreams() uint64 { return p.zstStreams.Load() }
 
 // compressIndex writes subdir's upstream repodata.json compressed at
 // FastZstd to w: the stored copy, or the upstream fetch as it arrives.
-func (p *Proxy) compressIndex(ctx context.Context, ch *v1.Channel, subdir string, w io.Writer) error {
+func (p *Proxy) compressIndex(ctx context.Context, ch *v1.Channel, subdir string, w *zstCast) error {
 	path := subdir + "/repodata.json"
-	compress := func(r io.Reader) error { return conda.ZstdStreamLevel(w, r, conda.FastZstd) }
+	compress := func(r io.Reader) error {
+		err := conda.ZstdStreamLevel(w, r, conda.FastZstd)
+		if err == nil {
+			p.zstCompressions.Add(1)
+		}
+		return err
+	}
 	if src, err := p.cachedSource(ctx, ch, path); err != nil || src != cid.Undef {
 		if err != nil {
 			return err
 		}
+		w.mu.Lock()
+		w.src = src
+		w.mu.Unlock()
 		p.deriveAsync(ch, subdir, src)
 		b, err := p.blobs.Open(ctx, src)
 		if err != nil {
@@ -1363,9 +1462,14 @@ func (p *Proxy) compressIndex(ctx context.Context, ch *v1.Channel, subdir string
 		compressed <- err
 	}()
 	tee := &teeOnce{w: pw}
-	_, err, _ := p.sf.Do(key(ch.Name, path), func() (any, error) {
+	fetched, err, _ := p.sf.Do(key(ch.Name, path), func() (any, error) {
 		return p.fetchTee(context.WithoutCancel(ctx), ch, path, nil, tee)
 	})
+	if err == nil && tee.used.Load() { // the stream is of the stored download
+		w.mu.Lock()
+		w.src = fetched.(Result).CID
+		w.mu.Unlock()
+	}
 	switch {
 	case err != nil:
 		pw.CloseWithError(err)
@@ -1398,6 +1502,38 @@ type zstCast struct {
 	done  bool
 	err   error
 	users int // clients copying, and the producer until it finishes
+	// src is the stored repodata.json compressed (Undef while unknown,
+	// or for a download compressed as it arrives); stored is the blob of
+	// the finished stream of a stored src, which is also its set's .zst.
+	src    cid.Cid
+	stored cid.Cid
+}
+
+// ReadAt reads the stream's bytes (under the lock: the producer's writes
+// go through the same scratch file).
+func (c *zstCast) ReadAt(b []byte, off int64) (int, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.sc.ReadAt(b, off)
+}
+
+// wait waits for the stream to end; it returns the cast's error.
+func (c *zstCast) wait(ctx context.Context) error {
+	stop := context.AfterFunc(ctx, func() {
+		c.mu.Lock()
+		c.grown.Broadcast()
+		c.mu.Unlock()
+	})
+	defer stop()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for !c.done && ctx.Err() == nil {
+		c.grown.Wait()
+	}
+	if !c.done {
+		return ctx.Err()
+	}
+	return c.err
 }
 
 // Write appends compressed bytes (the producer).

@@ -443,6 +443,10 @@ func TestShardIndexDoesNotWaitForTheWholeZst(t *testing.T) {
 	if _, b, err := r.get(t, "linux-64/repodata.json.zst"); err != nil || !bytes.Equal(b, rec.bytes()) {
 		t.Fatalf("the stored .zst differs from the streamed one: %v", err)
 	}
+	// ... and is that stream: the index was compressed once.
+	if n := r.p.ZstCompressions(); n != 1 {
+		t.Fatalf("the index was compressed %d times for the stream and the stored .zst, want once", n)
+	}
 }
 
 // TestColdZstdIsShared: concurrent cold .zst clients share one compression
@@ -498,6 +502,15 @@ func TestColdZstdIsShared(t *testing.T) {
 	}
 	if n, hits := r.p.ZstStreams(), r.up.hitsOf("/c/linux-64/repodata.json"); n != 1 || hits != 1 {
 		t.Fatalf("%d compressions, %d upstream fetches for %d clients; want 1 and 1", n, hits, clients)
+	}
+	// The stream is the set's .zst once the set is published: the index
+	// is not compressed again.
+	waitUntil(t, func() bool { return proxy.HasDerived(r.p, r.ch, "linux-64", "repodata.json.zst") })
+	if _, b, err := r.get(t, "linux-64/repodata.json.zst"); err != nil || !bytes.Equal(b, recs[0].bytes()) {
+		t.Fatalf("the stored .zst differs from the stream: %v", err)
+	}
+	if n := r.p.ZstCompressions(); n != 1 {
+		t.Fatalf("the index was compressed %d times, want once", n)
 	}
 }
 

@@ -166,9 +166,11 @@ type Proxy struct {
 	prescansTaken  atomic.Uint64
 
 	// Cold .zst compressions running, by key(channel, subdir).
-	castMu     sync.Mutex
-	casts      map[string]*zstCast
-	zstStreams atomic.Uint64
+	castMu          sync.Mutex
+	casts           map[string]*zstCast
+	castZsts        map[string]castZst // finished casts stored, for their set's .zst
+	zstStreams      atomic.Uint64
+	zstCompressions atomic.Uint64
 
 	// bg is the context of background work (derivations, revalidations);
 	// Close cancels it and waits for bgWG.
