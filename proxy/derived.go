@@ -1054,32 +1054,31 @@ func (p *Proxy) lazyVariant(ctx context.Context, ch *v1.Channel, subdir, file st
 		if lv.from != "" {
 			from = s.files[lv.from]
 		}
-		if cur, err := p.currentSet(ctx, ch, subdir); err == nil && cur != nil && cur.src.Equals(s.src) && cur.files[file].Defined() {
-			return cur.files[file], nil // a .zst stream stored it (storeCast)
-		}
-		if file == fileZst {
-			if zst, ok := p.takeCastZst(ctx, ch, subdir, from); ok {
+		if file == fileZst && conda.FastZstd == conda.WholeZstd {
+			// The stream clients get (or got) of the set's index is this
+			// file: one compression for both. A finished one is kept
+			// for it (keepCast); a running one is waited for.
+			c := p.takeCast(ch, subdir, from)
+			if c == nil {
+				running, err := p.zstCastFor(ch, subdir)
+				if err != nil {
+					return nil, err
+				}
+				err = running.wait(ctx)
+				running.release()
+				if err != nil {
+					return nil, err
+				}
+				c = p.takeCast(ch, subdir, from) // (nil: it compressed a newer index)
+			}
+			if c != nil {
+				zst, err := p.storeCast(ctx, c)
+				c.release()
+				if err != nil {
+					return nil, err
+				}
 				return zst, p.addVariant(ctx, ch, subdir, file, s.src, zst)
 			}
-		}
-		if file == fileZst && conda.FastZstd == conda.WholeZstd {
-			// The stream clients get meanwhile is this file: one
-			// compression for both (storeCast adds it to the set).
-			c, err := p.zstCastFor(ch, subdir)
-			if err != nil {
-				return nil, err
-			}
-			err = c.wait(ctx)
-			stored, castSrc := c.stored, c.src
-			c.release()
-			if err != nil {
-				return nil, err
-			}
-			if castSrc.Equals(from) && stored.Defined() {
-				return stored, nil
-			}
-			// (It compressed a newer index than the set's: compress the
-			// set's own below.)
 		}
 		if file == fileZst {
 			p.zstCompressions.Add(1)
@@ -1336,14 +1335,11 @@ func (p *Proxy) zstCastFor(ch *v1.Channel, subdir string) (*zstCast, error) {
 	c.grown = sync.NewCond(&c.mu)
 	started := p.goBackground(func(ctx context.Context) {
 		err := p.compressIndex(ctx, ch, subdir, c)
-		if err == nil && c.src.Defined() && conda.FastZstd == conda.WholeZstd {
-			// The compression of a stored index is that index's .zst:
-			// stored, and added to its set, so that it is never
-			// compressed twice (lazyVariant waits for it).
-			c.stored, err = p.storeCast(ctx, ch, subdir, c)
-		}
 		p.castMu.Lock()
 		delete(p.casts, k)
+		if err == nil && c.src.Defined() {
+			p.keepCastLocked(k, c)
+		}
 		p.castMu.Unlock()
 		c.finish(err)
 	})
@@ -1352,48 +1348,48 @@ func (p *Proxy) zstCastFor(ch *v1.Channel, subdir string) (*zstCast, error) {
 		return nil, context.Canceled // closing
 	}
 	if p.casts == nil {
-		p.casts, p.castZsts = map[string]*zstCast{}, map[string]castZst{}
+		p.casts, p.kept = map[string]*zstCast{}, map[string]*zstCast{}
 	}
 	p.casts[k] = c
 	p.zstStreams.Add(1)
 	return c, nil
 }
 
-// storeCast stores the finished stream c and adds it to the published set
-// of its source, if that set has no .zst yet.
-func (p *Proxy) storeCast(ctx context.Context, ch *v1.Channel, subdir string, c *zstCast) (cid.Cid, error) {
+// keepCastLocked keeps the finished stream c of a stored index (the
+// last one per subdir; an earlier one kept goes) for that index's set's
+// .zst, which lazyVariant makes of it rather than compressing the index
+// again. Under castMu.
+func (p *Proxy) keepCastLocked(k string, c *zstCast) {
+	c.mu.Lock()
+	c.users++ // the keep's: its scratch file stays until taken or replaced
+	c.mu.Unlock()
+	if old := p.kept[k]; old != nil {
+		old.release()
+	}
+	p.kept[k] = c
+}
+
+// takeCast returns the kept stream of subdir's index src, if any; the
+// caller must release it.
+func (p *Proxy) takeCast(ch *v1.Channel, subdir string, src cid.Cid) *zstCast {
+	k := key(ch.Name, subdir)
+	p.castMu.Lock()
+	defer p.castMu.Unlock()
+	c := p.kept[k]
+	if c == nil || !c.src.Equals(src) {
+		return nil
+	}
+	delete(p.kept, k)
+	return c
+}
+
+// storeCast stores the finished stream c.
+func (p *Proxy) storeCast(ctx context.Context, c *zstCast) (cid.Cid, error) {
 	c.mu.Lock()
 	size := c.size
 	c.mu.Unlock()
 	info, err := p.blobs.Put(ctx, io.NewSectionReader(c, 0, size), store.PutOptions{Deferred: true})
-	if err != nil {
-		return cid.Undef, err
-	}
-	// Its set may not be published yet (a cold stream of the download):
-	// the lazy variant takes it then.
-	p.castMu.Lock()
-	p.castZsts[key(ch.Name, subdir)] = castZst{src: c.src, zst: info.CID}
-	p.castMu.Unlock()
-	return info.CID, p.addVariant(ctx, ch, subdir, fileZst, c.src, info.CID)
-}
-
-// castZst is the stored stream of a subdir's index (storeCast).
-type castZst struct{ src, zst cid.Cid }
-
-// takeCastZst returns the stored stream of subdir's index src, if there
-// is one and it is still stored.
-func (p *Proxy) takeCastZst(ctx context.Context, ch *v1.Channel, subdir string, src cid.Cid) (cid.Cid, bool) {
-	k := key(ch.Name, subdir)
-	p.castMu.Lock()
-	cz, ok := p.castZsts[k]
-	if ok && cz.src.Equals(src) {
-		delete(p.castZsts, k)
-	}
-	p.castMu.Unlock()
-	if !ok || !cz.src.Equals(src) || !p.blobs.Has(ctx, cz.zst) { // (a sweep may have taken it)
-		return cid.Undef, false
-	}
-	return cz.zst, true
+	return info.CID, err
 }
 
 // addVariant adds file (blob v) to subdir's published set if that set is
@@ -1503,10 +1499,8 @@ type zstCast struct {
 	err   error
 	users int // clients copying, and the producer until it finishes
 	// src is the stored repodata.json compressed (Undef while unknown,
-	// or for a download compressed as it arrives); stored is the blob of
-	// the finished stream of a stored src, which is also its set's .zst.
-	src    cid.Cid
-	stored cid.Cid
+	// and if the download compressed as it arrived was not stored).
+	src cid.Cid
 }
 
 // ReadAt reads the stream's bytes (under the lock: the producer's writes

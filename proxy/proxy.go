@@ -168,7 +168,7 @@ type Proxy struct {
 	// Cold .zst compressions running, by key(channel, subdir).
 	castMu          sync.Mutex
 	casts           map[string]*zstCast
-	castZsts        map[string]castZst // finished casts stored, for their set's .zst
+	kept            map[string]*zstCast // finished casts of stored indexes, for their sets' .zst (keepCastLocked)
 	zstStreams      atomic.Uint64
 	zstCompressions atomic.Uint64
 
@@ -251,6 +251,12 @@ func (p *Proxy) Close() {
 		delete(p.prescans, k)
 	}
 	p.mu.Unlock()
+	p.castMu.Lock()
+	for k, c := range p.kept {
+		c.release()
+		delete(p.kept, k)
+	}
+	p.castMu.Unlock()
 }
 
 // goBackground runs f on a goroutine of the proxy's background work,
