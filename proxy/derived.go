@@ -1042,11 +1042,19 @@ func (p *Proxy) lazyVariant(ctx context.Context, ch *v1.Channel, subdir, file st
 		// not fail the others; Close stops it.
 		ctx, cancel := context.WithTimeout(p.bg, p.cfg.DeriveTimeout)
 		defer cancel()
+		// s may be a caller's stale copy: a run that ended just before
+		// this one began may have added the file already.
+		if c, ok := p.publishedVariant(ch, subdir, file, s.src); ok {
+			return c, nil
+		}
 		release, err := p.acquire(ctx)
 		if err != nil {
 			return nil, err
 		}
 		defer release()
+		if c, ok := p.publishedVariant(ch, subdir, file, s.src); ok {
+			return c, nil
+		}
 		if p.variantHook != nil {
 			p.variantHook(file)
 		}
@@ -1390,6 +1398,19 @@ func (p *Proxy) storeCast(ctx context.Context, c *zstCast) (cid.Cid, error) {
 	c.mu.Unlock()
 	info, err := p.blobs.Put(ctx, io.NewSectionReader(c, 0, size), store.PutOptions{Deferred: true})
 	return info.CID, err
+}
+
+// publishedVariant returns file of subdir's published set if that set
+// is of src and has it.
+func (p *Proxy) publishedVariant(ch *v1.Channel, subdir, file string, src cid.Cid) (cid.Cid, bool) {
+	p.setsMu.Lock()
+	defer p.setsMu.Unlock()
+	s := p.setCache[key(ch.Name, subdir)]
+	if s == nil || s.tag != setTag(ch) || !s.src.Equals(src) {
+		return cid.Undef, false
+	}
+	c, ok := s.files[file]
+	return c, ok && c.Defined()
 }
 
 // addVariant adds file (blob v) to subdir's published set if that set is
