@@ -82,6 +82,8 @@ func classify(err error) (status int, code connect.Code, detail any) {
 		return http.StatusConflict, connect.CodeFailedPrecondition, "the last server owner cannot be demoted"
 	case errors.Is(err, catalog.ErrExists):
 		return http.StatusConflict, connect.CodeAlreadyExists, err.Error()
+	case errors.Is(err, catalog.ErrStatusChanged):
+		return http.StatusConflict, connect.CodeAborted, err.Error()
 	case errors.Is(err, catalog.ErrQuota), errors.Is(err, store.ErrTooLarge):
 		return http.StatusUnprocessableEntity, connect.CodeResourceExhausted, err.Error()
 	case errors.Is(err, catalog.ErrInvalid):

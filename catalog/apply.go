@@ -109,7 +109,7 @@ func (a *applier) apply(cmd *v1.Command) (*Result, error) {
 	case *v1.Command_SetMember:
 		return nil, a.setMember(op.SetMember)
 	case *v1.Command_PutJob:
-		return a.putJob(op.PutJob.GetJob())
+		return a.putJob(op.PutJob.GetJob(), op.PutJob.GetIfStatus())
 	case *v1.Command_PutTask:
 		return a.putTask(op.PutTask.GetTask())
 	case *v1.Command_PutProxyEntries:
@@ -616,8 +616,11 @@ func (a *applier) nextID(seq string) (int64, error) {
 	return int64(id), a.b.Set(kSeq(seq), putU64(id))
 }
 
-func (a *applier) putJob(j *v1.Job) (*Result, error) {
+func (a *applier) putJob(j *v1.Job, ifStatus string) (*Result, error) {
 	j = proto.Clone(j).(*v1.Job)
+	if j.Id == 0 && ifStatus != "" {
+		return nil, fmt.Errorf("%w: a new job with an expected status", ErrInvalid)
+	}
 	if j.Id == 0 {
 		id, err := a.nextID("job")
 		if err != nil {
@@ -628,6 +631,9 @@ func (a *applier) putJob(j *v1.Job) (*Result, error) {
 		var old v1.Job
 		if err := a.get(kJob(j.Id), &old); err != nil {
 			return nil, fmt.Errorf("job %d: %w", j.Id, err)
+		}
+		if ifStatus != "" && old.Status != ifStatus {
+			return nil, fmt.Errorf("%w: job %d is %s, not %s", ErrStatusChanged, j.Id, old.Status, ifStatus)
 		}
 		j.CreatedUnix = old.CreatedUnix
 	}

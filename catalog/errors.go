@@ -16,6 +16,9 @@ var (
 	// ErrFenced: a job runner's write from a term that lost the jobs to a
 	// newer leader.
 	ErrFenced = errors.New("catalog: job write from a deposed leader")
+	// ErrStatusChanged: a job's status is no longer the one the command
+	// expected (PutJobOp.if_status): it was changed meanwhile.
+	ErrStatusChanged = errors.New("catalog: the job's status changed meanwhile")
 	// ErrLastOwner: the change would leave the server without an owner.
 	ErrLastOwner = errors.New("catalog: the last server owner cannot be demoted or removed")
 )

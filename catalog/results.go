@@ -34,6 +34,7 @@ var errorCodes = []struct {
 	{"quota", ErrQuota},
 	{"last_owner", ErrLastOwner},
 	{"fenced", ErrFenced},
+	{"status_changed", ErrStatusChanged},
 }
 
 // ErrApply is the kind of an error that has no catalog sentinel (a store

@@ -133,3 +133,46 @@ func TestJobsFencedByTerm(t *testing.T) {
 		t.Fatalf("after an older claim: %v, want ErrFenced", err)
 	}
 }
+
+// TestPutJobIfStatus: a job write conditional on the stored status
+// applies while that status holds and otherwise fails with
+// ErrStatusChanged, changing nothing; the error survives the trip to a
+// follower; a new job cannot be conditional.
+func TestPutJobIfStatus(t *testing.T) {
+	ctx := context.Background()
+	r := newRig(t)
+	t0 := int64(1_700_000_000_000_000_000)
+	res, err := r.raw(&v1.Command{Op: &v1.Command_PutJob{PutJob: &v1.PutJobOp{Job: &v1.Job{Manifest: "reindex", Status: "pending"}}}}, t0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	put := func(status, ifStatus string) error {
+		_, err := r.raw(&v1.Command{Op: &v1.Command_PutJob{PutJob: &v1.PutJobOp{Job: &v1.Job{Id: res.JobID, Manifest: "reindex", Status: status}, IfStatus: ifStatus}}}, t0)
+		return err
+	}
+	if err := put("running", "pending"); err != nil {
+		t.Fatalf("running if pending: %v", err)
+	}
+	if err := put("cancelled", ""); err != nil { // the API's
+		t.Fatal(err)
+	}
+	err = put("success", "running")
+	if !errors.Is(err, catalog.ErrStatusChanged) {
+		t.Fatalf("success if running, the job cancelled: %v, want ErrStatusChanged", err)
+	}
+	if _, derr := catalog.DecodeResult(catalog.EncodeResult(nil, err)); !errors.Is(derr, catalog.ErrStatusChanged) {
+		t.Fatalf("decoded on a follower: %v", derr)
+	}
+	if j, _ := r.cat.Job(ctx, res.JobID); j.Status != "cancelled" {
+		t.Fatalf("job %q after a refused write, want cancelled", j.Status)
+	}
+	if _, err := r.raw(&v1.Command{Op: &v1.Command_PutJob{PutJob: &v1.PutJobOp{Job: &v1.Job{Manifest: "reindex", Status: "pending"}, IfStatus: "pending"}}}, t0); !errors.Is(err, catalog.ErrInvalid) {
+		t.Fatalf("a new job with an expected status: %v, want ErrInvalid", err)
+	}
+	if v := catalog.RequiredVersion(&v1.Command{Op: &v1.Command_PutJob{PutJob: &v1.PutJobOp{IfStatus: "running"}}}); v != 2 {
+		t.Fatalf("a conditional job write needs version %d, want 2", v)
+	}
+	if v := catalog.RequiredVersion(&v1.Command{Op: &v1.Command_PutJob{PutJob: &v1.PutJobOp{}}}); v != 1 {
+		t.Fatalf("a job write needs version %d, want 1", v)
+	}
+}

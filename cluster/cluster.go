@@ -602,6 +602,12 @@ const (
 	ProtoMax = catalog.ProtocolVersion
 )
 
+// Applies reports whether every voter applies commands of version v, so
+// that Propose takes them (a caller can fall back to an older form).
+func (c *Cluster) Applies(v uint32) bool {
+	return v <= ProtoMin || v <= c.clusterProto()
+}
+
 // clusterProto is the newest command version every voter applies (as
 // gossiped): newer commands are not proposed until every voter runs a
 // build that applies them.

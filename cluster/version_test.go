@@ -79,8 +79,8 @@ func TestUnsupportedCommandHalts(t *testing.T) {
 			if err := cl.logs.GetLog(last, &l); err != nil {
 				t.Fatal(err)
 			}
-			if cmd, err := DecodeCommand(l.Data); err != nil || cmd.Version != catalog.ProtocolVersion {
-				t.Fatalf("proposed entry: version %d (%v), want %d", cmd.GetVersion(), err, catalog.ProtocolVersion)
+			if cmd, err := DecodeCommand(l.Data); err != nil || cmd.Version != 1 {
+				t.Fatalf("proposed entry: version %d (%v), want 1 (a user write is of the first release)", cmd.GetVersion(), err)
 			}
 			bad := last + 1
 			cl.raft.Apply(c.entry(t), 10*time.Second)

@@ -5,7 +5,10 @@
 // the cluster. After a restart, tasks left running are marked failed and
 // their job runs again (every action is idempotent). A job cancelled while
 // it runs has its run's context cancelled (cause ErrCancelled) within
-// about 200 ms, on whichever node the cancel was written.
+// about 200 ms, on whichever node the cancel was written. The runner's job
+// writes are conditional on the status it read (catalog PutJobOp.if_status):
+// a job cancelled, or set pending again, between the runner's read and its
+// write keeps the API's status (not run, or not rescheduled).
 //
 // A task's replicated record stays small whatever its action does: its
 // progress is written at most every Config.ProgressInterval (and when it
@@ -43,6 +46,13 @@ const cancelPoll = 200 * time.Millisecond
 // Proposer replicates catalog commands.
 type Proposer interface {
 	Propose(ctx context.Context, cmd *v1.Command) (any, error)
+}
+
+// versionGate is what a Proposer may also tell (cluster.Cluster does):
+// whether every voter applies commands of a version. A Proposer without it
+// applies every version this build proposes.
+type versionGate interface {
+	Applies(version uint32) bool
 }
 
 // Action executes one run of a job.
@@ -235,7 +245,9 @@ func (r *Runner) recover(ctx context.Context) error {
 			}
 		}
 		j.Status = "pending"
-		if err := r.putJob(ctx, j); err != nil {
+		if err := r.putJob(ctx, j, "running"); errors.Is(err, catalog.ErrStatusChanged) {
+			continue // cancelled meanwhile: stays so
+		} else if err != nil {
 			return err
 		}
 		r.log.Warn("job interrupted by a restart, rescheduled", "job", j.Id, "manifest", j.Manifest)
@@ -274,8 +286,13 @@ func (r *Runner) Pass(ctx context.Context) error {
 
 func (r *Runner) runOnce(ctx context.Context, j *v1.Job) error {
 	j = proto.Clone(j).(*v1.Job)
+	was := j.Status
 	j.Status, j.LastRunUnix = "running", r.cfg.Now().Unix()
-	if err := r.putJob(ctx, j); err != nil {
+	if err := r.putJob(ctx, j, was); errors.Is(err, catalog.ErrStatusChanged) {
+		// Cancelled (or changed otherwise) since this pass read it.
+		r.log.Info("job not run: its status changed before its run began", "job", j.Id, "manifest", j.Manifest, "err", err)
+		return nil
+	} else if err != nil {
 		return err
 	}
 	r.mu.Lock()
@@ -316,10 +333,12 @@ func (r *Runner) runOnce(ctx context.Context, j *v1.Job) error {
 	if j.RepeatEverySeconds != nil {
 		j.Status = "pending"
 	}
-	if cur, err := r.cat.Job(ctx, j.Id); err == nil && cur.Status == "cancelled" {
-		j.Status = "cancelled"
+	if err := r.putJob(ctx, j, "running"); errors.Is(err, catalog.ErrStatusChanged) {
+		return nil // cancelled, or set pending to run again, while it ran: that stays
+	} else if err != nil {
+		return err
 	}
-	return r.putJob(ctx, j)
+	return nil
 }
 
 // watchCancel returns a context of ctx that ends, with the cause
@@ -502,8 +521,16 @@ func (r *Runner) claim(ctx context.Context, term uint64) error {
 	return err
 }
 
-func (r *Runner) putJob(ctx context.Context, j *v1.Job) error {
-	_, err := r.propose(ctx, &v1.Command{Op: &v1.Command_PutJob{PutJob: &v1.PutJobOp{Job: j}}})
+// putJob replaces job j if its stored status is still ifStatus (else
+// catalog.ErrStatusChanged): the runner never undoes a status the API set
+// meanwhile. While a voter runs a build without conditional job writes,
+// the write is unconditional, as it was then.
+func (r *Runner) putJob(ctx context.Context, j *v1.Job, ifStatus string) error {
+	cmd := &v1.Command{Op: &v1.Command_PutJob{PutJob: &v1.PutJobOp{Job: j, IfStatus: ifStatus}}}
+	if g, ok := r.prop.(versionGate); ok && !g.Applies(catalog.RequiredVersion(cmd)) {
+		cmd.GetPutJob().IfStatus = ""
+	}
+	_, err := r.propose(ctx, cmd)
 	return err
 }
 

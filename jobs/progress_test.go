@@ -26,9 +26,18 @@ type applier struct {
 	idx        uint64
 	taskWrites int
 	taskBytes  int
+	// beforeJob, if set, runs before a job write is applied (outside mu:
+	// it may propose).
+	beforeJob func(cmd *v1.Command)
 }
 
 func (a *applier) Propose(ctx context.Context, cmd *v1.Command) (any, error) {
+	a.mu.Lock()
+	hook := a.beforeJob
+	a.mu.Unlock()
+	if hook != nil && cmd.GetPutJob() != nil {
+		hook(cmd)
+	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	a.idx++

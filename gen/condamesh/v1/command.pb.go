@@ -937,8 +937,13 @@ func (x *SetMemberOp) GetRemove() bool {
 
 // PutJobOp creates (id 0: next id) or replaces a job.
 type PutJobOp struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Job           *Job                   `protobuf:"bytes,1,opt,name=job,proto3" json:"job,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Job   *Job                   `protobuf:"bytes,1,opt,name=job,proto3" json:"job,omitempty"`
+	// If set, the job is replaced only while its stored status is this one
+	// (else the command fails with the status_changed code and changes
+	// nothing): a job runner's writes never undo a status the API set
+	// meanwhile, such as cancelled.
+	IfStatus      string `protobuf:"bytes,2,opt,name=if_status,json=ifStatus,proto3" json:"if_status,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -978,6 +983,13 @@ func (x *PutJobOp) GetJob() *Job {
 		return x.Job
 	}
 	return nil
+}
+
+func (x *PutJobOp) GetIfStatus() string {
+	if x != nil {
+		return x.IfStatus
+	}
+	return ""
 }
 
 // PutTaskOp creates (id 0: next id) or replaces a task.
@@ -1371,9 +1383,10 @@ const file_condamesh_v1_command_proto_rawDesc = "" +
 	"\rreplaces_hash\x18\x03 \x01(\tR\freplacesHash\"S\n" +
 	"\vSetMemberOp\x12,\n" +
 	"\x06member\x18\x01 \x01(\v2\x14.condamesh.v1.MemberR\x06member\x12\x16\n" +
-	"\x06remove\x18\x02 \x01(\bR\x06remove\"/\n" +
+	"\x06remove\x18\x02 \x01(\bR\x06remove\"L\n" +
 	"\bPutJobOp\x12#\n" +
-	"\x03job\x18\x01 \x01(\v2\x11.condamesh.v1.JobR\x03job\"3\n" +
+	"\x03job\x18\x01 \x01(\v2\x11.condamesh.v1.JobR\x03job\x12\x1b\n" +
+	"\tif_status\x18\x02 \x01(\tR\bifStatus\"3\n" +
 	"\tPutTaskOp\x12&\n" +
 	"\x04task\x18\x01 \x01(\v2\x12.condamesh.v1.TaskR\x04task\"G\n" +
 	"\x11PutProxyEntriesOp\x122\n" +
