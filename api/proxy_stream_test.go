@@ -22,6 +22,8 @@ import (
 // (large packages would otherwise make clients time out), the full file
 // with the head a cached copy gets, and a response cut short (never a whole
 // wrong file) when the upstream sends corrupt bytes, which are not kept.
+// A package smaller than the server's write buffer is no exception: its
+// first bytes do not wait for the download to end.
 func TestProxyStreamsColdPackages(t *testing.T) { inHTTPModes(t, testProxyStreamsColdPackages) }
 
 func testProxyStreamsColdPackages(t *testing.T, mode ...nodetest.Option) {
@@ -29,14 +31,16 @@ func testProxyStreamsColdPackages(t *testing.T, mode ...nodetest.Option) {
 	_, _ = rand.Read(good)
 	bad := make([]byte, 1<<20)
 	_, _ = rand.Read(bad)
+	small := make([]byte, 1<<10)
+	_, _ = rand.Read(small)
 	record := func(name string, b []byte) map[string]any {
 		s, m := sha256.Sum256(b), md5.Sum(b)
 		return map[string]any{"name": name, "version": "1", "build": "0", "build_number": 0, "depends": []any{},
 			"sha256": hex.EncodeToString(s[:]), "md5": hex.EncodeToString(m[:]), "size": len(b), "subdir": "linux-64"}
 	}
 	repodata, _ := json.Marshal(map[string]any{"info": map[string]any{"subdir": "linux-64"}, "packages": map[string]any{},
-		"packages.conda": map[string]any{"good-1-0.conda": record("good", good), "bad-1-0.conda": record("bad", bad)}})
-	gate := make(chan struct{})
+		"packages.conda": map[string]any{"good-1-0.conda": record("good", good), "bad-1-0.conda": record("bad", bad), "small-1-0.conda": record("small", small)}})
+	gate, smallGate := make(chan struct{}), make(chan struct{})
 	var goodHits, badHits atomic.Int64
 	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
@@ -49,6 +53,12 @@ func testProxyStreamsColdPackages(t *testing.T, mode ...nodetest.Option) {
 			w.(http.Flusher).Flush()
 			<-gate // the rest only when the test has seen the first half
 			_, _ = w.Write(good[len(good)/2:])
+		case "/c/linux-64/small-1-0.conda":
+			w.Header().Set("Content-Length", fmt.Sprint(len(small)))
+			_, _ = w.Write(small[:len(small)/2])
+			w.(http.Flusher).Flush()
+			<-smallGate
+			_, _ = w.Write(small[len(small)/2:])
 		case "/c/linux-64/bad-1-0.conda":
 			badHits.Add(1)
 			corrupt := append([]byte(nil), bad...)
@@ -97,6 +107,41 @@ func testProxyStreamsColdPackages(t *testing.T, mode ...nodetest.Option) {
 	cached := e.get(t, "/get/px/linux-64/good-1-0.conda", "").want(t, 200)
 	if sha256.Sum256(cached.body) != sum || cached.header.Get("ETag") != resp.Header.Get("ETag") || goodHits.Load() != 1 {
 		t.Fatalf("cached copy: ETag %q vs streamed %q, upstream hits %d", cached.header.Get("ETag"), resp.Header.Get("ETag"), goodHits.Load())
+	}
+
+	// 1 KiB: the head and the first half arrive while the upstream holds
+	// back the rest (the server must not keep them in its write buffer).
+	go func() {
+		var err error
+		var resp *http.Response
+		if resp, err = http.Get(e.n.URL() + "/get/px/linux-64/small-1-0.conda"); err == nil {
+			defer resp.Body.Close()
+			b := make([]byte, len(small)/2)
+			if _, err = io.ReadFull(resp.Body, b); err == nil && string(b) != string(small[:len(b)]) {
+				err = fmt.Errorf("wrong first bytes")
+			}
+			if err == nil {
+				got <- nil
+				var rest []byte
+				if rest, err = io.ReadAll(resp.Body); err == nil && string(append(b, rest...)) != string(small) {
+					err = fmt.Errorf("wrong body")
+				}
+			}
+		}
+		got <- err
+	}()
+	select {
+	case err := <-got:
+		if err != nil {
+			t.Fatalf("small package's first half while the upstream still sends: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		close(smallGate)
+		t.Fatal("nothing of a small package reached the client while the upstream was still sending")
+	}
+	close(smallGate)
+	if err := <-got; err != nil {
+		t.Fatalf("small package: %v", err)
 	}
 
 	for i := 1; i <= 2; i++ {

@@ -306,7 +306,29 @@ func (k *proxySink) Begin(res proxy.Result, size int64) io.Writer {
 	}
 	h["Age"] = []string{"0"}
 	k.w.WriteHeader(http.StatusOK)
+	if rc := http.NewResponseController(k.w); rc.Flush() == nil { // the head goes now
+		return flushingWriter{k.w, rc}
+	}
 	return k.w
+}
+
+// flushingWriter sends each write at once: a streamed answer's bytes reach
+// the client as they arrive rather than once the server's write buffer
+// fills (a package smaller than the buffer would otherwise wait for its
+// whole download, its check and its record). The writes it gets are the
+// download's or the compression's pieces, coalesced while the client
+// lags, so a flush each costs little.
+type flushingWriter struct {
+	w  io.Writer
+	rc *http.ResponseController
+}
+
+func (w flushingWriter) Write(p []byte) (int, error) {
+	n, err := w.w.Write(p)
+	if err == nil {
+		err = w.rc.Flush()
+	}
+	return n, err
 }
 
 // contentType names the media type of a served path. Compressed files are
