@@ -194,6 +194,8 @@ func (fx *forgeFixture) proxyNode(b *testing.B, ttl int) *server {
 
 // fetched is one client request.
 type fetched struct {
+	url, cond   string    // the request: its URL and If-None-Match
+	sent        time.Time // when it was sent
 	status      int
 	ttfb, total time.Duration
 	etag        string
@@ -208,8 +210,13 @@ var forgeClient = &http.Client{Timeout: 15 * time.Minute, Transport: &http.Trans
 // fetchOnce GETs url (header pairs after it) and times the first byte and
 // the whole answer; with keep, it keeps the body of a 200.
 func fetchOnce(ctx context.Context, url string, keep bool, header ...string) fetched {
-	var r fetched
-	start := time.Now()
+	r := fetched{url: url, sent: time.Now()}
+	for i := 0; i+1 < len(header); i += 2 {
+		if header[i] == "If-None-Match" {
+			r.cond = header[i+1]
+		}
+	}
+	start := r.sent
 	trace := &httptrace.ClientTrace{GotFirstResponseByte: func() { r.ttfb = time.Since(start) }}
 	req, err := http.NewRequestWithContext(httptrace.WithClientTrace(ctx, trace), "GET", url, nil)
 	if err != nil {
@@ -428,6 +435,7 @@ func (fx *forgeFixture) change(b *testing.B, s *server) {
 	// apart).
 	var mu sync.Mutex
 	var longest, longestTotal time.Duration
+	var longestReq fetched
 	var steady time.Duration // the longest wait once live (steady is on)
 	steadyOn := false
 	bad := map[string]int{}
@@ -437,6 +445,9 @@ func (fx *forgeFixture) change(b *testing.B, s *server) {
 		if steadyOn {
 			steady = max(steady, r.ttfb)
 			return
+		}
+		if r.ttfb > longest {
+			longestReq = r
 		}
 		longest, longestTotal = max(longest, r.ttfb), max(longestTotal, r.total)
 		if r.err != nil || (r.status != 200 && r.status != 304) {
@@ -563,6 +574,9 @@ func (fx *forgeFixture) change(b *testing.B, s *server) {
 	cancel()
 	wg.Wait()
 	b.ReportMetric(ms(longest), "change-longest-wait-ms")
+	if longest > 0 {
+		b.Logf("longest wait during the change: %v, %s (If-None-Match %q) sent at %s, status %d", longest, longestReq.url, longestReq.cond, longestReq.sent.UTC().Format("15:04:05.000"), longestReq.status)
+	}
 	b.ReportMetric(ms(steady), "steady-longest-wait-ms")
 	b.ReportMetric(ms(longestTotal), "change-longest-answer-ms")
 	b.ReportMetric(procKiB(b, pid, "VmHWM")/1024, "change-peak-RSS-MiB")
