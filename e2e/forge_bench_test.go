@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net/http"
 	"net/http/httptrace"
 	"os"
@@ -17,6 +18,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"testing/iotest"
 	"time"
 
 	"github.com/condamesh/condamesh/conda/forgegen"
@@ -200,6 +202,7 @@ type fetched struct {
 	ttfb, total time.Duration
 	etag        string
 	body        []byte
+	found       bool // fetchWith's consume found what it looked for
 	err         error
 }
 
@@ -210,6 +213,25 @@ var forgeClient = &http.Client{Timeout: 15 * time.Minute, Transport: &http.Trans
 // fetchOnce GETs url (header pairs after it) and times the first byte and
 // the whole answer; with keep, it keeps the body of a 200.
 func fetchOnce(ctx context.Context, url string, keep bool, header ...string) fetched {
+	if !keep {
+		return fetchWith(ctx, url, nil, header...)
+	}
+	var body []byte
+	r := fetchWith(ctx, url, func(rd io.Reader) (bool, error) {
+		var err error
+		body, err = io.ReadAll(rd)
+		return false, err
+	}, header...)
+	r.body = body
+	return r
+}
+
+// fetchWith is fetchOnce handing the body of a 200 to consume as it
+// arrives (its verdict is the answer's found) rather than keeping it: the
+// change's pollers look for the new record in the 315 MB index without
+// holding it. The rest of the body is read after consume returns, so that
+// total is the whole answer's time.
+func fetchWith(ctx context.Context, url string, consume func(io.Reader) (bool, error), header ...string) fetched {
 	r := fetched{url: url, sent: time.Now()}
 	for i := 0; i+1 < len(header); i += 2 {
 		if header[i] == "If-None-Match" {
@@ -232,13 +254,36 @@ func fetchOnce(ctx context.Context, url string, keep bool, header ...string) fet
 	}
 	defer resp.Body.Close()
 	r.status, r.etag = resp.StatusCode, resp.Header.Get("ETag")
-	if resp.StatusCode == 200 && keep {
-		r.body, r.err = io.ReadAll(resp.Body)
-	} else {
-		_, r.err = io.Copy(io.Discard, resp.Body)
+	if resp.StatusCode == 200 && consume != nil {
+		r.found, r.err = consume(resp.Body)
+	}
+	if _, err := io.Copy(io.Discard, resp.Body); r.err == nil {
+		r.err = err
 	}
 	r.total = time.Since(start)
 	return r
+}
+
+// readerContains reports whether r's bytes contain needle, reading r once
+// in pieces of at most 1 MiB (never holding it whole).
+func readerContains(r io.Reader, needle []byte) (bool, error) {
+	buf := make([]byte, 0, 1<<20+len(needle))
+	for {
+		n, err := r.Read(buf[len(buf):cap(buf)])
+		from := max(len(buf)-(len(needle)-1), 0) // what is new, and the overlap
+		buf = buf[:len(buf)+n]
+		if bytes.Contains(buf[from:], needle) {
+			return true, nil
+		}
+		if err == io.EOF {
+			return false, nil
+		} else if err != nil {
+			return false, err
+		}
+		if keep := len(needle) - 1; len(buf) > keep && len(buf) == cap(buf) {
+			buf = buf[:copy(buf, buf[len(buf)-keep:])]
+		}
+	}
 }
 
 // coldClients sends one request for url, then, 100 ms later, n-1 more at
@@ -499,17 +544,30 @@ func (fx *forgeFixture) change(b *testing.B, s *server) {
 
 	// Poll each file with its old validator until the new one is served.
 	live := map[string]time.Duration{}
-	check := map[string]func(body []byte) bool{
-		"repodata.json":     func(body []byte) bool { return bytes.Contains(body, []byte(newHex)) },
-		"repodata.json.zst": func(body []byte) bool { return bytes.Contains(unzstd(b, body), []byte(newHex)) },
-		"repodata_shards.msgpack.zst": func(body []byte) bool {
+	// The checks read the bodies as they arrive (the harness holds neither
+	// the 315 MB index nor its decompression).
+	check := map[string]func(body io.Reader) (bool, error){
+		"repodata.json": func(body io.Reader) (bool, error) { return readerContains(body, []byte(newHex)) },
+		"repodata.json.zst": func(body io.Reader) (bool, error) {
+			d, err := zstd.NewReader(body, zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxMemory(4<<30))
+			if err != nil {
+				return false, err
+			}
+			defer d.Close()
+			return readerContains(d, []byte(newHex))
+		},
+		"repodata_shards.msgpack.zst": func(rd io.Reader) (bool, error) {
+			body, err := io.ReadAll(rd)
+			if err != nil {
+				return false, err
+			}
 			_, shards := shardIndex(b, body)
 			if hex.EncodeToString(shards[fx.changed.Name]) == etags["shard"] {
-				return false
+				return false, nil
 			}
 			r := fetchOnce(ctx, fx.shardURL(b, s, "linux-64", fx.changed.Name, body), true)
 			note(r)
-			return r.status == 200 && bytes.Contains(unzstd(b, r.body), newRaw)
+			return r.status == 200 && bytes.Contains(unzstd(b, r.body), newRaw), nil
 		},
 	}
 	// Each file polled on its own (the checks of a 315 MB body take the
@@ -525,10 +583,10 @@ func (fx *forgeFixture) change(b *testing.B, s *server) {
 			defer pollers.Done()
 			for time.Now().Before(deadline) {
 				sent := time.Now()
-				r := fetchOnce(ctx, base+f, true, "If-None-Match", etag)
+				r := fetchWith(ctx, base+f, ok, "If-None-Match", etag)
 				note(r)
 				if r.status == 200 {
-					if ok(r.body) {
+					if r.found {
 						liveMu.Lock()
 						live[f] = sent.Sub(start)
 						liveMu.Unlock()
@@ -715,3 +773,37 @@ var clockTicks = sync.OnceValue(func() float64 {
 	}
 	return v
 })
+
+// TestReaderContains holds the benchmark's streaming search to
+// bytes.Contains: needles across the points where its buffer is cut,
+// absent ones, whole and one-byte reads.
+func TestReaderContains(t *testing.T) {
+	hay := make([]byte, 3<<20)
+	_, _ = rand.NewChaCha8([32]byte{1}).Read(hay)
+	const n = 16
+	cut := 1<<20 + n // the first cut of a buffer of 1 MiB + len(needle)
+	for _, c := range []struct {
+		name   string
+		needle []byte
+	}{
+		{"at the start", hay[:n]},
+		{"across the first cut", hay[cut-5 : cut-5+n]},
+		{"right after it", hay[cut : cut+n]},
+		{"across a later cut", hay[2*cut-(n-1)-3 : 2*cut-(n-1)-3+n]},
+		{"at the end", hay[len(hay)-n:]},
+		{"absent", []byte("not in random bytes at all")},
+	} {
+		want := bytes.Contains(hay, c.needle)
+		if c.name != "absent" && !want {
+			t.Fatalf("%s: bad case", c.name)
+		}
+		for _, r := range []struct {
+			name string
+			r    io.Reader
+		}{{"whole", bytes.NewReader(hay)}, {"one byte at a time", iotest.OneByteReader(bytes.NewReader(hay))}} {
+			if got, err := readerContains(r.r, c.needle); err != nil || got != want {
+				t.Errorf("%s, %s: %v (%v), want %v", c.name, r.name, got, err, want)
+			}
+		}
+	}
+}
