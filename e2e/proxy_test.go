@@ -47,13 +47,20 @@ func TestProxyChannel(t *testing.T) {
 		}
 	}
 
+	// The .zst asked its upstream whether it publishes one (a 404): nginx
+	// logs a request after answering it, so wait for that line before
+	// counting.
+	waitFor(t, 10*time.Second, "nginx's log of the upstream .zst probe", func() bool {
+		return ng.count(t, "/chan/linux-64/repodata.json.zst") >= 1
+	})
+
 	// Cached: a second solve makes no upstream request at all.
 	before := len(ng.requests(t))
 	if _, err := solve(t, []string{"lib119"}, []string{s.url + "/get/proxy-channel"}, []string{"linux-64", "noarch"}); err != nil {
 		t.Fatal(err)
 	}
-	if after := len(ng.requests(t)); after != before {
-		t.Fatalf("second solve made %d upstream requests, want 0", after-before)
+	if reqs := ng.requests(t); len(reqs) != before {
+		t.Fatalf("second solve made %d upstream requests, want 0: %v", len(reqs)-before, reqs[before:])
 	}
 
 	// 100 concurrent cold requests for one file: one upstream request.
@@ -80,6 +87,7 @@ func TestProxyChannel(t *testing.T) {
 			t.Fatalf("concurrent cold request answered %d", c)
 		}
 	}
+	waitFor(t, 10*time.Second, "nginx's log of the cold download", func() bool { return ng.count(t, "/chan/"+cold) >= 1 })
 	if n := ng.count(t, "/chan/"+cold); n != 1 {
 		t.Fatalf("100 concurrent cold requests made %d upstream requests, want 1", n)
 	}
