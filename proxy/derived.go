@@ -142,16 +142,11 @@ type derivedSet struct {
 	retired map[[32]byte]int64 // earlier shard files -> when superseded
 }
 
-// setTag names a channel's incarnation and what its fetches can see: a
-// set derived for a channel that was since deleted and created again
-// (perhaps over another upstream), or whose upstream credentials or network
-// confinement changed, is not served. The last two matter even within the
-// second of a re-creation: a set fetched with an owner's credentials or
-// from a network only owners reach must not reach a channel whose own
-// fetches could not see it.
+// setTag names a channel's incarnation: a set derived for a channel that
+// was since deleted and created again (perhaps over another upstream) is
+// not served.
 func setTag(ch *v1.Channel) string {
-	sum := sha256.Sum256(fmt.Appendf(nil, "%d\x00%s\x00%s\x00%t", ch.CreatedUnix, ch.MirrorChannelUrl,
-		ch.GetMetadata().GetUpstreamAuthorization(), ch.UpstreamRestricted))
+	sum := sha256.Sum256(fmt.Appendf(nil, "%d\x00%s", ch.CreatedUnix, ch.MirrorChannelUrl))
 	return hex.EncodeToString(sum[:16])
 }
 

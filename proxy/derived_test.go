@@ -15,13 +15,11 @@ import (
 	"time"
 
 	"github.com/condamesh/condamesh/conda"
-	v1 "github.com/condamesh/condamesh/gen/condamesh/v1"
 	"github.com/condamesh/condamesh/internal/testlog"
 	"github.com/condamesh/condamesh/proxy"
 	"github.com/condamesh/condamesh/upstream"
 	"github.com/klauspost/compress/zstd"
 	"github.com/vmihailenco/msgpack/v5"
-	"google.golang.org/protobuf/proto"
 )
 
 // manyNames is an upstream linux-64 index of names × versions records
@@ -671,49 +669,6 @@ func TestChangeAfterRestart(t *testing.T) {
 		}
 		if _, cur, err := r.get(t, "linux-64/current_repodata.json"); err != nil || !bytes.Equal(cur, conda.CurrentRepodata("linux-64", recs)) {
 			t.Fatalf("change %d: current_repodata.json: %v", i, err)
-		}
-	}
-}
-
-// TestSetOfAnotherIncarnationIsNotServed: a derived set is served only to
-// the channel as it was when the set was derived: not to one created
-// again (even within the same second, over the same upstream) with other
-// upstream credentials or confined to the networks non-owners may reach,
-// whose fetches might not see what the set was derived from.
-func TestSetOfAnotherIncarnationIsNotServed(t *testing.T) {
-	r := newRig(t)
-	const path = "linux-64/repodata_shards.msgpack.zst"
-	if _, _, err := r.get(t, path); err != nil {
-		t.Fatal(err)
-	}
-	n := r.p.Derivations()
-	get := func(ch *v1.Channel) {
-		t.Helper()
-		if _, err := r.p.Get(context.Background(), ch, path); err != nil {
-			t.Fatal(err)
-		}
-	}
-	get(proto.Clone(r.ch).(*v1.Channel))
-	if got := r.p.Derivations(); got != n {
-		t.Fatalf("the same channel derived again (%d derivations, want %d)", got, n)
-	}
-	for _, c := range []struct {
-		name   string
-		change func(*v1.Channel)
-	}{
-		{"created again", func(ch *v1.Channel) { ch.CreatedUnix++ }},
-		{"other upstream credentials", func(ch *v1.Channel) {
-			ch.Metadata = &v1.ChannelMetadata{UpstreamAuthorization: "Bearer other"}
-		}},
-		{"confined upstream", func(ch *v1.Channel) { ch.UpstreamRestricted = true }},
-	} {
-		get(r.ch) // the set of the channel as created
-		n := r.p.Derivations()
-		ch := proto.Clone(r.ch).(*v1.Channel)
-		c.change(ch)
-		get(ch)
-		if got := r.p.Derivations(); got != n+1 {
-			t.Fatalf("%s: %d derivations, want %d: the earlier set was served", c.name, got, n+1)
 		}
 	}
 }
