@@ -333,12 +333,10 @@ func (r *Runner) runOnce(ctx context.Context, j *v1.Job) error {
 	if j.RepeatEverySeconds != nil {
 		j.Status = "pending"
 	}
-	if err := r.putJob(ctx, j, "running"); errors.Is(err, catalog.ErrStatusChanged) {
-		return nil // cancelled, or set pending to run again, while it ran: that stays
-	} else if err != nil {
+	if err := r.putJob(ctx, j, "running"); !errors.Is(err, catalog.ErrStatusChanged) {
 		return err
 	}
-	return nil
+	return nil // cancelled, or set pending to run again, while it ran: that stays
 }
 
 // watchCancel returns a context of ctx that ends, with the cause

@@ -1405,12 +1405,20 @@ func (p *Proxy) storeCast(ctx context.Context, c *zstCast) (cid.Cid, error) {
 func (p *Proxy) publishedVariant(ch *v1.Channel, subdir, file string, src cid.Cid) (cid.Cid, bool) {
 	p.setsMu.Lock()
 	defer p.setsMu.Unlock()
+	if s := p.publishedSetLocked(ch, subdir, src); s != nil && s.files[file].Defined() {
+		return s.files[file], true
+	}
+	return cid.Undef, false
+}
+
+// publishedSetLocked returns subdir's published set if it is of src (and
+// of ch as it is now), else nil. Under setsMu.
+func (p *Proxy) publishedSetLocked(ch *v1.Channel, subdir string, src cid.Cid) *derivedSet {
 	s := p.setCache[key(ch.Name, subdir)]
 	if s == nil || s.tag != setTag(ch) || !s.src.Equals(src) {
-		return cid.Undef, false
+		return nil
 	}
-	c, ok := s.files[file]
-	return c, ok && c.Defined()
+	return s
 }
 
 // addVariant adds file (blob v) to subdir's published set if that set is
@@ -1425,8 +1433,8 @@ func (p *Proxy) addVariant(ctx context.Context, ch *v1.Channel, subdir, file str
 	}
 	p.setsMu.Lock()
 	defer p.setsMu.Unlock()
-	s := p.setCache[key(ch.Name, subdir)]
-	if s == nil || s.tag != setTag(ch) || !s.src.Equals(src) || s.files[file].Defined() {
+	s := p.publishedSetLocked(ch, subdir, src)
+	if s == nil || s.files[file].Defined() {
 		return nil
 	}
 	withFile := *s
