@@ -446,9 +446,13 @@ func runLinearizability(t *testing.T, seed uint64, load time.Duration) {
 		}
 		wg.Go(func() { cl.run(stop, channels) })
 	}
+	// Stop the clients before the nodes stop, also when a fault step
+	// fails the test: clients left running keep requests in flight that
+	// hold each node's graceful shutdown for its whole timeout.
+	halt := sync.OnceFunc(func() { close(stop); wg.Wait() })
+	t.Cleanup(halt) // runs before the nodes' cleanups (registered earlier)
 	linFaults(t, c, seed, load)
-	close(stop)
-	wg.Wait()
+	halt()
 
 	ops := hist.operations()
 	counts := map[string]int{}

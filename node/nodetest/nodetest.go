@@ -1,6 +1,7 @@
 // Package nodetest starts real condamesh nodes for tests: real store, Raft,
-// gossip and HTTP on 127.0.0.1 ephemeral ports, data in t.TempDir(), logs
-// to t.Log, shut down at cleanup.
+// gossip and HTTP on 127.0.0.1 ports below the kernel's ephemeral range
+// (ports.go says why), data in t.TempDir(), logs to t.Log, shut down at
+// cleanup.
 package nodetest
 
 import (
@@ -109,7 +110,7 @@ func startWith(t testing.TB, dir string, cfg node.Config) *Node {
 func launch(t testing.TB, dir string, cfg node.Config) *Node {
 	t.Helper()
 	ctx := context.Background()
-	n, err := node.New(ctx, cfg)
+	n, err := newOnStaticPorts(ctx, cfg)
 	if err != nil {
 		t.Fatalf("start node: %v", err)
 	}
