@@ -41,7 +41,7 @@ func (c *Catalog) Apply(ctx context.Context, index uint64, cmd *v1.Command) (*Re
 		return res, opErr
 	}
 	b := c.st.NewBatch()
-	a := &applier{ctx: ctx, b: b, now: time.Unix(0, cmd.GetTimeUnixNano()).UTC(), changed: map[string]bool{}, bumped: map[string]bool{}}
+	a := &applier{ctx: ctx, b: b, now: time.Unix(0, cmd.GetTimeUnixNano()).UTC(), index: index, changed: map[string]bool{}, bumped: map[string]bool{}}
 	res, opErr := a.apply(cmd)
 	if opErr != nil {
 		// Record the index (and the request id's result) alone, so a
@@ -71,6 +71,7 @@ type applier struct {
 	ctx     context.Context
 	b       *store.Batch
 	now     time.Time
+	index   uint64          // the command's Raft index
 	changed map[string]bool // channels whose published indexes may change
 	bumped  map[string]bool // generation keys already bumped by this command
 }
@@ -183,7 +184,7 @@ func (a *applier) createChannel(op *v1.CreateChannelOp) error {
 		return fmt.Errorf("%w: channel %s", ErrExists, ch.Name)
 	}
 	ch = proto.Clone(ch).(*v1.Channel)
-	ch.CreatedUnix = a.now.Unix()
+	ch.CreatedUnix, ch.CreatedIndex = a.now.Unix(), a.index
 	ch.Size = 0
 	if err := a.put(kChannel(ch.Name), ch); err != nil {
 		return err
@@ -213,7 +214,7 @@ func (a *applier) updateChannel(op *v1.UpdateChannelOp) error {
 			return err
 		}
 	}
-	next.Name, next.Size, next.CreatedUnix = cur.Name, cur.Size, cur.CreatedUnix
+	next.Name, next.Size, next.CreatedUnix, next.CreatedIndex = cur.Name, cur.Size, cur.CreatedUnix, cur.CreatedIndex
 	if err := a.put(kChannel(cur.Name), next); err != nil {
 		return err
 	}

@@ -52,10 +52,7 @@ func BenchmarkDeriveSet(b *testing.B) {
 		}
 		cat := catalog.New(st, nil)
 		prop := &applier{cat: cat}
-		ch := &v1.Channel{Name: "px", Ttl: 60, MirrorChannelUrl: srv.URL + "/c", MirrorMode: "proxy"}
-		if _, err := prop.Propose(ctx, &v1.Command{Op: &v1.Command_CreateChannel{CreateChannel: &v1.CreateChannelOp{Channel: ch}}}); err != nil {
-			b.Fatal(err)
-		}
+		ch := createChannel(b, prop, cat, &v1.Channel{Name: "px", Ttl: 60, MirrorChannelUrl: srv.URL + "/c", MirrorMode: "proxy"})
 		p := proxy.New(proxy.Config{Logger: testlog.New(b, slog.LevelInfo)}, cat, st, prop, upstream.New(upstream.Config{}))
 		runtime.GC()
 		var peak uint64

@@ -142,12 +142,36 @@ type derivedSet struct {
 	retired map[[32]byte]int64 // earlier shard files -> when superseded
 }
 
-// setTag names a channel's incarnation: a set derived for a channel that
-// was since deleted and created again (perhaps over another upstream) is
-// not served.
+// setTag names a channel's incarnation and upstream: a set derived for a
+// channel that was since deleted and created again (even within the same
+// second, perhaps by another user with other upstream credentials or
+// confined fetches), or whose upstream URL changed, is not served. Channels
+// created before created_index existed are told apart by their creation
+// second only (their tags, and so their sets, stay valid).
 func setTag(ch *v1.Channel) string {
-	sum := sha256.Sum256(fmt.Appendf(nil, "%d\x00%s", ch.CreatedUnix, ch.MirrorChannelUrl))
+	b := fmt.Appendf(nil, "%d\x00%s", ch.CreatedUnix, ch.MirrorChannelUrl)
+	if ch.CreatedIndex != 0 {
+		b = fmt.Appendf(b, "\x00%d", ch.CreatedIndex)
+	}
+	sum := sha256.Sum256(b)
 	return hex.EncodeToString(sum[:16])
+}
+
+// errEarlierIncarnation ends a derivation whose channel was deleted,
+// created again or moved to another upstream while it ran: its set is not
+// published.
+var errEarlierIncarnation = errors.New("proxy: the channel changed while its index files were derived")
+
+// isCurrent reports whether ch is the channel as the catalog has it now
+// (same incarnation and upstream): work that began before a channel was
+// deleted, created again or moved to another upstream still holds the
+// earlier record, and must not derive for it.
+func (p *Proxy) isCurrent(ctx context.Context, ch *v1.Channel) bool {
+	now, err := p.cat.ChannelView(ctx, ch.Name)
+	if err != nil {
+		return !errors.Is(err, catalog.ErrNotFound) // unsure: let it run
+	}
+	return setTag(now) == setTag(ch)
 }
 
 func derivedKey(ch, subdir string) []byte {
@@ -465,17 +489,19 @@ func (p *Proxy) ensureSet(ctx context.Context, ch *v1.Channel, subdir string, sr
 // runs already; its done channel closes when it ends.
 func (p *Proxy) deriveAsync(ch *v1.Channel, subdir string, src cid.Cid) *derivation {
 	k := "derive\x00" + key(ch.Name, subdir)
+	tag := setTag(ch)
 	cur, _ := p.currentSet(p.bg, ch, subdir)
+	current := p.isCurrent(p.bg, ch)
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if d, ok := p.deriving[k]; ok && d.src.Equals(src) {
+	if d, ok := p.deriving[k]; ok && d.src.Equals(src) && d.tag == tag {
 		return d
 	}
-	d := &derivation{src: src, done: make(chan struct{}), live: newLiveLookup()}
+	d := &derivation{src: src, tag: tag, done: make(chan struct{}), live: newLiveLookup()}
 	if ps := p.prescans[key(ch.Name, subdir)]; ps != nil && ps.src.Equals(src) {
 		d.live = ps.live // its scan runs already: look-ups are answered from it
 	}
-	if p.bg.Err() != nil { // closed
+	if p.bg.Err() != nil || !current { // closed, or ch is an earlier incarnation
 		close(d.done)
 		d.live.end()
 		return d
@@ -486,9 +512,10 @@ func (p *Proxy) deriveAsync(ch *v1.Channel, subdir string, src cid.Cid) *derivat
 		// Another source is being derived: this one follows it. With no
 		// set published yet, the newest upstream index is what is served
 		// (servedIndex) and what package records come from: the older
-		// derivation would publish a set older than both, so it stops.
+		// derivation would publish a set older than both, so it stops. A
+		// derivation for an earlier incarnation of the channel stops too.
 		d.after = prev.done
-		if cur == nil {
+		if cur == nil || prev.tag != tag {
 			prev.cancel()
 		}
 	}
@@ -512,8 +539,8 @@ func (p *Proxy) deriveAsync(ch *v1.Channel, subdir string, src cid.Cid) *derivat
 		switch {
 		case err == nil:
 			delete(p.failures, k)
-		case superseded && dctx.Err() != nil:
-			err = nil // stopped for the newer one (see above)
+		case superseded && dctx.Err() != nil, errors.Is(err, errEarlierIncarnation):
+			err = nil // stopped for the newer one (see above), or not wanted
 		default:
 			p.failures[k] = failure{err: err, at: p.cfg.Now()}
 		}
@@ -528,6 +555,7 @@ func (p *Proxy) deriveAsync(ch *v1.Channel, subdir string, src cid.Cid) *derivat
 // derivation is one running derivation of a subdir's set.
 type derivation struct {
 	src    cid.Cid
+	tag    string // setTag of the channel it derives for
 	done   chan struct{}
 	after  <-chan struct{}
 	live   *liveLookup
@@ -805,6 +833,9 @@ func (p *Proxy) derive(ctx context.Context, ch *v1.Channel, subdir string, src c
 		}
 	}
 	indexed := time.Since(start)
+	if !p.isCurrent(ctx, ch) {
+		return fmt.Errorf("%w: %s", errEarlierIncarnation, ch.Name)
+	}
 	if err := p.publishSet(ctx, ch.Name, subdir, next); err != nil {
 		return err
 	}

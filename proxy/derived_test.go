@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/condamesh/condamesh/conda"
+	v1 "github.com/condamesh/condamesh/gen/condamesh/v1"
 	"github.com/condamesh/condamesh/internal/testlog"
 	"github.com/condamesh/condamesh/proxy"
 	"github.com/condamesh/condamesh/upstream"
@@ -670,5 +671,55 @@ func TestChangeAfterRestart(t *testing.T) {
 		if _, cur, err := r.get(t, "linux-64/current_repodata.json"); err != nil || !bytes.Equal(cur, conda.CurrentRepodata("linux-64", recs)) {
 			t.Fatalf("change %d: current_repodata.json: %v", i, err)
 		}
+	}
+}
+
+// TestSetOfAnotherIncarnationIsNotServed: a channel deleted and created
+// again over the same upstream within the same second (perhaps by another
+// user, with other upstream credentials or confined fetches) derives its
+// own set: the earlier incarnation's is not served to it. Work still
+// holding the earlier channel record derives nothing for it and leaves the
+// new set alone.
+func TestSetOfAnotherIncarnationIsNotServed(t *testing.T) {
+	ctx := context.Background()
+	r := newRig(t)
+	const path = "linux-64/repodata_shards.msgpack.zst"
+	r.prop.at.Store(time.Now().UnixNano()) // every command in the same second
+	if _, _, err := r.get(t, path); err != nil {
+		t.Fatal(err)
+	}
+	n := r.p.Derivations()
+	if _, err := r.p.Get(ctx, r.ch, path); err != nil || r.p.Derivations() != n {
+		t.Fatalf("the same channel again: %v, %d derivations, want %d", err, r.p.Derivations(), n)
+	}
+	if _, err := r.prop.Propose(ctx, &v1.Command{Op: &v1.Command_DeleteChannel{DeleteChannel: &v1.DeleteChannelOp{Name: "px"}}}); err != nil {
+		t.Fatal(err)
+	}
+	again := createChannel(t, r.prop, r.cat, &v1.Channel{Name: "px", Ttl: 60, MirrorChannelUrl: r.ch.MirrorChannelUrl, MirrorMode: "proxy",
+		Metadata: &v1.ChannelMetadata{UpstreamAuthorization: "Bearer other"}})
+	if again.CreatedUnix != r.ch.CreatedUnix || again.CreatedIndex == r.ch.CreatedIndex {
+		t.Fatalf("created again at %d (index %d), first at %d (index %d): want the same second, another index",
+			again.CreatedUnix, again.CreatedIndex, r.ch.CreatedUnix, r.ch.CreatedIndex)
+	}
+	if _, err := r.p.Get(ctx, again, path); err != nil {
+		t.Fatal(err)
+	}
+	if got := r.p.Derivations(); got != n+1 {
+		t.Fatalf("created again: %d derivations, want %d: the earlier incarnation's set was served", got, n+1)
+	}
+	if hits := r.up.hitsOf("/c/linux-64/repodata.json"); hits != 2 {
+		t.Fatalf("the upstream index was fetched %d times, want 2 (once per incarnation)", hits)
+	}
+	// The earlier record, as work begun before the delete holds it.
+	for _, f := range []string{path, "linux-64/repodata.json.zst", "linux-64/current_repodata.json"} {
+		if _, err := r.p.Get(ctx, r.ch, f); err == nil {
+			t.Errorf("%s for the deleted incarnation: served", f)
+		}
+	}
+	if got := r.p.Derivations(); got != n+1 {
+		t.Fatalf("the earlier record derived: %d derivations, want %d", got, n+1)
+	}
+	if _, err := r.p.Get(ctx, again, path); err != nil || r.p.Derivations() != n+1 {
+		t.Fatalf("the new incarnation after the earlier record's requests: %v, %d derivations, want %d", err, r.p.Derivations(), n+1)
 	}
 }

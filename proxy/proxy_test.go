@@ -39,6 +39,8 @@ type applier struct {
 	idx uint64
 	// onPropose, if set, sees every command (under the applier's lock).
 	onPropose func(*v1.Command)
+	// at, if set, is the time of every command (Unix nanoseconds).
+	at atomic.Int64
 }
 
 func (a *applier) Propose(ctx context.Context, cmd *v1.Command) (any, error) {
@@ -49,6 +51,9 @@ func (a *applier) Propose(ctx context.Context, cmd *v1.Command) (any, error) {
 	}
 	a.idx++
 	cmd.TimeUnixNano = time.Now().UnixNano()
+	if at := a.at.Load(); at != 0 {
+		cmd.TimeUnixNano = at
+	}
 	return a.cat.Apply(ctx, a.idx, cmd)
 }
 
@@ -162,6 +167,21 @@ type rig struct {
 
 func newRig(t *testing.T) *rig { return newRigWith(t) }
 
+// createChannel creates ch through prop and returns it as the catalog
+// has it (with what the server sets: its creation time and index).
+func createChannel(tb testing.TB, prop *applier, cat *catalog.Catalog, ch *v1.Channel) *v1.Channel {
+	tb.Helper()
+	ctx := context.Background()
+	if _, err := prop.Propose(ctx, &v1.Command{Op: &v1.Command_CreateChannel{CreateChannel: &v1.CreateChannelOp{Channel: ch}}}); err != nil {
+		tb.Fatal(err)
+	}
+	got, err := cat.Channel(ctx, ch.Name)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return got
+}
+
 // newRigWith is newRig with the proxy's configuration changed by opts.
 func newRigWith(t *testing.T, opts ...func(*proxy.Config)) *rig {
 	ctx := context.Background()
@@ -181,10 +201,7 @@ func newRigWith(t *testing.T, opts ...func(*proxy.Config)) *rig {
 	r.up = &fault{files: map[string][]byte{"/c/linux-64/repodata.json": rd, "/c/linux-64/pkg-1.0-0.tar.bz2": r.pkg, "/c/noarch/repodata.json": conda.Repodata("noarch", nil)}, hits: map[string]*atomic.Int64{}}
 	r.srv = httptest.NewServer(r.up)
 	t.Cleanup(r.srv.Close)
-	r.ch = &v1.Channel{Name: "px", Ttl: 60, MirrorChannelUrl: r.srv.URL + "/c", MirrorMode: "proxy"}
-	if _, err := r.prop.Propose(ctx, &v1.Command{Op: &v1.Command_CreateChannel{CreateChannel: &v1.CreateChannelOp{Channel: r.ch}}}); err != nil {
-		t.Fatal(err)
-	}
+	r.ch = createChannel(t, r.prop, r.cat, &v1.Channel{Name: "px", Ttl: 60, MirrorChannelUrl: r.srv.URL + "/c", MirrorMode: "proxy"})
 	uc := upstream.New(upstream.Config{Retries: 2, Backoff: time.Millisecond, AttemptTimeout: 2 * time.Second, Logger: testlog.New(t, slog.LevelWarn)})
 	cfg := proxy.Config{Now: func() time.Time { return time.Unix(r.now.Load(), 0) }, Logger: testlog.New(t, slog.LevelWarn)}
 	for _, o := range opts {

@@ -182,8 +182,13 @@ type Channel struct {
 	// by a caller who is not a server owner, so fetches from it are confined
 	// to the networks such callers may reach (--fetch-allow, --fetch-deny).
 	UpstreamRestricted bool `protobuf:"varint,11,opt,name=upstream_restricted,json=upstreamRestricted,proto3" json:"upstream_restricted,omitempty"`
-	unknownFields      protoimpl.UnknownFields
-	sizeCache          protoimpl.SizeCache
+	// Set by the server: the Raft index of the command that created the
+	// channel, unique to this incarnation of the name (0 for channels
+	// created before the field existed). Node-local state derived for a
+	// channel (a proxy's derived sets) is kept apart per incarnation by it.
+	CreatedIndex  uint64 `protobuf:"varint,12,opt,name=created_index,json=createdIndex,proto3" json:"created_index,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Channel) Reset() {
@@ -291,6 +296,13 @@ func (x *Channel) GetUpstreamRestricted() bool {
 		return x.UpstreamRestricted
 	}
 	return false
+}
+
+func (x *Channel) GetCreatedIndex() uint64 {
+	if x != nil {
+		return x.CreatedIndex
+	}
+	return 0
 }
 
 // Package is a package name inside a channel.
@@ -1437,7 +1449,7 @@ const file_condamesh_v1_types_proto_rawDesc = "" +
 	"\x1dprefer_repodata_from_packages\x18\x04 \x01(\bR\x1apreferRepodataFromPackages\x12\x14\n" +
 	"\x05prune\x18\x05 \x01(\bR\x05prune\x125\n" +
 	"\x16upstream_authorization\x18\x06 \x01(\tR\x15upstreamAuthorization\x122\n" +
-	"\x15sync_interval_seconds\x18\a \x01(\x03R\x13syncIntervalSeconds\"\x90\x03\n" +
+	"\x15sync_interval_seconds\x18\a \x01(\x03R\x13syncIntervalSeconds\"\xb5\x03\n" +
 	"\aChannel\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12 \n" +
 	"\vdescription\x18\x02 \x01(\tR\vdescription\x12\x18\n" +
@@ -1452,7 +1464,8 @@ const file_condamesh_v1_types_proto_rawDesc = "" +
 	"\x04size\x18\t \x01(\x03R\x04size\x12!\n" +
 	"\fcreated_unix\x18\n" +
 	" \x01(\x03R\vcreatedUnix\x12/\n" +
-	"\x13upstream_restricted\x18\v \x01(\bR\x12upstreamRestrictedB\r\n" +
+	"\x13upstream_restricted\x18\v \x01(\bR\x12upstreamRestricted\x12#\n" +
+	"\rcreated_index\x18\f \x01(\x04R\fcreatedIndexB\r\n" +
 	"\v_size_limit\"\xf1\x01\n" +
 	"\aPackage\x12\x18\n" +
 	"\achannel\x18\x01 \x01(\tR\achannel\x12\x12\n" +
