@@ -71,3 +71,39 @@ func TestUpdateChannelSetsOnlyItsFields(t *testing.T) {
 		}
 	}
 }
+
+// TestCreatedIndexIsTheServers: a channel's created_index is the Raft
+// index of its create, whatever the command carried; an update (with or
+// without fields, naming it or not) keeps it; a channel created again gets
+// its own.
+func TestCreatedIndexIsTheServers(t *testing.T) {
+	ctx := context.Background()
+	r := newRig(t)
+	get := func() *v1.Channel {
+		t.Helper()
+		ch, err := r.cat.Channel(ctx, "c")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ch
+	}
+	r.apply(t, &v1.Command{Op: &v1.Command_CreateChannel{CreateChannel: &v1.CreateChannelOp{Channel: &v1.Channel{Name: "c", CreatedIndex: 999}}}})
+	first := r.idx
+	if got := get().CreatedIndex; got != first {
+		t.Fatalf("created_index %d, want the create's index %d", got, first)
+	}
+	for _, op := range []*v1.UpdateChannelOp{
+		{Channel: &v1.Channel{Name: "c", CreatedIndex: 7, Ttl: 5}},
+		{Channel: &v1.Channel{Name: "c", CreatedIndex: 7}, Fields: []string{"created_index"}},
+	} {
+		r.apply(t, &v1.Command{Op: &v1.Command_UpdateChannel{UpdateChannel: op}})
+		if got := get().CreatedIndex; got != first {
+			t.Fatalf("after update %v: created_index %d, want %d", op, got, first)
+		}
+	}
+	r.apply(t, &v1.Command{Op: &v1.Command_DeleteChannel{DeleteChannel: &v1.DeleteChannelOp{Name: "c"}}})
+	r.apply(t, &v1.Command{Op: &v1.Command_CreateChannel{CreateChannel: &v1.CreateChannelOp{Channel: &v1.Channel{Name: "c"}}}})
+	if got := get().CreatedIndex; got != r.idx || got == first {
+		t.Fatalf("created again: created_index %d, want %d", got, r.idx)
+	}
+}
