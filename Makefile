@@ -39,6 +39,7 @@ fuzz-smoke: ## run each fuzz target for 10 s
 	go test ./conda -run '^$$' -fuzz '^FuzzBzip2Parallel$$' -fuzztime 10s -fuzzminimizetime 2s
 	go test ./conda -run '^$$' -fuzz '^FuzzGlob$$' -fuzztime 10s
 	go test ./conda -run '^$$' -fuzz '^FuzzCurrentCache$$' -fuzztime 10s
+	go test ./conda -run '^$$' -fuzz '^FuzzUpstreamShards$$' -fuzztime 10s
 	go test ./cluster -run '^$$' -fuzz '^FuzzDecodeCommand$$' -fuzztime 10s
 	go test ./cluster -run '^$$' -fuzz '^FuzzDecodeMeta$$' -fuzztime 10s
 	go test ./hotpath -run '^$$' -fuzz '^FuzzParseRequest$$' -fuzztime 10s

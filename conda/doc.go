@@ -22,4 +22,15 @@
 // against 101 s with one worker (1.76×) and 96 s for `bzip2 -t`. No gain while
 // another process holds one of the two cores. VerifyOptions.Bzip2Workers
 // = 1 (serve --bzip2-workers=1) turns it off.
+//
+// Shard indexes and shards, which may come from an upstream, are read by
+// a small MessagePack reader (mpread.go) instead of
+// github.com/vmihailenco/msgpack's Unmarshal, for safety, not speed: the
+// library sizes maps and buffers from the lengths a header claims, so
+// 18 hostile bytes made it allocate 117 MB and FuzzUpstreamShards drove
+// a fuzzing worker past 9 GB. The reader checks each length against the
+// bytes left and skips nested values without recursion;
+// FuzzUpstreamShards holds it to the library's results on every document
+// whose lengths are consistent. There is no switch back to the library:
+// it would reopen that hole (TestUpstreamShardsReadWithinWhatTheyHold).
 package conda

@@ -6,12 +6,14 @@ import (
 	"crypto/sha256"
 	"errors"
 	"io"
+	"maps"
 	"reflect"
 	"slices"
 	"strings"
 	"testing"
 
 	"github.com/condamesh/condamesh/conda/condatest"
+	"github.com/vmihailenco/msgpack/v5"
 )
 
 func FuzzParseFilename(f *testing.F) {
@@ -393,4 +395,100 @@ func FuzzScanShardPairs(f *testing.F) {
 			t.Fatalf("current_repodata.json differs:\n%s\nAddPair:\n%s", w, g)
 		}
 	})
+}
+
+// FuzzUpstreamShards: an upstream's shard index and shards (any msgpack,
+// compressed) are read without panics and within what they hold
+// (mpread.go); what an index says survives ShardIndex's encoding
+// unchanged; and on every well-formed document (each length consistent
+// with the bytes, a map at the top, no key twice there) both readers
+// agree with vmihailenco/msgpack's Unmarshal, the reference.
+func FuzzUpstreamShards(f *testing.F) {
+	index, shards, err := Shards("noarch", synthRecords(5, "noarch"))
+	if err != nil {
+		f.Fatal(err)
+	}
+	seed := func(b []byte) {
+		raw, err := unzstd(b)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(raw)
+	}
+	seed(index)
+	for _, sh := range shards {
+		seed(sh)
+	}
+	f.Add([]byte{0x81, 0xa6, 's', 'h', 'a', 'r', 'd', 's', 0x81, 0xa1, 'a', 0xa3, 'x', 'y', 'z'})
+	f.Add([]byte{0xdf, 0xff, 0xff, 0xff, 0xff})
+	f.Add([]byte{0x81, 0xc6, 0x3c, 0x9c, 0xb9, 0x21, 0x7a})
+	f.Fuzz(func(t *testing.T, raw []byte) {
+		b := AppendZstd(nil, raw)
+		digests, derr := ShardIndexDigests(b)
+		if derr == nil {
+			in := make(map[string][]byte, len(digests))
+			for name, d := range digests {
+				in[name] = d[:]
+			}
+			again, err := ShardIndex("noarch", in)
+			if err != nil {
+				t.Fatalf("re-encode: %v", err)
+			}
+			back, err := ShardIndexDigests(again)
+			if err != nil || !maps.Equal(back, digests) {
+				t.Fatalf("round trip: %v, %d names, want %d", err, len(back), len(digests))
+			}
+		}
+		entries, eerr := ShardEntries(b)
+		if !wellFormedDoc(raw) {
+			return
+		}
+		var idx struct {
+			Shards map[string][]byte `msgpack:"shards"`
+		}
+		if err := msgpack.Unmarshal(raw, &idx); (err == nil) != (derr == nil) {
+			t.Fatalf("shard index: reference %v, ShardIndexDigests %v", err, derr)
+		} else if err == nil {
+			want := map[string][32]byte{}
+			for name, d := range idx.Shards {
+				if len(d) == 32 {
+					want[name] = [32]byte(d)
+				}
+			}
+			if !maps.Equal(want, digests) {
+				t.Fatalf("shard index: reference %v, ShardIndexDigests %v", want, digests)
+			}
+		}
+		var doc struct {
+			Packages      map[string]ShardEntry `msgpack:"packages"`
+			PackagesConda map[string]ShardEntry `msgpack:"packages.conda"`
+		}
+		if err := msgpack.Unmarshal(raw, &doc); (err == nil) != (eerr == nil) {
+			t.Fatalf("shard: reference %v, ShardEntries %v", err, eerr)
+		} else if err == nil {
+			want := map[string]ShardEntry{}
+			maps.Copy(want, doc.PackagesConda)
+			maps.Copy(want, doc.Packages)
+			if !maps.EqualFunc(want, entries, func(a, b ShardEntry) bool { return bytes.Equal(a.SHA256, b.SHA256) && a.Size == b.Size }) {
+				t.Fatalf("shard: reference %v, ShardEntries %v", want, entries)
+			}
+		}
+	})
+}
+
+// wellFormedDoc: raw is one MessagePack map whose every length fits the
+// bytes (so the reference cannot be made to allocate more than it holds)
+// and that has no key twice.
+func wellFormedDoc(raw []byte) bool {
+	if (&mpReader{b: raw}).skip() != nil || len(raw) == 0 || raw[0] == 0xc0 {
+		return false
+	}
+	seen := map[string]bool{}
+	dup := false
+	err := eachMember(raw, func(k string, r *mpReader) error {
+		dup = dup || seen[k]
+		seen[k] = true
+		return r.skip()
+	})
+	return err == nil && !dup
 }

@@ -475,6 +475,59 @@ var shardIndexEncoders = sync.Pool{New: func() any {
 	return enc
 }}
 
+// ShardIndexDigests returns what a compressed shard index (CEP-16, as
+// ShardIndex makes them or an upstream publishes them) maps each package
+// name to: the SHA-256 of its shard file. A name whose value is not 32
+// bytes is left out. At most maxShardSize bytes are decoded, and read
+// within what they hold (mpread.go).
+func ShardIndexDigests(index []byte) (map[string][32]byte, error) {
+	raw, err := unzstd(index)
+	if err != nil {
+		return nil, fmt.Errorf("conda: shard index: %w", err)
+	}
+	out := map[string][32]byte{}
+	err = eachMember(raw, func(key string, r *mpReader) error {
+		if key != "shards" {
+			return r.skip()
+		}
+		n, err := r.mapLen()
+		for range n {
+			var name, d []byte
+			if name, err = r.bytes(); err != nil {
+				break
+			}
+			if d, err = r.bytes(); err != nil {
+				break
+			}
+			if len(d) == 32 {
+				out[string(name)] = [32]byte(d)
+			}
+		}
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("conda: shard index: %w", err)
+	}
+	return out, nil
+}
+
+// eachMember calls fn for each key of the MessagePack map doc, with the
+// reader at its value (fn must read or skip it).
+func eachMember(doc []byte, fn func(key string, r *mpReader) error) error {
+	r := &mpReader{b: doc}
+	n, err := r.mapLen()
+	for range n {
+		var k []byte
+		if k, err = r.bytes(); err != nil {
+			break
+		}
+		if err = fn(string(k), r); err != nil {
+			break
+		}
+	}
+	return err
+}
+
 // ShardEntry is what a shard says of one package file.
 type ShardEntry struct {
 	SHA256 []byte `msgpack:"sha256"`
@@ -482,27 +535,98 @@ type ShardEntry struct {
 }
 
 // ShardEntries returns what a shard file (compressed, as Shards makes
-// them) says of each package file it lists.
+// them, or an upstream's) says of each package file it lists; a file in
+// both "packages" and "packages.conda" is as "packages" says. It is read
+// within what it holds (mpread.go).
 func ShardEntries(shard []byte) (map[string]ShardEntry, error) {
 	raw, err := unzstd(shard)
 	if err != nil {
 		return nil, fmt.Errorf("conda: shard: %w", err)
 	}
-	var doc struct {
-		Packages      map[string]ShardEntry `msgpack:"packages"`
-		PackagesConda map[string]ShardEntry `msgpack:"packages.conda"`
-	}
-	if err := msgpack.Unmarshal(raw, &doc); err != nil {
+	var pkgs, condas map[string]ShardEntry
+	err = eachMember(raw, func(key string, r *mpReader) error {
+		var into *map[string]ShardEntry
+		switch key {
+		case "packages":
+			into = &pkgs
+		case "packages.conda":
+			into = &condas
+		default:
+			return r.skip()
+		}
+		n, err := r.mapLen()
+		if n >= 0 && *into == nil {
+			*into = map[string]ShardEntry{}
+		}
+		for range n {
+			var fn []byte
+			if fn, err = r.bytes(); err != nil {
+				break
+			}
+			var e ShardEntry
+			if e, err = readShardEntry(r); err != nil {
+				break
+			}
+			(*into)[string(fn)] = e
+		}
+		return err
+	})
+	if err != nil {
 		return nil, fmt.Errorf("conda: shard: %w", err)
 	}
-	out := doc.PackagesConda
+	out := condas
 	if out == nil {
 		out = map[string]ShardEntry{}
 	}
-	for fn, e := range doc.Packages {
+	for fn, e := range pkgs {
 		out[fn] = e
 	}
 	return out, nil
+}
+
+// readShardEntry reads one record of a shard: its sha256 (copied) and
+// size; the other fields are skipped. An array reads as the reference
+// reads a struct from one: sha256, size, then ignored values.
+func readShardEntry(r *mpReader) (ShardEntry, error) {
+	var e ShardEntry
+	if n, ok, err := r.arrayLen(); ok {
+		for i := 0; i < n && err == nil; i++ {
+			switch i {
+			case 0:
+				var d []byte
+				if d, err = r.bytes(); err == nil {
+					e.SHA256 = bytes.Clone(d)
+				}
+			case 1:
+				e.Size, err = r.int()
+			default:
+				err = r.skip()
+			}
+		}
+		return e, err
+	}
+	n, err := r.mapLen()
+	for range n {
+		var k []byte
+		if k, err = r.bytes(); err != nil {
+			break
+		}
+		switch string(k) {
+		case "sha256":
+			var d []byte
+			if d, err = r.bytes(); err == nil {
+				e.SHA256 = bytes.Clone(d)
+			}
+		case "size":
+			e.Size, err = r.int()
+		default:
+			err = r.skip()
+		}
+		if err != nil {
+			break
+		}
+	}
+	return e, err
 }
 
 // ShardPairEntry returns what one AppendShardPair entry says of its file:

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"runtime"
 	"slices"
 	"strings"
 	"testing"
@@ -687,5 +688,79 @@ func TestLatestMatchesCurrentRepodata(t *testing.T) {
 		if got := l.CurrentRepodata("linux-64"); !bytes.Equal(got, want) {
 			t.Fatalf("Latest differs from CurrentRepodata (%d vs %d bytes)", len(got), len(want))
 		}
+	}
+}
+
+// TestShardIndexDigests: an index as Shards makes it maps each name to the
+// SHA-256 of the shard file that has its records; garbage is an error.
+func TestShardIndexDigests(t *testing.T) {
+	recs := synthRecords(200, "linux-64")
+	index, shards, err := Shards("linux-64", recs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := ShardIndexDigests(index)
+	if err != nil {
+		t.Fatal(err)
+	}
+	names := map[string]bool{}
+	for _, r := range recs {
+		names[r.Name()] = true
+		sum, ok := got[r.Name()]
+		if !ok {
+			t.Fatalf("%s: not in the index", r.Name())
+		}
+		sh := shards[hex.EncodeToString(sum[:])]
+		if sha256.Sum256(sh) != sum {
+			t.Fatalf("%s: no shard file with the index's digest", r.Name())
+		}
+		entries, err := ShardEntries(sh)
+		if _, ok := entries[r.Filename]; err != nil || !ok {
+			t.Fatalf("%s: not in its name's shard (%v)", r.Filename, err)
+		}
+	}
+	if len(got) != len(names) {
+		t.Fatalf("%d names in the index, want %d", len(got), len(names))
+	}
+	for _, bad := range [][]byte{[]byte("not zstd"), AppendZstd(nil, []byte{0xc1})} {
+		if _, err := ShardIndexDigests(bad); err == nil {
+			t.Errorf("garbage index %q accepted", bad)
+		}
+	}
+}
+
+// TestUpstreamShardsReadWithinWhatTheyHold: headers claiming far more than
+// a document holds (a 1 GB key, maps of 4 billion entries, a deep nest)
+// are refused without allocating for the claim. vmihailenco's Unmarshal,
+// which read these before, allocated 56 MB for the first 7 bytes.
+func TestUpstreamShardsReadWithinWhatTheyHold(t *testing.T) {
+	deep := append(bytes.Repeat([]byte{0x91}, 100000), 0xc0)
+	for _, tc := range []struct {
+		name string
+		raw  []byte
+	}{
+		{"1 GB key", []byte{0x81, 0xc6, 0x3c, 0x9c, 0xb9, 0x21, 0x7a}},
+		{"4 billion members", []byte{0xdf, 0xff, 0xff, 0xff, 0xff, 0xa1, 'a'}},
+		{"4 billion shards", append([]byte{0x81, 0xa6, 's', 'h', 'a', 'r', 'd', 's', 0xdf, 0xff, 0xff, 0xff, 0xff}, bytes.Repeat([]byte{0xa1, 'a', 0xa1, 'b'}, 100)...)},
+		{"4 billion packages", append([]byte{0x81, 0xa8, 'p', 'a', 'c', 'k', 'a', 'g', 'e', 's', 0xdf, 0xff, 0xff, 0xff, 0xff}, bytes.Repeat([]byte{0xa1, 'a', 0x80}, 100)...)},
+		{"a record of 4 billion fields", []byte{0x81, 0xa8, 'p', 'a', 'c', 'k', 'a', 'g', 'e', 's', 0x81, 0xa1, 'a', 0xdf, 0xff, 0xff, 0xff, 0xff, 0xc0}},
+		{"nested 100,000 deep", append([]byte{0x81, 0xa1, 'x'}, deep...)},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			b := AppendZstd(nil, tc.raw)
+			var ms runtime.MemStats
+			runtime.ReadMemStats(&ms)
+			before := ms.TotalAlloc
+			_, ierr := ShardIndexDigests(b)
+			_, serr := ShardEntries(b)
+			runtime.ReadMemStats(&ms)
+			// The decompressed document (raw) twice, and small change.
+			if got, limit := ms.TotalAlloc-before, uint64(2*len(tc.raw)+1<<20); got > limit {
+				t.Fatalf("allocated %d bytes for a %d-byte document (limit %d)", got, len(tc.raw), limit)
+			}
+			if tc.name != "nested 100,000 deep" && (ierr == nil || serr == nil) {
+				t.Fatalf("accepted: index %v, shard %v", ierr, serr)
+			}
+		})
 	}
 }

@@ -110,6 +110,21 @@ func (u *upstreamChannel) write(t testing.TB) {
 	writeFile(t, filepath.Join(u.dir, "channeldata.json"), conda.ChannelData(subdirs, u.recs, u.about))
 }
 
+// writeShards publishes every subdir's sharded repodata (CEP-16) too, as
+// conda-forge does (call after write, which removes it).
+func (u *upstreamChannel) writeShards(t testing.TB) {
+	for sd, recs := range u.recs {
+		index, shards, err := conda.Shards(sd, recs)
+		if err != nil {
+			t.Fatal(err)
+		}
+		writeFile(t, filepath.Join(u.dir, sd, "repodata_shards.msgpack.zst"), index)
+		for h, b := range shards {
+			writeFile(t, filepath.Join(u.dir, sd, "shards", h+".msgpack.zst"), b)
+		}
+	}
+}
+
 // sha returns the sha256 of a file of the channel.
 func (u *upstreamChannel) sha(path string) string { return sha256Hex(u.files[path]) }
 

@@ -87,6 +87,11 @@ func BenchmarkForgeScale(b *testing.B) {
 			}
 		})
 	}
+	b.Run("upstream-shards/cold-package", func(b *testing.B) {
+		for range b.N {
+			fx.upstreamShards(b)
+		}
+	})
 	b.Run("mirror-plan-includelist-3", func(b *testing.B) {
 		for range b.N {
 			fx.mirrorPlan(b)
@@ -112,6 +117,7 @@ type forgeFixture struct {
 	jsonSize    int64
 	changedPath string
 	changed     forgegen.Record // the changed record, as in the variant
+	shardsOnce  sync.Once       // forge-sharded written (upstreamShards)
 }
 
 func newForgeFixture(b *testing.B, ng *nginx, records, noarch int) *forgeFixture {
@@ -362,31 +368,42 @@ func (fx *forgeFixture) shardURL(tb testing.TB, s *server, subdir, name string, 
 // the very first (the one that finds the record of its file in the index
 // first) and the median of all.
 func (fx *forgeFixture) firstPackage(b *testing.B, s *server) {
+	first, c, d := fx.coldPackages(b, s.url+"/get/forge/linux-64/", fx.ng.url+"/forge/linux-64/", nil)
+	b.ReportMetric(ms(first), "package-first-cold-ttfb-ms")
+	b.ReportMetric(ms(first-d), "package-first-added-ms")
+	b.ReportMetric(ms(c), "package-median-cold-ttfb-ms")
+	b.ReportMetric(ms(d), "package-nginx-ttfb-ms")
+}
+
+// coldPackages asks proxyBase (cold) and directBase (nginx, three times
+// each) for the linux-64 packages of the fixture's two real names, after
+// before(name) if set, and returns the first cold time to first byte, the
+// median cold one and nginx's median. A wrong answer is an error.
+func (fx *forgeFixture) coldPackages(b *testing.B, proxyBase, directBase string, before func(name string)) (first, median, nginx time.Duration) {
 	var cold, direct []time.Duration
 	for _, name := range fx.real[:2] {
+		if before != nil {
+			before(name)
+		}
 		recs, err := fx.ch.NameRecords("linux-64", name)
 		if err != nil {
 			b.Fatal(err)
 		}
 		for _, r := range recs {
 			for range 3 {
-				direct = append(direct, fetchOnce(context.Background(), fx.ng.url+"/forge/linux-64/"+r.Filename, false).ttfb)
+				direct = append(direct, fetchOnce(context.Background(), directBase+r.Filename, false).ttfb)
 			}
-			got := fetchOnce(context.Background(), s.url+"/get/forge/linux-64/"+r.Filename, true)
+			got := fetchOnce(context.Background(), proxyBase+r.Filename, true)
 			if got.status != 200 || sha256Hex(got.body) != r.SHA256 {
-				b.Logf("cold package %s: status %d, err %v", r.Filename, got.status, got.err)
+				b.Errorf("cold package %s: status %d, err %v", r.Filename, got.status, got.err)
 			}
 			cold = append(cold, got.ttfb)
 		}
 	}
-	first := cold[0]
+	first = cold[0]
 	slices.Sort(cold)
 	slices.Sort(direct)
-	c, d := cold[len(cold)/2], direct[len(direct)/2]
-	b.ReportMetric(ms(first), "package-first-cold-ttfb-ms")
-	b.ReportMetric(ms(first-d), "package-first-added-ms")
-	b.ReportMetric(ms(c), "package-median-cold-ttfb-ms")
-	b.ReportMetric(ms(d), "package-nginx-ttfb-ms")
+	return first, cold[len(cold)/2], direct[len(direct)/2]
 }
 
 // coldAll asks a fresh node for the whole derived set of both subdirs at
@@ -806,4 +823,58 @@ func TestReaderContains(t *testing.T) {
 			}
 		}
 	}
+}
+
+// upstreamShards times a cold proxy over an upstream that publishes
+// sharded repodata, as conda-forge does (<nginx>/forge-sharded: the
+// fixture's files plus linux-64's shards, written once): a client reads
+// the shard index and a real name's shard, then asks for that name's
+// packages. Each package's record comes from the upstream's shard, so the
+// upstream repodata.json is never fetched (its requests are reported).
+func (fx *forgeFixture) upstreamShards(b *testing.B) {
+	root := filepath.Join(fx.ng.root, "forge-sharded")
+	fx.shardsOnce.Do(func() {
+		start := time.Now()
+		for _, sd := range []string{"linux-64", "noarch"} {
+			src := filepath.Join(fx.ng.root, "forge", sd)
+			ents, err := os.ReadDir(src)
+			if err != nil {
+				b.Fatal(err)
+			}
+			if err := os.MkdirAll(filepath.Join(root, sd), 0o755); err != nil {
+				b.Fatal(err)
+			}
+			for _, e := range ents {
+				if err := os.Symlink(filepath.Join(src, e.Name()), filepath.Join(root, sd, e.Name())); err != nil {
+					b.Fatal(err)
+				}
+			}
+		}
+		n, err := fx.ch.WriteShards(context.Background(), root, "linux-64")
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Logf("upstream shards: %d for linux-64, written in %v", n, time.Since(start).Round(time.Millisecond))
+	})
+	s := startServer(b, b.TempDir())
+	s.mustDo(201, "POST", "/api/channels", fmt.Sprintf(`{"name":"forges","private":false,"mirror_channel_url":"%s/forge-sharded","mirror_mode":"proxy","ttl":3600}`, fx.ng.url))
+	base := s.url + "/get/forges/linux-64/"
+	index := fetchOnce(context.Background(), base+"repodata_shards.msgpack.zst", true)
+	if index.status != 200 {
+		b.Fatalf("shard index: %d %v", index.status, index.err)
+	}
+	b.ReportMetric(ms(index.ttfb), "shard-index-ttfb-ms")
+	_, shards := shardIndex(b, index.body)
+	first, c, d := fx.coldPackages(b, base, fx.ng.url+"/forge-sharded/linux-64/", func(name string) {
+		shard := fetchOnce(context.Background(), base+"shards/"+hex.EncodeToString(shards[name])+".msgpack.zst", false)
+		if shard.status != 200 {
+			b.Fatalf("shard of %s: %d %v", name, shard.status, shard.err)
+		}
+	})
+	b.ReportMetric(ms(first), "package-first-cold-ttfb-ms")
+	b.ReportMetric(ms(first-d), "package-first-added-ms")
+	b.ReportMetric(ms(c-d), "package-median-added-ms")
+	b.ReportMetric(ms(d), "package-nginx-ttfb-ms")
+	b.ReportMetric(float64(fx.ng.count(b, "/forge-sharded/linux-64/repodata.json")), "upstream-repodata-requests")
+	b.ReportMetric(procKiB(b, s.cmd.Process.Pid, "VmHWM")/1024, "peak-RSS-MiB")
 }

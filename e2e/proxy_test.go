@@ -3,10 +3,13 @@ package e2e
 import (
 	"fmt"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/condamesh/condamesh/conda"
 )
 
 // TestProxyChannel proxies an upstream channel served by nginx: rattler
@@ -121,5 +124,46 @@ func TestProxyChannel(t *testing.T) {
 	}
 	if code, body := s.do("GET", "/get/proxy-channel/linux-64/lib002-1.0-h0_0.conda", "", nil); code != 502 && code != 504 {
 		t.Fatalf("uncached file with the upstream down: %d %s", code, body)
+	}
+}
+
+// TestProxyUpstreamShards proxies an upstream (nginx) that publishes
+// sharded repodata, as conda-forge does: rattler solves through the proxy
+// with the upstream's shards and downloads every package it chose, each
+// checked against its record in the upstream's shard of its name, so the
+// upstream repodata.json (315 MB for conda-forge's linux-64) is never
+// fetched. A classic client asking for repodata.json afterwards still
+// gets the upstream's.
+func TestProxyUpstreamShards(t *testing.T) {
+	ng := startNginxLogged(t, true)
+	up := newUpstreamChannel(t, ng.root+"/chan", 40)
+	up.writeShards(t)
+	s := startServer(t, t.TempDir())
+	s.mustDo(201, "POST", "/api/channels", fmt.Sprintf(`{"name":"px","private":false,"mirror_channel_url":"%s/chan","mirror_mode":"proxy"}`, ng.url))
+	sol, fetched, err := solveWith(t, solveOptions{}, []string{"lib039"}, []string{s.url + "/get/px"}, []string{"linux-64", "noarch"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.ContainsFunc(fetched, func(u string) bool { return strings.HasSuffix(u, "/linux-64/repodata_shards.msgpack.zst") }) {
+		t.Fatalf("rattler did not read the shard index: %v", fetched)
+	}
+	if len(sol) < 3 {
+		t.Fatalf("solved only %d packages", len(sol))
+	}
+	for _, p := range sol {
+		body := download(t, p.URL)
+		if want := up.files[p.Subdir+"/"+p.Filename]; string(body) != string(want) || sha256Hex(body) != p.SHA256 {
+			t.Fatalf("%s: proxied bytes differ from the upstream", p.Filename)
+		}
+	}
+	last := "/chan/" + sol[len(sol)-1].Subdir + "/" + sol[len(sol)-1].Filename
+	waitFor(t, 10*time.Second, "nginx's log of the last download", func() bool { return ng.count(t, last) >= 1 })
+	for _, sd := range []string{"linux-64", "noarch"} {
+		if n := ng.count(t, "/chan/"+sd+"/repodata.json"); n != 0 {
+			t.Fatalf("upstream %s/repodata.json fetched %d times, want 0 (records come from the upstream's shards)", sd, n)
+		}
+	}
+	if got := download(t, s.url+"/get/px/linux-64/repodata.json"); string(got) != string(conda.Repodata("linux-64", up.recs["linux-64"])) {
+		t.Fatal("repodata.json through the proxy differs from the upstream's")
 	}
 }

@@ -1200,19 +1200,23 @@ type want struct {
 	size int64
 }
 
-// packageEntry returns what the subdir's published derived set says of
-// package file fn: the record of the index the proxy serves (see
-// servedIndex). A file that set does not list while a newer one is
+// packageEntry returns what the upstream's shard of fn's name says of
+// package file fn when the upstream publishes shards (upshards.go), else
+// what the subdir's published derived set says: the record of the index
+// the proxy serves (see servedIndex). A file that set does not list while a newer one is
 // derived waits for the newer one (a client may have its index from
 // another node already).
 func (p *Proxy) packageEntry(ctx context.Context, ch *v1.Channel, subdir, fn string) (want, error) {
-	src, err := p.latestIndex(ctx, ch, subdir+"/repodata.json")
-	if err != nil {
-		return want{}, err
-	}
 	parsed, err := conda.ParseFilename(fn)
 	if err != nil {
 		return want{}, fmt.Errorf("%w: %s/%s/%s: %v", ErrNotFound, ch.Name, subdir, fn, err)
+	}
+	if w, ok, err := p.upstreamShardEntry(ctx, ch, subdir, parsed.Name, fn); err != nil || ok {
+		return w, err
+	}
+	src, err := p.latestIndex(ctx, ch, subdir+"/repodata.json")
+	if err != nil {
+		return want{}, err
 	}
 	// The published set, if any; a newer one being derived is asked while
 	// it runs (liveLookup), so a cold index's first package does not wait
@@ -1306,18 +1310,24 @@ func (p *Proxy) shardEntries(ctx context.Context, sum [32]byte) (map[string]cond
 		return nil, err
 	}
 	p.setsMu.Lock()
-	if len(p.entryCache) >= entryCacheMax {
-		for k := range p.entryCache { // drop one at random
-			delete(p.entryCache, k)
-			break
-		}
-	}
-	p.entryCache[sum] = m
+	putBounded(p.entryCache, sum, m, entryCacheMax)
 	p.setsMu.Unlock()
 	return m, nil
 }
 
 const entryCacheMax = 256
+
+// putBounded sets m[k] = v, first dropping an entry at random if k is new
+// and m holds max entries already.
+func putBounded[K comparable, V any](m map[K]V, k K, v V, max int) {
+	if _, ok := m[k]; !ok && len(m) >= max {
+		for other := range m {
+			delete(m, other)
+			break
+		}
+	}
+	m[k] = v
+}
 
 // servedIndex answers a subdir's repodata.json with the source of the
 // subdir's published derived set while a newer upstream copy (latest) is

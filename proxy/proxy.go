@@ -151,6 +151,8 @@ type Proxy struct {
 	setCache       map[string]*derivedSet
 	currents       map[string]*conda.CurrentCache // current_repodata.json's encoded names, by key(channel, subdir)
 	entryCache     map[[32]byte]map[string]conda.ShardEntry
+	upIndexes      map[string]upIndex // upstream shard indexes decoded, by key(channel, subdir) (upshards.go)
+	upShardHits    atomic.Uint64
 	deriving       map[string]*derivation // under mu
 	prescans       map[string]*prescan    // under mu: scans of stored downloads not yet taken by their derivation
 	prescanSlots   chan struct{}          // scans of downloads at once
@@ -235,7 +237,7 @@ func New(cfg Config, cat *catalog.Catalog, blobs Blobs, prop Proposer, up *upstr
 	bg, stop := context.WithCancel(context.Background())
 	return &Proxy{cfg: cfg, cat: cat, blobs: blobs, prop: prop, up: up, log: cfg.Logger.With("component", "proxy"), bg: bg, stopBG: stop,
 		neg: newNegCache(cfg.NegativeEntries), work: make(chan struct{}, cfg.Derivations), prescanSlots: make(chan struct{}, cfg.Derivations), prescans: map[string]*prescan{},
-		setCache: map[string]*derivedSet{}, currents: map[string]*conda.CurrentCache{}, entryCache: map[[32]byte]map[string]conda.ShardEntry{}, deriving: map[string]*derivation{},
+		setCache: map[string]*derivedSet{}, currents: map[string]*conda.CurrentCache{}, entryCache: map[[32]byte]map[string]conda.ShardEntry{}, upIndexes: map[string]upIndex{}, deriving: map[string]*derivation{},
 		failures: map[string]failure{}, refreshing: map[string]bool{}}
 }
 
@@ -698,6 +700,11 @@ func (p *Proxy) fetchTee(ctx context.Context, ch *v1.Channel, path string, cache
 			}
 			p.deriveAsync(ch, subdir, info.CID)
 		}
+	}
+	if file == fileShardIndex && (cached == nil || cached.Cid != e.Cid) {
+		// Decode it now for package records (upshards.go): a client asks
+		// for packages only after reading it and solving.
+		p.goBackground(func(ctx context.Context) { _, _ = p.upstreamIndex(ctx, ch, subdir, info.CID) })
 	}
 	return Result{CID: info.CID, ModTime: modTime(e), Immutable: isImmutable(path)}, nil
 }

@@ -43,11 +43,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	subdirs := fs.String("subdirs", "linux-64", "arch subdirs, comma-separated (noarch is always written)")
 	real := fs.String("real", "", "names whose records are real package files, comma-separated")
 	change := fs.String("change", "", "alter one record: subdir/k, k counting the subdir's records in name order")
+	shards := fs.Bool("shards", false, "also write each subdir's sharded repodata (CEP-16), as conda-forge publishes it")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
 	if *out == "" || fs.NArg() > 0 {
-		fmt.Fprintln(stderr, "usage: condamesh-forge --out DIR [--records N] [--noarch-records N] [--names N] [--seed S] [--subdirs a,b] [--real n1,n2] [--change subdir/k]")
+		fmt.Fprintln(stderr, "usage: condamesh-forge --out DIR [--records N] [--noarch-records N] [--names N] [--seed S] [--subdirs a,b] [--real n1,n2] [--change subdir/k] [--shards]")
 		return 2
 	}
 	cfg := forgegen.Config{Seed: *seed, Records: *records, NoarchRecords: *noarch, Names: *names, Subdirs: split(*subdirs), Real: split(*real)}
@@ -73,6 +74,14 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	for _, st := range stats {
 		fmt.Fprintf(stdout, "%s: %d records, %d names, %d bytes, %d package files\n", st.Subdir, st.Records, len(ch.Names(st.Subdir)), st.Bytes, st.Packages)
+		if *shards {
+			n, err := ch.WriteShards(ctx, *out, st.Subdir)
+			if err != nil {
+				fmt.Fprintln(stderr, "error:", err)
+				return 1
+			}
+			fmt.Fprintf(stdout, "%s: %d shards\n", st.Subdir, n)
+		}
 	}
 	fmt.Fprintf(stdout, "written in %v\n", time.Since(start).Round(time.Millisecond))
 	return 0

@@ -10,7 +10,8 @@ import (
 )
 
 // TestRun: the same flags write the same bytes; --change alters the
-// linux-64 file only; --real writes package files; bad flags exit 2.
+// linux-64 file only; --real writes package files; --shards writes the
+// sharded repodata too; bad flags exit 2.
 func TestRun(t *testing.T) {
 	base := []string{"--records", "3000", "--noarch-records", "600", "--seed", "9"}
 	write := func(extra ...string) string {
@@ -47,6 +48,16 @@ func TestRun(t *testing.T) {
 	pkgs, _ := filepath.Glob(filepath.Join(d, "*", "p*-*.*"))
 	if len(pkgs) == 0 {
 		t.Fatal("--real wrote no package files")
+	}
+	e := write("--shards")
+	for _, sd := range []string{"linux-64", "noarch"} {
+		shards, _ := filepath.Glob(filepath.Join(e, sd, "shards", "*.msgpack.zst"))
+		if _, err := os.Stat(filepath.Join(e, sd, "repodata_shards.msgpack.zst")); err != nil || len(shards) == 0 {
+			t.Fatalf("--shards: %s has index %v and %d shards", sd, err, len(shards))
+		}
+	}
+	if shards, _ := filepath.Glob(filepath.Join(a, "*", "shards")); len(shards) != 0 {
+		t.Fatal("shards written without --shards")
 	}
 	for _, args := range [][]string{
 		{"--records", "10"}, // no --out

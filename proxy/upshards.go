@@ -1,0 +1,129 @@
+package proxy
+
+import (
+	"context"
+	"encoding/hex"
+	"errors"
+	"net/http"
+	"strings"
+
+	"github.com/condamesh/condamesh/catalog"
+	"github.com/condamesh/condamesh/conda"
+	v1 "github.com/condamesh/condamesh/gen/condamesh/v1"
+	"github.com/ipfs/go-cid"
+)
+
+// Package records from the upstream's shards. An upstream that publishes
+// sharded repodata (CEP-16; conda-forge does) is passed through to shard
+// clients, and a package file's record is then read from the upstream's
+// shard of its name: the proxy's copy of the upstream shard index names
+// the shard, which is fetched (and kept, it is immutable) like any shard
+// a client asks for. The whole upstream repodata.json, 315 MB for
+// conda-forge's linux-64, is then never downloaded nor scanned for a
+// package: a cold package waits for one small shard, not for the index.
+// A shard whose bytes do not hash to its name, a name the index does not
+// have, or a file its shard does not list falls back to the derived set
+// of the upstream repodata.json (derived.go), as do upstreams without
+// shards.
+//
+// A shard client and a repodata.json client see the upstream's two
+// documents as they were when each was cached; a package the upstream
+// replaced under the same name between the two (conda-forge never does)
+// is served as the shard says.
+
+// upIndex is an upstream shard index, decoded.
+type upIndex struct {
+	src     cid.Cid
+	digests map[string][32]byte
+}
+
+// upIndexesMax bounds the decoded upstream shard indexes kept (one per
+// channel and subdir, about 2 MB for conda-forge's linux-64).
+const upIndexesMax = 16
+
+// UpstreamShardLookups counts the package records read from upstream
+// shards (tests and metrics).
+func (p *Proxy) UpstreamShardLookups() uint64 { return p.upShardHits.Load() }
+
+// upstreamShardEntry returns what the upstream's shard of fn's name says
+// of fn, when the upstream publishes shards for subdir (its shard index is
+// cached) and that shard lists fn with a valid sha256 and size. ok false
+// means: ask the derived set.
+func (p *Proxy) upstreamShardEntry(ctx context.Context, ch *v1.Channel, subdir, name, fn string) (w want, ok bool, err error) {
+	indexPath := subdir + "/" + fileShardIndex
+	e, err := p.cat.ProxyEntry(ctx, ch.Name, indexPath)
+	if errors.Is(err, catalog.ErrNotFound) || (err == nil && (e.Status != http.StatusOK || strings.HasPrefix(e.Etag, legacyDerivedPrefix))) {
+		return want{}, false, nil // not known to be published upstream
+	}
+	if err != nil {
+		return want{}, false, err
+	}
+	res, err := p.getIndex(ctx, ch, indexPath)
+	if err != nil {
+		p.log.Debug("upstream shard index", "channel", ch.Name, "subdir", subdir, "err", err)
+		return want{}, false, nil
+	}
+	idx, err := p.upstreamIndex(ctx, ch, subdir, res.CID)
+	if err != nil {
+		p.log.Warn("upstream shard index unreadable: package records come from repodata.json", "channel", ch.Name, "subdir", subdir, "err", err)
+		return want{}, false, nil
+	}
+	sum, ok := idx.digests[name]
+	if !ok {
+		return want{}, false, nil
+	}
+	shardPath := subdir + "/" + shardsDir + hex.EncodeToString(sum[:]) + shardSuffix
+	sres, err := p.getIndex(ctx, ch, shardPath)
+	if err != nil {
+		p.log.Debug("upstream shard", "channel", ch.Name, "path", shardPath, "err", err)
+		return want{}, false, nil
+	}
+	if !sres.CID.Equals(shardCID(sum)) {
+		p.log.Warn("upstream shard does not hash to its name: package records come from repodata.json", "channel", ch.Name, "path", shardPath)
+		return want{}, false, nil
+	}
+	entries, err := p.shardEntries(ctx, sum)
+	if err != nil {
+		p.log.Warn("upstream shard unreadable: package records come from repodata.json", "channel", ch.Name, "path", shardPath, "err", err)
+		return want{}, false, nil
+	}
+	se, ok := entries[fn]
+	if !ok {
+		return want{}, false, nil
+	}
+	if w, ok = entryWant(se); ok {
+		p.upShardHits.Add(1)
+	}
+	return w, ok, nil
+}
+
+// upstreamIndex returns the upstream shard index stored as src, decoded
+// once however many ask.
+func (p *Proxy) upstreamIndex(ctx context.Context, ch *v1.Channel, subdir string, src cid.Cid) (upIndex, error) {
+	k := key(ch.Name, subdir)
+	p.setsMu.Lock()
+	idx, ok := p.upIndexes[k]
+	p.setsMu.Unlock()
+	if ok && idx.src.Equals(src) {
+		return idx, nil
+	}
+	v, err, _ := p.sf.Do("upindex\x00"+src.String(), func() (any, error) {
+		b, err := p.blobs.ReadAll(ctx, src)
+		if err != nil {
+			return nil, err
+		}
+		d, err := conda.ShardIndexDigests(b)
+		if err != nil {
+			return nil, err
+		}
+		return upIndex{src: src, digests: d}, nil
+	})
+	if err != nil {
+		return upIndex{}, err
+	}
+	idx = v.(upIndex)
+	p.setsMu.Lock()
+	putBounded(p.upIndexes, k, idx, upIndexesMax)
+	p.setsMu.Unlock()
+	return idx, nil
+}
