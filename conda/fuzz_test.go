@@ -424,7 +424,7 @@ func FuzzUpstreamShards(f *testing.F) {
 	f.Add([]byte{0x81, 0xc6, 0x3c, 0x9c, 0xb9, 0x21, 0x7a})
 	f.Fuzz(func(t *testing.T, raw []byte) {
 		b := AppendZstd(nil, raw)
-		digests, derr := ShardIndexDigests(b)
+		digests, _, derr := ShardIndexDigests(b)
 		if derr == nil {
 			in := make(map[string][]byte, len(digests))
 			for name, d := range digests {
@@ -434,8 +434,8 @@ func FuzzUpstreamShards(f *testing.F) {
 			if err != nil {
 				t.Fatalf("re-encode: %v", err)
 			}
-			back, err := ShardIndexDigests(again)
-			if err != nil || !maps.Equal(back, digests) {
+			back, base, err := ShardIndexDigests(again)
+			if err != nil || !maps.Equal(back, digests) || base != "./shards/" {
 				t.Fatalf("round trip: %v, %d names, want %d", err, len(back), len(digests))
 			}
 		}

@@ -477,17 +477,35 @@ var shardIndexEncoders = sync.Pool{New: func() any {
 
 // ShardIndexDigests returns what a compressed shard index (CEP-16, as
 // ShardIndex makes them or an upstream publishes them) maps each package
-// name to: the SHA-256 of its shard file. A name whose value is not 32
+// name to: the SHA-256 of its shard file; and where the shards are
+// (info.shards_base_url, "" if absent). A name whose value is not 32
 // bytes is left out. At most maxShardSize bytes are decoded, and read
 // within what they hold (mpread.go).
-func ShardIndexDigests(index []byte) (map[string][32]byte, error) {
+func ShardIndexDigests(index []byte) (digests map[string][32]byte, shardsBase string, err error) {
 	raw, err := unzstd(index)
 	if err != nil {
-		return nil, fmt.Errorf("conda: shard index: %w", err)
+		return nil, "", fmt.Errorf("conda: shard index: %w", err)
 	}
 	out := map[string][32]byte{}
 	err = eachMember(raw, func(key string, r *mpReader) error {
-		if key != "shards" {
+		switch key {
+		case "info": // read if it is as CEP-16 says, else passed over
+			at := *r
+			err := eachMemberOf(r, func(k string, r *mpReader) error {
+				if k != "shards_base_url" {
+					return r.skip()
+				}
+				v, err := r.bytes()
+				shardsBase = string(v)
+				return err
+			})
+			if err != nil {
+				*r, shardsBase = at, ""
+				return r.skip()
+			}
+			return nil
+		case "shards":
+		default:
 			return r.skip()
 		}
 		n, err := r.mapLen()
@@ -506,15 +524,19 @@ func ShardIndexDigests(index []byte) (map[string][32]byte, error) {
 		return err
 	})
 	if err != nil {
-		return nil, fmt.Errorf("conda: shard index: %w", err)
+		return nil, "", fmt.Errorf("conda: shard index: %w", err)
 	}
-	return out, nil
+	return out, shardsBase, nil
 }
 
 // eachMember calls fn for each key of the MessagePack map doc, with the
 // reader at its value (fn must read or skip it).
 func eachMember(doc []byte, fn func(key string, r *mpReader) error) error {
-	r := &mpReader{b: doc}
+	return eachMemberOf(&mpReader{b: doc}, fn)
+}
+
+// eachMemberOf is eachMember on the map r is at (nil: no members).
+func eachMemberOf(r *mpReader, fn func(key string, r *mpReader) error) error {
 	n, err := r.mapLen()
 	for range n {
 		var k []byte

@@ -699,9 +699,9 @@ func TestShardIndexDigests(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	got, err := ShardIndexDigests(index)
-	if err != nil {
-		t.Fatal(err)
+	got, base, err := ShardIndexDigests(index)
+	if err != nil || base != "./shards/" {
+		t.Fatalf("%v, shards base %q", err, base)
 	}
 	names := map[string]bool{}
 	for _, r := range recs {
@@ -722,8 +722,23 @@ func TestShardIndexDigests(t *testing.T) {
 	if len(got) != len(names) {
 		t.Fatalf("%d names in the index, want %d", len(got), len(names))
 	}
+	// Where conda-index puts its shards (beside the index), an info the
+	// reference would pass over, none.
+	for _, tc := range []struct {
+		raw  []byte
+		base string
+	}{
+		{[]byte{0x81, 0xa4, 'i', 'n', 'f', 'o', 0x81, 0xaf, 's', 'h', 'a', 'r', 'd', 's', '_', 'b', 'a', 's', 'e', '_', 'u', 'r', 'l', 0xa0}, ""},
+		{[]byte{0x81, 0xa4, 'i', 'n', 'f', 'o', 0x81, 0xaf, 's', 'h', 'a', 'r', 'd', 's', '_', 'b', 'a', 's', 'e', '_', 'u', 'r', 'l', 0xa2, '.', '/'}, "./"},
+		{[]byte{0x81, 0xa4, 'i', 'n', 'f', 'o', 0x92, 0x01, 0x02}, ""},
+		{[]byte{0x80}, ""},
+	} {
+		if _, base, err := ShardIndexDigests(AppendZstd(nil, tc.raw)); err != nil || base != tc.base {
+			t.Errorf("%x: shards base %q (%v), want %q", tc.raw, base, err, tc.base)
+		}
+	}
 	for _, bad := range [][]byte{[]byte("not zstd"), AppendZstd(nil, []byte{0xc1})} {
-		if _, err := ShardIndexDigests(bad); err == nil {
+		if _, _, err := ShardIndexDigests(bad); err == nil {
 			t.Errorf("garbage index %q accepted", bad)
 		}
 	}
@@ -751,7 +766,7 @@ func TestUpstreamShardsReadWithinWhatTheyHold(t *testing.T) {
 			var ms runtime.MemStats
 			runtime.ReadMemStats(&ms)
 			before := ms.TotalAlloc
-			_, ierr := ShardIndexDigests(b)
+			_, _, ierr := ShardIndexDigests(b)
 			_, serr := ShardEntries(b)
 			runtime.ReadMemStats(&ms)
 			// The decompressed document (raw) twice, and small change.

@@ -11,6 +11,7 @@ import (
 
 	"github.com/condamesh/condamesh/conda"
 	"github.com/condamesh/condamesh/conda/condatest"
+	"github.com/vmihailenco/msgpack/v5"
 )
 
 // upstreamChannel is a conda channel written to a directory (served by
@@ -111,16 +112,37 @@ func (u *upstreamChannel) write(t testing.TB) {
 }
 
 // writeShards publishes every subdir's sharded repodata (CEP-16) too, as
-// conda-forge does (call after write, which removes it).
-func (u *upstreamChannel) writeShards(t testing.TB) {
+// conda-forge does (call after write, which removes it): each subdir's
+// shards where bases puts them (its shards_base_url; "./shards/" if
+// absent, as rattler-index; "" is beside the index, as conda-index).
+func (u *upstreamChannel) writeShards(t testing.TB, bases map[string]string) {
 	for sd, recs := range u.recs {
 		index, shards, err := conda.Shards(sd, recs)
 		if err != nil {
 			t.Fatal(err)
 		}
+		base, ok := bases[sd]
+		if !ok {
+			base = "./shards/"
+		}
+		if base != "./shards/" {
+			digests, _, err := conda.ShardIndexDigests(index)
+			if err != nil {
+				t.Fatal(err)
+			}
+			byName := map[string][]byte{}
+			for name, d := range digests {
+				byName[name] = bytes.Clone(d[:])
+			}
+			raw, err := msgpack.Marshal(map[string]any{"info": map[string]any{"subdir": sd, "base_url": "", "shards_base_url": base}, "shards": byName, "version": 1})
+			if err != nil {
+				t.Fatal(err)
+			}
+			index = conda.AppendZstd(nil, raw)
+		}
 		writeFile(t, filepath.Join(u.dir, sd, "repodata_shards.msgpack.zst"), index)
 		for h, b := range shards {
-			writeFile(t, filepath.Join(u.dir, sd, "shards", h+".msgpack.zst"), b)
+			writeFile(t, filepath.Join(u.dir, sd, base, h+".msgpack.zst"), b)
 		}
 	}
 }

@@ -132,12 +132,14 @@ func TestProxyChannel(t *testing.T) {
 // with the upstream's shards and downloads every package it chose, each
 // checked against its record in the upstream's shard of its name, so the
 // upstream repodata.json (315 MB for conda-forge's linux-64) is never
-// fetched. A classic client asking for repodata.json afterwards still
-// gets the upstream's.
+// fetched. linux-64's shards are in shards/ (rattler-index), noarch's
+// beside the index (conda-index): both are served where the index says. A
+// classic client asking for repodata.json afterwards still gets the
+// upstream's.
 func TestProxyUpstreamShards(t *testing.T) {
 	ng := startNginxLogged(t, true)
 	up := newUpstreamChannel(t, ng.root+"/chan", 40)
-	up.writeShards(t)
+	up.writeShards(t, map[string]string{"noarch": ""}) // noarch's beside its index, as conda-index puts them
 	s := startServer(t, t.TempDir())
 	s.mustDo(201, "POST", "/api/channels", fmt.Sprintf(`{"name":"px","private":false,"mirror_channel_url":"%s/chan","mirror_mode":"proxy"}`, ng.url))
 	sol, fetched, err := solveWith(t, solveOptions{}, []string{"lib039"}, []string{s.url + "/get/px"}, []string{"linux-64", "noarch"})

@@ -47,18 +47,33 @@ func checkPath(p string) error {
 		}
 	case !conda.KnownSubdir(segs[0]):
 	case len(segs) == 2:
-		if subdirFiles[segs[1]] {
+		if subdirFiles[segs[1]] || isShardName(segs[1]) { // a shard beside its index (conda-index)
 			return nil
 		}
 		if _, err := conda.ParseFilename(segs[1]); err == nil {
 			return nil
 		}
 	case len(segs) == 3:
-		if segs[1] == "shards" && isShardName(segs[2]) {
+		if isShardDir(segs[1]) && isShardName(segs[2]) { // shards/ (rattler-index), or another directory
 			return nil
 		}
 	}
 	return errBadPath
+}
+
+// isShardDir reports a directory name a shard index's shards_base_url may
+// name inside a subdir: letters, digits, '.', '_' and '-', not "." or
+// "..", at most 64 bytes.
+func isShardDir(d string) bool {
+	if d == "" || d == "." || d == ".." || len(d) > 64 {
+		return false
+	}
+	for i := 0; i < len(d); i++ {
+		if c := d[i]; !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '-') {
+			return false
+		}
+	}
+	return true
 }
 
 // isShardName reports a CEP-16 shard file name: 64 lowercase hex digits

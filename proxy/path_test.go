@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"bytes"
+	"encoding/hex"
 	"net/url"
 	"reflect"
 	"strings"
@@ -15,30 +16,37 @@ import (
 func TestCheckPath(t *testing.T) {
 	shard := "linux-64/shards/" + strings.Repeat("ab", 32) + ".msgpack.zst"
 	cases := map[string]bool{
-		"channeldata.json":                            true,
-		"index.html":                                  true,
-		"noarch/repodata.json":                        true,
-		"linux-64/repodata.json.zst":                  true,
-		"linux-64/current_repodata.json.bz2":          true,
-		"linux-64/repodata_shards.msgpack.zst":        true,
-		"linux-64/numpy-1.26.4-py312h8753938_0.conda": true,
-		"osx-arm64/pkg-1!2.0-h0_0.tar.bz2":            true,
-		shard:                                         true,
+		"channeldata.json":                                       true,
+		"index.html":                                             true,
+		"noarch/repodata.json":                                   true,
+		"linux-64/repodata.json.zst":                             true,
+		"linux-64/current_repodata.json.bz2":                     true,
+		"linux-64/repodata_shards.msgpack.zst":                   true,
+		"linux-64/numpy-1.26.4-py312h8753938_0.conda":            true,
+		"osx-arm64/pkg-1!2.0-h0_0.tar.bz2":                       true,
+		shard:                                                    true,
+		strings.Replace(shard, "shards/", "", 1):                 true, // beside the index (conda-index)
+		strings.Replace(shard, "shards/", "repodata_shards/", 1): true,
 
-		"":                                 false,
-		"linux-64":                         false,
-		"linux-64/":                        false,
-		"linux-64/random.json":             false,
-		"linux-64/x?y.conda":               false,
-		"linux-64/%2e%2e%2fsecret":         false,
-		"linux-64/../noarch/repodata.json": false,
-		"../linux-64/repodata.json":        false,
-		"Linux-64/repodata.json":           false,
-		"linux-65/repodata.json":           false, // not a subdir conda knows
-		"s0a1b2c3/repodata.json":           false,
-		"linux-64/a/repodata.json":         false,
-		"linux-64/shards/abc.msgpack.zst":  false,
-		strings.ToUpper(shard):             false,
+		"":                                           false,
+		"linux-64":                                   false,
+		"linux-64/":                                  false,
+		"linux-64/random.json":                       false,
+		"linux-64/x?y.conda":                         false,
+		"linux-64/%2e%2e%2fsecret":                   false,
+		"linux-64/../noarch/repodata.json":           false,
+		"../linux-64/repodata.json":                  false,
+		"Linux-64/repodata.json":                     false,
+		"linux-65/repodata.json":                     false, // not a subdir conda knows
+		"s0a1b2c3/repodata.json":                     false,
+		"linux-64/a/repodata.json":                   false,
+		"linux-64/shards/abc.msgpack.zst":            false,
+		strings.Replace(shard, "shards/", "../", 1):  false,
+		strings.Replace(shard, "shards/", "./", 1):   false,
+		strings.Replace(shard, "shards/", "a b/", 1): false,
+		strings.Replace(shard, "shards/", "a/b/", 1): false,
+		"linux-64/repodata.json/" + strings.Repeat("ab", 32) + ".msgpack.zst": true, // a directory name like any other
+		strings.ToUpper(shard):                                 false,
 		"linux-64/" + strings.Repeat("a", 7000) + "-1-0.conda": false,
 		"linux-64/pkg-1.0-0.conda/x":                           false,
 		"linux-64/.pkg-1.0-0.conda":                            false,
@@ -165,4 +173,32 @@ func FuzzDecodeSet(f *testing.F) {
 			t.Fatalf("re-encoded set differs: %v", err)
 		}
 	})
+}
+
+// TestUpShardPath: an upstream shard index's shards_base_url places its
+// shards inside the subdir or not at all (a URL, an absolute path or one
+// leaving the subdir is not fetched through the channel).
+func TestUpShardPath(t *testing.T) {
+	var sum [32]byte
+	sum[0] = 0xab
+	h := hex.EncodeToString(sum[:]) + ".msgpack.zst"
+	for _, tc := range []struct{ base, want string }{
+		{"./shards/", "linux-64/shards/" + h},
+		{"", "linux-64/" + h},
+		{"./", "linux-64/" + h},
+		{"repodata_shards/", "linux-64/repodata_shards/" + h},
+		{"a/../b/", "linux-64/b/" + h},
+		{"../", ""},
+		{"../noarch/", ""},
+		{"./../../x/", ""},
+		{"/shards/", ""},
+		{"https://cdn.example/shards/", ""},
+		{"//cdn.example/", ""},
+		{"shards/?x=", ""},
+		{"shards\\", ""},
+	} {
+		if got := upShardPath("linux-64", tc.base, sum); got != tc.want {
+			t.Errorf("base %q: %q, want %q", tc.base, got, tc.want)
+		}
+	}
 }

@@ -43,6 +43,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"path"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -298,8 +299,8 @@ type Result struct {
 func key(ch, path string) string { return catalog.ChannelKey(ch) + "/" + path }
 
 // isImmutable reports content-addressed or versioned files.
-func isImmutable(path string) bool {
-	return conda.IsPackageFile(path) || strings.Contains(path, "/shards/")
+func isImmutable(p string) bool {
+	return conda.IsPackageFile(p) || isShardName(path.Base(p))
 }
 
 // Get returns the file at path of proxy channel ch, fetching it from the
@@ -681,6 +682,11 @@ func (p *Proxy) fetchTee(ctx context.Context, ch *v1.Channel, path string, cache
 	}
 	if err := p.bodyErr(body, err, req.URL); err != nil {
 		return Result{}, fmt.Errorf("store %s/%s: %w", ch.Name, path, err)
+	}
+	if sum, ok := namedBySHA256(file); ok && !info.CID.Equals(shardCID(sum)) {
+		// Clients cache a shard by its name forever, and so would this
+		// proxy: what does not hash to it is not kept (swept unreferenced).
+		return Result{}, fmt.Errorf("%w: %s/%s does not hash to its name", ErrCorrupt, ch.Name, path)
 	}
 	e := &v1.ProxyEntry{Channel: ch.Name, Path: path, Cid: info.CID.String(), Etag: resp.ETag, LastModified: resp.LastModified, ValidatedUnix: p.cfg.Now().Unix(), Size: info.Size, Status: http.StatusOK}
 	if err := p.record(ctx, e); err != nil {

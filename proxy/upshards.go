@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"net/http"
+	"path"
 	"strings"
 
 	"github.com/condamesh/condamesh/catalog"
@@ -35,6 +36,7 @@ import (
 type upIndex struct {
 	src     cid.Cid
 	digests map[string][32]byte
+	base    string // info.shards_base_url
 }
 
 // upIndexesMax bounds the decoded upstream shard indexes kept (one per
@@ -72,7 +74,10 @@ func (p *Proxy) upstreamShardEntry(ctx context.Context, ch *v1.Channel, subdir, 
 	if !ok {
 		return want{}, false, nil
 	}
-	shardPath := subdir + "/" + shardsDir + hex.EncodeToString(sum[:]) + shardSuffix
+	shardPath := upShardPath(subdir, idx.base, sum)
+	if shardPath == "" {
+		return want{}, false, nil // outside the channel: not fetched through it
+	}
 	sres, err := p.getIndex(ctx, ch, shardPath)
 	if err != nil {
 		p.log.Debug("upstream shard", "channel", ch.Name, "path", shardPath, "err", err)
@@ -108,15 +113,15 @@ func (p *Proxy) upstreamIndex(ctx context.Context, ch *v1.Channel, subdir string
 		return idx, nil
 	}
 	v, err, _ := p.sf.Do("upindex\x00"+src.String(), func() (any, error) {
-		b, err := p.blobs.ReadAll(ctx, src)
+		b, err := p.blobs.ReadAll(context.WithoutCancel(ctx), src) // others may wait on it
 		if err != nil {
 			return nil, err
 		}
-		d, err := conda.ShardIndexDigests(b)
+		d, base, err := conda.ShardIndexDigests(b)
 		if err != nil {
 			return nil, err
 		}
-		return upIndex{src: src, digests: d}, nil
+		return upIndex{src: src, digests: d, base: base}, nil
 	})
 	if err != nil {
 		return upIndex{}, err
@@ -126,4 +131,26 @@ func (p *Proxy) upstreamIndex(ctx context.Context, ch *v1.Channel, subdir string
 	putBounded(p.upIndexes, k, idx, upIndexesMax)
 	p.setsMu.Unlock()
 	return idx, nil
+}
+
+// upShardPath is where an upstream shard index whose shards_base_url is
+// base puts the shard of sum, as a path of the channel: "./shards/"
+// (rattler-index), "" (conda-index: beside the index) or another
+// directory of the subdir. "" when base leaves the subdir or is a URL of
+// its own (its shards are not fetched through the channel).
+func upShardPath(subdir, base string, sum [32]byte) string {
+	if strings.ContainsAny(base, ":?#\\") || strings.HasPrefix(base, "/") {
+		return ""
+	}
+	p := path.Clean(subdir + "/" + base + hex.EncodeToString(sum[:]) + shardSuffix)
+	if !strings.HasPrefix(p, subdir+"/") {
+		return ""
+	}
+	return p
+}
+
+// namedBySHA256 returns the SHA-256 a file's name gives its bytes: a
+// shard, named <sha256 hex>.msgpack.zst wherever it is.
+func namedBySHA256(file string) ([32]byte, bool) {
+	return shardSum(shardsDir + path.Base(file))
 }

@@ -29,7 +29,7 @@ func TestWriteShards(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		digests, err := conda.ShardIndexDigests(index)
+		digests, _, err := conda.ShardIndexDigests(index)
 		if err != nil || len(digests) != n {
 			t.Fatalf("%s: index of %d names (%v), want %d", sd, len(digests), err, n)
 		}
