@@ -440,6 +440,18 @@ func FuzzUpstreamShards(f *testing.F) {
 			}
 		}
 		entries, eerr := ShardEntries(b)
+		// One file alone says the same as the whole shard.
+		for fn, want := range entries {
+			e, ok, err := ShardEntryOf(b, fn)
+			if err != nil || !ok || !bytes.Equal(e.SHA256, want.SHA256) || e.Size != want.Size {
+				t.Fatalf("ShardEntryOf(%q): %+v %v %v, ShardEntries %+v", fn, e, ok, err, want)
+			}
+		}
+		if _, ok := entries["\x00absent"]; eerr == nil && !ok {
+			if _, found, err := ShardEntryOf(b, "\x00absent"); found || err != nil {
+				t.Fatalf("ShardEntryOf of an absent file: %v %v", found, err)
+			}
+		}
 		if !wellFormedDoc(raw) {
 			return
 		}

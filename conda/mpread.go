@@ -1,9 +1,6 @@
 package conda
 
-import (
-	"errors"
-	"math"
-)
+import "errors"
 
 // Bounded reading of untrusted MessagePack: an upstream's shard index and
 // shards (ShardIndexDigests, ShardEntries). Every length a header claims
@@ -122,8 +119,8 @@ func (r *mpReader) bytes() ([]byte, error) {
 	return v, nil
 }
 
-// int reads an integer (nil reads as 0); one that int64 cannot hold is an
-// error.
+// int reads an integer (nil reads as 0); a uint64 above int64's range
+// wraps, as the reference reads it (a negative size is no valid record).
 func (r *mpReader) int() (int64, error) {
 	if len(r.b) == 0 {
 		return 0, errMsgpack
@@ -139,7 +136,7 @@ func (r *mpReader) int() (int64, error) {
 		return 0, nil
 	case c >= 0xcc && c <= 0xcf: // uint8..uint64
 		v, ok := r.be(1 << (c - 0xcc))
-		if !ok || v > math.MaxInt64 {
+		if !ok {
 			return 0, errMsgpack
 		}
 		return int64(v), nil

@@ -482,7 +482,18 @@ var shardIndexEncoders = sync.Pool{New: func() any {
 // bytes is left out. At most maxShardSize bytes are decoded, and read
 // within what they hold (mpread.go).
 func ShardIndexDigests(index []byte) (digests map[string][32]byte, shardsBase string, err error) {
+	return ShardIndexDigestsMax(index, maxShardSize)
+}
+
+// ShardIndexDigestsMax is ShardIndexDigests for an index of at most max
+// bytes decoded: the digests map costs about 2.5 times what it decodes
+// from, so a caller keeping upstream indexes bounds them far below the
+// shard bound (conda-forge's linux-64 decodes to about 1.2 MB).
+func ShardIndexDigestsMax(index []byte, max int) (digests map[string][32]byte, shardsBase string, err error) {
 	raw, err := unzstd(index)
+	if err == nil && len(raw) > max {
+		err = fmt.Errorf("decodes to more than %d bytes", max)
+	}
 	if err != nil {
 		return nil, "", fmt.Errorf("conda: shard index: %w", err)
 	}
@@ -606,23 +617,63 @@ func ShardEntries(shard []byte) (map[string]ShardEntry, error) {
 	return out, nil
 }
 
+// ShardEntryOf returns what a shard says of file fn alone (as
+// ShardEntries would), without building the shard's map: the only memory
+// it keeps is the decoded document, for upstream shards whose entries are
+// not worth keeping.
+func ShardEntryOf(shard []byte, fn string) (e ShardEntry, found bool, err error) {
+	raw, err := unzstd(shard)
+	if err != nil {
+		return ShardEntry{}, false, fmt.Errorf("conda: shard: %w", err)
+	}
+	var inPkgs bool
+	err = eachMember(raw, func(key string, r *mpReader) error {
+		if key != "packages" && key != "packages.conda" {
+			return r.skip()
+		}
+		n, err := r.mapLen()
+		for range n {
+			var k []byte
+			if k, err = r.bytes(); err != nil {
+				break
+			}
+			if string(k) != fn {
+				if err = r.skip(); err != nil {
+					break
+				}
+				continue
+			}
+			var got ShardEntry
+			if got, err = readShardEntry(r); err != nil {
+				break
+			}
+			if key == "packages" || !inPkgs { // "packages" says last
+				e, found, inPkgs = got, true, key == "packages"
+			}
+		}
+		return err
+	})
+	if err != nil {
+		return ShardEntry{}, false, fmt.Errorf("conda: shard: %w", err)
+	}
+	return e, found, nil
+}
+
 // readShardEntry reads one record of a shard: its sha256 (copied) and
 // size; the other fields are skipped. An array reads as the reference
-// reads a struct from one: sha256, size, then ignored values.
+// (vmihailenco) reads a struct from one: empty, a zero entry; of two,
+// sha256 and size; else an error.
 func readShardEntry(r *mpReader) (ShardEntry, error) {
 	var e ShardEntry
 	if n, ok, err := r.arrayLen(); ok {
-		for i := 0; i < n && err == nil; i++ {
-			switch i {
-			case 0:
-				var d []byte
-				if d, err = r.bytes(); err == nil {
-					e.SHA256 = bytes.Clone(d)
-				}
-			case 1:
+		if err == nil && n != 0 && n != 2 {
+			err = errMsgpack
+		}
+		if err == nil && n == 2 {
+			var d []byte
+			if d, err = r.bytes(); err == nil {
+				e.SHA256 = bytes.Clone(d)
 				e.Size, err = r.int()
-			default:
-				err = r.skip()
 			}
 		}
 		return e, err

@@ -644,6 +644,17 @@ func TestShardEntries(t *testing.T) {
 	if _, err := ShardEntries([]byte("not zstd")); err == nil {
 		t.Fatal("garbage shard accepted")
 	}
+	// One file alone (ShardEntryOf), as the whole map says.
+	for _, r := range recs {
+		want, _ := ShardEntries(byName[r.Name()])
+		e, ok, err := ShardEntryOf(byName[r.Name()], r.Filename)
+		if err != nil || !ok || !bytes.Equal(e.SHA256, want[r.Filename].SHA256) || e.Size != want[r.Filename].Size {
+			t.Fatalf("ShardEntryOf(%s): %+v %v %v", r.Filename, e, ok, err)
+		}
+		if _, ok, err := ShardEntryOf(byName[r.Name()], r.Filename+"x"); ok || err != nil {
+			t.Fatalf("ShardEntryOf of an absent file: %v %v", ok, err)
+		}
+	}
 	// One entry alone says the same.
 	for _, r := range recs[:20] {
 		pair, err := AppendShardPair(nil, r)
@@ -736,6 +747,9 @@ func TestShardIndexDigests(t *testing.T) {
 		if _, base, err := ShardIndexDigests(AppendZstd(nil, tc.raw)); err != nil || base != tc.base {
 			t.Errorf("%x: shards base %q (%v), want %q", tc.raw, base, err, tc.base)
 		}
+	}
+	if _, _, err := ShardIndexDigestsMax(index, len(index)); err == nil {
+		t.Error("an index decoding past the limit accepted")
 	}
 	for _, bad := range [][]byte{[]byte("not zstd"), AppendZstd(nil, []byte{0xc1})} {
 		if _, _, err := ShardIndexDigests(bad); err == nil {

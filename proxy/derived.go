@@ -498,13 +498,13 @@ func (p *Proxy) deriveAsync(ch *v1.Channel, subdir string, src cid.Cid) *derivat
 		return d
 	}
 	d := &derivation{src: src, tag: tag, done: make(chan struct{}), live: newLiveLookup()}
-	if ps := p.prescans[key(ch.Name, subdir)]; ps != nil && ps.src.Equals(src) {
-		d.live = ps.live // its scan runs already: look-ups are answered from it
-	}
 	if p.bg.Err() != nil || !current { // closed, or ch is an earlier incarnation
 		close(d.done)
 		d.live.end()
 		return d
+	}
+	if ps := p.prescans[key(ch.Name, subdir)]; ps != nil && ps.src.Equals(src) {
+		d.live = ps.live // its scan runs already: look-ups are answered from it
 	}
 	dctx, cancel := context.WithCancel(p.bg)
 	d.cancel = cancel

@@ -188,6 +188,11 @@ func TestUpShardPath(t *testing.T) {
 		{"./", "linux-64/" + h},
 		{"repodata_shards/", "linux-64/repodata_shards/" + h},
 		{"a/../b/", "linux-64/b/" + h},
+		{"shards", "linux-64/shards/" + h}, // a directory, slash or not
+		{".", "linux-64/" + h},
+		{"a/b/", ""}, // deeper than a client may ask
+		{"a b/", ""}, // nor any name
+		{"%2e%2e/", ""},
 		{"../", ""},
 		{"../noarch/", ""},
 		{"./../../x/", ""},

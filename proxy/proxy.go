@@ -710,7 +710,7 @@ func (p *Proxy) fetchTee(ctx context.Context, ch *v1.Channel, path string, cache
 	if file == fileShardIndex && (cached == nil || cached.Cid != e.Cid) {
 		// Decode it now for package records (upshards.go): a client asks
 		// for packages only after reading it and solving.
-		p.goBackground(func(ctx context.Context) { _, _ = p.upstreamIndex(ctx, ch, subdir, info.CID) })
+		p.goBackground(func(ctx context.Context) { p.upstreamIndex(ctx, ch, subdir, info.CID) })
 	}
 	return Result{CID: info.CID, ModTime: modTime(e), Immutable: isImmutable(path)}, nil
 }

@@ -32,16 +32,22 @@ import (
 // replaced under the same name between the two (conda-forge never does)
 // is served as the shard says.
 
-// upIndex is an upstream shard index, decoded.
+// upIndex is an upstream shard index, decoded (or why it could not be).
 type upIndex struct {
 	src     cid.Cid
 	digests map[string][32]byte
 	base    string // info.shards_base_url
+	err     error  // kept too: an unreadable index is not decoded again
 }
 
-// upIndexesMax bounds the decoded upstream shard indexes kept (one per
-// channel and subdir, about 2 MB for conda-forge's linux-64).
-const upIndexesMax = 16
+// Bounds of the upstream shard indexes kept decoded: how many (one per
+// channel and subdir) and how large each may decode (conda-forge's
+// linux-64: 1.2 MB, its digests map about 3 MB), so that all of them hold
+// at most a few hundred MB whatever an upstream sends.
+const (
+	upIndexesMax   = 4
+	upIndexMaxSize = 32 << 20
+)
 
 // UpstreamShardLookups counts the package records read from upstream
 // shards (tests and metrics).
@@ -65,8 +71,8 @@ func (p *Proxy) upstreamShardEntry(ctx context.Context, ch *v1.Channel, subdir, 
 		p.log.Debug("upstream shard index", "channel", ch.Name, "subdir", subdir, "err", err)
 		return want{}, false, nil
 	}
-	idx, err := p.upstreamIndex(ctx, ch, subdir, res.CID)
-	if err != nil {
+	idx := p.upstreamIndex(ctx, ch, subdir, res.CID)
+	if err := idx.err; err != nil {
 		p.log.Warn("upstream shard index unreadable: package records come from repodata.json", "channel", ch.Name, "subdir", subdir, "err", err)
 		return want{}, false, nil
 	}
@@ -87,12 +93,15 @@ func (p *Proxy) upstreamShardEntry(ctx context.Context, ch *v1.Channel, subdir, 
 		p.log.Warn("upstream shard does not hash to its name: package records come from repodata.json", "channel", ch.Name, "path", shardPath)
 		return want{}, false, nil
 	}
-	entries, err := p.shardEntries(ctx, sum)
+	b, err := p.blobs.ReadAll(ctx, sres.CID)
+	if err != nil {
+		return want{}, false, err
+	}
+	se, ok, err := conda.ShardEntryOf(b, fn) // an upstream's shard: not kept decoded
 	if err != nil {
 		p.log.Warn("upstream shard unreadable: package records come from repodata.json", "channel", ch.Name, "path", shardPath, "err", err)
 		return want{}, false, nil
 	}
-	se, ok := entries[fn]
 	if !ok {
 		return want{}, false, nil
 	}
@@ -103,34 +112,32 @@ func (p *Proxy) upstreamShardEntry(ctx context.Context, ch *v1.Channel, subdir, 
 }
 
 // upstreamIndex returns the upstream shard index stored as src, decoded
-// once however many ask.
-func (p *Proxy) upstreamIndex(ctx context.Context, ch *v1.Channel, subdir string, src cid.Cid) (upIndex, error) {
+// once however many ask (an index that cannot be read is remembered as
+// such; a store error is not).
+func (p *Proxy) upstreamIndex(ctx context.Context, ch *v1.Channel, subdir string, src cid.Cid) upIndex {
 	k := key(ch.Name, subdir)
 	p.setsMu.Lock()
 	idx, ok := p.upIndexes[k]
 	p.setsMu.Unlock()
 	if ok && idx.src.Equals(src) {
-		return idx, nil
+		return idx
 	}
 	v, err, _ := p.sf.Do("upindex\x00"+src.String(), func() (any, error) {
 		b, err := p.blobs.ReadAll(context.WithoutCancel(ctx), src) // others may wait on it
 		if err != nil {
 			return nil, err
 		}
-		d, base, err := conda.ShardIndexDigests(b)
-		if err != nil {
-			return nil, err
-		}
-		return upIndex{src: src, digests: d, base: base}, nil
+		d, base, err := conda.ShardIndexDigestsMax(b, upIndexMaxSize)
+		return upIndex{src: src, digests: d, base: base, err: err}, nil
 	})
 	if err != nil {
-		return upIndex{}, err
+		return upIndex{src: src, err: err}
 	}
 	idx = v.(upIndex)
 	p.setsMu.Lock()
 	putBounded(p.upIndexes, k, idx, upIndexesMax)
 	p.setsMu.Unlock()
-	return idx, nil
+	return idx
 }
 
 // upShardPath is where an upstream shard index whose shards_base_url is
@@ -142,9 +149,12 @@ func upShardPath(subdir, base string, sum [32]byte) string {
 	if strings.ContainsAny(base, ":?#\\") || strings.HasPrefix(base, "/") {
 		return ""
 	}
+	if base != "" && !strings.HasSuffix(base, "/") {
+		base += "/" // a directory, as clients read it
+	}
 	p := path.Clean(subdir + "/" + base + hex.EncodeToString(sum[:]) + shardSuffix)
-	if !strings.HasPrefix(p, subdir+"/") {
-		return ""
+	if !strings.HasPrefix(p, subdir+"/") || checkPath(p) != nil {
+		return "" // only what a client could ask for is fetched and recorded
 	}
 	return p
 }
