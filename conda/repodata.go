@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"slices"
 	"strings"
 	"sync"
@@ -572,49 +573,21 @@ type ShardEntry struct {
 // both "packages" and "packages.conda" is as "packages" says. It is read
 // within what it holds (mpread.go).
 func ShardEntries(shard []byte) (map[string]ShardEntry, error) {
-	raw, err := unzstd(shard)
-	if err != nil {
-		return nil, fmt.Errorf("conda: shard: %w", err)
-	}
-	var pkgs, condas map[string]ShardEntry
-	err = eachMember(raw, func(key string, r *mpReader) error {
-		var into *map[string]ShardEntry
-		switch key {
-		case "packages":
-			into = &pkgs
-		case "packages.conda":
-			into = &condas
-		default:
-			return r.skip()
-		}
-		n, err := r.mapLen()
-		if n >= 0 && *into == nil {
-			*into = map[string]ShardEntry{}
-		}
-		for range n {
-			var fn []byte
-			if fn, err = r.bytes(); err != nil {
-				break
-			}
-			var e ShardEntry
-			if e, err = readShardEntry(r); err != nil {
-				break
-			}
-			(*into)[string(fn)] = e
+	pkgs, condas := map[string]ShardEntry{}, map[string]ShardEntry{}
+	err := eachShardRecord(shard, func(section string, fn []byte, r *mpReader) error {
+		e, err := readShardEntry(r)
+		if section == "packages" {
+			pkgs[string(fn)] = e
+		} else {
+			condas[string(fn)] = e
 		}
 		return err
 	})
 	if err != nil {
-		return nil, fmt.Errorf("conda: shard: %w", err)
+		return nil, err
 	}
-	out := condas
-	if out == nil {
-		out = map[string]ShardEntry{}
-	}
-	for fn, e := range pkgs {
-		out[fn] = e
-	}
-	return out, nil
+	maps.Copy(condas, pkgs)
+	return condas, nil
 }
 
 // ShardEntryOf returns what a shard says of file fn alone (as
@@ -622,41 +595,51 @@ func ShardEntries(shard []byte) (map[string]ShardEntry, error) {
 // it keeps is the decoded document, for upstream shards whose entries are
 // not worth keeping.
 func ShardEntryOf(shard []byte, fn string) (e ShardEntry, found bool, err error) {
-	raw, err := unzstd(shard)
-	if err != nil {
-		return ShardEntry{}, false, fmt.Errorf("conda: shard: %w", err)
-	}
 	var inPkgs bool
-	err = eachMember(raw, func(key string, r *mpReader) error {
-		if key != "packages" && key != "packages.conda" {
+	err = eachShardRecord(shard, func(section string, file []byte, r *mpReader) error {
+		if string(file) != fn {
 			return r.skip()
 		}
-		n, err := r.mapLen()
-		for range n {
-			var k []byte
-			if k, err = r.bytes(); err != nil {
-				break
-			}
-			if string(k) != fn {
-				if err = r.skip(); err != nil {
-					break
-				}
-				continue
-			}
-			var got ShardEntry
-			if got, err = readShardEntry(r); err != nil {
-				break
-			}
-			if key == "packages" || !inPkgs { // "packages" says last
-				e, found, inPkgs = got, true, key == "packages"
-			}
+		got, err := readShardEntry(r)
+		if section == "packages" || !inPkgs { // "packages" says last
+			e, found, inPkgs = got, true, section == "packages"
 		}
 		return err
 	})
 	if err != nil {
-		return ShardEntry{}, false, fmt.Errorf("conda: shard: %w", err)
+		return ShardEntry{}, false, err
 	}
 	return e, found, nil
+}
+
+// eachShardRecord calls fn with each record of a compressed shard: its
+// section ("packages" or "packages.conda"), its file name, and the reader
+// at the record (fn reads or skips it). The shard is read within what it
+// holds (mpread.go).
+func eachShardRecord(shard []byte, fn func(section string, file []byte, r *mpReader) error) error {
+	raw, err := unzstd(shard)
+	if err == nil {
+		err = eachMember(raw, func(key string, r *mpReader) error {
+			if key != "packages" && key != "packages.conda" {
+				return r.skip()
+			}
+			n, err := r.mapLen()
+			for range n {
+				var file []byte
+				if file, err = r.bytes(); err == nil {
+					err = fn(key, file, r)
+				}
+				if err != nil {
+					break
+				}
+			}
+			return err
+		})
+	}
+	if err != nil {
+		return fmt.Errorf("conda: shard: %w", err)
+	}
+	return nil
 }
 
 // readShardEntry reads one record of a shard: its sha256 (copied) and
