@@ -17,6 +17,17 @@ var errMsgpack = errors.New("malformed MessagePack")
 
 type mpReader struct{ b []byte }
 
+// head reads a value's first byte (its type, and for the fix types its
+// length or value).
+func (r *mpReader) head() (byte, bool) {
+	if len(r.b) == 0 {
+		return 0, false
+	}
+	c := r.b[0]
+	r.b = r.b[1:]
+	return c, true
+}
+
 // be reads an n-byte big-endian unsigned number.
 func (r *mpReader) be(n int) (uint64, bool) {
 	if len(r.b) < n {
@@ -42,11 +53,10 @@ func (r *mpReader) length(n, per int) (int, error) {
 
 // mapLen reads a map header: the number of key/value pairs (-1 for nil).
 func (r *mpReader) mapLen() (int, error) {
-	if len(r.b) == 0 {
+	c, ok := r.head()
+	if !ok {
 		return 0, errMsgpack
 	}
-	c := r.b[0]
-	r.b = r.b[1:]
 	switch {
 	case c&0xf0 == 0x80:
 		if int(c&0x0f) > len(r.b)/2 {
@@ -90,11 +100,10 @@ func (r *mpReader) arrayLen() (n int, ok bool, err error) {
 // bytes reads a string or binary value (nil reads as empty): its payload,
 // aliasing the input.
 func (r *mpReader) bytes() ([]byte, error) {
-	if len(r.b) == 0 {
+	c, ok := r.head()
+	if !ok {
 		return nil, errMsgpack
 	}
-	c := r.b[0]
-	r.b = r.b[1:]
 	n := 0
 	var err error
 	switch {
@@ -122,11 +131,10 @@ func (r *mpReader) bytes() ([]byte, error) {
 // int reads an integer (nil reads as 0); a uint64 above int64's range
 // wraps, as the reference reads it (a negative size is no valid record).
 func (r *mpReader) int() (int64, error) {
-	if len(r.b) == 0 {
+	c, ok := r.head()
+	if !ok {
 		return 0, errMsgpack
 	}
-	c := r.b[0]
-	r.b = r.b[1:]
 	switch {
 	case c <= 0x7f:
 		return int64(c), nil
@@ -156,11 +164,10 @@ func (r *mpReader) int() (int64, error) {
 // recursion.
 func (r *mpReader) skip() error {
 	for pending := 1; pending > 0; pending-- {
-		if len(r.b) == 0 {
+		c, ok := r.head()
+		if !ok {
 			return errMsgpack
 		}
-		c := r.b[0]
-		r.b = r.b[1:]
 		var (
 			n     int // payload bytes to pass
 			items int // values that follow
